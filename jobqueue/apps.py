@@ -1,0 +1,20 @@
+from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
+
+
+class JobQueueConfig(AppConfig):
+    name = "jobqueue"
+    verbose_name = _("Job queue")
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.core import checks
+        from django.db.models.signals import post_migrate
+
+        from . import receivers, registry
+        from .checks import check_settings
+
+        checks.register(check_settings, "jobqueue")
+        registry.autodiscover()
+        post_migrate.connect(receivers.sync_topics_after_migrate, sender=self)
+        receivers.connect()

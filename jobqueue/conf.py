@@ -1,0 +1,71 @@
+"""jobqueue's settings: one ``JOBQUEUE = {...}`` dict, read on every access.
+
+Nothing is read at import time, so ``override_settings(JOBQUEUE=...)`` works in
+tests. Every key is optional; :data:`DEFAULTS` names them with their units.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings as django_settings
+
+#: Seconds a popped job stays leased without a heartbeat before it is reclaimed.
+LEASE_SECONDS = 60
+#: Seconds a topic slot is held without renewal before it frees itself.
+LOCK_TTL_SECONDS = 30
+#: Seconds between two heartbeats of a worker (renews slots and leases).
+HEARTBEAT_SECONDS = 5
+#: Largest accepted payload, in bytes of its JSON encoding.
+MAX_PAYLOAD_BYTES = 1024 * 1024
+#: Longest accepted entity id, in characters.
+ENTITY_ID_MAX_LENGTH = 255
+#: Bytes of stdout and of stderr kept per execution.
+MAX_OUTPUT_BYTES = 64 * 1024
+
+DEFAULTS: dict[str, Any] = {
+    # Redis: a django-redis (or Django's RedisCache) CACHES alias, unless REDIS_URL is set.
+    "CACHE_ALIAS": "default",
+    "REDIS_URL": None,
+    "PREFIX": "jq",
+    "LEASE_SECONDS": LEASE_SECONDS,
+    "LOCK_TTL_SECONDS": LOCK_TTL_SECONDS,
+    "HEARTBEAT_SECONDS": HEARTBEAT_SECONDS,
+    "MAX_PAYLOAD_BYTES": MAX_PAYLOAD_BYTES,
+    "ENTITY_ID_MAX_LENGTH": ENTITY_ID_MAX_LENGTH,
+    "MAX_OUTPUT_BYTES": MAX_OUTPUT_BYTES,
+    # Topic defaults, used when a handler or Topic row says nothing.
+    "DEFAULT_MAX_ATTEMPTS": 3,
+    "DEFAULT_TIMEOUT": 300,
+    "DEFAULT_RETRY_BACKOFF": 2.0,
+    "MAX_RETRY_DELAY": 3600,
+    "DEFAULT_ISOLATION": "inline",
+    # Worker.
+    "WORKER_STALE_SECONDS": 30,
+    "PROGRESS_THROTTLE_SECONDS": 0.5,
+    # Optional features.
+    "DATA_DIR": None,
+    "TOPICS_DIR": None,
+    "SCRIPT_INTERPRETER": None,
+    "SHELL_TOPIC": False,
+    # Enqueue unknown topics (no handler, no Topic row) instead of refusing them.
+    "ALLOW_UNREGISTERED_TOPICS": False,
+}
+
+
+class Settings:
+    """Attribute access to ``settings.JOBQUEUE`` merged over :data:`DEFAULTS`."""
+
+    def user_settings(self) -> dict[str, Any]:
+        value = getattr(django_settings, "JOBQUEUE", None) or {}
+        if not isinstance(value, dict):
+            raise TypeError("settings.JOBQUEUE must be a dict")
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(f"Unknown jobqueue setting: {name}")
+        return self.user_settings().get(name, DEFAULTS[name])
+
+
+settings = Settings()

@@ -1,0 +1,64 @@
+"""The Redis engine: priority queues, leases, topic semaphores, all in Lua.
+
+Redis holds ids, never payloads; :func:`resync` rebuilds it from the database.
+"""
+
+from .connection import ConfigurationError, get_redis, reset_clients
+from .keys import TopicKeys, topics_key, workers_key
+from .locks import Holder, TopicLock
+from .queue import (
+    abort_requested,
+    ack,
+    change_priority,
+    claim_expired,
+    depths,
+    extend_leases,
+    is_paused,
+    known_topics,
+    pop,
+    position,
+    promote_due,
+    push,
+    push_job,
+    push_jobs,
+    queue_ids,
+    remove,
+    request_abort,
+    safe_call,
+    schedule,
+    set_paused,
+)
+from .resync import ResyncReport, resync
+
+__all__ = [
+    "ConfigurationError",
+    "Holder",
+    "ResyncReport",
+    "TopicKeys",
+    "TopicLock",
+    "abort_requested",
+    "ack",
+    "change_priority",
+    "claim_expired",
+    "depths",
+    "extend_leases",
+    "get_redis",
+    "is_paused",
+    "known_topics",
+    "pop",
+    "position",
+    "promote_due",
+    "push",
+    "push_job",
+    "push_jobs",
+    "queue_ids",
+    "remove",
+    "request_abort",
+    "reset_clients",
+    "resync",
+    "safe_call",
+    "schedule",
+    "set_paused",
+    "topics_key",
+    "workers_key",
+]

@@ -1,0 +1,44 @@
+"""Redis key names. Every key of a topic carries ``{topic}`` as a hash tag, so a topic
+lives in one Redis Cluster slot and each Lua script touches one slot."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from ..conf import settings
+
+
+class TopicKeys:
+    def __init__(self, topic: str, prefix: str | None = None):
+        self.topic = topic
+        self.base = f"{prefix or settings.PREFIX}:{{{topic}}}"
+
+    def _key(self, name: str) -> str:
+        return f"{self.base}:{name}"
+
+    queue = cached_property(lambda self: self._key("queue"))
+    seq = cached_property(lambda self: self._key("seq"))
+    leases = cached_property(lambda self: self._key("leases"))
+    entities = cached_property(lambda self: self._key("entities"))
+    scheduled = cached_property(lambda self: self._key("scheduled"))
+    schedprio = cached_property(lambda self: self._key("scheduled:priority"))
+    lock = cached_property(lambda self: self._key("lock"))
+    holders = cached_property(lambda self: self._key("lock:holders"))
+    paused = cached_property(lambda self: self._key("paused"))
+    wake = cached_property(lambda self: self._key("wake"))
+    abort = cached_property(lambda self: self._key("abort"))
+    cron = cached_property(lambda self: self._key("cron"))
+
+    def all(self) -> list[str]:
+        names = ["queue", "seq", "leases", "entities", "scheduled", "schedprio", "lock", "holders", "paused", "wake"]
+        return [getattr(self, name) for name in [*names, "abort", "cron"]]
+
+
+def workers_key() -> str:
+    """Hash: worker id -> JSON {host, pid, topics, beat} (the live worker registry)."""
+    return f"{settings.PREFIX}:workers"
+
+
+def topics_key() -> str:
+    """Set of topics that have had jobs in Redis (for maintenance across all topics)."""
+    return f"{settings.PREFIX}:topics"

@@ -1,0 +1,13 @@
+-- Acknowledge a finished job: drop its lease and its entity mapping.
+-- KEYS[1] leases    sorted set: job id -> lease deadline (ms)
+-- KEYS[2] entities  hash: entity id -> job id
+-- KEYS[3] abort     set of job ids asked to abort
+-- ARGV[1] job id
+-- ARGV[2] entity id or ""
+-- Returns 1 if the job was leased, 0 otherwise.
+local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[2], ARGV[2]) == ARGV[1] then
+  redis.call('HDEL', KEYS[2], ARGV[2])
+end
+redis.call('SREM', KEYS[3], ARGV[1])
+return removed

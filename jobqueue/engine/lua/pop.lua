@@ -1,0 +1,24 @@
+-- Pop the next jobs of a topic and lease them to the caller.
+-- KEYS[1] queue   sorted set: job id -> score (lowest score runs first)
+-- KEYS[2] leases  sorted set: job id -> lease deadline (ms)
+-- KEYS[3] paused  flag: while it exists nothing is popped
+-- ARGV[1] lease length in seconds
+-- ARGV[2] how many jobs at most
+-- ARGV[3] now in ms, or "" for the Redis server's clock
+-- Returns the leased job ids, best first.
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return {}
+end
+local now = tonumber(ARGV[3])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local deadline = now + tonumber(ARGV[1]) * 1000
+local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[2]))
+local ids = {}
+for i = 1, #popped, 2 do
+  redis.call('ZADD', KEYS[2], deadline, popped[i])
+  ids[#ids + 1] = popped[i]
+end
+return ids

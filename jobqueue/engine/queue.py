@@ -1,0 +1,206 @@
+"""Queue operations on a topic: each is one Lua script call (or one pipeline of them)."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import redis
+
+from ..conf import settings
+from .connection import get_redis
+from .keys import TopicKeys, topics_key
+from .scripts import script
+
+logger = logging.getLogger("jobqueue.engine")
+
+T = TypeVar("T")
+
+#: Ids pushed per Lua call when pushing in bulk.
+PUSH_CHUNK = 1000
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _now_arg(now_ms: int | None) -> str:
+    return "" if now_ms is None else str(int(now_ms))
+
+
+def safe_call(func: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+    """Call an engine function, logging (not raising) a Redis outage.
+
+    Used after a commit: the database already holds the truth, and
+    ``resync()`` repairs Redis once it is back.
+    """
+    try:
+        return func(*args, **kwargs)
+    except redis.RedisError as exc:
+        logger.warning("Redis unavailable during %s (%s); the database keeps the job, resync repairs Redis.",
+                       getattr(func, "__name__", func), exc)
+        return None
+
+
+def push(topic: str, items: Iterable[tuple[str, int, str | None]], client: Any = None) -> int:
+    """Queue ``(job_id, priority, entity_id)`` items; returns how many were added."""
+    k = TopicKeys(topic)
+    r = client if client is not None else get_redis()
+    argv: list[Any] = []
+    for job_id, priority, entity in items:
+        argv += [str(job_id), int(priority), entity or ""]
+    if not argv:
+        return 0
+    keys = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake]
+    result = script(get_redis(), "push")(keys=keys, args=argv, client=r)
+    r.sadd(topics_key(), topic)
+    return result if isinstance(result, int) else 0
+
+
+def schedule(topic: str, items: Iterable[tuple[str, float, int, str | None]], client: Any = None) -> None:
+    """Hold ``(job_id, due_epoch_seconds, priority, entity_id)`` items until due."""
+    k = TopicKeys(topic)
+    r = client if client is not None else get_redis()
+    argv: list[Any] = []
+    for job_id, due, priority, entity in items:
+        argv += [str(job_id), int(due * 1000), int(priority), entity or ""]
+    if argv:
+        script(get_redis(), "schedule")(keys=[k.scheduled, k.schedprio, k.entities, k.leases], args=argv, client=r)
+        r.sadd(topics_key(), topic)
+
+
+def push_jobs(jobs: Iterable[Any]) -> None:
+    """Push queued jobs and schedule scheduled ones, one pipeline for all topics."""
+    queued: dict[str, list[tuple[str, int, str | None]]] = defaultdict(list)
+    scheduled: dict[str, list[tuple[str, float, int, str | None]]] = defaultdict(list)
+    for job in jobs:
+        if job.status == "queued":
+            queued[job.topic_id].append((str(job.pk), job.priority, job.entity_id))
+        elif job.status == "scheduled" and job.run_after is not None:
+            scheduled[job.topic_id].append((str(job.pk), job.run_after.timestamp(), job.priority, job.entity_id))
+    r = get_redis()
+    with r.pipeline(transaction=False) as pipe:
+        for topic, items in queued.items():
+            for start in range(0, len(items), PUSH_CHUNK):
+                push(topic, items[start : start + PUSH_CHUNK], client=pipe)
+        for topic, sitems in scheduled.items():
+            for start in range(0, len(sitems), PUSH_CHUNK):
+                schedule(topic, sitems[start : start + PUSH_CHUNK], client=pipe)
+        pipe.execute()
+
+
+def push_job(job: Any) -> None:
+    push_jobs([job])
+
+
+def pop(topic: str, count: int = 1, lease_seconds: float | None = None, now_ms: int | None = None) -> list[str]:
+    """Lease up to ``count`` ids, highest priority first; nothing while the topic is paused."""
+    k = TopicKeys(topic)
+    lease = settings.LEASE_SECONDS if lease_seconds is None else lease_seconds
+    r = get_redis()
+    ids = script(r, "pop")(keys=[k.queue, k.leases, k.paused], args=[lease, count, _now_arg(now_ms)], client=r)
+    return [_s(i) for i in ids]
+
+
+def ack(topic: str, job_id: str, entity_id: str | None = None) -> bool:
+    """Drop a finished job's lease and entity mapping."""
+    k = TopicKeys(topic)
+    r = get_redis()
+    return bool(script(r, "ack")(keys=[k.leases, k.entities, k.abort], args=[str(job_id), entity_id or ""], client=r))
+
+
+def extend_leases(topic: str, job_ids: Iterable[str], lease_seconds: float | None = None,
+                  now_ms: int | None = None) -> list[str]:
+    """Extend leases; returns the ids whose lease was gone (the caller no longer owns them)."""
+    ids = [str(i) for i in job_ids]
+    if not ids:
+        return []
+    k = TopicKeys(topic)
+    lease = settings.LEASE_SECONDS if lease_seconds is None else lease_seconds
+    r = get_redis()
+    lost = script(r, "extend")(keys=[k.leases], args=[lease, _now_arg(now_ms), *ids], client=r)
+    return [_s(i) for i in lost]
+
+
+def claim_expired(topic: str, grace_seconds: float | None = None, limit: int = 100,
+                  now_ms: int | None = None) -> list[str]:
+    """Claim expired leases for the reaper (see ``claim_expired.lua``)."""
+    k = TopicKeys(topic)
+    grace = settings.LEASE_SECONDS if grace_seconds is None else grace_seconds
+    r = get_redis()
+    ids = script(r, "claim_expired")(keys=[k.leases], args=[grace, limit, _now_arg(now_ms)], client=r)
+    return [_s(i) for i in ids]
+
+
+def remove(topic: str, job_id: str, entity_id: str | None = None) -> bool:
+    k = TopicKeys(topic)
+    r = get_redis()
+    keys = [k.queue, k.leases, k.entities, k.scheduled, k.schedprio]
+    return bool(script(r, "remove")(keys=keys, args=[str(job_id), entity_id or ""], client=r))
+
+
+def change_priority(topic: str, job_id: str | None, priority: int, entity_id: str | None = None) -> str | None:
+    """Re-score a queued (or scheduled) job; by entity id when ``job_id`` is ``None``."""
+    k = TopicKeys(topic)
+    r = get_redis()
+    keys = [k.queue, k.entities, k.scheduled, k.schedprio]
+    changed = script(r, "change_priority")(keys=keys, args=[job_id or "", entity_id or "", int(priority)], client=r)
+    return _s(changed) if changed else None
+
+
+def position(topic: str, job_id: str) -> int | None:
+    """0-based rank in the queue (0 runs next), or ``None`` if not queued."""
+    k = TopicKeys(topic)
+    r = get_redis()
+    rank, _length = script(r, "position")(keys=[k.queue], args=[str(job_id)], client=r)
+    return None if rank < 0 else int(rank)
+
+
+def promote_due(topic: str, limit: int = 1000, now_ms: int | None = None) -> list[str]:
+    """Move due scheduled ids into the queue; returns the promoted ids."""
+    k = TopicKeys(topic)
+    r = get_redis()
+    keys = [k.scheduled, k.schedprio, k.queue, k.seq, k.wake]
+    return [_s(i) for i in script(r, "promote")(keys=keys, args=[limit, _now_arg(now_ms)], client=r)]
+
+
+def queue_ids(topic: str) -> list[str]:
+    """The queued ids in pop order."""
+    return [_s(i) for i in get_redis().zrange(TopicKeys(topic).queue, 0, -1)]
+
+
+def depths(topic: str) -> dict[str, int]:
+    """Sizes of a topic's Redis structures: queued, leased (running) and scheduled."""
+    k = TopicKeys(topic)
+    with get_redis().pipeline(transaction=False) as pipe:
+        pipe.zcard(k.queue)
+        pipe.zcard(k.leases)
+        pipe.zcard(k.scheduled)
+        queued, leased, scheduled = pipe.execute()
+    return {"queued": queued, "leased": leased, "scheduled": scheduled}
+
+
+def set_paused(topic: str, paused: bool) -> None:
+    k = TopicKeys(topic)
+    if paused:
+        get_redis().set(k.paused, "1")
+    else:
+        get_redis().delete(k.paused)
+
+
+def is_paused(topic: str) -> bool:
+    return bool(get_redis().exists(TopicKeys(topic).paused))
+
+
+def request_abort(topic: str, job_id: str) -> None:
+    get_redis().sadd(TopicKeys(topic).abort, str(job_id))
+
+
+def abort_requested(topic: str, job_id: str) -> bool:
+    return bool(get_redis().sismember(TopicKeys(topic).abort, str(job_id)))
+
+
+def known_topics() -> list[str]:
+    return sorted(_s(t) for t in get_redis().smembers(topics_key()))

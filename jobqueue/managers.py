@@ -1,0 +1,287 @@
+"""Query layer: how jobs and topics are created, found and counted.
+
+``JobManager.enqueue()`` writes the row in the caller's transaction and pushes
+the id to Redis only once that transaction commits, so a rollback leaves
+nothing behind and a commit is never broken by Redis being down.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from django.db import IntegrityError, models, router, transaction
+from django.db.models import Count
+from django.utils import timezone
+
+from .conf import settings
+from .exceptions import DuplicateJob, InvalidJob, InvalidTransition, UnknownTopic
+from .validation import (
+    encode_payload,
+    resolve_run_after,
+    validate_entity_id,
+    validate_positive_int,
+    validate_priority,
+    validate_topic_name,
+)
+
+if TYPE_CHECKING:
+    from .models import Job, Topic
+
+
+class TopicManager(models.Manager["Topic"]):
+    def resolve(self, name: Any) -> Topic:
+        """The Topic row for ``name``, created from its handler if it has one.
+
+        Raises :class:`UnknownTopic` (listing the known topics) otherwise.
+        """
+        from . import registry
+
+        validate_topic_name(name)
+        topic = self.filter(name=name).first()
+        if topic is not None:
+            return topic
+        spec = registry.get(name)
+        if spec is not None:
+            return registry.sync_topic(spec)
+        if settings.ALLOW_UNREGISTERED_TOPICS:
+            return self.get_or_create(name=name)[0]
+        known = sorted(set(self.values_list("name", flat=True)) | set(registry.topics()))
+        raise UnknownTopic(f"Unknown topic {name!r}. Known topics: {', '.join(known) or '(none)'}.")
+
+
+class JobQuerySet(models.QuerySet["Job"]):
+    def active(self) -> JobQuerySet:
+        from .models import ACTIVE_STATUSES
+
+        return self.filter(status__in=ACTIVE_STATUSES)
+
+    def pending(self) -> JobQuerySet:
+        from .models import PENDING_STATUSES
+
+        return self.filter(status__in=PENDING_STATUSES)
+
+    def finished(self) -> JobQuerySet:
+        from .models import FINISHED_STATUSES
+
+        return self.filter(status__in=FINISHED_STATUSES)
+
+    def queued(self) -> JobQuerySet:
+        return self.filter(status="queued")
+
+    def running(self) -> JobQuerySet:
+        return self.filter(status="running")
+
+    def in_queue_order(self) -> JobQuerySet:
+        """Queued jobs in the order workers take them: priority, then time queued."""
+        return self.order_by("-priority", "queued_at", "id")
+
+
+class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[misc]
+    def build(
+        self,
+        topic: str | Topic,
+        payload: Any = None,
+        *,
+        priority: int | None = None,
+        entity_id: str | None = None,
+        run_after: dt.datetime | None = None,
+        delay: float | dt.timedelta | None = None,
+        parent: Job | uuid.UUID | str | None = None,
+        depends_on: Iterable[Job | uuid.UUID | str] = (),
+        max_attempts: int | None = None,
+        timeout: int | None = None,
+    ) -> tuple[Job, list[Any]]:
+        """Validate everything and return an unsaved Job plus its dependency ids."""
+        from .models import JobStatus, Topic
+
+        topic_obj = topic if isinstance(topic, Topic) else self._resolve_topic(topic)
+        payload = {} if payload is None else payload
+        encode_payload(payload)
+        priority = topic_obj.default_priority if priority is None else validate_priority(priority)
+        entity_id = validate_entity_id(entity_id)
+        when = resolve_run_after(run_after, delay)
+        max_attempts = validate_positive_int(max_attempts, "max_attempts") or topic_obj.max_attempts
+        timeout = validate_positive_int(timeout, "timeout") or topic_obj.timeout
+        parent_id = self._job_id(parent, "parent") if parent is not None else None
+        dep_ids = [self._job_id(d, "depends_on") for d in depends_on]
+
+        now = timezone.now()
+        if dep_ids:
+            from .workflow import status_for_dependencies
+
+            status = status_for_dependencies(self, dep_ids) or JobStatus.WAITING
+            if status == JobStatus.QUEUED and when is not None and when > now:
+                status = JobStatus.SCHEDULED
+        elif when is not None and when > now:
+            status = JobStatus.SCHEDULED
+        else:
+            status = JobStatus.QUEUED
+        job = self.model(
+            topic=topic_obj,
+            payload=payload,
+            priority=priority,
+            entity_id=entity_id,
+            run_after=when,
+            parent_id=parent_id,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            status=status,
+            created_at=now,
+            queued_at=now if status == JobStatus.QUEUED else None,
+        )
+        return job, dep_ids
+
+    def enqueue(self, topic: str | Topic, payload: Any = None, **kwargs: Any) -> Job:
+        """Create a job; it reaches its Redis queue when the current transaction commits.
+
+        Keyword arguments: ``priority``, ``entity_id``, ``run_after``, ``delay``,
+        ``parent``, ``depends_on``, ``max_attempts``, ``timeout``. Bad input raises
+        a subclass of :class:`~jobqueue.exceptions.InvalidJob` and writes nothing.
+
+        With an ``entity_id`` that already has an active job in this topic, the
+        existing job is returned (its priority raised if the new one is higher);
+        if that job is running, :class:`~jobqueue.exceptions.DuplicateJob` is raised.
+        """
+        job, dep_ids = self.build(topic, payload, **kwargs)
+        db = router.db_for_write(self.model)
+        with transaction.atomic(using=db):
+            if job.entity_id:
+                existing = self._active_for_entity(job)
+                if existing is not None:
+                    return self._merge_duplicate(existing, job)
+            try:
+                with transaction.atomic(using=db):
+                    job.save(force_insert=True, using=db)
+            except IntegrityError:
+                existing = self._active_for_entity(job) if job.entity_id else None
+                if existing is None:
+                    raise
+                return self._merge_duplicate(existing, job)
+            if dep_ids:
+                self._add_dependencies(job, dep_ids)
+            self._after_create([job], db)
+        return job
+
+    def enqueue_many(self, items: Iterable[Mapping[str, Any] | Sequence[Any]]) -> list[Job]:
+        """Create many jobs with one ``bulk_create`` and one pipelined Redis push.
+
+        Each item is a dict of :meth:`enqueue`'s arguments (``{"topic": ..., "payload": ...}``)
+        or a ``(topic, payload)`` pair. Items with an ``entity_id`` or ``depends_on``
+        go through :meth:`enqueue` one by one so dedupe and dependencies hold.
+        """
+        from .models import JobStatus
+
+        topics: dict[str, Topic] = {}
+        simple: list[Job] = []
+        special: list[dict[str, Any]] = []
+        for item in items:
+            kwargs = dict(item) if isinstance(item, Mapping) else {"topic": item[0], "payload": item[1]}
+            if "topic" not in kwargs:
+                raise InvalidJob(f"Item {item!r} has no topic.")
+            name = kwargs.pop("topic")
+            if not isinstance(name, str):
+                raise InvalidJob(f"Invalid topic name {name!r}.")
+            if name not in topics:
+                topics[name] = self._resolve_topic(name)
+            kwargs["topic"] = topics[name]
+            if kwargs.get("entity_id") or kwargs.get("depends_on"):
+                special.append(kwargs)
+                continue
+            job, _ = self.build(**kwargs)
+            simple.append(job)
+        # Strictly increasing queued_at keeps FIFO order if the queue is ever rebuilt.
+        base = timezone.now()
+        for offset, job in enumerate(simple):
+            if job.status == JobStatus.QUEUED:
+                job.queued_at = base + dt.timedelta(microseconds=offset)
+        db = router.db_for_write(self.model)
+        with transaction.atomic(using=db):
+            created = self.bulk_create(simple, batch_size=1000)
+            self._after_create(created, db)
+            created.extend(self.enqueue(**kwargs) for kwargs in special)
+        return created
+
+    def set_priority(self, topic: str, entity_id: str, priority: int) -> Job:
+        """Change the priority of the pending job of ``topic`` with this entity id."""
+        from .models import PENDING_STATUSES
+
+        job = self.filter(topic_id=topic, entity_id=entity_id, status__in=PENDING_STATUSES).first()
+        if job is None:
+            raise InvalidTransition(f"No pending job for entity {entity_id!r} in topic {topic!r}.")
+        job.set_priority(priority)
+        return job
+
+    def queue_status(self, topic: str) -> dict[str, Any]:
+        """Counts by status and, for queued jobs, by priority (highest first)."""
+        from . import engine
+        from .models import JobStatus
+
+        rows = self.filter(topic_id=topic).values_list("status").annotate(n=Count("pk")).order_by()
+        by_status = {s.value: 0 for s in JobStatus}
+        by_status.update({status: n for status, n in rows})
+        prio_rows = self.filter(topic_id=topic, status=JobStatus.QUEUED).values_list("priority").annotate(
+            n=Count("pk")
+        ).order_by("-priority")
+        return {
+            "topic": topic,
+            "by_status": by_status,
+            "by_priority": {priority: n for priority, n in prio_rows},
+            "redis": engine.safe_call(engine.depths, topic),
+        }
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _resolve_topic(self, name: Any) -> Topic:
+        from .models import Topic
+
+        return Topic.objects.resolve(name)
+
+    def _job_id(self, value: Any, what: str) -> uuid.UUID:
+        if isinstance(value, self.model):
+            return value.pk
+        try:
+            return value if isinstance(value, uuid.UUID) else uuid.UUID(str(value))
+        except ValueError:
+            raise InvalidJob(f"{what}: {value!r} is not a job id.") from None
+
+    def _active_for_entity(self, job: Job) -> Job | None:
+        from .models import ACTIVE_STATUSES
+
+        qs = self.filter(topic_id=job.topic_id, entity_id=job.entity_id, status__in=ACTIVE_STATUSES)
+        if transaction.get_connection(router.db_for_write(self.model)).features.has_select_for_update:
+            qs = qs.select_for_update()
+        return qs.first()
+
+    def _merge_duplicate(self, existing: Job, new: Job) -> Job:
+        from .models import JobStatus
+
+        if existing.status == JobStatus.RUNNING:
+            raise DuplicateJob(
+                f"Entity {existing.entity_id!r} already has a running job {existing.pk} in topic "
+                f"{existing.topic_id!r}.",
+                existing_id=existing.pk,
+            )
+        if new.priority > existing.priority:
+            try:
+                existing.set_priority(new.priority)
+            except InvalidTransition:
+                raise DuplicateJob(
+                    f"Entity {existing.entity_id!r} already has a running job {existing.pk}.", existing_id=existing.pk
+                ) from None
+        return existing
+
+    def _add_dependencies(self, job: Job, dep_ids: list[uuid.UUID]) -> None:
+        job.depends_on.add(*dep_ids)
+
+    def _after_create(self, jobs: list[Job], db: str) -> None:
+        from . import engine
+        from .signals import job_enqueued
+
+        for job in jobs:
+            job_enqueued.send(sender=self.model, job=job)
+        pushable = [job for job in jobs if job.status in ("queued", "scheduled")]
+        if pushable:
+            transaction.on_commit(lambda: engine.safe_call(engine.push_jobs, pushable), using=db)

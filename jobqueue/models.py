@@ -1,0 +1,365 @@
+"""Topic, Job and Execution: the database holds the truth about every job.
+
+State changes are methods whose ``UPDATE`` names the state it leaves
+(``WHERE status = 'queued'``), so two workers can never both win a transition.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from django.core.validators import RegexValidator
+from django.db import models, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .conf import settings
+from .exceptions import InvalidTransition
+from .managers import JobManager, TopicManager
+from .validation import TOPIC_NAME_RE, validate_priority
+
+
+class Isolation(models.TextChoices):
+    INLINE = "inline", _("inline (in the worker process)")
+    PROCESS = "process", _("process (a forked child per job)")
+
+
+class Topic(models.Model):
+    """A named queue with its runtime settings; jobs of a topic share one handler."""
+
+    name = models.CharField(
+        _("name"),
+        max_length=100,
+        unique=True,
+        validators=[RegexValidator(TOPIC_NAME_RE, _("Lowercase letters, digits, '_', '.' and '-'."))],
+    )
+    description = models.TextField(_("description"), blank=True)
+    is_paused = models.BooleanField(_("paused"), default=False)
+    concurrency = models.PositiveIntegerField(
+        _("concurrency"), default=1, help_text=_("Jobs of this topic that may run at once, across all workers.")
+    )
+    default_priority = models.SmallIntegerField(_("default priority"), default=0)
+    max_attempts = models.PositiveIntegerField(_("max attempts"), default=3)
+    timeout = models.PositiveIntegerField(_("timeout (seconds)"), default=300)
+    retry_backoff = models.FloatField(
+        _("retry backoff (seconds)"), default=2.0, help_text=_("Base of the exponential retry delay.")
+    )
+    isolation = models.CharField(_("isolation"), max_length=16, choices=Isolation.choices, default=Isolation.INLINE)
+    next_topic = models.CharField(_("next topic"), max_length=100, blank=True)
+    cron = models.CharField(_("cron schedule"), max_length=100, blank=True)
+    operator_overrides = models.JSONField(
+        _("fields set by an operator"),
+        default=list,
+        blank=True,
+        help_text=_("Fields changed in the admin; syncing handlers never overwrites them."),
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    objects = TopicManager()
+
+    class Meta:
+        verbose_name = _("topic")
+        verbose_name_plural = _("topics")
+        ordering = ["name"]
+        permissions = [
+            ("pause_topic", _("Can pause and resume a topic")),
+            ("unlock_topic", _("Can force-free a topic's slots")),
+            ("purge_topic", _("Can purge a topic's queued jobs")),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(default_priority__gte=-100, default_priority__lte=100),
+                name="jobqueue_topic_priority_range",
+            ),
+            models.CheckConstraint(condition=Q(concurrency__gte=1), name="jobqueue_topic_concurrency_min"),
+            models.CheckConstraint(condition=Q(max_attempts__gte=1), name="jobqueue_topic_attempts_min"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class JobStatus(models.TextChoices):
+    WAITING = "waiting", _("waiting")
+    SCHEDULED = "scheduled", _("scheduled")
+    QUEUED = "queued", _("queued")
+    RUNNING = "running", _("running")
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+    CANCELLED = "cancelled", _("cancelled")
+
+
+ACTIVE_STATUSES = (JobStatus.WAITING, JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RUNNING)
+PENDING_STATUSES = (JobStatus.WAITING, JobStatus.SCHEDULED, JobStatus.QUEUED)
+FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Job(models.Model):
+    """One unit of work for a topic's handler."""
+
+    id = models.UUIDField(_("id"), primary_key=True, default=uuid.uuid4, editable=False)
+    topic = models.ForeignKey(
+        Topic,
+        verbose_name=_("topic"),
+        to_field="name",
+        db_column="topic",
+        on_delete=models.PROTECT,
+        related_name="jobs",
+    )
+    status = models.CharField(_("status"), max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    priority = models.SmallIntegerField(_("priority"), default=0, help_text=_("-100..100; higher runs first."))
+    payload = models.JSONField(_("payload"), default=dict, blank=True)
+    result = models.JSONField(_("result"), null=True, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    progress = models.PositiveSmallIntegerField(_("progress"), default=0)
+    progress_message = models.CharField(_("progress message"), max_length=255, blank=True)
+    stage = models.CharField(_("stage"), max_length=100, blank=True)
+    entity_id = models.CharField(_("entity id"), max_length=255, null=True, blank=True)
+    parent = models.ForeignKey(
+        "self",
+        verbose_name=_("parent"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="children",
+    )
+    depends_on = models.ManyToManyField(
+        "self", verbose_name=_("depends on"), symmetrical=False, blank=True, related_name="dependents"
+    )
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    max_attempts = models.PositiveIntegerField(_("max attempts"), default=3)
+    run_after = models.DateTimeField(_("run after"), null=True, blank=True)
+    timeout = models.PositiveIntegerField(_("timeout (seconds)"), default=300)
+    worker_id = models.CharField(_("worker"), max_length=200, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+    queued_at = models.DateTimeField(_("queued"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    objects = JobManager()
+
+    class Meta:
+        verbose_name = _("job")
+        verbose_name_plural = _("jobs")
+        ordering = ["-created_at"]
+        get_latest_by = "created_at"
+        permissions = [
+            ("requeue_job", _("Can requeue a job")),
+            ("cancel_job", _("Can cancel a job")),
+            ("change_priority_job", _("Can change a job's priority")),
+            ("run_now_job", _("Can run a scheduled job now")),
+            ("enqueue_shell_job", _("Can enqueue a shell-topic job")),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(priority__gte=-100, priority__lte=100), name="jobqueue_job_priority_range"),
+            models.CheckConstraint(condition=Q(progress__gte=0, progress__lte=100), name="jobqueue_job_progress_range"),
+            models.UniqueConstraint(
+                fields=["topic", "entity_id"],
+                condition=Q(status__in=ACTIVE_STATUSES, entity_id__isnull=False),
+                name="jobqueue_job_active_entity_uniq",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["-created_at"], name="jobqueue_job_created_idx"),
+            models.Index(fields=["status", "-created_at"], name="jobqueue_job_status_idx"),
+            models.Index(fields=["topic", "status"], name="jobqueue_job_topic_status_idx"),
+            models.Index(fields=["status", "finished_at"], name="jobqueue_job_finished_idx"),
+            models.Index(
+                fields=["topic", "-priority", "queued_at"],
+                condition=Q(status="queued"),
+                name="jobqueue_job_queued_idx",
+            ),
+            models.Index(fields=["run_after"], condition=Q(status="scheduled"), name="jobqueue_job_scheduled_idx"),
+            models.Index(fields=["entity_id"], name="jobqueue_job_entity_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.topic_id}:{self.short_id}"
+
+    @property
+    def short_id(self) -> str:
+        return str(self.id)[:8]
+
+    @property
+    def attempt(self) -> int:
+        """The number of the attempt now running (1 for the first)."""
+        return self.attempts
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def duration(self) -> dt.timedelta | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    # -- state transitions -------------------------------------------------------------
+
+    def _guarded_update(self, from_statuses: tuple[str, ...] | list[str], **values: Any) -> bool:
+        """Apply ``values`` only if the row is still in one of ``from_statuses``."""
+        values.setdefault("updated_at", timezone.now())
+        won = type(self)._default_manager.filter(pk=self.pk, status__in=list(from_statuses)).update(**values)
+        if won:
+            for name, value in values.items():
+                if not hasattr(value, "resolve_expression"):
+                    setattr(self, name, value)
+        return bool(won)
+
+    def cancel(self, reason: str = "") -> bool:
+        """Cancel a pending job now, or ask a running one to abort.
+
+        Returns ``True`` if the job is (or will be) cancelled; raises
+        :class:`InvalidTransition` for a finished job.
+        """
+        from . import engine
+
+        now = timezone.now()
+        message = reason or "cancelled"
+        if self._guarded_update(PENDING_STATUSES, status=JobStatus.CANCELLED, finished_at=now, error=message):
+            topic, job_id, entity = self.topic_id, str(self.pk), self.entity_id
+            transaction.on_commit(lambda: engine.safe_call(engine.remove, topic, job_id, entity))
+            from .signals import send_finished
+
+            send_finished(self)
+            return True
+        self.refresh_from_db(fields=["status"])
+        if self.status == JobStatus.RUNNING:
+            topic, job_id = self.topic_id, str(self.pk)
+            transaction.on_commit(lambda: engine.safe_call(engine.request_abort, topic, job_id))
+            return True
+        raise InvalidTransition(f"Job {self.pk} is {self.status}; only a pending or running job can be cancelled.")
+
+    def requeue(self, *, reset_attempts: bool = True) -> None:
+        """Put a failed or cancelled job back in its queue."""
+        from . import engine
+
+        now = timezone.now()
+        values: dict[str, Any] = {
+            "status": JobStatus.QUEUED,
+            "queued_at": now,
+            "finished_at": None,
+            "error": "",
+            "worker_id": "",
+            "run_after": None,
+        }
+        if reset_attempts:
+            values["attempts"] = 0
+        if not self._guarded_update((JobStatus.FAILED, JobStatus.CANCELLED), **values):
+            self.refresh_from_db(fields=["status"])
+            raise InvalidTransition(f"Job {self.pk} is {self.status}; only a failed or cancelled job can be requeued.")
+        transaction.on_commit(lambda: engine.safe_call(engine.push_job, self))
+
+    def run_now(self) -> None:
+        """Move a scheduled job to the front of its wait: queue it now."""
+        from . import engine
+
+        if not self._guarded_update((JobStatus.SCHEDULED,), status=JobStatus.QUEUED, queued_at=timezone.now(), run_after=None):
+            self.refresh_from_db(fields=["status"])
+            raise InvalidTransition(f"Job {self.pk} is {self.status}; only a scheduled job can be run now.")
+        transaction.on_commit(lambda: engine.safe_call(engine.push_job, self))
+
+    def set_priority(self, priority: int) -> None:
+        """Change the priority of a pending job, in the database and in its Redis queue."""
+        from . import engine
+
+        validate_priority(priority)
+        if not self._guarded_update(PENDING_STATUSES, priority=priority):
+            self.refresh_from_db(fields=["status"])
+            raise InvalidTransition(f"Job {self.pk} is {self.status}; only a pending job's priority can change.")
+        topic, job_id = self.topic_id, str(self.pk)
+        transaction.on_commit(lambda: engine.safe_call(engine.change_priority, topic, job_id, priority))
+
+    def set_progress(self, percent: float | None = None, message: str = "", stage: str = "") -> None:
+        """Record progress (0-100) with an optional message and stage; throttled while running."""
+        from .progress import record_progress
+
+        record_progress(self, percent, message, stage)
+
+    def should_abort(self) -> bool:
+        """True once someone asked this running job to stop (``job.cancel()``)."""
+        from . import engine
+
+        return bool(engine.safe_call(engine.abort_requested, self.topic_id, str(self.pk)))
+
+    @property
+    def position_in_queue(self) -> int | None:
+        """0-based place in its topic's queue (0 runs next), or ``None`` if not queued."""
+        from . import engine
+
+        if self.status != JobStatus.QUEUED:
+            return None
+        return engine.position(self.topic_id, str(self.pk))
+
+    @property
+    def data_dir(self) -> str | None:
+        """The job's folder under ``JOBQUEUE["DATA_DIR"]``, or ``None`` when that is unset."""
+        import os
+
+        base = settings.DATA_DIR
+        return os.path.join(str(base), str(self.pk)) if base else None
+
+
+class ExecutionOutcome(models.TextChoices):
+    RUNNING = "running", _("running")
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+    RETRY = "retry", _("failed, will retry")
+    TIMEOUT = "timeout", _("timed out")
+    LOST = "lost", _("lost (worker died)")
+    ABORTED = "aborted", _("aborted")
+    CANCELLED = "cancelled", _("cancelled")
+
+
+class Execution(models.Model):
+    """One attempt at running a job."""
+
+    job = models.ForeignKey(Job, verbose_name=_("job"), on_delete=models.CASCADE, related_name="executions")
+    attempt = models.PositiveIntegerField(_("attempt"))
+    worker_id = models.CharField(_("worker"), max_length=200, blank=True)
+    hostname = models.CharField(_("host"), max_length=255, blank=True)
+    pid = models.PositiveIntegerField(_("pid"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started"), default=timezone.now)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    outcome = models.CharField(
+        _("outcome"), max_length=16, choices=ExecutionOutcome.choices, default=ExecutionOutcome.RUNNING
+    )
+    exit_code = models.IntegerField(_("exit code"), null=True, blank=True)
+    stdout = models.TextField(_("stdout"), blank=True)
+    stderr = models.TextField(_("stderr"), blank=True)
+    error = models.TextField(_("error"), blank=True)
+    traceback = models.TextField(_("traceback"), blank=True)
+    duration = models.FloatField(_("duration (seconds)"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("execution")
+        verbose_name_plural = _("executions")
+        ordering = ["job", "attempt"]
+        constraints = [models.UniqueConstraint(fields=["job", "attempt"], name="jobqueue_execution_attempt_uniq")]
+        indexes = [
+            models.Index(fields=["finished_at", "outcome"], name="jobqueue_exec_finished_idx"),
+            models.Index(fields=["outcome"], condition=Q(outcome="running"), name="jobqueue_exec_running_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_id} #{self.attempt} {self.outcome}"
+
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "FINISHED_STATUSES",
+    "PENDING_STATUSES",
+    "Execution",
+    "ExecutionOutcome",
+    "F",
+    "Isolation",
+    "Job",
+    "JobStatus",
+    "Topic",
+]

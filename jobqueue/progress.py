@@ -1,0 +1,37 @@
+"""Progress reports from a running handler, written at most every ``PROGRESS_THROTTLE_SECONDS``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .conf import settings
+
+_last_write: dict[Any, float] = {}
+
+
+def record_progress(job: Any, percent: float | None, message: str = "", stage: str = "") -> bool:
+    """Set progress on ``job`` and write it unless the last write was too recent.
+
+    The last report (100 %, or a new stage) is always written. Returns whether
+    the row was written.
+    """
+    if percent is not None:
+        if isinstance(percent, bool) or not isinstance(percent, (int, float)) or percent != percent:
+            raise ValueError(f"progress must be a number from 0 to 100, not {percent!r}")
+        job.progress = max(0, min(100, int(percent)))
+    stage_changed = bool(stage) and stage != job.stage
+    job.progress_message = str(message)[:255]
+    if stage:
+        job.stage = str(stage)[:100]
+    now = time.monotonic()
+    last = _last_write.get(job.pk, 0.0)
+    if not stage_changed and job.progress < 100 and now - last < settings.PROGRESS_THROTTLE_SECONDS:
+        return False
+    _last_write[job.pk] = now
+    type(job)._default_manager.filter(pk=job.pk).update(
+        progress=job.progress, progress_message=job.progress_message, stage=job.stage
+    )
+    if len(_last_write) > 10000:
+        _last_write.clear()
+    return True

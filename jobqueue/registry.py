@@ -1,0 +1,147 @@
+"""The handler registry: ``@handler("topic", ...)`` maps a topic to a callable.
+
+Workers resolve handlers only through this registry (never from an import path
+stored with a job). Every installed app's ``jobs`` module is imported by
+:func:`autodiscover`, the way ``admin.autodiscover()`` imports ``admin`` modules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .validation import validate_priority, validate_topic_name
+
+if TYPE_CHECKING:
+    from .models import Topic
+
+#: Topic fields a handler may set; an operator's change in the admin wins over them.
+TOPIC_FIELDS = (
+    "description",
+    "concurrency",
+    "default_priority",
+    "max_attempts",
+    "timeout",
+    "retry_backoff",
+    "isolation",
+    "next_topic",
+    "cron",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class HandlerSpec:
+    topic: str
+    func: Callable[..., Any]
+    defaults: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return f"{self.func.__module__}.{self.func.__qualname__}"
+
+
+_registry: dict[str, HandlerSpec] = {}
+
+_ALIASES = {"priority": "default_priority"}
+
+
+def handler(topic: str, **options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register the decorated function as the handler of ``topic``.
+
+    Options set the topic's defaults: ``timeout`` (seconds), ``max_attempts``,
+    ``isolation`` (``"inline"`` or ``"process"``), ``concurrency``, ``priority``,
+    ``retry_backoff`` (seconds), ``next_topic``, ``cron`` and ``description``.
+    """
+    validate_topic_name(topic)
+    defaults: dict[str, Any] = {}
+    for key, value in options.items():
+        field = _ALIASES.get(key, key)
+        if field not in TOPIC_FIELDS:
+            raise TypeError(f"@handler({topic!r}): unknown option {key!r}; known: {', '.join(sorted(TOPIC_FIELDS))}")
+        defaults[field] = value
+    if "default_priority" in defaults:
+        validate_priority(defaults["default_priority"])
+    if defaults.get("isolation") not in (None, "inline", "process"):
+        raise ValueError(f"@handler({topic!r}): isolation must be 'inline' or 'process'")
+    if defaults.get("next_topic"):
+        validate_topic_name(defaults["next_topic"])
+    if defaults.get("cron"):
+        from .cron import CronSchedule
+
+        CronSchedule(defaults["cron"])
+
+    def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        previous = _registry.get(topic)
+        if previous is not None and previous.name != f"{func.__module__}.{func.__qualname__}":
+            raise ValueError(f"Topic {topic!r} already has a handler: {previous.name}")
+        if "description" not in defaults and func.__doc__:
+            defaults["description"] = func.__doc__.strip().splitlines()[0]
+        _registry[topic] = HandlerSpec(topic=topic, func=func, defaults=defaults)
+        return func
+
+    return decorator
+
+
+_resolvers: list[Callable[[str], HandlerSpec | None]] = []
+
+
+def register(topic: str, func: Callable[..., Any], **options: Any) -> HandlerSpec:
+    """Register ``func`` for ``topic`` without a decorator (same options as :func:`handler`)."""
+    handler(topic, **options)(func)
+    return _registry[topic]
+
+
+def add_resolver(resolver: Callable[[str], HandlerSpec | None]) -> None:
+    """Add a fallback that provides handlers for topics with no ``@handler``
+    (script topics, the shell topic, ``django.tasks`` queues)."""
+    if resolver not in _resolvers:
+        _resolvers.append(resolver)
+
+
+def get(topic: str) -> HandlerSpec | None:
+    """The handler of ``topic``: a registered one, else one a resolver provides."""
+    spec = _registry.get(topic)
+    if spec is not None:
+        return spec
+    for resolver in _resolvers:
+        spec = resolver(topic)
+        if spec is not None:
+            return spec
+    return None
+
+
+def topics() -> list[str]:
+    return sorted(_registry)
+
+
+def unregister(topic: str) -> None:
+    _registry.pop(topic, None)
+
+
+def sync_topic(spec: HandlerSpec) -> Topic:
+    """Create or update the Topic row of ``spec``, keeping fields an operator changed."""
+    from .models import Topic
+
+    topic, created = Topic.objects.get_or_create(name=spec.topic, defaults=spec.defaults)
+    if created:
+        return topic
+    overrides = set(topic.operator_overrides or [])
+    changed = [f for f, v in spec.defaults.items() if f not in overrides and getattr(topic, f) != v]
+    if changed:
+        for field in changed:
+            setattr(topic, field, spec.defaults[field])
+        topic.save(update_fields=[*changed, "updated_at"])
+    return topic
+
+
+def sync_topics() -> list[Topic]:
+    """Make sure every registered topic has its Topic row."""
+    return [sync_topic(spec) for spec in _registry.values()]
+
+
+def autodiscover() -> None:
+    """Import the ``jobs`` module of every installed app."""
+    from django.utils.module_loading import autodiscover_modules
+
+    autodiscover_modules("jobs")

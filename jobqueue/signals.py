@@ -1,0 +1,25 @@
+"""Signals sent as jobs move through their life (``sender`` is the :class:`~jobqueue.models.Job` class).
+
+Every signal passes ``job``; ``job_succeeded`` also passes ``result``,
+``job_failed`` passes ``error`` and ``will_retry``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.dispatch import Signal
+
+job_enqueued = Signal()
+job_started = Signal()
+job_succeeded = Signal()
+job_failed = Signal()
+job_finished = Signal()
+
+
+def send_finished(job: Any) -> None:
+    """Send ``job_finished`` and release (or cancel) the jobs that depend on ``job``."""
+    from .workflow import release_dependents
+
+    job_finished.send(sender=type(job), job=job)
+    release_dependents(job)

@@ -1,0 +1,111 @@
+"""Checks applied to everything that creates a job, before anything is written.
+
+``Job.objects.enqueue()``, ``createjob``, the admin's add form and the JSON API
+all go through these functions, so they refuse the same input the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from typing import Any
+
+from django.conf import settings as django_settings
+from django.utils import timezone
+
+from .conf import settings
+from .exceptions import InvalidJob, InvalidPayload, PayloadTooLarge
+
+TOPIC_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}\Z")
+MIN_PRIORITY = -100
+MAX_PRIORITY = 100
+
+
+def validate_topic_name(name: Any) -> str:
+    """Return ``name`` if it is a valid topic name (``^[a-z0-9][a-z0-9_.-]{0,99}$``)."""
+    if not isinstance(name, str) or not TOPIC_NAME_RE.match(name) or ".." in name:
+        raise InvalidJob(
+            f"Invalid topic name {name!r}: use 1-100 lowercase ASCII letters, digits, '_', '.' "
+            "or '-', starting with a letter or digit."
+        )
+    return name
+
+
+def encode_payload(payload: Any) -> str:
+    """Return the payload's JSON text, refusing what JSON cannot hold or what is too large."""
+    try:
+        text = json.dumps(payload, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidPayload(f"Payload is not JSON-serializable: {exc}") from exc
+    size = len(text.encode("utf-8"))
+    limit = settings.MAX_PAYLOAD_BYTES
+    if size > limit:
+        raise PayloadTooLarge(f"Payload is {size} bytes of JSON; the limit is {limit} bytes.")
+    return text
+
+
+def validate_priority(priority: Any) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidJob(f"Priority must be an integer, not {priority!r}.")
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise InvalidJob(f"Priority {priority} is out of range ({MIN_PRIORITY}..{MAX_PRIORITY}).")
+    return priority
+
+
+def validate_entity_id(entity_id: Any) -> str | None:
+    if entity_id is None:
+        return None
+    if not isinstance(entity_id, str) or not entity_id:
+        raise InvalidJob(f"Entity id must be a non-empty string, not {entity_id!r}.")
+    limit = settings.ENTITY_ID_MAX_LENGTH
+    if len(entity_id) > limit:
+        raise InvalidJob(f"Entity id is {len(entity_id)} characters long; the limit is {limit}.")
+    if any(ord(c) < 32 for c in entity_id):
+        raise InvalidJob("Entity id must not contain control characters.")
+    return entity_id
+
+
+def validate_positive_int(value: Any, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidJob(f"{name} must be a positive integer, not {value!r}.")
+    return value
+
+
+def resolve_run_after(run_after: Any, delay: Any) -> dt.datetime | None:
+    """Turn ``run_after`` / ``delay`` into an aware datetime (or ``None`` for "now")."""
+    if run_after is not None and delay is not None:
+        raise InvalidJob("Give run_after or delay, not both.")
+    if delay is not None:
+        if isinstance(delay, dt.timedelta):
+            seconds = delay.total_seconds()
+        elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
+            seconds = float(delay)
+        else:
+            raise InvalidJob(f"Delay must be a number of seconds or a timedelta, not {delay!r}.")
+        if seconds < 0 or seconds != seconds:
+            raise InvalidJob(f"Delay must not be negative, got {delay!r}.")
+        return timezone.now() + dt.timedelta(seconds=seconds)
+    if run_after is None:
+        return None
+    if not isinstance(run_after, dt.datetime):
+        raise InvalidJob(f"run_after must be a datetime, not {run_after!r}.")
+    if timezone.is_naive(run_after):
+        if django_settings.USE_TZ:
+            raise InvalidJob("run_after is a naive datetime while USE_TZ is on; give it a timezone.")
+        run_after = timezone.make_aware(run_after)
+    return run_after
+
+
+DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*\Z")
+DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+
+
+def parse_duration(text: str) -> dt.timedelta:
+    """Parse ``"30s"``, ``"5m"``, ``"7d"``, ``"250ms"`` or a bare number of seconds."""
+    match = DURATION_RE.match(text or "")
+    if not match:
+        raise ValueError(f"Invalid duration {text!r}: use a number with s, m, h, d or w (e.g. 30s, 7d).")
+    return dt.timedelta(seconds=float(match.group(1)) * DURATION_UNITS[match.group(2)])

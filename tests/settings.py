@@ -1,0 +1,100 @@
+"""Settings for the test suite.
+
+The database is chosen by ``JOBQUEUE_TEST_DB`` (``sqlite``, the default, or
+``postgres``); Redis by ``JOBQUEUE_TEST_REDIS_URL``. Both must be reachable:
+the suite talks to real servers and never skips them.
+"""
+
+import os
+
+SECRET_KEY = "tests-only-not-secret"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+ROOT_URLCONF = "tests.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "jobqueue",
+    "tests.testapp",
+]
+
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+
+STATIC_URL = "/static/"
+
+_db = os.environ.get("JOBQUEUE_TEST_DB", "sqlite")
+if _db == "postgres":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": os.environ.get("JOBQUEUE_TEST_PG_NAME", "postgres"),
+            "USER": os.environ.get("JOBQUEUE_TEST_PG_USER", "postgres"),
+            "PASSWORD": os.environ.get("JOBQUEUE_TEST_PG_PASSWORD", ""),
+            "HOST": os.environ.get("JOBQUEUE_TEST_PG_HOST", "127.0.0.1"),
+            "PORT": os.environ.get("JOBQUEUE_TEST_PG_PORT", "5432"),
+            "TEST": {"NAME": os.environ.get("JOBQUEUE_TEST_PG_TEST_NAME", "test_jobqueue")},
+        }
+    }
+elif _db == "sqlite":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ.get("JOBQUEUE_TEST_SQLITE_NAME", "/tmp/jobqueue-tests.sqlite3"),
+            # A file, not :memory:, so worker subprocesses see the same data.
+            "TEST": {"NAME": os.environ.get("JOBQUEUE_TEST_SQLITE_NAME", "/tmp/jobqueue-tests.sqlite3")},
+            "OPTIONS": {"timeout": 30},
+        }
+    }
+else:
+    raise RuntimeError(f"JOBQUEUE_TEST_DB must be 'sqlite' or 'postgres', not {_db!r}")
+
+REDIS_URL = os.environ.get("JOBQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
+    },
+    "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+}
+
+JOBQUEUE = {
+    "CACHE_ALIAS": "default",
+    "PREFIX": os.environ.get("JOBQUEUE_TEST_PREFIX", "jqtest"),
+    "LEASE_SECONDS": 10,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"jobqueue": {"handlers": ["console"], "level": "WARNING"}},
+}
