@@ -12,7 +12,7 @@ from typing import Any
 
 from django.core.validators import RegexValidator
 from django.db import models, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -81,6 +81,27 @@ class Topic(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def set_paused(self, paused: bool) -> None:
+        """Pause or resume the topic: workers stop (or start) taking its jobs within a heartbeat."""
+        from . import engine
+
+        type(self).objects.filter(pk=self.pk).update(is_paused=paused, updated_at=timezone.now())
+        self.is_paused = paused
+        topic = self.name
+        transaction.on_commit(lambda: engine.safe_call(engine.set_paused, topic, paused))
+
+    def unlock(self) -> list[Any]:
+        """Free every slot of this topic by force (a crashed worker's too); returns the holders."""
+        from .engine import TopicLock
+
+        return TopicLock.force_release(self.name)
+
+    def holders(self) -> list[Any]:
+        """Who holds this topic's slots now (``engine.Holder`` objects)."""
+        from .engine import TopicLock
+
+        return TopicLock.holders(self.name)
 
 
 class JobStatus(models.TextChoices):
@@ -357,7 +378,6 @@ __all__ = [
     "PENDING_STATUSES",
     "Execution",
     "ExecutionOutcome",
-    "F",
     "Isolation",
     "Job",
     "JobStatus",

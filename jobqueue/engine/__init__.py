@@ -29,6 +29,7 @@ from .queue import (
     set_paused,
 )
 from .resync import ResyncReport, resync
+from .workers import beat, forget, live_workers
 
 __all__ = [
     "ConfigurationError",
@@ -38,13 +39,16 @@ __all__ = [
     "TopicLock",
     "abort_requested",
     "ack",
+    "beat",
     "change_priority",
     "claim_expired",
     "depths",
     "extend_leases",
+    "forget",
     "get_redis",
     "is_paused",
     "known_topics",
+    "live_workers",
     "pop",
     "position",
     "promote_due",
