@@ -44,6 +44,21 @@ def storable_result(result: Any) -> Any:
     return result
 
 
+def to_wire(result: Any) -> Any:
+    """Encode a handler's return value as JSON data (a child process sends it to its worker)."""
+    items = next_jobs(result)
+    if items and not isinstance(result, dict):
+        return {"__next__": [{"topic": n.topic, "data": n.data, "options": n.options} for n in items]}
+    return result
+
+
+def from_wire(data: Any) -> Any:
+    """Inverse of :func:`to_wire`."""
+    if isinstance(data, dict) and set(data) == {"__next__"}:
+        return [Next(n["topic"], n.get("data"), **(n.get("options") or {})) for n in data["__next__"]]
+    return data
+
+
 def on_job_succeeded(sender: Any, job: Any, result: Any = None, **kwargs: Any) -> None:
     from .models import Job
 

@@ -1,0 +1,74 @@
+"""``python manage.py createjob TOPIC DATA``: enqueue one job and print its id."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ...exceptions import DuplicateJob, InvalidJob
+from ._utils import aware_datetime, duration, job_id, positive_int, priority
+
+
+class Command(BaseCommand):
+    help = "Enqueue a job. DATA is a JSON string, a path to a JSON file, or - for standard input."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("topic")
+        parser.add_argument("data", nargs="?", default="{}", help="JSON text, a path to a .json file, or -.")
+        parser.add_argument("--priority", type=priority, help="-100..100; higher runs first.")
+        parser.add_argument("--entity-id", help="Dedupe key: one active job per entity and topic.")
+        parser.add_argument("--parent-job-id", type=job_id, help="The job this one follows from.")
+        when = parser.add_mutually_exclusive_group()
+        when.add_argument("--delay", type=duration, help="Run after this long (e.g. 30s, 5m, 2h).")
+        when.add_argument("--run-after", type=aware_datetime, help="Run at or after this ISO 8601 time.")
+        parser.add_argument("--depends-on", type=job_id, nargs="+", default=[], metavar="ID",
+                            help="Jobs that must succeed first.")
+        parser.add_argument("--max-attempts", type=positive_int)
+        parser.add_argument("--timeout", type=positive_int, help="Seconds.")
+
+    def read_data(self, data: str) -> Any:
+        if data == "-":
+            text = sys.stdin.read()
+            source = "standard input"
+        elif data.lstrip().startswith(("{", "[", '"')) or data.strip() in ("null", "true", "false") or (
+            data.strip().lstrip("-").replace(".", "", 1).isdigit()
+        ):
+            text, source = data, "the DATA argument"
+        else:
+            if not os.path.isfile(data):
+                raise CommandError(f"DATA is neither JSON nor an existing file: {data!r}")
+            try:
+                with open(data, encoding="utf-8") as fh:
+                    text = fh.read()
+            except OSError as exc:
+                raise CommandError(f"Cannot read {data}: {exc}") from None
+            source = data
+        try:
+            return json.loads(text)
+        except ValueError as exc:
+            raise CommandError(f"Invalid JSON in {source}: {exc}") from None
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        from ...models import Job
+
+        payload = self.read_data(options["data"])
+        try:
+            job = Job.objects.enqueue(
+                options["topic"],
+                payload,
+                priority=options["priority"],
+                entity_id=options["entity_id"],
+                parent=options["parent_job_id"],
+                delay=options["delay"],
+                run_after=options["run_after"],
+                depends_on=options["depends_on"],
+                max_attempts=options["max_attempts"],
+                timeout=options["timeout"],
+            )
+        except (InvalidJob, DuplicateJob) as exc:
+            raise CommandError(str(exc)) from None
+        self.stdout.write(str(job.pk))

@@ -1,0 +1,69 @@
+"""The heartbeat thread: renews the worker's topic slots and its job's lease, publishes
+the worker in the live-worker registry, and notices cancel requests for the running job.
+
+It talks only to Redis; the database is the main thread's.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING
+
+import redis
+
+from .. import engine
+from ..conf import settings
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+logger = logging.getLogger("jobqueue.worker")
+
+#: Seconds between two checks of the running job's cancel flag.
+ABORT_POLL_SECONDS = 0.25
+
+
+class Heartbeat(threading.Thread):
+    def __init__(self, worker: Worker):
+        super().__init__(name=f"jobqueue-heartbeat-{worker.worker_id}", daemon=True)
+        self.worker = worker
+        self.stopped = threading.Event()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def run(self) -> None:
+        last_beat = 0.0
+        while not self.stopped.is_set():
+            try:
+                now = time.monotonic()
+                if now - last_beat >= settings.HEARTBEAT_SECONDS:
+                    self.beat()
+                    last_beat = now
+                self.check_abort()
+            except redis.RedisError as exc:
+                logger.warning("Heartbeat could not reach Redis: %s", exc)
+            except Exception:  # a heartbeat must never die silently
+                logger.exception("Heartbeat error")
+            self.stopped.wait(ABORT_POLL_SECONDS)
+
+    def beat(self) -> None:
+        w = self.worker
+        for topic, lock in list(w.slots.items()):
+            if not lock.renew():
+                logger.warning("Lost the slot of topic %s (TTL expired); will try to take it again.", topic)
+                w.slots.pop(topic, None)
+        current = w.current
+        if current is not None:
+            lost = engine.extend_leases(current.topic_id, [str(current.pk)])
+            if lost:
+                logger.warning("The lease of job %s was reclaimed; its result will be discarded.", current.pk)
+        engine.beat(w.worker_id, w.info())
+
+    def check_abort(self) -> None:
+        current = self.worker.current
+        if current is not None and not self.worker.abort_current.is_set():
+            if engine.abort_requested(current.topic_id, str(current.pk)):
+                self.worker.abort_current.set()

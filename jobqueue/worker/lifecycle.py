@@ -1,0 +1,278 @@
+"""The database side of an attempt: claim, succeed, fail or retry, lose, abort.
+
+Each step is one transaction whose ``UPDATE`` guards the state it leaves and the
+attempt it closes (``WHERE status = 'running' AND attempts = n``), so a worker
+whose job was reclaimed after a lost lease can never overwrite the new attempt.
+Redis is told only after the commit.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .. import engine
+from ..chaining import storable_result
+from ..conf import settings
+from ..models import Execution, ExecutionOutcome, Job, JobStatus
+from ..signals import job_failed, job_started, job_succeeded, send_finished
+
+logger = logging.getLogger("jobqueue.worker")
+
+HOSTNAME = socket.gethostname()
+
+
+@dataclass
+class Outcome:
+    """What running a handler produced (inline or in a child process)."""
+
+    ok: bool
+    result: Any = None
+    error: str = ""
+    traceback: str = ""
+    exit_code: int | None = None
+    stdout: str = ""
+    stderr: str = ""
+    timed_out: bool = False
+    aborted: bool = False  # cancelled by job.cancel()
+    interrupted: bool = False  # the worker was told to stop now (second signal)
+    retry_delay: float | None = None  # the handler raised Retry(delay=...)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def claim(job_id: str, worker_id: str, pid: int) -> tuple[Job, Execution] | None:
+    """Mark a popped job running and open its Execution; ``None`` if it is not claimable
+    (cancelled or deleted since it was queued)."""
+    now = timezone.now()
+    with transaction.atomic():
+        won = Job.objects.filter(pk=job_id, status__in=[JobStatus.QUEUED, JobStatus.SCHEDULED]).update(
+            status=JobStatus.RUNNING,
+            attempts=F("attempts") + 1,
+            started_at=now,
+            finished_at=None,
+            worker_id=worker_id,
+            updated_at=now,
+        )
+        if not won:
+            return None
+        job = Job.objects.select_related("topic").get(pk=job_id)
+        execution = Execution.objects.create(
+            job=job, attempt=job.attempts, worker_id=worker_id, hostname=HOSTNAME, pid=pid, started_at=now
+        )
+    job_started.send(sender=Job, job=job)
+    return job, execution
+
+
+def _close_execution(execution: Execution, outcome: Outcome, result_outcome: str) -> None:
+    now = timezone.now()
+    execution.finished_at = now
+    execution.outcome = result_outcome
+    execution.duration = (now - execution.started_at).total_seconds()
+    execution.exit_code = outcome.exit_code
+    limit = settings.MAX_OUTPUT_BYTES
+    execution.stdout = (outcome.stdout or execution.stdout or "")[-limit:]
+    execution.stderr = (outcome.stderr or execution.stderr or "")[-limit:]
+    execution.error = outcome.error
+    execution.traceback = outcome.traceback
+    execution.save(
+        update_fields=["finished_at", "outcome", "duration", "exit_code", "stdout", "stderr", "error", "traceback"]
+    )
+
+
+def _running(job: Job) -> Any:
+    return Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING, attempts=job.attempts)
+
+
+def backoff_delay(job: Job, attempt: int) -> float:
+    """Exponential backoff with +/-25 % jitter: base * 2^(attempt-1), capped."""
+    base = float(job.topic.retry_backoff if job.topic_id else settings.DEFAULT_RETRY_BACKOFF)
+    delay = min(base * (2 ** max(attempt - 1, 0)), float(settings.MAX_RETRY_DELAY))
+    return max(0.0, delay * random.uniform(0.75, 1.25))
+
+
+def finish(job: Job, execution: Execution, outcome: Outcome) -> str:
+    """Record an attempt's outcome; returns the job's new status (or ``"lost"`` if the
+    job was no longer ours)."""
+    if outcome.ok and not outcome.aborted:
+        try:
+            result = storable_result(outcome.result)
+            json.dumps(result, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            outcome = Outcome(ok=False, error=f"Handler returned a result that is not JSON: {exc}",
+                              exit_code=outcome.exit_code, stdout=outcome.stdout, stderr=outcome.stderr)
+        else:
+            return _succeed(job, execution, outcome, result)
+    if outcome.aborted:
+        return _cancel(job, execution, outcome)
+    if outcome.interrupted:
+        return _interrupt(job, execution, outcome)
+    return _fail(job, execution, outcome)
+
+
+def _succeed(job: Job, execution: Execution, outcome: Outcome, result: Any) -> str:
+    now = timezone.now()
+    with transaction.atomic():
+        won = _running(job).update(
+            status=JobStatus.SUCCEEDED, result=result, finished_at=now, progress=100, error="", updated_at=now
+        )
+        if not won:
+            return _not_ours(job, execution, outcome)
+        job.status, job.result, job.finished_at, job.progress = JobStatus.SUCCEEDED, result, now, 100
+        _close_execution(execution, outcome, ExecutionOutcome.SUCCEEDED)
+        # Successors are created in this same transaction: never a success without them.
+        job_succeeded.send(sender=Job, job=job, result=outcome.result)
+        send_finished(job)
+    engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id)
+    return JobStatus.SUCCEEDED
+
+
+def _fail(job: Job, execution: Execution, outcome: Outcome) -> str:
+    now = timezone.now()
+    retry = job.attempts < job.max_attempts
+    if outcome.retry_delay is not None:
+        delay = max(0.0, float(outcome.retry_delay))
+    else:
+        delay = backoff_delay(job, job.attempts)
+    exec_outcome = ExecutionOutcome.TIMEOUT if outcome.timed_out else (
+        ExecutionOutcome.RETRY if retry else ExecutionOutcome.FAILED
+    )
+    error = outcome.error or "failed"
+    with transaction.atomic():
+        if retry:
+            run_after = now + timezone.timedelta(seconds=delay)
+            won = _running(job).update(
+                status=JobStatus.SCHEDULED, run_after=run_after, error=error, worker_id="", updated_at=now
+            )
+            status = JobStatus.SCHEDULED
+        else:
+            won = _running(job).update(status=JobStatus.FAILED, error=error, finished_at=now, updated_at=now)
+            status = JobStatus.FAILED
+            run_after = None
+        if not won:
+            return _not_ours(job, execution, outcome)
+        job.status, job.error, job.run_after = status, error, run_after
+        if status == JobStatus.FAILED:
+            job.finished_at = now
+        _close_execution(execution, outcome, exec_outcome)
+        job_failed.send(sender=Job, job=job, error=error, will_retry=retry)
+        if status == JobStatus.FAILED:
+            send_finished(job)
+    if retry:
+        assert run_after is not None
+        engine.safe_call(
+            engine.schedule, job.topic_id, [(str(job.pk), run_after.timestamp(), job.priority, job.entity_id)]
+        )
+        logger.info("Job %s failed (attempt %s/%s), retrying in %.1fs: %s", job.pk, job.attempts,
+                    job.max_attempts, delay, error.splitlines()[0] if error else "")
+    else:
+        engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id)
+        logger.warning("Job %s failed after %s attempt(s): %s", job.pk, job.attempts, error)
+    return status
+
+
+def _cancel(job: Job, execution: Execution, outcome: Outcome) -> str:
+    now = timezone.now()
+    with transaction.atomic():
+        won = _running(job).update(
+            status=JobStatus.CANCELLED, finished_at=now, error="cancelled while running", updated_at=now
+        )
+        if not won:
+            return _not_ours(job, execution, outcome)
+        job.status, job.finished_at = JobStatus.CANCELLED, now
+        _close_execution(execution, outcome, ExecutionOutcome.CANCELLED)
+        send_finished(job)
+    engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id)
+    return JobStatus.CANCELLED
+
+
+def _interrupt(job: Job, execution: Execution, outcome: Outcome) -> str:
+    """The worker was stopped mid-job: the attempt is aborted and does not count."""
+    now = timezone.now()
+    with transaction.atomic():
+        won = _running(job).update(
+            status=JobStatus.QUEUED, attempts=F("attempts") - 1, queued_at=now, worker_id="", updated_at=now
+        )
+        if not won:
+            return _not_ours(job, execution, outcome)
+        job.status = JobStatus.QUEUED
+        job.attempts -= 1
+        outcome.error = outcome.error or "aborted: the worker was stopped"
+        _close_execution(execution, outcome, ExecutionOutcome.ABORTED)
+    engine.safe_call(engine.push_job, job)
+    return JobStatus.QUEUED
+
+
+def _not_ours(job: Job, execution: Execution, outcome: Outcome) -> str:
+    """The row moved on without us (our lease expired and the job was reclaimed)."""
+    logger.warning("Job %s attempt %s finished after it was reclaimed; result discarded.", job.pk, job.attempts)
+    if execution.outcome == ExecutionOutcome.RUNNING:
+        _close_execution(execution, outcome, ExecutionOutcome.LOST)
+    return "lost"
+
+
+def recover(topic: str, job_id: str) -> str:
+    """Handle a job whose lease expired (its worker died or hung).
+
+    Running → its open Execution is marked lost and the job requeued (the attempt
+    counts) or failed if no attempts are left. A job already finished (the worker
+    died between commit and acknowledgement) is only acknowledged.
+    """
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        engine.ack(topic, job_id)
+        return "dropped"
+    now = timezone.now()
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id).first() if _can_lock() else (
+            Job.objects.filter(pk=job_id).first()
+        )
+        if job is None:
+            engine.ack(topic, job_id)
+            return "dropped"
+        if job.status != JobStatus.RUNNING:
+            status = job.status
+            if status == JobStatus.QUEUED:
+                transaction.on_commit(lambda: engine.push_job(job))
+            elif status == JobStatus.SCHEDULED:
+                transaction.on_commit(lambda: engine.push_jobs([job]))
+            else:
+                transaction.on_commit(lambda: engine.ack(topic, job_id, job.entity_id))
+            return f"already {status}"
+        Execution.objects.filter(job=job, outcome=ExecutionOutcome.RUNNING).update(
+            outcome=ExecutionOutcome.LOST, finished_at=now, error="lease expired: the worker stopped responding"
+        )
+        if job.attempts < job.max_attempts:
+            Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+                status=JobStatus.QUEUED, queued_at=now, worker_id="", updated_at=now
+            )
+            job.status = JobStatus.QUEUED
+            transaction.on_commit(lambda: engine.push_job(job))
+            result = "requeued"
+        else:
+            error = "lost: the worker stopped responding and no attempts are left"
+            Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(
+                status=JobStatus.FAILED, finished_at=now, error=error, updated_at=now
+            )
+            job.status, job.error, job.finished_at = JobStatus.FAILED, error, now
+            job_failed.send(sender=Job, job=job, error=error, will_retry=False)
+            send_finished(job)
+            transaction.on_commit(lambda: engine.ack(topic, job_id, job.entity_id))
+            result = "failed"
+    logger.warning("Recovered job %s of topic %s from an expired lease: %s", job_id, topic, result)
+    return result
+
+
+def _can_lock() -> bool:
+    from django.db import connection
+
+    return bool(connection.features.has_select_for_update)

@@ -1,0 +1,73 @@
+"""Work every worker does between jobs, about once a second: promote due scheduled
+jobs, recover jobs whose lease expired, rebuild Redis if it lost its data, and run
+registered hooks (cron). Every step is atomic in Lua or guarded in SQL, so many
+workers doing it at once is safe."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.utils import timezone
+
+from .. import engine
+from ..conf import settings
+from ..models import Job, JobStatus
+from .lifecycle import recover
+
+logger = logging.getLogger("jobqueue.worker")
+
+#: Callables run with the worker on every maintenance pass (e.g. the cron scheduler).
+HOOKS: list[Callable[[Any], None]] = []
+
+
+def promote(topics: Iterable[str]) -> int:
+    """Queue scheduled jobs that are due; returns how many were promoted."""
+    total = 0
+    for topic in topics:
+        ids = engine.promote_due(topic)
+        if ids:
+            Job.objects.filter(pk__in=ids, status=JobStatus.SCHEDULED).update(
+                status=JobStatus.QUEUED, queued_at=timezone.now(), updated_at=timezone.now()
+            )
+            total += len(ids)
+    return total
+
+
+def reap(topics: Iterable[str]) -> int:
+    """Recover jobs whose lease expired; returns how many were handled."""
+    total = 0
+    for topic in topics:
+        for job_id in engine.claim_expired(topic, grace_seconds=settings.LEASE_SECONDS):
+            recover(topic, job_id)
+            total += 1
+    return total
+
+
+def sentinel_key() -> str:
+    return f"{settings.PREFIX}:alive"
+
+
+def ensure_redis_state(topics: Iterable[str], force: bool = False) -> bool:
+    """Rebuild Redis from the database if it lost its data (the sentinel key is gone).
+
+    Returns whether a resync ran.
+    """
+    r = engine.get_redis()
+    if not force and r.exists(sentinel_key()):
+        return False
+    report = engine.resync(list(topics))
+    r.set(sentinel_key(), "1")
+    if report.total():
+        logger.warning("Rebuilt Redis from the database: pushed %s, scheduled %s, dropped %s",
+                       report.pushed, report.scheduled, report.dropped)
+    return True
+
+
+def run_hooks(worker: Any) -> None:
+    for hook in HOOKS:
+        try:
+            hook(worker)
+        except Exception:
+            logger.exception("Maintenance hook %r failed", hook)

@@ -1,0 +1,332 @@
+"""The worker: take topic slots, wait for work, run one job at a time, recover others'.
+
+First SIGTERM/SIGINT: finish the current job, release slots, exit 0. Second: abort
+the current job (its Execution marked aborted, the job requeued) and exit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import redis
+from django.utils import timezone
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections
+
+from .. import engine, registry
+from ..conf import settings
+from ..engine import TopicKeys, TopicLock
+from ..models import Job, JobStatus, Topic
+from . import datadir, maintenance
+from .heartbeat import Heartbeat
+from .lifecycle import Outcome, claim, finish
+from .runner import WorkerInterrupted, run_in_child, run_inline
+
+logger = logging.getLogger("jobqueue.worker")
+
+#: Seconds between two attempts to take the slots of topics at their concurrency limit.
+SLOT_RETRY_SECONDS = 2.0
+#: Seconds between two maintenance passes (promote, reap, sentinel check).
+MAINTENANCE_SECONDS = 1.0
+#: Longest wait for new work before looking around again (seconds).
+IDLE_WAIT_SECONDS = 1.0
+#: A burst worker still waits for scheduled jobs due within this many seconds.
+BURST_SCHEDULE_HORIZON = 60.0
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Worker:
+    """Process jobs of ``topics`` (default: every registered topic) until stopped.
+
+    ``burst=True`` exits once the topics have nothing queued (nor scheduled soon);
+    ``max_jobs`` exits after that many jobs; ``isolation`` overrides each topic's.
+    """
+
+    def __init__(
+        self,
+        topics: list[str] | None = None,
+        *,
+        burst: bool = False,
+        max_jobs: int | None = None,
+        worker_id: str | None = None,
+        isolation: str | None = None,
+        install_signals: bool = True,
+    ):
+        if isolation not in (None, "inline", "process"):
+            raise ValueError("isolation must be 'inline' or 'process'")
+        self.requested_topics = list(topics) if topics else None
+        self.topics: list[str] = []
+        self.burst = burst
+        self.max_jobs = max_jobs
+        self.worker_id = worker_id or default_worker_id()
+        self.isolation = isolation
+        self.install_signals = install_signals
+        self.slots: dict[str, TopicLock] = {}
+        self.concurrency: dict[str, int] = {}
+        self.current: Job | None = None
+        self.abort_current = threading.Event()
+        self.stopping = False
+        self.interrupting = False
+        self.in_handler = False
+        self.processed = 0
+        self.started = time.time()
+        self._rr = 0
+        self._next_slot_try = 0.0
+        self._next_maintenance = 0.0
+        self._outage_since: float | None = None
+        self.heartbeat = Heartbeat(self)
+
+    # -- public -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until stopped; returns the process exit code (0 on a clean stop)."""
+        if self.install_signals:
+            self._install_signal_handlers()
+        self.topics = self._resolve_topics()
+        logger.info("Worker %s serving topics: %s", self.worker_id, ", ".join(self.topics))
+        self._call_with_retry(lambda: maintenance.ensure_redis_state(self.topics, force=True))
+        self.heartbeat.start()
+        try:
+            while not self.stopping:
+                if not self._iteration():
+                    break
+                if self.max_jobs is not None and self.processed >= self.max_jobs:
+                    logger.info("Worker %s processed %s jobs (--max-jobs); stopping.", self.worker_id, self.processed)
+                    break
+        finally:
+            self.heartbeat.stop()
+            self._release_slots()
+            engine.safe_call(engine.forget, self.worker_id)
+            logger.info("Worker %s stopped after %s jobs.", self.worker_id, self.processed)
+        return 0
+
+    def stop(self) -> None:
+        self.stopping = True
+
+    def info(self) -> dict[str, Any]:
+        current = self.current
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "topics": sorted(self.slots),
+            "wanted": self.topics,
+            "current": [str(current.pk)] if current is not None else [],
+            "processed": self.processed,
+            "started": self.started,
+        }
+
+    # -- the loop ---------------------------------------------------------------------
+
+    def _iteration(self) -> bool:
+        """One pass: returns False when a burst worker has nothing left to do."""
+        try:
+            close_old_connections()
+            now = time.monotonic()
+            if now >= self._next_slot_try:
+                self._take_slots()
+                self._next_slot_try = now + SLOT_RETRY_SECONDS
+            if now >= self._next_maintenance:
+                self._maintain()
+                self._next_maintenance = now + MAINTENANCE_SECONDS
+            job_id, topic = self._fetch()
+            if self._outage_since is not None:
+                self._recovered()
+            if job_id is None:
+                if self.burst and self._burst_done():
+                    return False
+                self._wait()
+                return True
+            self._process(topic, job_id)
+        except redis.RedisError as exc:
+            self._outage("Redis", exc)
+        except (OperationalError, InterfaceError) as exc:
+            for conn in connections.all(initialized_only=True):
+                conn.close_if_unusable_or_obsolete()
+            self._outage("the database", exc)
+        return True
+
+    def _fetch(self) -> tuple[str | None, str]:
+        owned = [t for t in self.topics if t in self.slots]
+        for i in range(len(owned)):
+            topic = owned[(self._rr + i) % len(owned)]
+            ids = engine.pop(topic, 1)
+            if ids:
+                self._rr = (self._rr + i + 1) % max(len(owned), 1)
+                return ids[0], topic
+        return None, ""
+
+    def _wait(self) -> None:
+        """Block until a push wakes us (BLPOP on the owned topics' wake lists), at most a second."""
+        keys = [TopicKeys(t).wake for t in self.topics if t in self.slots]
+        timeout = max(0.05, min(IDLE_WAIT_SECONDS, self._next_maintenance - time.monotonic()))
+        if not keys:
+            time.sleep(min(timeout, 0.5))
+            return
+        engine.get_redis().blpop(keys, timeout=timeout)
+
+    def _process(self, topic: str, job_id: str) -> None:
+        claimed = claim(job_id, self.worker_id, os.getpid())
+        if claimed is None:
+            engine.ack(topic, job_id)  # cancelled or deleted since it was queued
+            return
+        job, execution = claimed
+        self.abort_current.clear()
+        self.current = job
+        try:
+            outcome = self._execute(job, execution)
+            if self.abort_current.is_set() and not outcome.interrupted:
+                outcome.aborted = True
+            self._finish(job, execution, outcome)
+            datadir.write_output(job, execution, outcome)
+        finally:
+            self.current = None
+            self.processed += 1
+
+    def _execute(self, job: Job, execution: Any) -> Outcome:
+        spec = registry.get(job.topic_id)
+        if spec is None:
+            return Outcome(ok=False, error=f"No handler is registered for topic {job.topic_id!r}.")
+        job.execution = execution  # type: ignore[attr-defined]  # handlers may record output on it
+        datadir.write_input(job)
+        isolation = self.isolation or job.topic.isolation
+        if isolation == "process":
+            return run_in_child(spec.func, job, job.timeout, self._child_should_stop)
+        self.in_handler = True
+        try:
+            if self.interrupting:
+                raise WorkerInterrupted()
+            return run_inline(spec.func, job, job.timeout)
+        except WorkerInterrupted:
+            return Outcome(ok=False, error="aborted: the worker was stopped", interrupted=True)
+        finally:
+            self.in_handler = False
+
+    def _child_should_stop(self) -> str | bool:
+        if self.interrupting:
+            return "interrupt"
+        return "abort" if self.abort_current.is_set() else False
+
+    def _finish(self, job: Job, execution: Any, outcome: Outcome) -> None:
+        """Record the outcome, retrying while the database is unreachable (the heartbeat
+        keeps the lease meanwhile); if it never comes back the reaper recovers the job."""
+        delay = 0.5
+        deadline = time.monotonic() + settings.LEASE_SECONDS * 5
+        while True:
+            try:
+                finish(job, execution, outcome)
+                return
+            except (OperationalError, InterfaceError) as exc:
+                if time.monotonic() > deadline:
+                    logger.error("Could not record the outcome of job %s: %s; the reaper will recover it.",
+                                 job.pk, exc)
+                    return
+                logger.warning("Database unavailable while finishing job %s (%s); retrying.", job.pk, exc)
+                for conn in connections.all(initialized_only=True):
+                    conn.close()
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- slots, maintenance, outages -------------------------------------------------
+
+    def _resolve_topics(self) -> list[str]:
+        self._call_with_retry(registry.sync_topics)
+        if self.requested_topics is None:
+            topics = registry.topics()
+            if not topics:
+                raise ValueError("No topics to serve: no @handler is registered (give --topics).")
+            return topics
+        known = set(Topic.objects.values_list("name", flat=True)) | set(registry.topics())
+        unknown = [t for t in self.requested_topics if t not in known]
+        if unknown:
+            raise ValueError(f"Unknown topic(s): {', '.join(unknown)}. Known topics: {', '.join(sorted(known))}.")
+        return list(dict.fromkeys(self.requested_topics))
+
+    def _take_slots(self) -> None:
+        rows = dict(Topic.objects.filter(name__in=self.topics).values_list("name", "concurrency"))
+        for topic in self.topics:
+            limit = max(1, rows.get(topic, 1))
+            if topic in self.slots:
+                continue
+            lock = TopicLock(topic, token=f"{self.worker_id}", worker_id=self.worker_id)
+            if lock.acquire(limit=limit):
+                self.slots[topic] = lock
+                logger.info("Worker %s took a slot of topic %s (%s allowed).", self.worker_id, topic, limit)
+            else:
+                logger.debug("Topic %s is at its concurrency limit (%s); will retry.", topic, limit)
+
+    def _release_slots(self) -> None:
+        for topic, lock in list(self.slots.items()):
+            engine.safe_call(lock.release)
+            self.slots.pop(topic, None)
+
+    def _maintain(self) -> None:
+        maintenance.ensure_redis_state(self.topics)
+        maintenance.promote(self.topics)
+        maintenance.reap(self.topics)
+        maintenance.run_hooks(self)
+
+    def _burst_done(self) -> bool:
+        """Nothing queued in the topics we hold (unless paused), nothing scheduled soon."""
+        owned = [t for t in self.topics if t in self.slots]
+        for topic in owned:
+            if engine.depths(topic)["queued"] and not engine.is_paused(topic):
+                return False
+        horizon = timezone.now() + dt.timedelta(seconds=BURST_SCHEDULE_HORIZON)
+        return not Job.objects.filter(topic_id__in=owned, status=JobStatus.SCHEDULED, run_after__lt=horizon).exists()
+
+    def _outage(self, what: str, exc: Exception) -> None:
+        now = time.monotonic()
+        if self._outage_since is None:
+            self._outage_since = now
+            logger.error("Lost contact with %s: %s; retrying with backoff.", what, exc)
+        spent = now - self._outage_since
+        time.sleep(min(0.2 * 2 ** min(spent, 5), 5.0) * random.uniform(0.8, 1.2))
+
+    def _recovered(self) -> None:
+        logger.warning("Connection restored after %.1fs; rebuilding Redis from the database.",
+                       time.monotonic() - (self._outage_since or time.monotonic()))
+        self._outage_since = None
+        maintenance.ensure_redis_state(self.topics, force=True)
+        self._next_slot_try = 0.0
+
+    def _call_with_retry(self, func: Any, attempts: int = 30) -> Any:
+        delay = 0.2
+        for attempt in range(attempts):
+            try:
+                return func()
+            except (redis.RedisError, DatabaseError) as exc:
+                if attempt == attempts - 1 or self.stopping:
+                    raise
+                logger.warning("Start-up step failed (%s); retrying.", exc)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    # -- signals ----------------------------------------------------------------------
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if not self.stopping:
+            self.stopping = True
+            logger.warning("%s received: finishing the current job, then stopping (again to abort it).", name)
+            return
+        self.interrupting = True
+        logger.warning("%s received again: aborting the current job.", name)
+        if self.in_handler:
+            raise WorkerInterrupted()
