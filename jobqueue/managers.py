@@ -275,6 +275,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
 
     def _add_dependencies(self, job: Job, dep_ids: list[uuid.UUID]) -> None:
         job.depends_on.add(*dep_ids)
+        self.filter(pk__in=dep_ids, has_dependents=False).update(has_dependents=True)
 
     def _after_create(self, jobs: list[Job], db: str) -> None:
         from . import engine

@@ -151,6 +151,10 @@ class Job(models.Model):
     depends_on = models.ManyToManyField(
         "self", verbose_name=_("depends on"), symmetrical=False, blank=True, related_name="dependents"
     )
+    has_dependents = models.BooleanField(
+        _("has dependents"), default=False, editable=False,
+        help_text=_("Some job depends on this one (saves a query when a job without dependents finishes)."),
+    )
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
     max_attempts = models.PositiveIntegerField(_("max attempts"), default=3)
     run_after = models.DateTimeField(_("run after"), null=True, blank=True)

@@ -22,4 +22,6 @@ def send_finished(job: Any) -> None:
     from .workflow import release_dependents
 
     job_finished.send(sender=type(job), job=job)
-    release_dependents(job)
+    # A dependent added after this row was read is released by the worker's sweep.
+    if getattr(job, "has_dependents", True):
+        release_dependents(job)

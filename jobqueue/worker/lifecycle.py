@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -49,12 +49,54 @@ class Outcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def claim(job_id: str, worker_id: str, pid: int) -> tuple[Job, Execution] | None:
-    """Mark a popped job running and open its Execution; ``None`` if it is not claimable
-    (cancelled or deleted since it was queued)."""
+def claim(job_id: str, worker_id: str, pid: int, topics: dict[str, Any] | None = None) -> tuple[Job, Execution] | None:
+    """Mark a popped job running; ``None`` if it is not claimable (cancelled or
+    deleted since it was queued).
+
+    Returns the job and its (unsaved) Execution: the row is written once, when the
+    attempt ends, or by the reaper as ``lost`` if the worker dies first. ``topics``
+    is the worker's cache of Topic rows, saving a query per job.
+    """
     now = timezone.now()
+    job = _claim_returning(job_id, worker_id, now) if _can_return() else _claim_two_step(job_id, worker_id, now)
+    if job is None:
+        return None
+    topic = (topics or {}).get(job.topic_id)
+    if topic is not None:
+        job.topic = topic
+    execution = Execution(
+        job=job, attempt=job.attempts, worker_id=worker_id, hostname=HOSTNAME, pid=pid, started_at=now
+    )
+    job_started.send(sender=Job, job=job)
+    return job, execution
+
+
+_CLAIMABLE = (JobStatus.QUEUED, JobStatus.SCHEDULED)
+
+
+def _can_return() -> bool:
+    return bool(connection.features.can_return_rows_from_bulk_insert)
+
+
+def _claim_returning(job_id: str, worker_id: str, now: Any) -> Job | None:
+    """One statement: ``UPDATE ... WHERE status IN (claimable) RETURNING *``."""
+    meta = Job._meta
+    qn = connection.ops.quote_name
+    columns = ", ".join(qn(f.column) for f in meta.concrete_fields)
+    sql = (
+        f"UPDATE {qn(meta.db_table)} SET {qn('status')} = %s, {qn('attempts')} = {qn('attempts')} + 1, "
+        f"{qn('started_at')} = %s, {qn('finished_at')} = NULL, {qn('worker_id')} = %s, {qn('updated_at')} = %s "
+        f"WHERE {qn(meta.pk.column)} = %s AND {qn('status')} IN (%s, %s) RETURNING {columns}"
+    )
+    when = meta.get_field("started_at").get_db_prep_value(now, connection)
+    pk = meta.pk.get_db_prep_value(uuid.UUID(str(job_id)), connection)
+    rows = list(Job.objects.raw(sql, [JobStatus.RUNNING, when, worker_id, when, pk, *_CLAIMABLE]))
+    return rows[0] if rows else None
+
+
+def _claim_two_step(job_id: str, worker_id: str, now: Any) -> Job | None:
     with transaction.atomic():
-        won = Job.objects.filter(pk=job_id, status__in=[JobStatus.QUEUED, JobStatus.SCHEDULED]).update(
+        won = Job.objects.filter(pk=job_id, status__in=_CLAIMABLE).update(
             status=JobStatus.RUNNING,
             attempts=F("attempts") + 1,
             started_at=now,
@@ -62,14 +104,7 @@ def claim(job_id: str, worker_id: str, pid: int) -> tuple[Job, Execution] | None
             worker_id=worker_id,
             updated_at=now,
         )
-        if not won:
-            return None
-        job = Job.objects.select_related("topic").get(pk=job_id)
-        execution = Execution.objects.create(
-            job=job, attempt=job.attempts, worker_id=worker_id, hostname=HOSTNAME, pid=pid, started_at=now
-        )
-    job_started.send(sender=Job, job=job)
-    return job, execution
+        return Job.objects.get(pk=job_id) if won else None
 
 
 def _close_execution(execution: Execution, outcome: Outcome, result_outcome: str) -> None:
@@ -83,9 +118,7 @@ def _close_execution(execution: Execution, outcome: Outcome, result_outcome: str
     execution.stderr = (outcome.stderr or execution.stderr or "")[-limit:]
     execution.error = outcome.error
     execution.traceback = outcome.traceback
-    execution.save(
-        update_fields=["finished_at", "outcome", "duration", "exit_code", "stdout", "stderr", "error", "traceback"]
-    )
+    execution.save(force_insert=True)
 
 
 def _running(job: Job) -> Any:
@@ -214,7 +247,7 @@ def _interrupt(job: Job, execution: Execution, outcome: Outcome) -> str:
 def _not_ours(job: Job, execution: Execution, outcome: Outcome) -> str:
     """The row moved on without us (our lease expired and the job was reclaimed)."""
     logger.warning("Job %s attempt %s finished after it was reclaimed; result discarded.", job.pk, job.attempts)
-    if execution.outcome == ExecutionOutcome.RUNNING:
+    if not Execution.objects.filter(job=job, attempt=execution.attempt).exists():
         _close_execution(execution, outcome, ExecutionOutcome.LOST)
     return "lost"
 
@@ -248,8 +281,16 @@ def recover(topic: str, job_id: str) -> str:
             else:
                 transaction.on_commit(lambda: engine.ack(topic, job_id, job.entity_id))
             return f"already {status}"
-        Execution.objects.filter(job=job, outcome=ExecutionOutcome.RUNNING).update(
-            outcome=ExecutionOutcome.LOST, finished_at=now, error="lease expired: the worker stopped responding"
+        Execution.objects.get_or_create(
+            job=job,
+            attempt=job.attempts,
+            defaults={
+                "outcome": ExecutionOutcome.LOST,
+                "worker_id": job.worker_id,
+                "started_at": job.started_at or now,
+                "finished_at": now,
+                "error": "lease expired: the worker stopped responding",
+            },
         )
         if job.attempts < job.max_attempts:
             Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(

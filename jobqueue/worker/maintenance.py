@@ -45,6 +45,26 @@ def reap(topics: Iterable[str]) -> int:
     return total
 
 
+def sweep_waiting(limit: int = 100) -> int:
+    """Release jobs still waiting on dependencies that already finished.
+
+    The finishing worker releases dependents itself; this catches a dependent
+    added while its dependency was finishing.
+    """
+    from ..models import FINISHED_STATUSES
+    from ..workflow import release_dependents
+
+    done = (
+        Job.objects.filter(has_dependents=True, status__in=FINISHED_STATUSES, dependents__status=JobStatus.WAITING)
+        .distinct()[:limit]
+    )
+    count = 0
+    for job in done:
+        release_dependents(job)
+        count += 1
+    return count
+
+
 def sentinel_key() -> str:
     return f"{settings.PREFIX}:alive"
 

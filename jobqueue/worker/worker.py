@@ -36,6 +36,8 @@ logger = logging.getLogger("jobqueue.worker")
 SLOT_RETRY_SECONDS = 2.0
 #: Seconds between two maintenance passes (promote, reap, sentinel check).
 MAINTENANCE_SECONDS = 1.0
+#: Seconds between two sweeps for waiting jobs whose dependencies already finished.
+SWEEP_SECONDS = 5.0
 #: Longest wait for new work before looking around again (seconds).
 IDLE_WAIT_SECONDS = 1.0
 #: A burst worker still waits for scheduled jobs due within this many seconds.
@@ -73,7 +75,7 @@ class Worker:
         self.isolation = isolation
         self.install_signals = install_signals
         self.slots: dict[str, TopicLock] = {}
-        self.concurrency: dict[str, int] = {}
+        self.topic_rows: dict[str, Topic] = {}
         self.current: Job | None = None
         self.abort_current = threading.Event()
         self.stopping = False
@@ -84,6 +86,7 @@ class Worker:
         self._rr = 0
         self._next_slot_try = 0.0
         self._next_maintenance = 0.0
+        self._next_sweep = 0.0
         self._outage_since: float | None = None
         self.heartbeat = Heartbeat(self)
 
@@ -131,7 +134,7 @@ class Worker:
     def _iteration(self) -> bool:
         """One pass: returns False when a burst worker has nothing left to do."""
         try:
-            close_old_connections()
+            self._check_connections()
             now = time.monotonic()
             if now >= self._next_slot_try:
                 self._take_slots()
@@ -145,6 +148,8 @@ class Worker:
             if job_id is None:
                 if self.burst and self._burst_done():
                     return False
+                # Idle: the place to honour CONN_MAX_AGE, as a request boundary would.
+                close_old_connections()
                 self._wait()
                 return True
             self._process(topic, job_id)
@@ -155,6 +160,13 @@ class Worker:
                 conn.close_if_unusable_or_obsolete()
             self._outage("the database", exc)
         return True
+
+    def _check_connections(self) -> None:
+        """Drop connections that broke; a busy worker otherwise keeps its connection
+        (with CONN_MAX_AGE = 0, closing it per job would reconnect for every job)."""
+        for conn in connections.all(initialized_only=True):
+            if conn.errors_occurred:
+                conn.close_if_unusable_or_obsolete()
 
     def _fetch(self) -> tuple[str | None, str]:
         owned = [t for t in self.topics if t in self.slots]
@@ -176,7 +188,7 @@ class Worker:
         engine.get_redis().blpop(keys, timeout=timeout)
 
     def _process(self, topic: str, job_id: str) -> None:
-        claimed = claim(job_id, self.worker_id, os.getpid())
+        claimed = claim(job_id, self.worker_id, os.getpid(), self.topic_rows)
         if claimed is None:
             engine.ack(topic, job_id)  # cancelled or deleted since it was queued
             return
@@ -253,9 +265,10 @@ class Worker:
         return list(dict.fromkeys(self.requested_topics))
 
     def _take_slots(self) -> None:
-        rows = dict(Topic.objects.filter(name__in=self.topics).values_list("name", "concurrency"))
+        self.topic_rows = {t.name: t for t in Topic.objects.filter(name__in=self.topics)}
         for topic in self.topics:
-            limit = max(1, rows.get(topic, 1))
+            row = self.topic_rows.get(topic)
+            limit = max(1, row.concurrency if row else 1)
             if topic in self.slots:
                 continue
             lock = TopicLock(topic, token=f"{self.worker_id}", worker_id=self.worker_id)
@@ -274,6 +287,9 @@ class Worker:
         maintenance.ensure_redis_state(self.topics)
         maintenance.promote(self.topics)
         maintenance.reap(self.topics)
+        if time.monotonic() >= self._next_sweep:
+            maintenance.sweep_waiting()
+            self._next_sweep = time.monotonic() + SWEEP_SECONDS
         maintenance.run_hooks(self)
 
     def _burst_done(self) -> bool:
