@@ -43,6 +43,8 @@ DEFAULTS: dict[str, Any] = {
     # Worker.
     "WORKER_STALE_SECONDS": 30,
     "PROGRESS_THROTTLE_SECONDS": 0.5,
+    # On PostgreSQL the worker's commits skip the WAL flush wait (at-least-once holds: see README).
+    "WORKER_SYNCHRONOUS_COMMIT": False,
     # Optional features.
     "DATA_DIR": None,
     "TOPICS_DIR": None,

@@ -130,6 +130,7 @@ class Job(models.Model):
         db_column="topic",
         on_delete=models.PROTECT,
         related_name="jobs",
+        db_index=False,  # covered by the (topic, status) index
     )
     status = models.CharField(_("status"), max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     priority = models.SmallIntegerField(_("priority"), default=0, help_text=_("-100..100; higher runs first."))
@@ -147,6 +148,7 @@ class Job(models.Model):
         blank=True,
         on_delete=models.SET_NULL,
         related_name="children",
+        db_index=False,  # a partial index below skips the many jobs without a parent
     )
     depends_on = models.ManyToManyField(
         "self", verbose_name=_("depends on"), symmetrical=False, blank=True, related_name="dependents"
@@ -200,7 +202,8 @@ class Job(models.Model):
                 name="jobqueue_job_queued_idx",
             ),
             models.Index(fields=["run_after"], condition=Q(status="scheduled"), name="jobqueue_job_scheduled_idx"),
-            models.Index(fields=["entity_id"], name="jobqueue_job_entity_idx"),
+            models.Index(fields=["entity_id"], condition=Q(entity_id__isnull=False), name="jobqueue_job_entity_idx"),
+            models.Index(fields=["parent"], condition=Q(parent__isnull=False), name="jobqueue_job_parent_idx"),
         ]
 
     def __str__(self) -> str:
@@ -345,7 +348,13 @@ class ExecutionOutcome(models.TextChoices):
 class Execution(models.Model):
     """One attempt at running a job."""
 
-    job = models.ForeignKey(Job, verbose_name=_("job"), on_delete=models.CASCADE, related_name="executions")
+    job = models.ForeignKey(
+        Job,
+        verbose_name=_("job"),
+        on_delete=models.CASCADE,
+        related_name="executions",
+        db_index=False,  # covered by the unique (job, attempt) constraint
+    )
     attempt = models.PositiveIntegerField(_("attempt"))
     worker_id = models.CharField(_("worker"), max_length=200, blank=True)
     hostname = models.CharField(_("host"), max_length=255, blank=True)
@@ -369,7 +378,6 @@ class Execution(models.Model):
         constraints = [models.UniqueConstraint(fields=["job", "attempt"], name="jobqueue_execution_attempt_uniq")]
         indexes = [
             models.Index(fields=["finished_at", "outcome"], name="jobqueue_exec_finished_idx"),
-            models.Index(fields=["outcome"], condition=Q(outcome="running"), name="jobqueue_exec_running_idx"),
         ]
 
     def __str__(self) -> str:

@@ -21,6 +21,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from .. import engine
+from . import sql
 from ..chaining import storable_result
 from ..conf import settings
 from ..models import Execution, ExecutionOutcome, Job, JobStatus
@@ -58,7 +59,7 @@ def claim(job_id: str, worker_id: str, pid: int, topics: dict[str, Any] | None =
     is the worker's cache of Topic rows, saving a query per job.
     """
     now = timezone.now()
-    job = _claim_returning(job_id, worker_id, now) if _can_return() else _claim_two_step(job_id, worker_id, now)
+    job = sql.claim_job(job_id, worker_id, now) if _can_return() else _claim_two_step(job_id, worker_id, now)
     if job is None:
         return None
     topic = (topics or {}).get(job.topic_id)
@@ -76,22 +77,6 @@ _CLAIMABLE = (JobStatus.QUEUED, JobStatus.SCHEDULED)
 
 def _can_return() -> bool:
     return bool(connection.features.can_return_rows_from_bulk_insert)
-
-
-def _claim_returning(job_id: str, worker_id: str, now: Any) -> Job | None:
-    """One statement: ``UPDATE ... WHERE status IN (claimable) RETURNING *``."""
-    meta = Job._meta
-    qn = connection.ops.quote_name
-    columns = ", ".join(qn(f.column) for f in meta.concrete_fields)
-    sql = (
-        f"UPDATE {qn(meta.db_table)} SET {qn('status')} = %s, {qn('attempts')} = {qn('attempts')} + 1, "
-        f"{qn('started_at')} = %s, {qn('finished_at')} = NULL, {qn('worker_id')} = %s, {qn('updated_at')} = %s "
-        f"WHERE {qn(meta.pk.column)} = %s AND {qn('status')} IN (%s, %s) RETURNING {columns}"
-    )
-    when = meta.get_field("started_at").get_db_prep_value(now, connection)
-    pk = meta.pk.get_db_prep_value(uuid.UUID(str(job_id)), connection)
-    rows = list(Job.objects.raw(sql, [JobStatus.RUNNING, when, worker_id, when, pk, *_CLAIMABLE]))
-    return rows[0] if rows else None
 
 
 def _claim_two_step(job_id: str, worker_id: str, now: Any) -> Job | None:
@@ -118,7 +103,7 @@ def _close_execution(execution: Execution, outcome: Outcome, result_outcome: str
     execution.stderr = (outcome.stderr or execution.stderr or "")[-limit:]
     execution.error = outcome.error
     execution.traceback = outcome.traceback
-    execution.save(force_insert=True)
+    sql.insert_execution(execution)
 
 
 def _running(job: Job) -> Any:
@@ -154,10 +139,7 @@ def finish(job: Job, execution: Execution, outcome: Outcome) -> str:
 def _succeed(job: Job, execution: Execution, outcome: Outcome, result: Any) -> str:
     now = timezone.now()
     with transaction.atomic():
-        won = _running(job).update(
-            status=JobStatus.SUCCEEDED, result=result, finished_at=now, progress=100, error="", updated_at=now
-        )
-        if not won:
+        if not sql.mark_succeeded(job, result, now):
             return _not_ours(job, execution, outcome)
         job.status, job.result, job.finished_at, job.progress = JobStatus.SUCCEEDED, result, now, 100
         _close_execution(execution, outcome, ExecutionOutcome.SUCCEEDED)

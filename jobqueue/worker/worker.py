@@ -20,6 +20,7 @@ from typing import Any
 import redis
 from django.utils import timezone
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections
+from django.db.backends.signals import connection_created
 
 from .. import engine, registry
 from ..conf import settings
@@ -42,6 +43,18 @@ SWEEP_SECONDS = 5.0
 IDLE_WAIT_SECONDS = 1.0
 #: A burst worker still waits for scheduled jobs due within this many seconds.
 BURST_SCHEDULE_HORIZON = 60.0
+
+
+def _relax_commit_durability(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """On PostgreSQL, let the worker's commits return before their WAL is flushed.
+
+    Only the worker's own bookkeeping (claims, outcomes, successors) is affected; a
+    PostgreSQL crash can lose the last moments of it, and those jobs are then run
+    again (the lease and resync recover them) — at-least-once, never lost.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET synchronous_commit TO OFF")
 
 
 def default_worker_id() -> str:
@@ -96,6 +109,11 @@ class Worker:
         """Run until stopped; returns the process exit code (0 on a clean stop)."""
         if self.install_signals:
             self._install_signal_handlers()
+        if not settings.WORKER_SYNCHRONOUS_COMMIT:
+            connection_created.connect(_relax_commit_durability, dispatch_uid="jobqueue.worker.commit")
+            for conn in connections.all(initialized_only=True):
+                if conn.connection is not None:
+                    _relax_commit_durability(conn.vendor, conn)
         self.topics = self._resolve_topics()
         logger.info("Worker %s serving topics: %s", self.worker_id, ", ".join(self.topics))
         self._call_with_retry(lambda: maintenance.ensure_redis_state(self.topics, force=True))

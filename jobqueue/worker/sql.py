@@ -1,0 +1,129 @@
+"""Precompiled statements for the worker's hot path (claim, success, execution row).
+
+Compiling a queryset costs more than running its statement here, so the three
+statements every job needs are built once per connection vendor from the models'
+metadata and run through Django's cursor. Values go through each field's
+``get_db_prep_save`` and rows come back through the same converters the ORM uses,
+so SQLite and PostgreSQL behave exactly as with querysets.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from django.db import connections, router
+from django.db.models import Model
+
+from ..models import Execution, Job, JobStatus
+
+
+def _db() -> str:
+    return router.db_for_write(Job)
+
+
+@cache
+def _claim_sql(alias: str) -> str:
+    conn = connections[alias]
+    qn = conn.ops.quote_name
+    meta = Job._meta
+    columns = ", ".join(qn(f.column) for f in meta.concrete_fields)
+    return (
+        f"UPDATE {qn(meta.db_table)} SET {qn('status')} = %s, {qn('attempts')} = {qn('attempts')} + 1, "
+        f"{qn('started_at')} = %s, {qn('finished_at')} = NULL, {qn('worker_id')} = %s, {qn('updated_at')} = %s "
+        f"WHERE {qn(meta.pk.column)} = %s AND {qn('status')} IN (%s, %s) RETURNING {columns}"
+    )
+
+
+@cache
+def _succeed_sql(alias: str) -> str:
+    conn = connections[alias]
+    qn = conn.ops.quote_name
+    meta = Job._meta
+    return (
+        f"UPDATE {qn(meta.db_table)} SET {qn('status')} = %s, {qn('result')} = %s, {qn('finished_at')} = %s, "
+        f"{qn('progress')} = 100, {qn('error')} = '', {qn('updated_at')} = %s "
+        f"WHERE {qn(meta.pk.column)} = %s AND {qn('status')} = %s AND {qn('attempts')} = %s"
+    )
+
+
+EXECUTION_FIELDS = [f for f in Execution._meta.concrete_fields if not f.primary_key]
+
+
+@cache
+def _insert_execution_sql(alias: str) -> str:
+    conn = connections[alias]
+    qn = conn.ops.quote_name
+    columns = ", ".join(qn(f.column) for f in EXECUTION_FIELDS)
+    marks = ", ".join(["%s"] * len(EXECUTION_FIELDS))
+    return f"INSERT INTO {qn(Execution._meta.db_table)} ({columns}) VALUES ({marks})"
+
+
+def _prep(model: type[Model], name: str, value: Any, connection: Any) -> Any:
+    return model._meta.get_field(name).get_db_prep_save(value, connection)
+
+
+@cache
+def _converters(model: type[Model], alias: str) -> list[tuple[str, Any, list[Any]]]:
+    connection = connections[alias]
+    out = []
+    for field in model._meta.concrete_fields:
+        col = field.get_col(model._meta.db_table)
+        out.append((field.attname, col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
+    return out
+
+
+def _from_row(model: type[Model], row: Any, connection: Any) -> Any:
+    """Build a model instance from a ``RETURNING`` row, converting values as the ORM does."""
+    converters = _converters(model, connection.alias)
+    values = []
+    for (_name, col, funcs), value in zip(converters, row):
+        for func in funcs:
+            value = func(value, col, connection)
+        values.append(value)
+    return model.from_db(connection.alias, [name for name, _, _ in converters], values)
+
+
+def claim_job(job_id: str, worker_id: str, now: Any) -> Job | None:
+    """``UPDATE ... SET status = 'running' WHERE status IN ('queued', 'scheduled') RETURNING *``."""
+    connection = connections[_db()]
+    when = _prep(Job, "started_at", now, connection)
+    params = [
+        JobStatus.RUNNING.value,
+        when,
+        worker_id,
+        when,
+        _prep(Job, "id", job_id, connection),
+        JobStatus.QUEUED.value,
+        JobStatus.SCHEDULED.value,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_claim_sql(connection.alias), params)
+        row = cursor.fetchone()
+    return _from_row(Job, row, connection) if row else None
+
+
+def mark_succeeded(job: Job, result: Any, now: Any) -> bool:
+    """The success ``UPDATE``, guarded by the running state and this attempt."""
+    connection = connections[_db()]
+    when = _prep(Job, "finished_at", now, connection)
+    params = [
+        JobStatus.SUCCEEDED.value,
+        _prep(Job, "result", result, connection),
+        when,
+        when,
+        _prep(Job, "id", job.pk, connection),
+        JobStatus.RUNNING.value,
+        job.attempts,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(_succeed_sql(connection.alias), params)
+        return cursor.rowcount == 1
+
+
+def insert_execution(execution: Execution) -> None:
+    """Write an attempt's Execution row (its id is not read back)."""
+    connection = connections[_db()]
+    params = [f.get_db_prep_save(getattr(execution, f.attname), connection) for f in EXECUTION_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_execution_sql(connection.alias), params)
