@@ -25,8 +25,12 @@ def redis_client():
 @pytest.fixture(autouse=True)
 def _clean_redis():
     from jobqueue.engine import get_redis, reset_clients
+    from jobqueue.engine.queue import forget_announced
+    from jobqueue.managers import clear_topic_cache
 
     reset_clients()
+    forget_announced()
+    clear_topic_cache()
     client = get_redis()
     client.flushdb()
     yield

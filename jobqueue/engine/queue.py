@@ -44,6 +44,22 @@ def safe_call(func: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
         return None
 
 
+_announced: set[tuple[str, str]] = set()
+
+
+def _announce(topic: str, client: Any) -> None:
+    """Add ``topic`` to the set of known topics, once per process (saves a round trip per push)."""
+    key = topics_key()
+    if (key, topic) not in _announced:
+        client.sadd(key, topic)
+        _announced.add((key, topic))
+
+
+def forget_announced() -> None:
+    """Forget which topics this process announced (after FLUSHDB, e.g. in resync)."""
+    _announced.clear()
+
+
 def push(topic: str, items: Iterable[tuple[str, int, str | None]], client: Any = None) -> int:
     """Queue ``(job_id, priority, entity_id)`` items; returns how many were added."""
     k = TopicKeys(topic)
@@ -55,7 +71,7 @@ def push(topic: str, items: Iterable[tuple[str, int, str | None]], client: Any =
         return 0
     keys = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake]
     result = script(get_redis(), "push")(keys=keys, args=argv, client=r)
-    r.sadd(topics_key(), topic)
+    _announce(topic, r)
     return result if isinstance(result, int) else 0
 
 
@@ -68,7 +84,7 @@ def schedule(topic: str, items: Iterable[tuple[str, float, int, str | None]], cl
         argv += [str(job_id), int(due * 1000), int(priority), entity or ""]
     if argv:
         script(get_redis(), "schedule")(keys=[k.scheduled, k.schedprio, k.entities, k.leases], args=argv, client=r)
-        r.sadd(topics_key(), topic)
+        _announce(topic, r)
 
 
 def push_jobs(jobs: Iterable[Any]) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ..conf import settings
 from .connection import get_redis
 from .keys import TopicKeys
-from .queue import PUSH_CHUNK, _s, push, schedule
+from .queue import PUSH_CHUNK, _s, forget_announced, push, schedule
 
 
 @dataclass
@@ -37,6 +37,7 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
     """
     from ..models import Job, JobStatus, Topic
 
+    forget_announced()
     report = ResyncReport()
     names = list(topics) if topics is not None else list(Topic.objects.values_list("name", flat=True))
     r = get_redis()
