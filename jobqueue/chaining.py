@@ -71,6 +71,6 @@ def on_job_succeeded(sender: Any, job: Any, result: Any = None, **kwargs: Any) -
 
 
 def connect_chaining() -> None:
-    from .signals import job_succeeded
+    from .signals import CHAINING_UID, job_succeeded
 
-    job_succeeded.connect(on_job_succeeded, dispatch_uid="jobqueue.chaining")
+    job_succeeded.connect(on_job_succeeded, dispatch_uid=CHAINING_UID)

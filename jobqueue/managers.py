@@ -195,7 +195,9 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         if not job.entity_id and not dep_ids:
             # One INSERT: in autocommit it commits (and pushes) at once, inside a
             # transaction the push waits for its commit.
-            job.save(force_insert=True, using=db)
+            from .statements import insert_job
+
+            insert_job(job, db)
             self._after_create([job], db)
             return job
         with transaction.atomic(using=db):
@@ -362,5 +364,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         for job in jobs:
             job_enqueued.send(sender=self.model, job=job)
         pushable = [job for job in jobs if job.status in ("queued", "scheduled")]
-        if pushable:
+        if len(pushable) == 1:
+            transaction.on_commit(lambda: engine.safe_call(engine.push_job, pushable[0]), using=db)
+        elif pushable:
             transaction.on_commit(lambda: engine.safe_call(engine.push_jobs, pushable), using=db)

@@ -9,6 +9,7 @@ from .locks import Holder, TopicLock
 from .queue import (
     abort_requested,
     ack,
+    ack_and_pop,
     change_priority,
     claim_expired,
     depths,
@@ -39,6 +40,7 @@ __all__ = [
     "TopicLock",
     "abort_requested",
     "ack",
+    "ack_and_pop",
     "beat",
     "change_priority",
     "claim_expired",

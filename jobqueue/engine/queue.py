@@ -108,7 +108,11 @@ def push_jobs(jobs: Iterable[Any]) -> None:
 
 
 def push_job(job: Any) -> None:
-    push_jobs([job])
+    """Push one job: a single script call, no pipeline."""
+    if job.status == "queued":
+        push(job.topic_id, [(str(job.pk), job.priority, job.entity_id)])
+    else:
+        push_jobs([job])
 
 
 def pop(topic: str, count: int = 1, lease_seconds: float | None = None, now_ms: int | None = None) -> list[str]:
@@ -125,6 +129,17 @@ def ack(topic: str, job_id: str, entity_id: str | None = None) -> bool:
     k = TopicKeys(topic)
     r = get_redis()
     return bool(script(r, "ack")(keys=[k.leases, k.entities, k.abort], args=[str(job_id), entity_id or ""], client=r))
+
+
+def ack_and_pop(topic: str, job_id: str, entity_id: str | None = None, count: int = 1,
+                lease_seconds: float | None = None, now_ms: int | None = None) -> list[str]:
+    """:func:`ack` a finished job and :func:`pop` the topic's next ones, in one call."""
+    k = TopicKeys(topic)
+    lease = settings.LEASE_SECONDS if lease_seconds is None else lease_seconds
+    r = get_redis()
+    keys = [k.queue, k.leases, k.paused, k.entities, k.abort]
+    args = [str(job_id), entity_id or "", lease, count, _now_arg(now_ms)]
+    return [_s(i) for i in script(r, "ack_pop")(keys=keys, args=args, client=r)]
 
 
 def extend_leases(topic: str, job_ids: Iterable[str], lease_seconds: float | None = None,

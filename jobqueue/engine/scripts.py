@@ -13,6 +13,7 @@ SCRIPT_NAMES = (
     "push",
     "pop",
     "ack",
+    "ack_pop",
     "extend",
     "claim_expired",
     "remove",

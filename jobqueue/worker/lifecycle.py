@@ -21,11 +21,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from .. import engine
-from . import sql
-from ..chaining import storable_result
+from .. import statements as sql
+from ..chaining import next_jobs, storable_result
 from ..conf import settings
 from ..models import Execution, ExecutionOutcome, Job, JobStatus
-from ..signals import job_failed, job_started, job_succeeded, send_finished
+from ..signals import job_failed, job_started, job_succeeded, quiet_success, send_finished
 
 logger = logging.getLogger("jobqueue.worker")
 
@@ -92,7 +92,7 @@ def _claim_two_step(job_id: str, worker_id: str, now: Any) -> Job | None:
         return Job.objects.get(pk=job_id) if won else None
 
 
-def _close_execution(execution: Execution, outcome: Outcome, result_outcome: str) -> None:
+def _fill_execution(execution: Execution, outcome: Outcome, result_outcome: str) -> None:
     now = timezone.now()
     execution.finished_at = now
     execution.outcome = result_outcome
@@ -103,6 +103,10 @@ def _close_execution(execution: Execution, outcome: Outcome, result_outcome: str
     execution.stderr = (outcome.stderr or execution.stderr or "")[-limit:]
     execution.error = outcome.error
     execution.traceback = outcome.traceback
+
+
+def _close_execution(execution: Execution, outcome: Outcome, result_outcome: str) -> None:
+    _fill_execution(execution, outcome, result_outcome)
     sql.insert_execution(execution)
 
 
@@ -117,9 +121,14 @@ def backoff_delay(job: Job, attempt: int) -> float:
     return max(0.0, delay * random.uniform(0.75, 1.25))
 
 
-def finish(job: Job, execution: Execution, outcome: Outcome) -> str:
+def finish(job: Job, execution: Execution, outcome: Outcome, defer_ack: bool = False) -> str:
     """Record an attempt's outcome; returns the job's new status (or ``"lost"`` if the
-    job was no longer ours)."""
+    job was no longer ours).
+
+    With ``defer_ack`` a success is not acknowledged in Redis: the caller does it
+    (the worker fuses it with its next pop). Until then the lease stands, so a crash
+    in between only makes the reaper acknowledge the finished job.
+    """
     if outcome.ok and not outcome.aborted:
         try:
             result = storable_result(outcome.result)
@@ -128,7 +137,7 @@ def finish(job: Job, execution: Execution, outcome: Outcome) -> str:
             outcome = Outcome(ok=False, error=f"Handler returned a result that is not JSON: {exc}",
                               exit_code=outcome.exit_code, stdout=outcome.stdout, stderr=outcome.stderr)
         else:
-            return _succeed(job, execution, outcome, result)
+            return _succeed(job, execution, outcome, result, defer_ack)
     if outcome.aborted:
         return _cancel(job, execution, outcome)
     if outcome.interrupted:
@@ -136,17 +145,25 @@ def finish(job: Job, execution: Execution, outcome: Outcome) -> str:
     return _fail(job, execution, outcome)
 
 
-def _succeed(job: Job, execution: Execution, outcome: Outcome, result: Any) -> str:
+def _succeed(job: Job, execution: Execution, outcome: Outcome, result: Any, defer_ack: bool = False) -> str:
     now = timezone.now()
-    with transaction.atomic():
-        if not sql.mark_succeeded(job, result, now):
+    if not next_jobs(outcome.result) and not (job.topic.next_topic or job.has_dependents) and quiet_success():
+        # Nothing follows this job and nobody listens: one statement records both rows.
+        _fill_execution(execution, outcome, ExecutionOutcome.SUCCEEDED)
+        if not sql.succeed_with_execution(job, result, now, execution):
             return _not_ours(job, execution, outcome)
-        job.status, job.result, job.finished_at, job.progress = JobStatus.SUCCEEDED, result, now, 100
-        _close_execution(execution, outcome, ExecutionOutcome.SUCCEEDED)
-        # Successors are created in this same transaction: never a success without them.
-        job_succeeded.send(sender=Job, job=job, result=outcome.result)
-        send_finished(job)
-    engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id)
+    else:
+        with transaction.atomic():
+            if not sql.mark_succeeded(job, result, now):
+                return _not_ours(job, execution, outcome)
+            job.status, job.result, job.finished_at, job.progress = JobStatus.SUCCEEDED, result, now, 100
+            _close_execution(execution, outcome, ExecutionOutcome.SUCCEEDED)
+            # Successors are created in this same transaction: never a success without them.
+            job_succeeded.send(sender=Job, job=job, result=outcome.result)
+            send_finished(job)
+    job.status, job.result, job.finished_at, job.progress = JobStatus.SUCCEEDED, result, now, 100
+    if not defer_ack:
+        engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id)
     return JobStatus.SUCCEEDED
 
 

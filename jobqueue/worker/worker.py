@@ -100,6 +100,7 @@ class Worker:
         self._next_slot_try = 0.0
         self._next_maintenance = 0.0
         self._next_sweep = 0.0
+        self._pending_ack: Job | None = None
         self._outage_since: float | None = None
         self.heartbeat = Heartbeat(self)
 
@@ -127,6 +128,9 @@ class Worker:
                     break
         finally:
             self.heartbeat.stop()
+            if self._pending_ack is not None:
+                job = self._pending_ack
+                engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id)
             self._release_slots()
             engine.safe_call(engine.forget, self.worker_id)
             logger.info("Worker %s stopped after %s jobs.", self.worker_id, self.processed)
@@ -187,6 +191,16 @@ class Worker:
                 conn.close_if_unusable_or_obsolete()
 
     def _fetch(self) -> tuple[str | None, str]:
+        pending, self._pending_ack = self._pending_ack, None
+        if pending is not None:
+            job = pending
+            if job.topic_id in self.slots and len(self.slots) == 1:
+                # One round trip acknowledges the last job and leases the next.
+                ids = engine.ack_and_pop(job.topic_id, str(job.pk), job.entity_id, 1)
+                if ids:
+                    return ids[0], job.topic_id
+            else:
+                engine.ack(job.topic_id, str(job.pk), job.entity_id)
         owned = [t for t in self.topics if t in self.slots]
         for i in range(len(owned)):
             topic = owned[(self._rr + i) % len(owned)]
@@ -254,7 +268,8 @@ class Worker:
         deadline = time.monotonic() + settings.LEASE_SECONDS * 5
         while True:
             try:
-                finish(job, execution, outcome)
+                if finish(job, execution, outcome, defer_ack=True) == JobStatus.SUCCEEDED:
+                    self._pending_ack = job
                 return
             except (OperationalError, InterfaceError) as exc:
                 if time.monotonic() > deadline:

@@ -1,7 +1,8 @@
-"""Precompiled statements for the worker's hot path (claim, success, execution row).
+"""Precompiled statements for the hot paths: enqueueing a job, and the worker's
+claim, success and execution row.
 
-Compiling a queryset costs more than running its statement here, so the three
-statements every job needs are built once per connection vendor from the models'
+Compiling a queryset costs more than running its statement here, so the
+statements every job needs are built once per database alias from the models'
 metadata and run through Django's cursor. Values go through each field's
 ``get_db_prep_save`` and rows come back through the same converters the ORM uses,
 so SQLite and PostgreSQL behave exactly as with querysets.
@@ -12,10 +13,10 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from django.db import connections, router
+from django.db import connections, router, transaction
 from django.db.models import Model
 
-from ..models import Execution, Job, JobStatus
+from .models import Execution, Job, JobStatus
 
 
 def _db() -> str:
@@ -48,15 +49,17 @@ def _succeed_sql(alias: str) -> str:
 
 
 EXECUTION_FIELDS = [f for f in Execution._meta.concrete_fields if not f.primary_key]
+JOB_FIELDS = list(Job._meta.concrete_fields)
 
 
 @cache
-def _insert_execution_sql(alias: str) -> str:
+def _insert_sql(model: type[Model], alias: str) -> str:
     conn = connections[alias]
     qn = conn.ops.quote_name
-    columns = ", ".join(qn(f.column) for f in EXECUTION_FIELDS)
-    marks = ", ".join(["%s"] * len(EXECUTION_FIELDS))
-    return f"INSERT INTO {qn(Execution._meta.db_table)} ({columns}) VALUES ({marks})"
+    fields = EXECUTION_FIELDS if model is Execution else JOB_FIELDS
+    columns = ", ".join(qn(f.column) for f in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    return f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES ({marks})"
 
 
 def _prep(model: type[Model], name: str, value: Any, connection: Any) -> Any:
@@ -121,9 +124,63 @@ def mark_succeeded(job: Job, result: Any, now: Any) -> bool:
         return cursor.rowcount == 1
 
 
+@cache
+def _succeed_with_execution_sql(alias: str) -> str:
+    conn = connections[alias]
+    qn = conn.ops.quote_name
+    meta = Job._meta
+    columns = ", ".join(qn(f.column) for f in EXECUTION_FIELDS)
+    marks = ", ".join(["%s"] * len(EXECUTION_FIELDS))
+    return (
+        f"WITH done AS (UPDATE {qn(meta.db_table)} SET {qn('status')} = %s, {qn('result')} = %s, "
+        f"{qn('finished_at')} = %s, {qn('progress')} = 100, {qn('error')} = '', {qn('updated_at')} = %s "
+        f"WHERE {qn(meta.pk.column)} = %s AND {qn('status')} = %s AND {qn('attempts')} = %s "
+        f"RETURNING {qn(meta.pk.column)}) "
+        f"INSERT INTO {qn(Execution._meta.db_table)} ({columns}) SELECT {marks} FROM done"
+    )
+
+
+def succeed_with_execution(job: Job, result: Any, now: Any, execution: Execution) -> bool:
+    """Record a success and its Execution row at once (one statement on PostgreSQL,
+    one transaction elsewhere). Returns False if the job was no longer this attempt's."""
+    connection = connections[_db()]
+    if connection.vendor != "postgresql":
+        with transaction.atomic(using=connection.alias):
+            if not mark_succeeded(job, result, now):
+                return False
+            insert_execution(execution)
+            return True
+    when = _prep(Job, "finished_at", now, connection)
+    params = [
+        JobStatus.SUCCEEDED.value,
+        _prep(Job, "result", result, connection),
+        when,
+        when,
+        _prep(Job, "id", job.pk, connection),
+        JobStatus.RUNNING.value,
+        job.attempts,
+    ]
+    params += [f.get_db_prep_save(getattr(execution, f.attname), connection) for f in EXECUTION_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(_succeed_with_execution_sql(connection.alias), params)
+        return cursor.rowcount == 1
+
+
 def insert_execution(execution: Execution) -> None:
     """Write an attempt's Execution row (its id is not read back)."""
     connection = connections[_db()]
     params = [f.get_db_prep_save(getattr(execution, f.attname), connection) for f in EXECUTION_FIELDS]
     with connection.cursor() as cursor:
-        cursor.execute(_insert_execution_sql(connection.alias), params)
+        cursor.execute(_insert_sql(Execution, connection.alias), params)
+
+
+def insert_job(job: Job, using: str) -> None:
+    """Insert a new job built by ``JobManager.build()``; like ``save(force_insert=True)``
+    without the per-call compilation (and without ``pre_save``/``post_save``: listen
+    to ``job_enqueued`` instead)."""
+    connection = connections[using]
+    params = [f.get_db_prep_save(getattr(job, f.attname), connection) for f in JOB_FIELDS]
+    with connection.cursor() as cursor:
+        cursor.execute(_insert_sql(Job, connection.alias), params)
+    job._state.adding = False
+    job._state.db = using

@@ -1,0 +1,34 @@
+-- Acknowledge a finished job and lease the next ones of the same topic, in one call
+-- (the worker's steady state: one round trip between two jobs instead of two).
+-- KEYS[1] queue     sorted set: job id -> score
+-- KEYS[2] leases    sorted set: job id -> lease deadline (ms)
+-- KEYS[3] paused    flag: while it exists nothing is popped
+-- KEYS[4] entities  hash: entity id -> job id
+-- KEYS[5] abort     set of job ids asked to abort
+-- ARGV[1] finished job id
+-- ARGV[2] its entity id or ""
+-- ARGV[3] lease length in seconds
+-- ARGV[4] how many jobs to lease at most
+-- ARGV[5] now in ms, or "" for the Redis server's clock
+-- Returns the leased job ids, best first.
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[2] ~= '' and redis.call('HGET', KEYS[4], ARGV[2]) == ARGV[1] then
+  redis.call('HDEL', KEYS[4], ARGV[2])
+end
+redis.call('SREM', KEYS[5], ARGV[1])
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return {}
+end
+local now = tonumber(ARGV[5])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local deadline = now + tonumber(ARGV[3]) * 1000
+local popped = redis.call('ZPOPMIN', KEYS[1], tonumber(ARGV[4]))
+local ids = {}
+for i = 1, #popped, 2 do
+  redis.call('ZADD', KEYS[2], deadline, popped[i])
+  ids[#ids + 1] = popped[i]
+end
+return ids
