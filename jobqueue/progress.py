@@ -8,13 +8,16 @@ from typing import Any
 from .conf import settings
 
 _last_write: dict[Any, float] = {}
+#: Jobs whose latest report was held back by the throttle (written by :func:`flush_progress`).
+_unwritten: set[Any] = set()
 
 
 def record_progress(job: Any, percent: float | None, message: str = "", stage: str = "") -> bool:
     """Set progress on ``job`` and write it unless the last write was too recent.
 
-    The last report (100 %, or a new stage) is always written. Returns whether
-    the row was written.
+    The last report (100 %, or a new stage) is always written; one held back is
+    written when the attempt ends (:func:`flush_progress`). Returns whether the
+    row was written.
     """
     if percent is not None:
         if isinstance(percent, bool) or not isinstance(percent, (int, float)) or percent != percent:
@@ -27,11 +30,25 @@ def record_progress(job: Any, percent: float | None, message: str = "", stage: s
     now = time.monotonic()
     last = _last_write.get(job.pk, 0.0)
     if not stage_changed and job.progress < 100 and now - last < settings.PROGRESS_THROTTLE_SECONDS:
+        _unwritten.add(job.pk)
         return False
     _last_write[job.pk] = now
-    type(job)._default_manager.filter(pk=job.pk).update(
-        progress=job.progress, progress_message=job.progress_message, stage=job.stage
-    )
+    _write(job)
     if len(_last_write) > 10000:
         _last_write.clear()
     return True
+
+
+def flush_progress(job: Any) -> bool:
+    """Write ``job``'s latest report if the throttle held it back; returns whether it did."""
+    if job.pk not in _unwritten:
+        return False
+    _write(job)
+    return True
+
+
+def _write(job: Any) -> None:
+    _unwritten.discard(job.pk)
+    type(job)._default_manager.filter(pk=job.pk).update(
+        progress=job.progress, progress_message=job.progress_message, stage=job.stage
+    )

@@ -25,6 +25,7 @@ from .. import statements as sql
 from ..chaining import next_jobs, storable_result
 from ..conf import settings
 from ..models import Execution, ExecutionOutcome, Job, JobStatus
+from ..progress import flush_progress
 from ..signals import job_failed, job_started, job_succeeded, quiet_success, send_finished
 
 logger = logging.getLogger("jobqueue.worker")
@@ -129,6 +130,8 @@ def finish(job: Job, execution: Execution, outcome: Outcome, defer_ack: bool = F
     (the worker fuses it with its next pop). Until then the lease stands, so a crash
     in between only makes the reaper acknowledge the finished job.
     """
+    # An inline handler's last progress report may still be held back by the throttle.
+    flush_progress(job)
     if outcome.ok and not outcome.aborted:
         try:
             result = storable_result(outcome.result)

@@ -29,7 +29,8 @@ from ..models import Job, JobStatus, Topic
 from . import datadir, maintenance
 from .heartbeat import Heartbeat
 from .lifecycle import Outcome, claim, finish
-from .runner import WorkerInterrupted, run_in_child, run_inline
+from .forking import ForkRunner
+from .runner import WorkerInterrupted, run_inline
 
 logger = logging.getLogger("jobqueue.worker")
 
@@ -103,6 +104,7 @@ class Worker:
         self._pending_ack: Job | None = None
         self._outage_since: float | None = None
         self.heartbeat = Heartbeat(self)
+        self.fork_runner = ForkRunner()
 
     # -- public -----------------------------------------------------------------------
 
@@ -127,6 +129,7 @@ class Worker:
                     logger.info("Worker %s processed %s jobs (--max-jobs); stopping.", self.worker_id, self.processed)
                     break
         finally:
+            self.fork_runner.close()
             self.heartbeat.stop()
             if self._pending_ack is not None:
                 job = self._pending_ack
@@ -245,7 +248,7 @@ class Worker:
         datadir.write_input(job)
         isolation = self.isolation or job.topic.isolation
         if isolation == "process":
-            return run_in_child(spec.func, job, job.timeout, self._child_should_stop)
+            return self.fork_runner.run(job, job.timeout, self._child_should_stop)
         self.in_handler = True
         try:
             if self.interrupting:

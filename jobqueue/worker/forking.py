@@ -1,0 +1,350 @@
+"""Process isolation: every job runs in a fresh forked child.
+
+Children are forked by a small "zygote" process that the worker forks once at
+start: forking the busy worker for every job would make the worker pay
+copy-on-write faults on every page it touches while the child lives. The zygote
+keeps one child forked ahead, and hands the worker that child's pipes over a
+Unix socket (``SCM_RIGHTS``). A child receives its job as JSON on a pipe (never
+pickle), runs the topic's registered handler, and sends the result back as JSON;
+its stdout and stderr are captured up to ``MAX_OUTPUT_BYTES`` each.
+
+Neither the zygote nor a child uses the worker's database connection: the
+inherited connection is set aside at once (not closed, which would end the
+worker's session, and kept referenced so nothing finalizes it) and they leave
+with ``os._exit``, so the socket is never written by two processes. A handler
+that uses the ORM gets a connection of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections
+
+from ..chaining import from_wire, to_wire
+from ..conf import settings
+from .lifecycle import Outcome
+from .runner import _Capture, _outcome_from_exception
+
+#: The inherited database connections of a child, kept referenced until ``os._exit``.
+_SET_ASIDE: list[Any] = []
+
+
+@dataclass
+class Child:
+    pid: int
+    job_w: int
+    out_r: int
+    err_r: int
+    res_r: int
+
+    def parent_fds(self) -> list[int]:
+        return [self.job_w, self.out_r, self.err_r, self.res_r]
+
+
+def job_to_wire(job: Any) -> dict[str, Any]:
+    """The job's field values as JSON-ready data."""
+    out = {}
+    for field in type(job)._meta.concrete_fields:
+        value = field.value_from_object(job)
+        if not field.get_internal_type() == "JSONField" and value is not None:
+            value = field.value_to_string(job)
+        out[field.attname] = value
+    return out
+
+
+def job_from_wire(model: Any, data: dict[str, Any]) -> Any:
+    values = {}
+    for field in model._meta.concrete_fields:
+        value = data.get(field.attname)
+        if value is not None and field.get_internal_type() != "JSONField":
+            value = field.to_python(value)
+        values[field.attname] = value
+    job = model(**values)
+    job._state.adding = False
+    return job
+
+
+def _set_aside_connections() -> None:
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None:
+            _SET_ASIDE.append(conn.connection)
+        conn.connection = None
+        conn.in_atomic_block = False
+        conn.savepoint_ids = []
+        conn.needs_rollback = False
+        conn.run_on_commit = []
+        conn.closed_in_transaction = False
+
+
+def _child_main(job_r: int, out_w: int, err_w: int, res_w: int) -> None:
+    """Wait for a job on ``job_r``, run it, write the result to ``res_w``, exit."""
+    exit_code = 1
+    try:
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        os.close(out_w)
+        os.close(err_w)
+        sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _set_aside_connections()
+        from .. import engine, registry
+        from ..models import Job
+
+        engine.reset_clients()
+        chunks = []
+        while True:
+            chunk = os.read(job_r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        if not chunks:  # the worker stopped before giving us a job
+            os._exit(0)
+        job = job_from_wire(Job, json.loads(b"".join(chunks)))
+        spec = registry.get(job.topic_id)
+        try:
+            if spec is None:
+                raise LookupError(f"No handler is registered for topic {job.topic_id!r}.")
+            payload = {"ok": True, "result": to_wire(spec.func(job)), "exit_code": 0}
+            exit_code = 0
+        except Exception as exc:
+            o = _outcome_from_exception(exc)
+            payload = {"ok": False, "error": o.error, "traceback": o.traceback, "retry_delay": o.retry_delay,
+                       "exit_code": 1}
+            traceback.print_exc()
+        try:
+            data = json.dumps(payload, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            data = json.dumps({"ok": False, "error": f"Handler returned a result that is not JSON: {exc}",
+                               "exit_code": 1}).encode()
+            exit_code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(res_w, view) :]
+        # Closing our ends now lets the worker go on while this process is torn down.
+        os.close(res_w)
+        os.close(1)
+        os.close(2)
+    except BaseException:  # noqa: BLE001 - the child must always end here
+        traceback.print_exc()
+    finally:
+        for conn in connections.all(initialized_only=True):
+            if conn.connection is not None:  # the handler's own connection
+                conn.close()
+        os._exit(exit_code)
+
+
+def _wait_for_request(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.recv(1))
+    except ConnectionResetError:  # the worker closed the socket with a reply unread: it stopped
+        return False
+
+
+def _zygote_main(sock: socket.socket) -> None:
+    """Fork a child for every byte received on ``sock``; send back its pid and pipes."""
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+        _set_aside_connections()
+        from .. import engine
+
+        engine.reset_clients()
+        while _wait_for_request(sock):
+            job_r, job_w = os.pipe()
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            res_r, res_w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                sock.close()
+                _close_fds([job_w, out_r, err_r, res_r])
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                _child_main(job_r, out_w, err_w, res_w)
+            socket.send_fds(sock, [str(pid).encode()], [job_w, out_r, err_r, res_r])
+            _close_fds([job_r, job_w, out_r, out_w, err_r, err_w, res_r, res_w])
+    except BaseException:  # noqa: BLE001 - the zygote must always end here
+        traceback.print_exc()
+    finally:
+        os._exit(0)
+
+
+class ForkRunner:
+    """Runs jobs in forked children, one per job, with one child forked ahead."""
+
+    def __init__(self) -> None:
+        self.sock: socket.socket | None = None
+        self.zygote_pid: int | None = None
+        self.requested = 0  # children asked of the zygote and not received yet
+
+    def _start_zygote(self) -> None:
+        parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:
+            parent_sock.close()
+            _zygote_main(child_sock)
+        child_sock.close()
+        self.sock, self.zygote_pid, self.requested = parent_sock, pid, 0
+
+    def _request(self) -> None:
+        if self.sock is None:
+            self._start_zygote()
+        assert self.sock is not None
+        self.sock.sendall(b"f")
+        self.requested += 1
+
+    def _receive(self) -> Child:
+        assert self.sock is not None
+        data, fds, _flags, _addr = socket.recv_fds(self.sock, 32, 4)
+        self.requested -= 1
+        if not data or len(fds) != 4:
+            _close_fds(list(fds))
+            raise ConnectionError("the zygote process is gone")
+        return Child(int(data.decode()), *fds)
+
+    def _next_child(self) -> Child:
+        for attempt in range(2):
+            try:
+                if not self.requested:
+                    self._request()
+                return self._receive()
+            except (OSError, ConnectionError, ValueError):
+                if attempt:
+                    raise
+                self.close()  # a dead zygote: start a new one
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Stop the zygote; a child forked ahead exits when its job pipe closes."""
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            sock.close()
+        if self.zygote_pid is not None:
+            _reap(self.zygote_pid, wait=2.0)
+            self.zygote_pid = None
+        self.requested = 0
+
+    def run(self, job: Any, timeout: float | None, should_stop: Callable[[], Any]) -> Outcome:
+        data = json.dumps(job_to_wire(job)).encode()
+        for attempt in range(2):
+            child = self._next_child()
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(child.job_w, view) :]
+                break
+            except BrokenPipeError:  # that child died before its job: take another
+                _close_fds(child.parent_fds())
+                if attempt:
+                    raise
+        os.close(child.job_w)
+        self._request()  # the zygote forks the next child while this one works
+        return self._collect(child, timeout, should_stop)
+
+    def _collect(self, child: Child, timeout: float | None, should_stop: Callable[[], Any]) -> Outcome:
+        limit = settings.MAX_OUTPUT_BYTES
+        captures = {child.out_r: _Capture(limit), child.err_r: _Capture(limit)}
+        result_chunks: list[bytes] = []
+        open_fds = {child.out_r, child.err_r, child.res_r}
+        deadline = time.monotonic() + timeout if timeout else None
+        timed_out = aborted = interrupted = False
+        try:
+            while open_fds:
+                wait = 0.2
+                if deadline is not None:
+                    wait = max(0.0, min(wait, deadline - time.monotonic()))
+                ready, _, _ = select.select(list(open_fds), [], [], wait)
+                for fd in ready:
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        open_fds.discard(fd)
+                    elif fd == child.res_r:
+                        result_chunks.append(chunk)
+                    else:
+                        captures[fd].feed(chunk)
+                if deadline is not None and time.monotonic() >= deadline and not timed_out:
+                    timed_out = True
+                    _kill(child.pid)
+                elif not (aborted or interrupted or timed_out):
+                    reason = should_stop()
+                    if reason:
+                        interrupted, aborted = reason == "interrupt", reason != "interrupt"
+                        _kill(child.pid)
+        finally:
+            _close_fds([child.out_r, child.err_r, child.res_r])
+        # The child is the zygote's: its exit code comes with its result, or is the kill's.
+        exit_code = -signal.SIGKILL if (timed_out or aborted or interrupted) else None
+        common: dict[str, Any] = {
+            "exit_code": exit_code,
+            "stdout": captures[child.out_r].text(),
+            "stderr": captures[child.err_r].text(),
+        }
+        if timed_out:
+            return Outcome(ok=False, error=f"Timed out after {timeout}s; the child process was killed",
+                           timed_out=True, **common)
+        if interrupted:
+            return Outcome(ok=False, error="aborted: the worker was stopped", interrupted=True, **common)
+        if aborted:
+            return Outcome(ok=False, error="cancelled while running; the child process was killed", aborted=True,
+                           **common)
+        try:
+            payload = json.loads(b"".join(result_chunks) or b"null")
+        except ValueError:
+            payload = None
+        if not isinstance(payload, dict):
+            return Outcome(ok=False, error="The child process died without sending a result", **common)
+        if common["exit_code"] is None:
+            common["exit_code"] = payload.get("exit_code")
+        if payload.get("ok"):
+            return Outcome(ok=True, result=from_wire(payload.get("result")), **common)
+        return Outcome(ok=False, error=payload.get("error", "failed"), traceback=payload.get("traceback", ""),
+                       retry_delay=payload.get("retry_delay"), **common)
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(pid: int, wait: float) -> int | None:
+    """Wait up to ``wait`` seconds for ``pid`` to exit (then kill it); returns its status."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if done:
+            return status
+        if time.monotonic() >= deadline:
+            _kill(pid)
+            try:
+                return os.waitpid(pid, 0)[1]
+            except ChildProcessError:
+                return None
+        time.sleep(0.01)
