@@ -8,11 +8,11 @@ Unix socket (``SCM_RIGHTS``). A child receives its job as JSON on a pipe (never
 pickle), runs the topic's registered handler, and sends the result back as JSON;
 its stdout and stderr are captured up to ``MAX_OUTPUT_BYTES`` each.
 
-Neither the zygote nor a child uses the worker's database connection: the
-inherited connection is set aside at once (not closed, which would end the
-worker's session, and kept referenced so nothing finalizes it) and they leave
-with ``os._exit``, so the socket is never written by two processes. A handler
-that uses the ORM gets a connection of its own.
+The worker closes its database connections before it forks the zygote, so the
+zygote and its children start with none (a handler that uses the ORM opens its
+own). As a second guard, a forked process sets aside any inherited connection
+without closing it (closing would end the parent's session) and leaves with
+``os._exit``, so no socket is ever written by two processes.
 """
 
 from __future__ import annotations
@@ -193,6 +193,8 @@ class ForkRunner:
         self.requested = 0  # children asked of the zygote and not received yet
 
     def _start_zygote(self) -> None:
+        for conn in connections.all(initialized_only=True):
+            conn.close()  # the worker reconnects once; the zygote never has a connection
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         pid = os.fork()
         if pid == 0:
