@@ -89,3 +89,51 @@ def sjq_style(job):
 def progress(job):
     job.set_progress(50, "half way", stage="working")
     return "ok"
+
+
+@handler("progress_many")
+def progress_many(job):
+    """Reports progress faster than the throttle allows; the last report must still land."""
+    for i in range(1, 40):
+        job.set_progress(i, f"step {i}")
+    job.set_progress(42, "last words")
+    if job.payload.get("fail"):
+        raise RuntimeError("failed after reporting progress")
+    return "ok"
+
+
+@handler("inspect", max_attempts=1)
+def inspect_job(job):
+    """Returns what a handler can see of its job."""
+    import os
+
+    if job.data_dir:
+        with open(os.path.join(job.data_dir, "note.txt"), "w") as fh:
+            fh.write("written by the handler")
+    return {"payload": job.payload, "attempt": job.attempt, "data_dir": job.data_dir, "pid": os.getpid()}
+
+
+@handler("crashable", max_attempts=2, timeout=60)
+def crashable(job):
+    """Sleeps on its first attempt (long enough to be killed), returns at once after."""
+    import time
+
+    if job.attempt == 1:
+        time.sleep(job.payload.get("seconds", 30))
+    return {"attempt": job.attempt}
+
+
+@handler("chain_prio")
+def chain_prio(job):
+    return Next("echo", {"from": "chain_prio"}, priority=7)
+
+
+@handler("chain_bad")
+def chain_bad(job):
+    """Chains into a topic that does not exist, after one that does."""
+    return [Next("echo", {"i": 1}), Next("no-such-topic", {})]
+
+
+@handler("badresult", max_attempts=1)
+def badresult(job):
+    return {"not json": {1, 2}}
