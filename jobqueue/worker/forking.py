@@ -192,6 +192,11 @@ class ForkRunner:
         self.zygote_pid: int | None = None
         self.requested = 0  # children asked of the zygote and not received yet
 
+    def start(self) -> None:
+        """Fork the zygote now (best before the worker starts threads)."""
+        if self.sock is None:
+            self._start_zygote()
+
     def _start_zygote(self) -> None:
         for conn in connections.all(initialized_only=True):
             conn.close()  # the worker reconnects once; the zygote never has a connection

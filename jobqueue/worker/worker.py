@@ -120,6 +120,10 @@ class Worker:
         self.topics = self._resolve_topics()
         logger.info("Worker %s serving topics: %s", self.worker_id, ", ".join(self.topics))
         self._call_with_retry(lambda: maintenance.ensure_redis_state(self.topics, force=True))
+        if self.isolation == "process" or (
+            self.isolation is None and Topic.objects.filter(name__in=self.topics, isolation="process").exists()
+        ):
+            self.fork_runner.start()  # fork the zygote while this process has a single thread
         self.heartbeat.start()
         try:
             while not self.stopping:
