@@ -63,7 +63,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 errors.append(
                     Error(
                         f"CACHES[{alias!r}] uses {backend}, which is not Redis.",
-                        hint="Use django_redis.cache.RedisCache (or Django's RedisCache), or set JOBQUEUE['REDIS_URL'].",
+                        hint="Use django_redis.cache.RedisCache (or Django's RedisCache), "
+                        "or set JOBQUEUE['REDIS_URL'].",
                         id="jobqueue.E005",
                     )
                 )

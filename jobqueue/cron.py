@@ -46,7 +46,7 @@ class CronSchedule:
         if len(fields) != 5:
             raise ValueError(f"Cron expression {expression!r} must have 5 fields (minute hour day month weekday).")
         try:
-            parsed = [_parse_field(f, lo, hi) for f, (lo, hi) in zip(fields, _RANGES)]
+            parsed = [_parse_field(f, lo, hi) for f, (lo, hi) in zip(fields, _RANGES, strict=True)]
         except ValueError as exc:
             raise ValueError(f"Invalid cron expression {expression!r}: {exc}") from None
         self.expression = expression

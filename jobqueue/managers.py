@@ -175,8 +175,8 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         # Positional construction skips Model.__init__'s keyword and default handling,
         # which dominates the cost of enqueue_many() for thousands of jobs.
         job = self.model(*[values[name] for name in _job_attnames()])
-        self.model.topic.field.set_cached_value(job, topic_obj)  # type: ignore[attr-defined]
-        job._payload_json = payload_json  # type: ignore[attr-defined]  # reused by COPY in enqueue_many
+        self.model.topic.field.set_cached_value(job, topic_obj)
+        job._payload_json = payload_json  # reused by COPY in enqueue_many
         return job, dep_ids
 
     def enqueue(self, topic: str | Topic, payload: Any = None, **kwargs: Any) -> Job:
@@ -354,7 +354,8 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         return existing
 
     def _add_dependencies(self, job: Job, dep_ids: list[uuid.UUID]) -> None:
-        job.depends_on.add(*dep_ids)
+        through = self.model.depends_on.through
+        through.objects.bulk_create([through(from_job_id=job.pk, to_job_id=dep) for dep in dep_ids])
         self.filter(pk__in=dep_ids, has_dependents=False).update(has_dependents=True)
 
     def _after_create(self, jobs: list[Job], db: str) -> None:

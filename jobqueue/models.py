@@ -140,7 +140,8 @@ class Job(models.Model):
     progress = models.PositiveSmallIntegerField(_("progress"), default=0)
     progress_message = models.CharField(_("progress message"), max_length=255, blank=True)
     stage = models.CharField(_("stage"), max_length=100, blank=True)
-    entity_id = models.CharField(_("entity id"), max_length=255, null=True, blank=True)
+    # NULL, not "", for "no entity": the partial unique constraint must ignore such jobs.
+    entity_id = models.CharField(_("entity id"), max_length=255, null=True, blank=True)  # noqa: DJ001
     parent = models.ForeignKey(
         "self",
         verbose_name=_("parent"),
@@ -183,8 +184,12 @@ class Job(models.Model):
             ("enqueue_shell_job", _("Can enqueue a shell-topic job")),
         ]
         constraints = [
-            models.CheckConstraint(condition=Q(priority__gte=-100, priority__lte=100), name="jobqueue_job_priority_range"),
-            models.CheckConstraint(condition=Q(progress__gte=0, progress__lte=100), name="jobqueue_job_progress_range"),
+            models.CheckConstraint(
+                condition=Q(priority__gte=-100, priority__lte=100), name="jobqueue_job_priority_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(progress__gte=0, progress__lte=100), name="jobqueue_job_progress_range"
+            ),
             models.UniqueConstraint(
                 fields=["topic", "entity_id"],
                 condition=Q(status__in=ACTIVE_STATUSES, entity_id__isnull=False),
@@ -288,7 +293,8 @@ class Job(models.Model):
         """Move a scheduled job to the front of its wait: queue it now."""
         from . import engine
 
-        if not self._guarded_update((JobStatus.SCHEDULED,), status=JobStatus.QUEUED, queued_at=timezone.now(), run_after=None):
+        now = timezone.now()
+        if not self._guarded_update((JobStatus.SCHEDULED,), status=JobStatus.QUEUED, queued_at=now, run_after=None):
             self.refresh_from_db(fields=["status"])
             raise InvalidTransition(f"Job {self.pk} is {self.status}; only a scheduled job can be run now.")
         transaction.on_commit(lambda: engine.safe_call(engine.push_job, self))

@@ -11,10 +11,10 @@ so SQLite and PostgreSQL behave exactly as with querysets.
 from __future__ import annotations
 
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from django.db import connections, router, transaction
-from django.db.models import Model
+from django.db.models import Field, Model
 
 from .models import Execution, Job, JobStatus
 
@@ -28,11 +28,11 @@ def _claim_sql(alias: str) -> str:
     conn = connections[alias]
     qn = conn.ops.quote_name
     meta = Job._meta
-    columns = ", ".join(qn(f.column) for f in meta.concrete_fields)
+    columns = ", ".join(qn(str(f.column)) for f in meta.concrete_fields)
     return (
         f"UPDATE {qn(meta.db_table)} SET {qn('status')} = %s, {qn('attempts')} = {qn('attempts')} + 1, "
         f"{qn('started_at')} = %s, {qn('finished_at')} = NULL, {qn('worker_id')} = %s, {qn('updated_at')} = %s "
-        f"WHERE {qn(meta.pk.column)} = %s AND {qn('status')} IN (%s, %s) RETURNING {columns}"
+        f"WHERE {qn(str(meta.pk.column))} = %s AND {qn('status')} IN (%s, %s) RETURNING {columns}"
     )
 
 
@@ -44,7 +44,7 @@ def _succeed_sql(alias: str) -> str:
     return (
         f"UPDATE {qn(meta.db_table)} SET {qn('status')} = %s, {qn('result')} = %s, {qn('finished_at')} = %s, "
         f"{qn('progress')} = 100, {qn('error')} = '', {qn('updated_at')} = %s "
-        f"WHERE {qn(meta.pk.column)} = %s AND {qn('status')} = %s AND {qn('attempts')} = %s"
+        f"WHERE {qn(str(meta.pk.column))} = %s AND {qn('status')} = %s AND {qn('attempts')} = %s"
     )
 
 
@@ -57,13 +57,14 @@ def _insert_sql(model: type[Model], alias: str) -> str:
     conn = connections[alias]
     qn = conn.ops.quote_name
     fields = EXECUTION_FIELDS if model is Execution else JOB_FIELDS
-    columns = ", ".join(qn(f.column) for f in fields)
+    columns = ", ".join(qn(str(f.column)) for f in fields)
     marks = ", ".join(["%s"] * len(fields))
     return f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES ({marks})"
 
 
 def _prep(model: type[Model], name: str, value: Any, connection: Any) -> Any:
-    return model._meta.get_field(name).get_db_prep_save(value, connection)
+    field = cast(Field, model._meta.get_field(name))
+    return field.get_db_prep_save(value, connection)
 
 
 @cache
@@ -80,7 +81,7 @@ def _from_row(model: type[Model], row: Any, connection: Any) -> Any:
     """Build a model instance from a ``RETURNING`` row, converting values as the ORM does."""
     converters = _converters(model, connection.alias)
     values = []
-    for (_name, col, funcs), value in zip(converters, row):
+    for (_name, col, funcs), value in zip(converters, row, strict=True):
         for func in funcs:
             value = func(value, col, connection)
         values.append(value)
@@ -129,13 +130,13 @@ def _succeed_with_execution_sql(alias: str) -> str:
     conn = connections[alias]
     qn = conn.ops.quote_name
     meta = Job._meta
-    columns = ", ".join(qn(f.column) for f in EXECUTION_FIELDS)
+    columns = ", ".join(qn(str(f.column)) for f in EXECUTION_FIELDS)
     marks = ", ".join(["%s"] * len(EXECUTION_FIELDS))
     return (
         f"WITH done AS (UPDATE {qn(meta.db_table)} SET {qn('status')} = %s, {qn('result')} = %s, "
         f"{qn('finished_at')} = %s, {qn('progress')} = 100, {qn('error')} = '', {qn('updated_at')} = %s "
-        f"WHERE {qn(meta.pk.column)} = %s AND {qn('status')} = %s AND {qn('attempts')} = %s "
-        f"RETURNING {qn(meta.pk.column)}) "
+        f"WHERE {qn(str(meta.pk.column))} = %s AND {qn('status')} = %s AND {qn('attempts')} = %s "
+        f"RETURNING {qn(str(meta.pk.column))}) "
         f"INSERT INTO {qn(Execution._meta.db_table)} ({columns}) SELECT {marks} FROM done"
     )
 

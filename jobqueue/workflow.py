@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -63,4 +64,4 @@ def release_dependents(job: Any) -> None:
         due = dependent.run_after is None or dependent.run_after <= now
         status = JobStatus.QUEUED if due else JobStatus.SCHEDULED
         if dependent._guarded_update((JobStatus.WAITING,), status=status, queued_at=now if due else None):
-            transaction.on_commit(lambda d=dependent: engine.safe_call(engine.push_job, d))
+            transaction.on_commit(functools.partial(engine.safe_call, engine.push_job, dependent))

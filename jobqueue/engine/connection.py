@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -24,7 +24,8 @@ def _client_from_cache(alias: str) -> redis.Redis:
 
     if alias not in django_settings.CACHES:
         raise ConfigurationError(f"JOBQUEUE['CACHE_ALIAS'] = {alias!r} is not in settings.CACHES.")
-    backend = django_settings.CACHES[alias].get("BACKEND", "")
+    config = cast(dict[str, Any], django_settings.CACHES[alias])
+    backend = str(config.get("BACKEND", ""))
     if backend.startswith("django_redis."):
         from django_redis import get_redis_connection
 

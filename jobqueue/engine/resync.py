@@ -70,7 +70,8 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
         if sched_missing:
             schedule(topic, sched_missing)
 
-        running = [str(pk) for pk in Job.objects.filter(topic_id=topic, status=JobStatus.RUNNING).values_list("pk", flat=True)]
+        running_rows = Job.objects.filter(topic_id=topic, status=JobStatus.RUNNING).values_list("pk", flat=True)
+        running = [str(pk) for pk in running_rows]
         unleased = [i for i in running if i not in leased]
         if unleased:
             deadline = (time.time() + settings.LEASE_SECONDS) * 1000

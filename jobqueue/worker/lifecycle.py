@@ -8,6 +8,7 @@ Redis is told only after the commit.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import random
@@ -183,7 +184,7 @@ def _fail(job: Job, execution: Execution, outcome: Outcome) -> str:
     error = outcome.error or "failed"
     with transaction.atomic():
         if retry:
-            run_after = now + timezone.timedelta(seconds=delay)
+            run_after = now + dt.timedelta(seconds=delay)
             won = _running(job).update(
                 status=JobStatus.SCHEDULED, run_after=run_after, error=error, worker_id="", updated_at=now
             )

@@ -10,7 +10,6 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-
 from .. import Retry
 from .lifecycle import Outcome
 

@@ -70,9 +70,9 @@ class Supervisor:
                 break
             except InterruptedError:
                 continue
-            index = self.children.pop(pid, None)
-            if index is None:
+            if pid not in self.children:
                 continue
+            index = self.children.pop(pid)
             code = os.waitstatus_to_exitcode(status)
             if self.stopping:
                 logger.info("Worker process %s (pid %s) exited with %s", index, pid, code)

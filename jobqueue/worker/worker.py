@@ -18,18 +18,18 @@ import uuid
 from typing import Any
 
 import redis
-from django.utils import timezone
 from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections
 from django.db.backends.signals import connection_created
+from django.utils import timezone
 
 from .. import engine, registry
 from ..conf import settings
 from ..engine import TopicKeys, TopicLock
 from ..models import Job, JobStatus, Topic
 from . import datadir, maintenance
+from .forking import ForkRunner
 from .heartbeat import Heartbeat
 from .lifecycle import Outcome, claim, finish
-from .forking import ForkRunner
 from .runner import WorkerInterrupted, run_inline
 
 logger = logging.getLogger("jobqueue.worker")
