@@ -224,7 +224,11 @@ class Worker:
         if not keys:
             time.sleep(min(timeout, 0.5))
             return
-        engine.get_redis().blpop(keys, timeout=timeout)
+        client = engine.get_redis()
+        socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        if socket_timeout:  # a blocking call must return before the socket gives up on it
+            timeout = min(timeout, socket_timeout * 0.8)
+        client.blpop(keys, timeout=timeout)
 
     def _process(self, topic: str, job_id: str) -> None:
         claimed = claim(job_id, self.worker_id, os.getpid(), self.topic_rows)
