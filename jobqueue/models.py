@@ -320,7 +320,10 @@ class Job(models.Model):
         """True once someone asked this running job to stop (``job.cancel()``)."""
         from . import engine
 
-        return bool(engine.safe_call(engine.abort_requested, self.topic_id, str(self.pk)))
+        requested = bool(engine.safe_call(engine.abort_requested, self.topic_id, str(self.pk)))
+        if requested:
+            self._abort_seen = True  # the worker records the attempt as cancelled, whatever it returns
+        return requested
 
     @property
     def position_in_queue(self) -> int | None:

@@ -240,7 +240,7 @@ class Worker:
         self.current = job
         try:
             outcome = self._execute(job, execution)
-            if self.abort_current.is_set() and not outcome.interrupted:
+            if not outcome.interrupted and (self.abort_current.is_set() or self._abort_seen(job, outcome)):
                 outcome.aborted = True
             self._finish(job, execution, outcome)
             datadir.write_output(job, execution, outcome)
@@ -266,6 +266,17 @@ class Worker:
             return Outcome(ok=False, error="aborted: the worker was stopped", interrupted=True)
         finally:
             self.in_handler = False
+
+    def _abort_seen(self, job: Job, outcome: Outcome) -> bool:
+        """A handler that saw ``job.should_abort()`` may return before the heartbeat
+        notices the cancel request; it was cancelled all the same."""
+        if getattr(job, "_abort_seen", False):
+            return True
+        # A child's job object is not ours: ask Redis (a fork per job dwarfs the call).
+        isolation = self.isolation or job.topic.isolation
+        return outcome.ok and isolation == "process" and bool(
+            engine.safe_call(engine.abort_requested, job.topic_id, str(job.pk))
+        )
 
     def _child_should_stop(self) -> str | bool:
         if self.interrupting:
