@@ -99,7 +99,8 @@ def _fill_execution(execution: Execution, outcome: Outcome, result_outcome: str)
     execution.finished_at = now
     execution.outcome = result_outcome
     execution.duration = (now - execution.started_at).total_seconds()
-    execution.exit_code = outcome.exit_code
+    # A handler running a subprocess may have set the exit code on the execution itself.
+    execution.exit_code = outcome.exit_code if outcome.exit_code is not None else execution.exit_code
     limit = settings.MAX_OUTPUT_BYTES
     execution.stdout = (outcome.stdout or execution.stdout or "")[-limit:]
     execution.stderr = (outcome.stderr or execution.stderr or "")[-limit:]
