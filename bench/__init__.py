@@ -1,0 +1,1 @@
+"""Benchmarks of jobqueue beside RQ and Celery: run ``python bench/run.py``."""

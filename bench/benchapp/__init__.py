@@ -1,0 +1,1 @@
+"""The handlers the benchmark runs (autodiscovered from ``jobs.py``)."""

@@ -1,0 +1,111 @@
+"""The machine the numbers come from, and the Markdown table they are printed in."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, str]:
+    """CPU, cores and the versions of everything measured."""
+    import django
+    from django.db import connection
+
+    from jobqueue.engine import get_redis
+
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SHOW server_version")
+            database = f"PostgreSQL {cursor.fetchone()[0]}"
+        else:
+            cursor.execute("SELECT sqlite_version()")
+            database = f"SQLite {cursor.fetchone()[0]}"
+    return {
+        "CPU": cpu_model(),
+        "cores": str(os.cpu_count()),
+        "Python": platform.python_version(),
+        "Django": django.get_version(),
+        "database": database,
+        "Redis": str(get_redis().info("server").get("redis_version")),
+        "Celery": _version("celery"),
+        "RQ": _version("rq"),
+    }
+
+
+@dataclass
+class Row:
+    """One workload: a figure per system, a ratio against each peer, the target."""
+
+    label: str
+    cells: dict[str, str]  # system key -> formatted figure ("n/a" where a peer has no equivalent)
+    ratios: dict[str, float | None] = field(default_factory=dict)  # >1: jobqueue is better
+    target: str = ""
+    met: bool | None = None
+
+
+def fmt_rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def fmt_ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}×"
+
+
+def fmt_met(value: bool | None) -> str:
+    return {True: "yes", False: "**no**", None: "—"}[value]
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| workload | jobqueue | Celery | RQ | jobqueue vs Celery | jobqueue vs RQ | target | met? |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    for row in rows:
+        cells = [row.cells.get(k, "n/a") for k in ("jobqueue", "celery", "rq")]
+        ratios = [fmt_ratio(row.ratios.get(k)) for k in ("celery", "rq")]
+        figures = " | ".join([*cells, *ratios])
+        lines.append(f"| {row.label} | {figures} | {row.target} | {fmt_met(row.met)} |")
+    return "\n".join(lines)
+
+
+def document(rows: list[Row], info: dict[str, str], settings: dict[str, Any], notes: list[str]) -> str:
+    """The whole Markdown report: machine, settings, table, notes."""
+    parts = [
+        "# jobqueue benchmark",
+        "",
+        "Machine: " + "; ".join(f"{k}: {v}" for k, v in info.items()) + ".",
+        "",
+        "Run: " + ", ".join(f"{k}={v}" for k, v in settings.items()) + ".",
+        "",
+        table(rows),
+        "",
+        "Ratios are jobqueue's advantage: above 1.00× jobqueue is faster (for latency: starts jobs sooner).",
+    ]
+    if notes:
+        parts += ["", "Notes:", ""] + [f"- {note}" for note in notes]
+    return "\n".join(parts) + "\n"

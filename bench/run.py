@@ -1,0 +1,301 @@
+"""Benchmark jobqueue beside Celery and RQ on the same PostgreSQL and Redis.
+
+    python bench/run.py                      # every workload, N=5000, median of 3 runs
+    python bench/run.py --quick              # smoke run: N=500, one run, 20,000 jobs for memory
+    python bench/run.py --only single,drain_inline -n 2000 --runs 5
+
+Prints a Markdown table (also written to ``bench/results/latest.md``). Servers are
+chosen by the ``JOBQUEUE_BENCH_*`` environment variables described in
+``bench/settings.py``; the Redis database named there is flushed between workloads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+WORKLOADS = ("single", "bulk", "drain_inline", "drain_process", "latency", "scaling", "memory", "admin")
+ADMIN_SCRIPT = ROOT / "bench" / "admin_changelist.py"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    def positive(value: str) -> int:
+        number = int(value)
+        if number < 1:
+            raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
+        return number
+
+    def workloads(value: str) -> list[str]:
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        unknown = [n for n in names if n not in WORKLOADS]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}"
+            )
+        return names
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add("-n", type=positive, help="jobs per drain and enqueue run (default 5000; 500 with --quick)")
+    add("--runs", type=positive, help="runs per figure, the median is reported (default 3; 1 with --quick)")
+    add("--only", type=workloads, default=list(WORKLOADS), help="comma-separated: " + ",".join(WORKLOADS))
+    add("--quick", action="store_true", help="a smoke run: small N, one run")
+    add("--bulk-jobs", type=positive, default=10_000, help="jobs in the bulk enqueue (default 10,000)")
+    add("--memory-jobs", type=positive, help="jobs in the memory run (default 100,000; 20,000 with --quick)")
+    add("--no-memory-peers", action="store_true", help="measure only jobqueue's worker memory")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.md",
+                        help="where to write the Markdown report (a .json beside it holds the raw figures)")
+    args = parser.parse_args(argv)
+    args.n = args.n or (500 if args.quick else 5000)
+    args.runs = args.runs or (1 if args.quick else 3)
+    args.memory_jobs = args.memory_jobs or (20_000 if args.quick else 100_000)
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def setup_django() -> None:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("postgresql"):
+        ensure_postgres_database(db)
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def ensure_postgres_database(db: dict[str, Any]) -> None:
+    """Create the benchmark database if it does not exist yet."""
+    import psycopg
+    from psycopg import sql
+
+    params = {"host": db["HOST"], "port": db["PORT"], "user": db["USER"], "password": db["PASSWORD"]}
+    with psycopg.connect(dbname="postgres", autocommit=True, **params) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone():
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
+            log(f"created database {db['NAME']}")
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+class Bench:
+    """Runs the chosen workloads and turns their figures into table rows."""
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.rows: list[Any] = []
+        self.raw: dict[str, Any] = {}
+        self.notes: list[str] = []
+        self.failed = False
+        self.extra: dict[str, Any] = {}
+
+    def repeat(self, name: str, func: Any, *args: Any) -> list[Any]:
+        results = []
+        for run in range(self.args.runs):
+            log(f"{name}: run {run + 1}/{self.args.runs}")
+            results.append(func(*args))
+        self.raw[name] = results
+        return results
+
+    def per_system(self, results: list[dict[str, float]]) -> dict[str, float]:
+        return {key: median([r[key] for r in results]) for key in results[0]}
+
+    def throughput_row(self, label: str, values: dict[str, float], target: str, met: bool | None) -> None:
+        from bench.report import Row, fmt_rate
+
+        jq = values.get("jobqueue")
+        self.rows.append(Row(
+            label=label,
+            cells={k: fmt_rate(values.get(k)) for k in ("jobqueue", "celery", "rq")},
+            ratios={k: ratio(jq, values.get(k)) for k in ("celery", "rq")},
+            target=target,
+            met=met,
+        ))
+
+    # -- workloads --------------------------------------------------------------------
+
+    def single(self) -> None:
+        from bench import workloads
+
+        v = self.per_system(self.repeat("single", workloads.single_enqueue, self.args.n))
+        label = f"single enqueue, {self.args.n:,} calls (jobs/s): `enqueue()` / `delay()` / `Queue.enqueue`"
+        self.throughput_row(label, v, "≥ 1.0× Celery `delay()`", ratio(v["jobqueue"], v["celery"]) >= 1.0)
+
+    def bulk(self) -> None:
+        from bench import workloads
+
+        n = self.args.bulk_jobs
+        v = self.per_system(self.repeat("bulk", workloads.bulk_enqueue, n))
+        label = f"bulk enqueue, {n:,} jobs in one call (jobs/s): `enqueue_many` / — / `enqueue_many`"
+        self.throughput_row(label, v, "≥ 20,000 jobs/s", v["jobqueue"] >= 20_000)
+
+    def drain_inline(self) -> None:
+        from bench import workloads
+
+        v = self.per_system(self.repeat("drain_inline", workloads.drain_inline, self.args.n, self.extra))
+        label = f"drain {self.args.n:,} jobs, inline, 1 worker (jobs/s): Celery `-P solo`, RQ `SimpleWorker`"
+        self.throughput_row(label, v, "≥ 1.0× Celery solo", ratio(v["jobqueue"], v["celery"]) >= 1.0)
+
+    def drain_process(self) -> None:
+        from bench import workloads
+
+        v = self.per_system(self.repeat("drain_process", workloads.drain_process, self.args.n, self.extra))
+        label = f"drain {self.args.n:,} jobs, a process per job, 1 worker (jobs/s): RQ forking `Worker`"
+        self.throughput_row(label, v, "≥ 2.0× RQ forking worker", ratio(v["jobqueue"], v["rq"]) >= 2.0)
+
+    def latency(self) -> None:
+        from bench import workloads
+        from bench.report import Row, fmt_ms
+
+        results = self.repeat("latency", workloads.latency, self.args.n)
+        for index, name in ((0, "p50"), (1, "p99")):
+            v = {key: median([r[key][index] for r in results]) for key in results[0]}
+            jq = v["jobqueue"]
+            if index == 0:
+                target, met = "≤ Celery p50", jq <= v["celery"]
+            else:
+                target, met = "≤ 20 ms", jq <= 20.0
+            self.rows.append(Row(
+                label=f"latency {name}, enqueue → handler start, idle worker, {workloads.LATENCY_JOBS} jobs "
+                      f"{workloads.LATENCY_GAP * 1000:.0f} ms apart (ms)",
+                cells={k: fmt_ms(v.get(k)) for k in ("jobqueue", "celery", "rq")},
+                ratios={k: ratio(v.get(k), jq) for k in ("celery", "rq")},
+                target=target, met=met,
+            ))
+
+    def scaling(self) -> None:
+        from bench import workloads
+        from bench.report import Row
+
+        variants = ((workloads.SCALING_SLEEP, min(self.args.n, 1000), "≥ 1.6×"), (0.0, self.args.n, ""))
+        for sleep, n, target in variants:
+            results = self.repeat(f"scaling_{sleep}", workloads.scaling, n, sleep)
+            one = median([r["jobqueue"][0] for r in results])
+            two = median([r["jobqueue"][1] for r in results])
+            what = f"{sleep * 1000:.0f} ms jobs" if sleep else "no-op jobs"
+            self.rows.append(Row(
+                label=f"scaling, {n:,} {what}, topic concurrency 2: 1 → 2 worker processes (jobs/s)",
+                cells={"jobqueue": f"{one:,.0f} → {two:,.0f} ({two / one:.2f}×)", "celery": "—", "rq": "—"},
+                target=target, met=(two / one >= 1.6) if target else None,
+            ))
+
+    def memory(self) -> None:
+        from bench import workloads
+        from bench.report import Row
+
+        n = self.args.memory_jobs
+        log(f"memory: {n:,} jobs per system (one run)")
+        result = workloads.memory(n, peers=not self.args.no_memory_peers)
+        self.raw["memory"] = result
+        cells = {k: f"{a:.1f} → {b:.1f} (+{b - a:.1f})" for k, (a, b, _peak) in result.items()}
+        growth = result["jobqueue"][1] - result["jobqueue"][0]
+        self.rows.append(Row(
+            label=f"worker RSS, after warm-up → after {n:,} jobs (MB): Celery solo, RQ `SimpleWorker`",
+            cells={"celery": "—", "rq": "—", **cells}, target="growth ≤ 20 MB", met=growth <= 20,
+        ))
+        self.notes.append("Memory is measured once (not a median); peak RSS (VmHWM): "
+                          + ", ".join(f"{k} {v[2]:.1f} MB" for k, v in result.items()) + ".")
+
+    def admin(self) -> None:
+        from bench.report import Row
+
+        value, detail = run_admin_script()
+        self.raw["admin"] = {"ms": value, "output": detail}
+        cell = "pending" if value is None else f"{value:,.0f} ms"
+        self.rows.append(Row(
+            label="admin job changelist, 1,000,000 rows on PostgreSQL (server time)",
+            cells={"jobqueue": cell, "celery": "—", "rq": "—"},
+            target="< 500 ms", met=None if value is None else value < 500,
+        ))
+        if value is None and detail:
+            self.notes.append(f"admin: {detail}")
+
+    def run(self) -> None:
+        from bench.procs import BenchError
+
+        for name in self.args.only:
+            try:
+                getattr(self, name)()
+            except BenchError as exc:
+                self.failed = True
+                log(f"{name} failed: {exc}")
+                self.notes.append(f"{name} failed: {str(exc).splitlines()[0]}")
+        startup = self.extra.get("startup", {})
+        if startup:
+            self.notes.append("Drains are timed from the first job's start to the last job's end; worker "
+                              "start-up (process start to first job, median s): "
+                              + ", ".join(f"{k} {median(v):.2f}" for k, v in sorted(startup.items())) + ".")
+
+
+def run_admin_script() -> tuple[float | None, str]:
+    """Run ``bench/admin_changelist.py`` (if it exists) and read its server time in ms."""
+    from bench.procs import worker_env
+
+    if not ADMIN_SCRIPT.exists():
+        return None, ""
+    log("admin: running bench/admin_changelist.py")
+    done = subprocess.run([sys.executable, str(ADMIN_SCRIPT)], cwd=ROOT, env=worker_env(),
+                          capture_output=True, text=True, timeout=4 * 3600)
+    if done.returncode:
+        return None, f"bench/admin_changelist.py exited with {done.returncode}: {done.stderr.strip()[-300:]}"
+    return parse_admin_output(done.stdout), done.stdout.strip()[-300:]
+
+
+def parse_admin_output(output: str) -> float | None:
+    """The server time in ms: a JSON line with a key ending in ``ms``, else the last "<number> ms"."""
+    import re
+
+    for line in reversed(output.strip().splitlines()):
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if key.endswith("ms") and isinstance(value, (int, float)):
+                    return float(value)
+    found = re.findall(r"(\d+(?:\.\d+)?)\s*ms\b", output)
+    return float(found[-1]) if found else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_django()
+    from bench.report import document, machine
+
+    bench = Bench(args)
+    bench.run()  # each workload stops the workers it started (bench.procs.Procs)
+    settings = {"N": args.n, "runs": args.runs, "bulk": args.bulk_jobs, "memory jobs": args.memory_jobs}
+    text = document(bench.rows, machine(), settings, bench.notes)
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+    args.output.with_suffix(".json").write_text(json.dumps(bench.raw, indent=1, default=str))
+    return 1 if bench.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
