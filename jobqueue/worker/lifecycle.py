@@ -13,11 +13,12 @@ import json
 import logging
 import random
 import socket
+import traceback
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -142,7 +143,19 @@ def finish(job: Job, execution: Execution, outcome: Outcome, defer_ack: bool = F
             outcome = Outcome(ok=False, error=f"Handler returned a result that is not JSON: {exc}",
                               exit_code=outcome.exit_code, stdout=outcome.stdout, stderr=outcome.stderr)
         else:
-            return _succeed(job, execution, outcome, result, defer_ack)
+            before = (job.status, job.result, job.finished_at, job.progress)
+            try:
+                return _succeed(job, execution, outcome, result, defer_ack)
+            except (OperationalError, InterfaceError):
+                raise  # the worker retries while the database is unreachable
+            except Exception as exc:
+                # A successor that cannot be created (or a failing receiver) rolled the
+                # success back: the attempt fails with the reason instead.
+                job.status, job.result, job.finished_at, job.progress = before
+                logger.warning("Job %s succeeded but its success could not be recorded: %s", job.pk, exc)
+                outcome = Outcome(ok=False, error=f"The success could not be recorded: {type(exc).__name__}: {exc}",
+                                  traceback=traceback.format_exc(), exit_code=outcome.exit_code,
+                                  stdout=outcome.stdout, stderr=outcome.stderr)
     if outcome.aborted:
         return _cancel(job, execution, outcome)
     if outcome.interrupted:
