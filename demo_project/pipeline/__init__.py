@@ -1,0 +1,1 @@
+"""The demo app: a text pipeline whose progress a visitor watches live."""
