@@ -260,6 +260,8 @@ class Job(models.Model):
             transaction.on_commit(lambda: engine.safe_call(engine.remove, topic, job_id, entity))
             from .signals import send_finished
 
+            # This object may predate its dependents; their cancellation must not wait for a sweep.
+            self.refresh_from_db(fields=["has_dependents"])
             send_finished(self)
             return True
         self.refresh_from_db(fields=["status"])
