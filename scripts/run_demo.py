@@ -18,6 +18,7 @@ one Ctrl-C reaches only this script, which then asks each child to stop once
 from __future__ import annotations
 
 import argparse
+import html
 import http.cookiejar
 import json
 import os
@@ -187,6 +188,7 @@ def smoke(base_url: str, timeout: float, children: Children) -> dict[str, Any]:
             log(f"smoke: {summary}")
             last = summary
         if state["done"]:
+            check_escaping(opener, f"{base_url}?job={job_id}", title="Smoke <test>")
             return state
         if state["failed"]:
             raise SystemExit(f"[demo] smoke: the pipeline failed: {json.dumps(state['jobs'], indent=2)}")
@@ -194,6 +196,14 @@ def smoke(base_url: str, timeout: float, children: Children) -> dict[str, Any]:
             raise SystemExit(f"[demo] smoke: a process exited: {children.exited()}")
         time.sleep(0.25)
     raise SystemExit(f"[demo] smoke: the {FINAL_TOPIC!r} job did not succeed within {timeout:.0f}s ({last})")
+
+
+def check_escaping(opener: Any, url: str, title: str) -> None:
+    """The page must show user input as text, never as markup."""
+    with opener.open(url, timeout=10) as response:
+        page = response.read().decode()
+    if title in page or html.escape(title) not in page:
+        raise SystemExit(f"[demo] smoke: {url} does not show the title {title!r} escaped")
 
 
 # -- main -------------------------------------------------------------------------------
