@@ -165,19 +165,26 @@ def claim_expired(topic: str, grace_seconds: float | None = None, limit: int = 1
     return [_s(i) for i in ids]
 
 
-def remove(topic: str, job_id: str, entity_id: str | None = None) -> bool:
+def remove(topic: str, job_id: str, entity_id: str | None = None, client: Any = None) -> bool:
+    """Drop a job from its topic's queue, schedule, leases and entity map.
+
+    With ``client`` (a pipeline) the call is queued there and its result comes from ``execute()``.
+    """
     k = TopicKeys(topic)
     r = get_redis()
     keys = [k.queue, k.leases, k.entities, k.scheduled, k.schedprio]
-    return bool(script(r, "remove")(keys=keys, args=[str(job_id), entity_id or ""], client=r))
+    args = [str(job_id), entity_id or ""]
+    return bool(script(r, "remove")(keys=keys, args=args, client=r if client is None else client))
 
 
-def change_priority(topic: str, job_id: str | None, priority: int, entity_id: str | None = None) -> str | None:
+def change_priority(topic: str, job_id: str | None, priority: int, entity_id: str | None = None,
+                    client: Any = None) -> str | None:
     """Re-score a queued (or scheduled) job; by entity id when ``job_id`` is ``None``."""
     k = TopicKeys(topic)
     r = get_redis()
     keys = [k.queue, k.entities, k.scheduled, k.schedprio]
-    changed = script(r, "change_priority")(keys=keys, args=[job_id or "", entity_id or "", int(priority)], client=r)
+    args = [job_id or "", entity_id or "", int(priority)]
+    changed = script(r, "change_priority")(keys=keys, args=args, client=r if client is None else client)
     return _s(changed) if changed else None
 
 
@@ -225,8 +232,8 @@ def is_paused(topic: str) -> bool:
     return bool(get_redis().exists(TopicKeys(topic).paused))
 
 
-def request_abort(topic: str, job_id: str) -> None:
-    get_redis().sadd(TopicKeys(topic).abort, str(job_id))
+def request_abort(topic: str, job_id: str, client: Any = None) -> None:
+    (get_redis() if client is None else client).sadd(TopicKeys(topic).abort, str(job_id))
 
 
 def abort_requested(topic: str, job_id: str) -> bool:
