@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import uuid
 
+from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -56,3 +57,16 @@ def job_id(text: str) -> uuid.UUID:
         return uuid.UUID(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a job id (a UUID)") from None
+
+
+def one_line_errors(parser: CommandParser) -> CommandParser:
+    """Make argument errors one line on the command line (argparse prints its usage
+    block first); from ``call_command`` they stay a ``CommandError``."""
+
+    def error(message: str) -> None:
+        if not parser.called_from_command_line:
+            raise CommandError(f"Error: {message}")
+        parser.exit(2, f"{parser.prog}: error: {message} (see --help)\n")
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser

@@ -10,11 +10,14 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...exceptions import DuplicateJob, InvalidJob
-from ._utils import aware_datetime, duration, job_id, positive_int, priority
+from ._utils import aware_datetime, duration, job_id, one_line_errors, positive_int, priority
 
 
 class Command(BaseCommand):
     help = "Enqueue a job. DATA is a JSON string, a path to a JSON file, or - for standard input."
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        return one_line_errors(super().create_parser(prog_name, subcommand, **kwargs))
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("topic")

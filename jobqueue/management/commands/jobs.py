@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from ...exceptions import InvalidTransition
-from ._utils import duration, job_id, positive_int
+from ._utils import duration, job_id, one_line_errors, positive_int
 
 
 def _fmt_time(value: Any) -> str:
@@ -27,10 +27,15 @@ def _table(rows: list[list[str]], headers: list[str]) -> str:
 class Command(BaseCommand):
     help = "List, inspect, requeue, cancel, remove, purge and rerun jobs; show stats; resync Redis."
 
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        return one_line_errors(super().create_parser(prog_name, subcommand, **kwargs))
+
     def add_arguments(self, parser: CommandParser) -> None:
         from ...models import JobStatus
 
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+        add_parser = sub.add_parser
+        sub.add_parser = lambda *a, **kw: one_line_errors(add_parser(*a, **kw))  # type: ignore[method-assign]
         p = sub.add_parser("list", help="List jobs, newest first.")
         p.add_argument("--status", choices=JobStatus.values)
         p.add_argument("--topic")
@@ -121,7 +126,7 @@ class Command(BaseCommand):
                 self.stderr.write(str(exc))
                 failures += 1
                 continue
-            self.stdout.write(f"{verb} {job.pk}")
+            self.stdout.write(f"{verb} {pk}")  # not job.pk: delete() clears it
         if failures:
             raise CommandError(f"{failures} of {len(ids)} job(s) could not be {verb}.")
 

@@ -7,12 +7,15 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ._utils import positive_int
+from ._utils import one_line_errors, positive_int
 
 
 class Command(BaseCommand):
     help = "Run a worker that processes jobs of the given topics (default: every registered topic)."
     requires_system_checks = []  # checks run below, once, with a clear error
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        return one_line_errors(super().create_parser(prog_name, subcommand, **kwargs))
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--topics", nargs="+", metavar="TOPIC", help="Topics to serve (default: all registered).")

@@ -7,9 +7,14 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ._utils import one_line_errors
+
 
 class Command(BaseCommand):
     help = "Free the slots of topics by force, e.g. those a crashed worker held."
+
+    def create_parser(self, prog_name: str, subcommand: str, **kwargs: Any) -> CommandParser:
+        return one_line_errors(super().create_parser(prog_name, subcommand, **kwargs))
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("topics", nargs="*", metavar="TOPIC")
