@@ -18,3 +18,7 @@ class JobQueueConfig(AppConfig):
         registry.autodiscover()
         post_migrate.connect(receivers.sync_topics_after_migrate, sender=self)
         receivers.connect()
+        # The django.tasks backend, when TASKS names it: its queues become topics now.
+        from .tasks_compat import connect_configured_backends
+
+        connect_configured_backends()

@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "jobqueue",
     "tests.testapp",
+    "tests.tasks_app",
 ]
 
 MIDDLEWARE = [
@@ -95,6 +96,15 @@ JOBQUEUE = {
 for _name in ("HEARTBEAT_SECONDS", "LOCK_TTL_SECONDS"):
     if os.environ.get(f"JOBQUEUE_TEST_{_name}"):
         JOBQUEUE[_name] = float(os.environ[f"JOBQUEUE_TEST_{_name}"])
+
+# django.tasks (Django >= 6.0, or the django-tasks backport on 5.2) runs on jobqueue.
+TASKS = {
+    "default": {
+        "BACKEND": "jobqueue.backends.JobQueueBackend",
+        "QUEUES": ["default", "emails"],
+        "OPTIONS": {"TOPIC_PREFIX": "tasks.", "RETRY_BACKOFF": 0.05},
+    }
+}
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,8 @@
+"""A task module no test imports: only a worker, by the path a job records."""
+
+from jobqueue.tasks_compat import task
+
+
+@task
+def ping():
+    return "pong"
