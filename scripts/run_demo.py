@@ -24,6 +24,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -139,6 +140,18 @@ class Children:
                 proc.wait()
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse a port another program listens on (the smoke run would talk to it)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise SystemExit(
+                f"[demo] cannot serve on {host}:{port} ({exc.strerror}); choose another with --port"
+            ) from None
+
+
 # -- smoke test -------------------------------------------------------------------------
 
 
@@ -228,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     db_path = Path(os.environ.get("DEMO_DB_PATH") or VAR_DIR / "db.sqlite3").resolve()
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    check_port_free(args.host, args.port)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
