@@ -27,6 +27,24 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def revision() -> str:
+    """The jobqueue commit measured: from git, else ``JOBQUEUE_BENCH_REVISION`` (for an exported tree)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        git = ["git", "-C", str(root)]
+        done = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", "jobqueue"],
+                               capture_output=True, text=True)
+    except OSError:
+        done = dirty = None
+    if done is not None and done.returncode == 0:
+        return done.stdout.strip() + (" (with uncommitted changes)" if dirty and dirty.stdout.strip() else "")
+    return os.environ.get("JOBQUEUE_BENCH_REVISION", "unknown")
+
+
 def machine() -> dict[str, str]:
     """CPU, cores and the versions of everything measured."""
     import django
@@ -42,6 +60,7 @@ def machine() -> dict[str, str]:
             cursor.execute("SELECT sqlite_version()")
             database = f"SQLite {cursor.fetchone()[0]}"
     return {
+        "jobqueue revision": revision(),
         "CPU": cpu_model(),
         "cores": str(os.cpu_count()),
         "Python": platform.python_version(),
