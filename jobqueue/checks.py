@@ -99,7 +99,9 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     lease = user.get("LEASE_SECONDS", DEFAULTS["LEASE_SECONDS"])
     beat = user.get("HEARTBEAT_SECONDS", DEFAULTS["HEARTBEAT_SECONDS"])
     ttl = user.get("LOCK_TTL_SECONDS", DEFAULTS["LOCK_TTL_SECONDS"])
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (lease, beat, ttl))
+    # A value that is not a positive number already has its E006; don't pile a warning on it.
+    values = (lease, beat, ttl)
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in values)
     if numbers and (beat * 2 > lease or beat * 2 > ttl):
         errors.append(
             Warning(
