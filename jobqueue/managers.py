@@ -125,6 +125,10 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         """Validate everything and return an unsaved Job plus its dependency ids."""
         from .models import JobStatus, Topic
 
+        if (topic.name if isinstance(topic, Topic) else topic) == "shell":
+            from .shell import check_enqueue  # refused while the shell topic is off
+
+            check_enqueue(payload)
         topic_obj = topic if isinstance(topic, Topic) else self._resolve_topic(topic)
         payload = {} if payload is None else payload
         payload_json = encode_payload(payload)
