@@ -69,7 +69,11 @@ class TopicManager(models.Manager["Topic"]):
             return cached[0]
         topic = self.filter(name=name).first()
         if topic is not None:
-            _topic_cache[name] = (topic, time.monotonic() + TOPIC_CACHE_SECONDS)
+            entry = (topic, time.monotonic() + TOPIC_CACHE_SECONDS)
+            # The row may have been created by the current transaction: cache it only once that
+            # commits, or a rollback would leave enqueue() pointing at a topic that doesn't exist.
+            using = router.db_for_write(self.model)
+            transaction.on_commit(lambda: _topic_cache.__setitem__(name, entry), using=using)
             return topic
         spec = registry.get(name)
         if spec is not None:
