@@ -1,0 +1,1 @@
+"""Handlers of the fault-injection scenarios (``bench/faults.py``)."""
