@@ -33,6 +33,7 @@ from django.db import connections
 
 from ..chaining import from_wire, to_wire
 from ..conf import settings
+from ..progress import flush_progress
 from .lifecycle import Outcome
 from .runner import _Capture, _outcome_from_exception
 
@@ -123,6 +124,10 @@ def _child_main(job_r: int, out_w: int, err_w: int, res_w: int) -> None:
             o = _outcome_from_exception(exc)
             payload = {"ok": False, "error": o.error, "traceback": o.traceback, "retry_delay": o.retry_delay,
                        "exit_code": 1}
+            traceback.print_exc()
+        try:
+            flush_progress(job)  # the last report, if the throttle held it back
+        except Exception:  # noqa: BLE001 - a progress write must not cost the result
             traceback.print_exc()
         try:
             data = json.dumps(payload, allow_nan=False).encode()
