@@ -137,6 +137,18 @@ def test_last_throttled_progress_report_lands(fail):
     assert len(_progress_writes(ctx.captured_queries)) == 2
 
 
+@pytest.mark.parametrize("fail", [False, True])
+def test_last_throttled_progress_report_of_a_child_lands(fail):
+    job = Job.objects.enqueue("progress_many", {"fail": fail}, max_attempts=1)
+    with jobqueue_settings(PROGRESS_THROTTLE_SECONDS=60):
+        run_worker("progress_many", isolation="process")
+    job.refresh_from_db()
+    assert job.status == ("failed" if fail else "succeeded")
+    assert job.progress_message == "last words"
+    if fail:
+        assert job.progress == 42
+
+
 # -- retries and failures -------------------------------------------------------------
 
 
