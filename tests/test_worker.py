@@ -325,3 +325,33 @@ def test_burst_worker_serves_only_its_topics_and_releases_its_slots():
 def test_unknown_topic_is_refused():
     with pytest.raises(ValueError, match="Unknown topic"):
         Worker(topics=["no-such-topic"], install_signals=False, burst=True).run()
+
+
+# -- cancelling pending jobs ----------------------------------------------------------
+
+
+def test_cancel_pending_jobs_removes_them_from_redis(redis_client):
+    from jobqueue.engine import TopicKeys
+
+    queued = Job.objects.enqueue("echo", {"q": 1}, entity_id="ent-q")
+    scheduled = Job.objects.enqueue("echo", {"s": 1}, delay=60, entity_id="ent-s")
+    waiting = Job.objects.enqueue("echo", {"w": 1}, depends_on=[queued])
+    assert waiting.status == "waiting"
+    keys = TopicKeys("echo")
+    assert redis_client.hlen(keys.entities) == 2
+    for job in (waiting, queued, scheduled):  # waiting first: cancelling queued would cancel it too
+        assert job.cancel() is True
+        job.refresh_from_db()
+        assert job.status == "cancelled" and job.finished_at is not None
+    assert engine.depths("echo") == {"queued": 0, "leased": 0, "scheduled": 0}
+    assert redis_client.hlen(keys.entities) == 0
+    # The entity is free again: a new job, not the cancelled one.
+    again = Job.objects.enqueue("echo", entity_id="ent-q")
+    assert again.pk != queued.pk and again.status == "queued"
+    run_worker("echo")
+    assert Job.objects.get(pk=again.pk).status == "succeeded"
+    assert not Execution.objects.filter(job__in=[queued, scheduled, waiting]).exists()
+    from jobqueue.exceptions import InvalidTransition
+
+    with pytest.raises(InvalidTransition):
+        queued.cancel()
