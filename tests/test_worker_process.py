@@ -22,6 +22,8 @@ from jobqueue.engine import TopicLock
 from jobqueue.models import Job, Topic
 from tests.workerutil import WorkerPool, children_of, wait_for
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def workers(transactional_db, tmp_path):
