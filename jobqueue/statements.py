@@ -29,10 +29,16 @@ def _claim_sql(alias: str) -> str:
     qn = conn.ops.quote_name
     meta = Job._meta
     columns = ", ".join(qn(str(f.column)) for f in meta.concrete_fields)
+    # The job's highest Execution number comes back too (see lifecycle.claim): it can be above
+    # ``attempts`` once a requeue reset them or an aborted attempt was not counted.
+    last_execution = (
+        f"(SELECT MAX({qn('attempt')}) FROM {qn(Execution._meta.db_table)} "
+        f"WHERE {qn('job_id')} = {qn(meta.db_table)}.{qn(str(meta.pk.column))})"
+    )
     return (
         f"UPDATE {qn(meta.db_table)} SET {qn('status')} = %s, {qn('attempts')} = {qn('attempts')} + 1, "
         f"{qn('started_at')} = %s, {qn('finished_at')} = NULL, {qn('worker_id')} = %s, {qn('updated_at')} = %s "
-        f"WHERE {qn(str(meta.pk.column))} = %s AND {qn('status')} IN (%s, %s) RETURNING {columns}"
+        f"WHERE {qn(str(meta.pk.column))} = %s AND {qn('status')} IN (%s, %s) RETURNING {columns}, {last_execution}"
     )
 
 
@@ -89,7 +95,8 @@ def _from_row(model: type[Model], row: Any, connection: Any) -> Any:
 
 
 def claim_job(job_id: str, worker_id: str, now: Any) -> Job | None:
-    """``UPDATE ... SET status = 'running' WHERE status IN ('queued', 'scheduled') RETURNING *``."""
+    """``UPDATE ... SET status = 'running' WHERE status IN ('queued', 'scheduled') RETURNING *``;
+    the job's highest Execution number so far is set on it as ``last_execution``."""
     connection = connections[_db()]
     when = _prep(Job, "started_at", now, connection)
     params = [
@@ -104,7 +111,11 @@ def claim_job(job_id: str, worker_id: str, now: Any) -> Job | None:
     with connection.cursor() as cursor:
         cursor.execute(_claim_sql(connection.alias), params)
         row = cursor.fetchone()
-    return _from_row(Job, row, connection) if row else None
+    if not row:
+        return None
+    job = _from_row(Job, row[:-1], connection)
+    job.last_execution = row[-1] or 0  # type: ignore[attr-defined]
+    return job
 
 
 def mark_succeeded(job: Job, result: Any, now: Any) -> bool:

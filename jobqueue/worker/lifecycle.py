@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Max
 from django.utils import timezone
 
 from .. import engine
@@ -69,10 +69,23 @@ def claim(job_id: str, worker_id: str, pid: int, topics: dict[str, Any] | None =
     if topic is not None:
         job.topic = topic
     execution = Execution(
-        job=job, attempt=job.attempts, worker_id=worker_id, hostname=HOSTNAME, pid=pid, started_at=now
+        job=job, attempt=_execution_number(job), worker_id=worker_id, hostname=HOSTNAME, pid=pid, started_at=now
     )
     job_started.send(sender=Job, job=job)
     return job, execution
+
+
+def _execution_number(job: Job) -> int:
+    """The number of the attempt now running, for its Execution row.
+
+    It is ``job.attempts`` unless earlier Execution rows already use that number:
+    a requeue resets ``attempts`` and an aborted attempt is not counted, while every
+    Execution row is kept (numbered in order, one per attempt ever made).
+    """
+    last = getattr(job, "last_execution", None)
+    if last is None:
+        last = Execution.objects.filter(job_id=job.pk).aggregate(last=Max("attempt"))["last"] or 0
+    return max(job.attempts, last + 1)
 
 
 _CLAIMABLE = (JobStatus.QUEUED, JobStatus.SCHEDULED)
@@ -300,7 +313,7 @@ def recover(topic: str, job_id: str) -> str:
             return f"already {status}"
         Execution.objects.get_or_create(
             job=job,
-            attempt=job.attempts,
+            attempt=_execution_number(job),
             defaults={
                 "outcome": ExecutionOutcome.LOST,
                 "worker_id": job.worker_id,
