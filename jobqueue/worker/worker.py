@@ -44,6 +44,9 @@ SWEEP_SECONDS = 5.0
 IDLE_WAIT_SECONDS = 1.0
 #: A burst worker still waits for scheduled jobs due within this many seconds.
 BURST_SCHEDULE_HORIZON = 60.0
+#: Seconds an inline handler has to give way after the second signal before the worker
+#: abandons it (records the attempt as aborted, requeues the job and exits).
+ABANDON_AFTER_SECONDS = 5.0
 
 
 def _relax_commit_durability(sender: Any, connection: Any, **kwargs: Any) -> None:
@@ -103,6 +106,7 @@ class Worker:
         self._next_sweep = 0.0
         self._pending_ack: Job | None = None
         self._outage_since: float | None = None
+        self._abandon_timer: threading.Timer | None = None
         self.heartbeat = Heartbeat(self)
         self.fork_runner = ForkRunner()
 
@@ -400,4 +404,33 @@ class Worker:
         self.interrupting = True
         logger.warning("%s received again: aborting the current job.", name)
         if self.in_handler:
+            if self._abandon_timer is None:
+                # A handler may swallow the interrupt (``except BaseException``); shutdown must not wait on it.
+                self._abandon_timer = threading.Timer(ABANDON_AFTER_SECONDS, self._abandon_handler)
+                self._abandon_timer.daemon = True
+                self._abandon_timer.start()
             raise WorkerInterrupted()
+
+    def _abandon_handler(self) -> None:
+        """Give up on an inline handler that ignored the interrupt: record its attempt as
+        aborted and requeue the job (from this thread, on its own connection), free the
+        slots, and leave the process. If recording fails, the job's lease recovers it."""
+        job = self.current
+        if job is None or not self.in_handler:
+            return
+        logger.error("The handler of job %s ignored the stop request for %.0fs; abandoning it and exiting.",
+                     job.pk, ABANDON_AFTER_SECONDS)
+        try:
+            execution = getattr(job, "execution", None)
+            if execution is not None:
+                outcome = Outcome(ok=False, error="aborted: the handler ignored the stop request", interrupted=True)
+                finish(job, execution, outcome)
+        except Exception:
+            logger.exception("Could not record the abandoned attempt of job %s; its lease will recover it.", job.pk)
+        finally:
+            self.heartbeat.stop()
+            self._release_slots()
+            engine.safe_call(engine.forget, self.worker_id)
+            connections.close_all()
+            logging.shutdown()
+            os._exit(1)
