@@ -70,7 +70,8 @@ def twice_cell(r: dict[str, Any]) -> str:
     n = r["executed_twice"]
     if not n:
         return f"0 of {r['jobs']}"
-    why = "all after a kill" if r["twice_after_kill"] else "NOT all after a kill"
+    cause = r.get("twice_cause", "a kill")
+    why = f"all after {cause}" if r["twice_after_kill"] else f"NOT all after {cause}"
     return f"{n} of {r['jobs']} ({why})"
 
 

@@ -50,7 +50,8 @@ class Result:
     succeeded: int = 0
     lost: int = 0  # jobs that did not end as they should (missing, stuck, failed)
     executed_twice: int = 0  # jobs whose handler was called more than once
-    twice_after_kill: bool | None = None  # every such job owes it to a killed worker
+    twice_after_kill: bool | None = None  # every such job owes it to a killed worker (or ``twice_cause``)
+    twice_cause: str = "a kill"
     lost_marked: str = "-"  # attempts cut by a kill whose Execution is marked lost / such attempts
     max_concurrent: str = "-"
     seconds: float = 0.0
@@ -118,8 +119,9 @@ def tally(result: Result, job_ids: list[str], runs: dict[str, list[analysis.Run]
     twice_ok = True
     for job in job_ids:
         calls = sorted(runs.get(job, []), key=lambda c: c.start)
-        if len(calls) >= 2 and not all(c.pid in killed_at for c in calls[:-1]):
+        if len(calls) >= 2 and not retry_outcomes and not all(c.pid in killed_at for c in calls[:-1]):
             twice_ok = False
+    twice_ok = twice_ok and not check.twice_not_after_kill
     result.twice_after_kill = twice_ok if check.executed_twice else None
     cut = [(c.job, c.attempt) for calls in runs.values() for c in calls
            if c.end is None and c.pid in killed_at]
@@ -456,6 +458,7 @@ def slow(lab: Lab, p: dict[str, Any], size: str) -> Result:
     stop_workers(lab, result)
     runs = analysis.read_runs(lab.run_dir)
     tally(result, ids, runs, retry_outcomes=("timeout",))
+    result.twice_cause = "a timeout"
     for topic in ("slow", "slow-proc"):
         rows = list(Execution.objects.filter(job__topic_id=topic).order_by("job_id", "attempt").values_list(
             "attempt", "outcome", "exit_code"))
