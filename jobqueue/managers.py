@@ -231,13 +231,15 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
 
         Each item is a dict of :meth:`enqueue`'s arguments (``{"topic": ..., "payload": ...}``)
         or a ``(topic, payload)`` pair. Items with an ``entity_id`` or ``depends_on``
-        go through :meth:`enqueue` one by one so dedupe and dependencies hold.
+        go through :meth:`enqueue` one by one so dedupe and dependencies hold; they are
+        queued after the other items. The jobs are returned in the order of ``items``.
         """
         from .models import JobStatus
 
         topics: dict[str, Topic] = {}
         simple: list[Job] = []
         special: list[dict[str, Any]] = []
+        is_special: list[bool] = []  # per item, to return the jobs in the caller's order
         for item in items:
             kwargs = dict(item) if isinstance(item, Mapping) else {"topic": item[0], "payload": item[1]}
             if "topic" not in kwargs:
@@ -248,7 +250,8 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             if name not in topics:
                 topics[name] = self._resolve_topic(name)
             kwargs["topic"] = topics[name]
-            if kwargs.get("entity_id") or kwargs.get("depends_on"):
+            is_special.append(bool(kwargs.get("entity_id") or kwargs.get("depends_on")))
+            if is_special[-1]:
                 special.append(kwargs)
                 continue
             job, _ = self.build(**kwargs)
@@ -262,8 +265,9 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         with transaction.atomic(using=db):
             created = self._insert_many(simple, db)
             self._after_create(created, db)
-            created.extend(self.enqueue(**kwargs) for kwargs in special)
-        return created
+            deduped = [self.enqueue(**kwargs) for kwargs in special]
+        plain, other = iter(created), iter(deduped)
+        return [next(other) if flag else next(plain) for flag in is_special]
 
     def _insert_many(self, jobs: list[Job], db: str) -> list[Job]:
         """Insert new jobs: with ``COPY`` on PostgreSQL (several times faster than a

@@ -1,0 +1,363 @@
+"""``Job.objects.enqueue()`` and ``enqueue_many()``: rows in the caller's transaction,
+ids in Redis only once it commits, bad input refused before anything is written."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext, override_settings
+from django.utils import timezone
+
+from jobqueue import engine
+from jobqueue.exceptions import DuplicateJob, InvalidJob, InvalidPayload, PayloadTooLarge, UnknownTopic
+from jobqueue.managers import JobManager
+from jobqueue.models import Job, JobStatus
+from jobqueue.signals import job_enqueued
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def jobqueue_settings(**values):
+    return override_settings(JOBQUEUE={**django_settings.JOBQUEUE, **values})
+
+
+def ids(jobs):
+    return [str(job.pk) for job in jobs]
+
+
+def scheduled_ids(topic):
+    return [i.decode() for i in engine.get_redis().zrange(engine.TopicKeys(topic).scheduled, 0, -1)]
+
+
+# -- transactions ---------------------------------------------------------------------
+
+
+def test_a_committed_enqueue_is_in_redis():
+    job = Job.objects.enqueue("echo", {"x": 1}, priority=3)
+    job.refresh_from_db()
+    assert (job.status, job.priority, job.payload, job.queued_at is not None) == ("queued", 3, {"x": 1}, True)
+    assert job.max_attempts == 2 and job.timeout == 30  # the handler's defaults
+    assert engine.queue_ids("echo") == [str(job.pk)]
+
+
+def test_the_push_waits_for_the_commit():
+    with transaction.atomic():
+        job = Job.objects.enqueue("echo", {})
+        with_entity = Job.objects.enqueue("echo", {}, entity_id="e")
+        assert engine.queue_ids("echo") == []
+    assert engine.queue_ids("echo") == [str(job.pk), str(with_entity.pk)]
+
+
+def test_a_rollback_leaves_no_row_and_nothing_in_redis(redis_client):
+    with pytest.raises(RuntimeError), transaction.atomic():
+        Job.objects.enqueue("echo", {"n": 1})
+        Job.objects.enqueue("echo", {"n": 2}, entity_id="rolled-back", delay=60)
+        Job.objects.enqueue_many([("other", {}), ("echo", {})])
+        raise RuntimeError("the caller's transaction fails")
+    assert Job.objects.count() == 0
+    assert redis_client.keys("*") == []
+
+
+def test_redis_down_at_commit_keeps_the_job_and_resync_pushes_it(caplog):
+    with jobqueue_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        engine.reset_clients()
+        job = Job.objects.enqueue("echo", {"while": "down"})
+        [scheduled] = Job.objects.enqueue_many([{"topic": "echo", "delay": 3600}])
+    assert "Redis unavailable" in caplog.text
+    engine.reset_clients()
+    assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
+    assert Job.objects.get(pk=scheduled.pk).status == JobStatus.SCHEDULED
+    assert engine.queue_ids("echo") == []
+    report = engine.resync(["echo"])
+    assert report.pushed == {"echo": 1} and report.scheduled == {"echo": 1}
+    assert engine.queue_ids("echo") == [str(job.pk)]
+    assert scheduled_ids("echo") == [str(scheduled.pk)]
+
+
+def test_job_enqueued_is_sent_for_each_job():
+    seen = []
+
+    def receiver(sender, job, **kwargs):
+        seen.append(job.pk)
+
+    job_enqueued.connect(receiver)
+    try:
+        one = Job.objects.enqueue("echo")
+        many = Job.objects.enqueue_many([("echo", {}), ("other", {})])
+    finally:
+        job_enqueued.disconnect(receiver)
+    assert seen == [one.pk, *[j.pk for j in many]]
+
+
+# -- bad input ------------------------------------------------------------------------
+
+FUTURE = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+NO_SUCH_JOB = "00000000-0000-4000-8000-000000000000"
+BAD_INPUT = [
+    pytest.param(("echo", object()), {}, InvalidPayload, id="object-payload"),
+    pytest.param(("echo", {"s": {1, 2}}), {}, InvalidPayload, id="set-payload"),
+    pytest.param(("echo", {"x": math.nan}), {}, InvalidPayload, id="nan-payload"),
+    pytest.param(("echo", [math.inf]), {}, InvalidPayload, id="inf-payload"),
+    pytest.param(("echo", {"b": b"bytes"}), {}, InvalidPayload, id="bytes-payload"),
+    pytest.param(("echo", {}), {"priority": 101}, InvalidJob, id="priority-high"),
+    pytest.param(("echo", {}), {"priority": -101}, InvalidJob, id="priority-low"),
+    pytest.param(("echo", {}), {"priority": True}, InvalidJob, id="priority-bool"),
+    pytest.param(("echo", {}), {"priority": "5"}, InvalidJob, id="priority-str"),
+    pytest.param(("echo", {}), {"priority": 1.5}, InvalidJob, id="priority-float"),
+    pytest.param(("echo", {}), {"entity_id": "x" * 256}, InvalidJob, id="entity-long"),
+    pytest.param(("echo", {}), {"entity_id": ""}, InvalidJob, id="entity-empty"),
+    pytest.param(("echo", {}), {"entity_id": "a\nb"}, InvalidJob, id="entity-newline"),
+    pytest.param(("echo", {}), {"entity_id": "a\x00b"}, InvalidJob, id="entity-nul"),
+    pytest.param(("echo", {}), {"entity_id": 42}, InvalidJob, id="entity-int"),
+    pytest.param(("echo", {}), {"run_after": dt.datetime(2030, 1, 1)}, InvalidJob, id="naive-run-after"),
+    pytest.param(("echo", {}), {"run_after": "2030-01-01"}, InvalidJob, id="str-run-after"),
+    pytest.param(("echo", {}), {"run_after": FUTURE, "delay": 5}, InvalidJob, id="run-after-and-delay"),
+    pytest.param(("echo", {}), {"delay": -1}, InvalidJob, id="negative-delay"),
+    pytest.param(("echo", {}), {"delay": dt.timedelta(seconds=-1)}, InvalidJob, id="negative-timedelta"),
+    pytest.param(("echo", {}), {"delay": math.nan}, InvalidJob, id="nan-delay"),
+    pytest.param(("echo", {}), {"delay": "5"}, InvalidJob, id="str-delay"),
+    pytest.param(("echo", {}), {"max_attempts": 0}, InvalidJob, id="zero-attempts"),
+    pytest.param(("echo", {}), {"timeout": -5}, InvalidJob, id="negative-timeout"),
+    pytest.param(("echo", {}), {"parent": "not-a-uuid"}, InvalidJob, id="bad-parent"),
+    pytest.param(("echo", {}), {"depends_on": ["not-a-uuid"]}, InvalidJob, id="bad-dependency"),
+    pytest.param(("echo", {}), {"depends_on": [NO_SUCH_JOB]}, InvalidJob, id="missing-dependency"),
+    pytest.param(("../x", {}), {}, InvalidJob, id="topic-dotdot"),
+    pytest.param(("a b", {}), {}, InvalidJob, id="topic-space"),
+    pytest.param(("A", {}), {}, InvalidJob, id="topic-upper"),
+    pytest.param(("\u0435cho", {}), {}, InvalidJob, id="topic-cyrillic"),
+    pytest.param(("echo\n", {}), {}, InvalidJob, id="topic-newline"),
+    pytest.param(("ec\x00ho", {}), {}, InvalidJob, id="topic-nul"),
+    pytest.param(("", {}), {}, InvalidJob, id="topic-empty"),
+    pytest.param(("-echo", {}), {}, InvalidJob, id="topic-dash-first"),
+    pytest.param(("x" * 101, {}), {}, InvalidJob, id="topic-long"),
+    pytest.param(("echo/x", {}), {}, InvalidJob, id="topic-slash"),
+    pytest.param(("{echo}", {}), {}, InvalidJob, id="topic-braces"),
+    pytest.param((None, {}), {}, InvalidJob, id="topic-none"),
+]
+
+
+# Not transactional (many cases, each flush is slow): on-commit callbacks run as if committed.
+@pytest.mark.django_db
+@pytest.mark.parametrize(("args", "kwargs", "error"), BAD_INPUT)
+def test_bad_input_is_refused_and_writes_nothing(args, kwargs, error, redis_client,
+                                                 django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        with pytest.raises(error):
+            Job.objects.enqueue(*args, **kwargs)
+        with pytest.raises(error):
+            Job.objects.enqueue_many([("echo", {}), {"topic": args[0], "payload": args[1], **kwargs}])
+    assert Job.objects.count() == 0
+    assert redis_client.keys("*") == []
+
+
+def test_an_unknown_topic_lists_the_known_ones(redis_client):
+    with pytest.raises(UnknownTopic) as info:
+        Job.objects.enqueue("no-such-topic", {})
+    assert "no-such-topic" in str(info.value)
+    assert "echo" in str(info.value) and "stage1" in str(info.value)
+    assert Job.objects.count() == 0 and redis_client.keys("*") == []
+
+
+def test_payload_size_is_bounded_by_the_setting(redis_client):
+    with jobqueue_settings(MAX_PAYLOAD_BYTES=50):
+        Job.objects.enqueue("echo", {"s": "x" * 30})
+        with pytest.raises(PayloadTooLarge, match="50"):
+            Job.objects.enqueue("echo", {"s": "x" * 60})
+        # Size is counted in bytes of UTF-8, not in characters.
+        with pytest.raises(PayloadTooLarge):
+            Job.objects.enqueue("echo", {"s": "\u00e9" * 25})
+    assert Job.objects.count() == 1
+
+
+def test_entity_id_length_follows_the_setting():
+    with jobqueue_settings(ENTITY_ID_MAX_LENGTH=8):
+        Job.objects.enqueue("echo", entity_id="12345678")
+        with pytest.raises(InvalidJob, match="limit is 8"):
+            Job.objects.enqueue("echo", entity_id="123456789")
+
+
+def test_a_bad_enqueue_many_item_is_reported():
+    with pytest.raises(InvalidJob, match="no topic"):
+        Job.objects.enqueue_many([{"payload": {}}])
+    assert Job.objects.count() == 0
+
+
+# -- scheduling -----------------------------------------------------------------------
+
+
+def test_delay_and_run_after_schedule_the_job(redis_client):
+    before = timezone.now()
+    delayed = Job.objects.enqueue("echo", delay=120)
+    when = timezone.now() + dt.timedelta(hours=1)
+    later = Job.objects.enqueue("echo", run_after=when, priority=4, entity_id="later")
+    past = Job.objects.enqueue("echo", run_after=timezone.now() - dt.timedelta(seconds=5))
+    for job in (delayed, later):
+        job.refresh_from_db()
+        assert job.status == JobStatus.SCHEDULED and job.queued_at is None
+    assert before + dt.timedelta(seconds=119) < delayed.run_after < timezone.now() + dt.timedelta(seconds=121)
+    assert sorted(scheduled_ids("echo")) == sorted(ids([delayed, later]))
+    k = engine.TopicKeys("echo")
+    assert redis_client.zscore(k.scheduled, str(later.pk)) == int(when.timestamp() * 1000)
+    assert redis_client.hget(k.schedprio, str(later.pk)) == b"4"
+    # A run_after in the past queues at once.
+    assert Job.objects.get(pk=past.pk).status == JobStatus.QUEUED
+    assert engine.queue_ids("echo") == [str(past.pk)]
+    # When due, the scheduled job is promoted with its priority.
+    assert engine.promote_due("echo", now_ms=int(when.timestamp() * 1000) + 1) == sorted(
+        ids([delayed, later]), key=lambda i: i != str(delayed.pk)
+    )
+    assert engine.queue_ids("echo") == [str(later.pk), str(past.pk), str(delayed.pk)]
+
+
+def test_an_aware_run_after_in_another_zone_is_the_same_instant():
+    tz = dt.timezone(dt.timedelta(hours=-7))
+    when = (timezone.now() + dt.timedelta(minutes=5)).astimezone(tz)
+    job = Job.objects.enqueue("echo", run_after=when)
+    job.refresh_from_db()
+    assert job.run_after == when
+
+
+# -- entity dedupe --------------------------------------------------------------------
+
+
+def test_same_entity_while_queued_returns_the_job_and_raises_its_priority():
+    first = Job.objects.enqueue("echo", {"v": 1}, entity_id="img-1")
+    other = Job.objects.enqueue("echo", priority=3)
+    assert engine.queue_ids("echo") == ids([other, first])
+    again = Job.objects.enqueue("echo", {"v": 2}, entity_id="img-1", priority=5)
+    assert again.pk == first.pk
+    assert Job.objects.get(pk=first.pk).priority == 5
+    assert engine.queue_ids("echo") == ids([first, other])  # the Redis order changed too
+    lower = Job.objects.enqueue("echo", entity_id="img-1", priority=-10)
+    assert lower.pk == first.pk
+    assert Job.objects.get(pk=first.pk).priority == 5  # never lowered
+    assert Job.objects.get(pk=first.pk).payload == {"v": 1}  # the first payload stays
+    assert Job.objects.count() == 2
+    assert engine.queue_ids("echo") == ids([first, other])
+
+
+def test_same_entity_while_scheduled_returns_the_scheduled_job(redis_client):
+    first = Job.objects.enqueue("echo", entity_id="e", delay=600)
+    again = Job.objects.enqueue("echo", entity_id="e", priority=9)
+    assert again.pk == first.pk
+    assert Job.objects.get(pk=first.pk).status == JobStatus.SCHEDULED
+    assert redis_client.hget(engine.TopicKeys("echo").schedprio, str(first.pk)) == b"9"
+
+
+def test_same_entity_while_running_is_refused():
+    first = Job.objects.enqueue("echo", entity_id="e")
+    assert first._guarded_update((JobStatus.QUEUED,), status=JobStatus.RUNNING)
+    with pytest.raises(DuplicateJob) as info:
+        Job.objects.enqueue("echo", entity_id="e", priority=50)
+    assert info.value.existing_id == first.pk
+    assert "e" in str(info.value) and str(first.pk) in str(info.value)
+    assert Job.objects.count() == 1
+
+
+def test_same_entity_after_the_job_finished_is_a_new_job():
+    first = Job.objects.enqueue("echo", entity_id="e")
+    assert first._guarded_update((JobStatus.QUEUED,), status=JobStatus.SUCCEEDED)
+    second = Job.objects.enqueue("echo", entity_id="e")
+    assert second.pk != first.pk
+    assert engine.queue_ids("echo") == ids([first, second])  # the finished id is the worker's to ack
+    assert Job.objects.filter(entity_id="e").count() == 2
+
+
+def test_entities_are_per_topic():
+    a = Job.objects.enqueue("echo", entity_id="e")
+    b = Job.objects.enqueue("other", entity_id="e")
+    assert a.pk != b.pk
+
+
+def test_a_concurrent_insert_of_the_same_entity_is_merged(monkeypatch):
+    """Another process inserted the entity's job between our lookup and our INSERT:
+    the unique constraint refuses ours and the other job is returned."""
+    real_lookup = JobManager._active_for_entity
+    calls = []
+
+    def lookup_missing_the_racing_row(self, job):
+        calls.append(job.entity_id)
+        if len(calls) == 1:
+            # The racing insert, committed by "someone else" right after our lookup missed it.
+            Job.objects.create(topic_id="echo", entity_id=job.entity_id, status=JobStatus.QUEUED, priority=1)
+            return None
+        return real_lookup(self, job)
+
+    monkeypatch.setattr(JobManager, "_active_for_entity", lookup_missing_the_racing_row)
+    job = Job.objects.enqueue("echo", {}, entity_id="raced", priority=7)
+    assert len(calls) == 2  # the second lookup came from the IntegrityError path
+    row = Job.objects.get(entity_id="raced")
+    assert job.pk == row.pk
+    assert row.priority == 7
+    assert Job.objects.count() == 1
+
+
+# -- enqueue_many ---------------------------------------------------------------------
+
+
+def test_enqueue_many_inserts_in_bulk_and_pushes_in_order():
+    items = [{"topic": "echo", "payload": {"i": i}} for i in range(60)]
+    with CaptureQueriesContext(connection) as queries:
+        jobs = Job.objects.enqueue_many(items)
+    inserts = [q for q in queries.captured_queries if q["sql"].lstrip().upper().startswith("INSERT")]
+    assert 1 <= len(inserts) <= 3  # one bulk insert (SQLite may split it by its variable limit)
+    assert len(queries.captured_queries) <= 8
+    assert engine.queue_ids("echo") == ids(jobs)
+    assert [j.payload["i"] for j in Job.objects.filter(status="queued").in_queue_order()] == list(range(60))
+
+
+def test_enqueue_many_of_thousands_stays_a_few_statements():
+    with CaptureQueriesContext(connection) as queries:
+        jobs = Job.objects.enqueue_many([("other", {"i": i}) for i in range(1500)])
+    assert len(queries.captured_queries) < 60
+    assert Job.objects.filter(topic_id="other").count() == 1500
+    assert engine.queue_ids("other") == ids(jobs)
+
+
+def test_enqueue_many_mixes_topics_priorities_schedules_and_entities():
+    jobs = Job.objects.enqueue_many(
+        [
+            ("echo", {"n": 0}),
+            {"topic": "echo", "payload": {"n": 1}, "priority": 9},
+            {"topic": "other", "payload": {"n": 2}},
+            {"topic": "echo", "payload": {"n": 3}, "delay": 3600},
+            {"topic": "echo", "payload": {"n": 4}, "entity_id": "dup"},
+            {"topic": "echo", "payload": {"n": 5}, "entity_id": "dup", "priority": 2},
+            {"topic": "prio"},
+        ]
+    )
+    assert len(jobs) == 7
+    assert [j.payload.get("n") for j in jobs] == [0, 1, 2, 3, 4, 4, None]  # the order of the items
+    assert jobs[4].pk == jobs[5].pk  # deduplicated within the batch
+    assert Job.objects.count() == 6
+    assert Job.objects.get(pk=jobs[4].pk).priority == 2
+    assert Job.objects.get(pk=jobs[6].pk).priority == 5  # the topic's default priority
+    assert engine.queue_ids("echo") == ids([jobs[1], jobs[4], jobs[0]])
+    assert engine.queue_ids("other") == ids([jobs[2]])
+    assert scheduled_ids("echo") == ids([jobs[3]])
+
+
+def test_enqueue_many_of_nothing():
+    assert Job.objects.enqueue_many([]) == []
+
+
+# -- prefixes -------------------------------------------------------------------------
+
+
+def test_two_prefixes_never_see_each_others_jobs():
+    with jobqueue_settings(PREFIX="site-a"):
+        a = Job.objects.enqueue("echo", entity_id="shared")
+    with jobqueue_settings(PREFIX="site-b"):
+        assert engine.queue_ids("echo") == []
+        assert engine.pop("echo") == []
+        assert engine.depths("echo")["queued"] == 0
+        b = Job.objects.enqueue("other")
+        assert engine.queue_ids("other") == [str(b.pk)]
+    with jobqueue_settings(PREFIX="site-a"):
+        assert engine.queue_ids("echo") == [str(a.pk)]
+        assert engine.queue_ids("other") == []
+        assert engine.known_topics() == ["echo"]
