@@ -1,0 +1,20 @@
+"""The Django admin as jobqueue's operations console.
+
+``JobAdmin`` (list, bulk actions, detail page, add form, and the dashboard at
+``admin/jobqueue/job/dashboard/``), ``TopicAdmin`` and a read-only ``ExecutionAdmin``
+are registered on the default admin site; register them on your own site with
+``my_site.register(Job, JobAdmin)`` and so on.
+"""
+
+from django.contrib import admin
+
+from ..models import Execution, Job, Topic
+from .executions import ExecutionAdmin
+from .jobs import JobAdmin
+from .topics import TopicAdmin
+
+admin.site.register(Job, JobAdmin)
+admin.site.register(Topic, TopicAdmin)
+admin.site.register(Execution, ExecutionAdmin)
+
+__all__ = ["ExecutionAdmin", "JobAdmin", "TopicAdmin"]

@@ -1,0 +1,135 @@
+"""HTML fragments of the admin pages.
+
+Everything a job's author or handler wrote (payload, result, messages, output) goes
+through ``format_html`` / ``format_html_join``, which escape every argument: nothing
+here ever marks user text as safe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
+
+EMPTY = "–"
+
+
+def status_badge(status: str, label: str | None = None) -> SafeString:
+    """A coloured pill; the CSS class is picked from a fixed list, never from the value itself."""
+    known = {"waiting", "scheduled", "queued", "running", "succeeded", "failed", "cancelled",
+             "retry", "timeout", "lost", "aborted"}
+    css = status if status in known else "unknown"
+    return format_html('<span class="jq-badge jq-badge-{}">{}</span>', css, label or status)
+
+
+def progress_bar(percent: int, message: str = "", stage: str = "") -> SafeString:
+    """A ``<progress>`` bar with its percentage, stage and message below."""
+    percent = max(0, min(100, int(percent or 0)))
+    note = " · ".join(part for part in (stage, message) if part)
+    return format_html(
+        '<div class="jq-progress"><progress max="100" value="{}" title="{}">{}%</progress>'
+        '<span class="jq-progress-pct">{}%</span>{}</div>',
+        percent,
+        note,
+        percent,
+        percent,
+        format_html('<div class="jq-progress-note">{}</div>', note) if note else "",
+    )
+
+
+def pretty_json(value: Any) -> SafeString:
+    """Indented JSON in a ``<pre>``; ``None`` shows as a dash."""
+    if value is None:
+        return format_html('<span class="jq-muted">{}</span>', EMPTY)
+    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    return format_html('<pre class="jq-pre jq-json">{}</pre>', text)
+
+
+def pre(text: str) -> SafeString:
+    if not text:
+        return format_html('<span class="jq-muted">{}</span>', EMPTY)
+    return format_html('<pre class="jq-pre">{}</pre>', text)
+
+
+def duration(delta: dt.timedelta | float | None) -> str:
+    """``0.42 s``, ``3 min 07 s``, ``2 h 05 min``; a dash for ``None``."""
+    if delta is None:
+        return EMPTY
+    seconds = delta.total_seconds() if isinstance(delta, dt.timedelta) else float(delta)
+    if seconds < 60:
+        return f"{seconds:.2f} s" if seconds < 10 else f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def ago(seconds: float | None) -> str:
+    if seconds is None:
+        return EMPTY
+    return _("%(duration)s ago") % {"duration": duration(max(0.0, seconds))}
+
+
+def epoch(value: float | None) -> dt.datetime | None:
+    """An epoch timestamp (as written in Redis) as an aware datetime."""
+    if not value:
+        return None
+    return dt.datetime.fromtimestamp(float(value), tz=dt.timezone.utc)
+
+
+def local_time(value: dt.datetime | None, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    if value is None:
+        return EMPTY
+    if timezone.is_aware(value):
+        value = timezone.localtime(value)
+    return value.strftime(fmt)
+
+
+def job_url(pk: Any) -> str:
+    return reverse("admin:jobqueue_job_change", args=[pk])
+
+
+def job_link(pk: Any, label: str | None = None) -> SafeString:
+    return format_html('<a href="{}" class="jq-mono">{}</a>', job_url(pk), label or str(pk)[:8])
+
+
+def job_links(rows: Iterable[tuple[Any, str, str]], more: int = 0) -> SafeString:
+    """Links to jobs given as ``(pk, topic, status)``, with a note when the list is cut."""
+    items = format_html_join(
+        "", '<li><a href="{}" class="jq-mono">{}</a> {} {}</li>',
+        ((job_url(pk), str(pk)[:8], topic, status_badge(status)) for pk, topic, status in rows),
+    )
+    if not items:
+        return format_html('<span class="jq-muted">{}</span>', EMPTY)
+    tail = format_html('<li class="jq-muted">{}</li>', _("… and %(n)s more") % {"n": more}) if more else ""
+    return format_html('<ul class="jq-links">{}{}</ul>', items, tail)
+
+
+def changelist_url(model: str, **params: Any) -> str:
+    url = reverse(f"admin:jobqueue_{model}_changelist")
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def holders(items: Iterable[Any] | None) -> SafeString:
+    """Slot holders (``engine.Holder``): worker id, host and since when."""
+    if items is None:
+        return format_html('<span class="jq-muted">{}</span>', _("Redis unavailable"))
+    rows = format_html_join(
+        "", '<li><span class="jq-mono">{}</span> <span class="jq-muted">{} · {}</span></li>',
+        (
+            (h.worker_id, h.info.get("host", "?"), _("since %(time)s") % {"time": local_time(epoch(h.info.get("since")))})
+            for h in items
+        ),
+    )
+    if not rows:
+        return format_html('<span class="jq-muted">{}</span>', _("free"))
+    return format_html('<ul class="jq-links">{}</ul>', rows)

@@ -1,0 +1,182 @@
+"""Forms of the admin: add a job, change priorities, edit a topic's runtime settings."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django import forms
+from django.contrib.admin import helpers
+from django.utils.translation import gettext_lazy as _
+
+from .. import registry
+from ..conf import settings
+from ..exceptions import DuplicateJob, InvalidJob, InvalidPayload, UnknownTopic
+from ..models import Job, Topic
+from ..validation import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    encode_payload,
+    parse_duration,
+    validate_entity_id,
+    validate_priority,
+    validate_topic_name,
+)
+
+#: The built-in topic that runs command lines; only users with this permission may pick it.
+SHELL_TOPIC = "shell"
+SHELL_PERMISSION = "jobqueue.enqueue_shell_job"
+
+
+def _invalid(exc: Exception) -> forms.ValidationError:
+    return forms.ValidationError(str(exc))
+
+
+class JobAddForm(forms.Form):
+    """Enqueue one job with :meth:`JobManager.enqueue`, showing its refusals on the form."""
+
+    topic = forms.ChoiceField(label=_("Topic"))
+    payload = forms.CharField(
+        label=_("Payload"),
+        initial="{}",
+        widget=forms.Textarea(attrs={"rows": 10, "cols": 80, "class": "jq-mono", "spellcheck": "false"}),
+        help_text=_("A JSON value, usually an object."),
+    )
+    priority = forms.IntegerField(
+        label=_("Priority"), required=False, min_value=MIN_PRIORITY, max_value=MAX_PRIORITY,
+        help_text=_("%(min)s..%(max)s, higher runs first; empty for the topic's default.")
+        % {"min": MIN_PRIORITY, "max": MAX_PRIORITY},
+    )
+    entity_id = forms.CharField(
+        label=_("Entity id"), required=False, strip=False,
+        help_text=_("Optional dedupe key: one active job per entity and topic."),
+    )
+    delay = forms.CharField(
+        label=_("Delay"), required=False, help_text=_("Run after this long: 30s, 5m, 2h, 1d; empty for now.")
+    )
+
+    def __init__(self, *args: Any, user: Any = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.user = user
+        names = set(Topic.objects.values_list("name", flat=True)) | set(registry.topics())
+        if not self.may_use_shell():
+            names.discard(SHELL_TOPIC)
+        elif settings.SHELL_TOPIC is True:
+            names.add(SHELL_TOPIC)  # offered before its first job creates the Topic row
+        self.fields["topic"].choices = [("", "---------")] + [(n, n) for n in sorted(names)]
+
+    def may_use_shell(self) -> bool:
+        return bool(self.user is not None and self.user.has_perm(SHELL_PERMISSION))
+
+    def clean_topic(self) -> str:
+        name = self.cleaned_data["topic"]
+        try:
+            validate_topic_name(name)
+        except InvalidJob as exc:
+            raise _invalid(exc) from None
+        if name == SHELL_TOPIC and not self.may_use_shell():
+            raise forms.ValidationError(_("You may not enqueue jobs of the shell topic."))
+        return name
+
+    def clean_payload(self) -> Any:
+        text = self.cleaned_data["payload"]
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise forms.ValidationError(_("Not valid JSON: %(error)s") % {"error": exc}) from None
+        try:
+            encode_payload(value)
+        except InvalidJob as exc:
+            raise _invalid(exc) from None
+        return value
+
+    def clean_priority(self) -> int | None:
+        value = self.cleaned_data["priority"]
+        if value is None:
+            return None
+        try:
+            return validate_priority(value)
+        except InvalidJob as exc:
+            raise _invalid(exc) from None
+
+    def clean_entity_id(self) -> str | None:
+        value = self.cleaned_data["entity_id"] or None
+        try:
+            return validate_entity_id(value)
+        except InvalidJob as exc:
+            raise _invalid(exc) from None
+
+    def clean_delay(self) -> float | None:
+        text = self.cleaned_data["delay"].strip()
+        if not text:
+            return None
+        try:
+            return parse_duration(text).total_seconds()
+        except ValueError as exc:
+            raise _invalid(exc) from None
+
+    def enqueue(self) -> Job | None:
+        """Enqueue the job; on a refusal, add the message to the form and return ``None``."""
+        data = self.cleaned_data
+        try:
+            return Job.objects.enqueue(
+                data["topic"], data["payload"], priority=data["priority"], entity_id=data["entity_id"],
+                delay=data["delay"],
+            )
+        except (InvalidJob, DuplicateJob) as exc:
+            self.add_error(self.field_for(exc), str(exc))
+            return None
+
+    @staticmethod
+    def field_for(exc: Exception) -> str | None:
+        """The form field an enqueue refusal is about (``None``: the form as a whole)."""
+        if isinstance(exc, DuplicateJob):
+            return "entity_id"
+        if isinstance(exc, UnknownTopic):
+            return "topic"
+        if isinstance(exc, InvalidPayload):  # also PayloadTooLarge
+            return "payload"
+        message = str(exc).lower()
+        for prefix, name in (("priority", "priority"), ("entity", "entity_id"), ("delay", "delay"),
+                             ("invalid topic", "topic"), ("payload", "payload"), ("shell", "payload")):
+            if message.startswith(prefix):
+                return name
+        return None
+
+    def admin_form(self, model_admin: Any) -> helpers.AdminForm:
+        fieldsets = [(None, {"fields": ["topic", "payload", "priority", "entity_id", "delay"]})]
+        return helpers.AdminForm(self, fieldsets, {}, readonly_fields=[], model_admin=model_admin)
+
+
+class PriorityForm(forms.Form):
+    """The intermediate page of the "change priority" action."""
+
+    priority = forms.IntegerField(label=_("New priority"), min_value=MIN_PRIORITY, max_value=MAX_PRIORITY)
+
+
+class TopicForm(forms.ModelForm):
+    """A topic's runtime settings, checked with the rules ``@handler`` applies."""
+
+    class Meta:
+        model = Topic
+        fields = "__all__"
+
+    def clean_next_topic(self) -> str:
+        value = self.cleaned_data.get("next_topic", "")
+        if value:
+            try:
+                validate_topic_name(value)
+            except InvalidJob as exc:
+                raise _invalid(exc) from None
+        return value
+
+    def clean_cron(self) -> str:
+        value = (self.cleaned_data.get("cron") or "").strip()
+        if value:
+            from ..cron import CronSchedule
+
+            try:
+                CronSchedule(value)
+            except ValueError as exc:
+                raise _invalid(exc) from None
+        return value
