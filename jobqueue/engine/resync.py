@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ..conf import settings
 from .connection import get_redis
 from .keys import TopicKeys
-from .queue import PUSH_CHUNK, _s, forget_announced, push, schedule
+from .queue import PUSH_CHUNK, _s, forget_announced, push, schedule, set_paused
 
 
 @dataclass
@@ -33,16 +33,20 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
     Queued rows missing from the queue are pushed in queue order (priority, then
     time queued), so after a FLUSHDB the pop order is what it was; ids whose row
     is no longer queued are dropped; scheduled rows are rescheduled; a running
-    row without a lease gets one, so the reaper recovers it if no worker renews it.
+    row without a lease gets one, so the reaper recovers it if no worker renews it;
+    a topic's paused flag follows its row.
     """
     from ..models import Job, JobStatus, Topic
 
     forget_announced()
     report = ResyncReport()
     names = list(topics) if topics is not None else list(Topic.objects.values_list("name", flat=True))
+    paused = dict(Topic.objects.filter(name__in=names).values_list("name", "is_paused"))
     r = get_redis()
     for topic in names:
         k = TopicKeys(topic)
+        if topic in paused and paused[topic] != bool(r.exists(k.paused)):
+            set_paused(topic, paused[topic])
         in_queue = {_s(i) for i in r.zrange(k.queue, 0, -1)}
         leased = {_s(i) for i in r.zrange(k.leases, 0, -1)}
         in_schedule = {_s(i) for i in r.zrange(k.scheduled, 0, -1)}
