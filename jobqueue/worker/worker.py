@@ -114,14 +114,14 @@ class Worker:
 
     def run(self) -> int:
         """Run until stopped; returns the process exit code (0 on a clean stop)."""
-        if self.install_signals:
-            self._install_signal_handlers()
         if not settings.WORKER_SYNCHRONOUS_COMMIT:
             connection_created.connect(_relax_commit_durability, dispatch_uid="jobqueue.worker.commit")
             for conn in connections.all(initialized_only=True):
                 if conn.connection is not None:
                     _relax_commit_durability(conn.vendor, conn)
         self.topics = self._resolve_topics()
+        if self.install_signals:
+            self._install_signal_handlers()
         logger.info("Worker %s serving topics: %s", self.worker_id, ", ".join(self.topics))
         self._call_with_retry(lambda: maintenance.ensure_redis_state(self.topics, force=True))
         if self.isolation == "process" or (
@@ -192,6 +192,11 @@ class Worker:
             for conn in connections.all(initialized_only=True):
                 conn.close_if_unusable_or_obsolete()
             self._outage("the database", exc)
+        except Exception:
+            # A bug outside a handler (a signal receiver, a hook) must not stop the worker;
+            # the job it hit, if any, is recovered from its lease.
+            logger.exception("Unexpected error in the worker loop; continuing.")
+            time.sleep(1.0)
         return True
 
     def _check_connections(self) -> None:
