@@ -49,7 +49,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     else:
         alias = user.get("CACHE_ALIAS", DEFAULTS["CACHE_ALIAS"])
         caches = getattr(django_settings, "CACHES", {})
-        if alias not in caches:
+        if not isinstance(alias, str) or alias not in caches:
             errors.append(
                 Error(
                     f"JOBQUEUE['CACHE_ALIAS'] = {alias!r} is not in settings.CACHES.",

@@ -241,7 +241,12 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         special: list[dict[str, Any]] = []
         is_special: list[bool] = []  # per item, to return the jobs in the caller's order
         for item in items:
-            kwargs = dict(item) if isinstance(item, Mapping) else {"topic": item[0], "payload": item[1]}
+            if isinstance(item, Mapping):
+                kwargs = dict(item)
+            elif isinstance(item, Sequence) and not isinstance(item, (str, bytes)) and len(item) == 2:
+                kwargs = {"topic": item[0], "payload": item[1]}
+            else:
+                raise InvalidJob(f"Item {item!r} is neither a dict of enqueue() arguments nor a (topic, payload) pair.")
             if "topic" not in kwargs:
                 raise InvalidJob(f"Item {item!r} has no topic.")
             name = kwargs.pop("topic")

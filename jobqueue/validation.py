@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import unicodedata
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -61,8 +62,9 @@ def validate_entity_id(entity_id: Any) -> str | None:
     limit = settings.ENTITY_ID_MAX_LENGTH
     if len(entity_id) > limit:
         raise InvalidJob(f"Entity id is {len(entity_id)} characters long; the limit is {limit}.")
-    if any(ord(c) < 32 for c in entity_id):
-        raise InvalidJob("Entity id must not contain control characters.")
+    # Cc covers C0, DEL and C1; Zl/Zp are line breaks to anything that prints the id.
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in entity_id):
+        raise InvalidJob("Entity id must not contain control characters or line breaks.")
     return entity_id
 
 
@@ -87,7 +89,10 @@ def resolve_run_after(run_after: Any, delay: Any) -> dt.datetime | None:
             raise InvalidJob(f"Delay must be a number of seconds or a timedelta, not {delay!r}.")
         if seconds < 0 or seconds != seconds:
             raise InvalidJob(f"Delay must not be negative, got {delay!r}.")
-        return timezone.now() + dt.timedelta(seconds=seconds)
+        try:
+            return timezone.now() + dt.timedelta(seconds=seconds)
+        except OverflowError:
+            raise InvalidJob(f"Delay {delay!r} is too long.") from None
     if run_after is None:
         return None
     if not isinstance(run_after, dt.datetime):

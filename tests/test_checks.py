@@ -41,6 +41,7 @@ def test_no_jobqueue_setting_at_all_is_fine():
         ({"REDIS_URL": "http://localhost:6379"}, "jobqueue.E003", "http://localhost:6379"),
         ({"REDIS_URL": 6379}, "jobqueue.E003", "6379"),
         ({"CACHE_ALIAS": "nowhere"}, "jobqueue.E004", "nowhere"),
+        ({"CACHE_ALIAS": ["default"]}, "jobqueue.E004", "default"),
         ({"CACHE_ALIAS": "locmem"}, "jobqueue.E005", "locmem"),
         ({"LEASE_SECONDS": 0}, "jobqueue.E006", "LEASE_SECONDS"),
         ({"MAX_PAYLOAD_BYTES": -1}, "jobqueue.E006", "MAX_PAYLOAD_BYTES"),

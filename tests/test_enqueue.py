@@ -112,6 +112,9 @@ BAD_INPUT = [
     pytest.param(("echo", {}), {"entity_id": ""}, InvalidJob, id="entity-empty"),
     pytest.param(("echo", {}), {"entity_id": "a\nb"}, InvalidJob, id="entity-newline"),
     pytest.param(("echo", {}), {"entity_id": "a\x00b"}, InvalidJob, id="entity-nul"),
+    pytest.param(("echo", {}), {"entity_id": "a\x7fb"}, InvalidJob, id="entity-del"),
+    pytest.param(("echo", {}), {"entity_id": "a\x85b"}, InvalidJob, id="entity-c1"),
+    pytest.param(("echo", {}), {"entity_id": "a\u2028b"}, InvalidJob, id="entity-line-separator"),
     pytest.param(("echo", {}), {"entity_id": 42}, InvalidJob, id="entity-int"),
     pytest.param(("echo", {}), {"run_after": dt.datetime(2030, 1, 1)}, InvalidJob, id="naive-run-after"),
     pytest.param(("echo", {}), {"run_after": "2030-01-01"}, InvalidJob, id="str-run-after"),
@@ -120,6 +123,9 @@ BAD_INPUT = [
     pytest.param(("echo", {}), {"delay": dt.timedelta(seconds=-1)}, InvalidJob, id="negative-timedelta"),
     pytest.param(("echo", {}), {"delay": math.nan}, InvalidJob, id="nan-delay"),
     pytest.param(("echo", {}), {"delay": "5"}, InvalidJob, id="str-delay"),
+    pytest.param(("echo", {}), {"delay": math.inf}, InvalidJob, id="infinite-delay"),
+    pytest.param(("echo", {}), {"delay": 1e12}, InvalidJob, id="huge-delay"),
+    pytest.param(("echo", {}), {"delay": dt.timedelta.max}, InvalidJob, id="max-timedelta"),
     pytest.param(("echo", {}), {"max_attempts": 0}, InvalidJob, id="zero-attempts"),
     pytest.param(("echo", {}), {"timeout": -5}, InvalidJob, id="negative-timeout"),
     pytest.param(("echo", {}), {"parent": "not-a-uuid"}, InvalidJob, id="bad-parent"),
@@ -180,10 +186,13 @@ def test_entity_id_length_follows_the_setting():
             Job.objects.enqueue("echo", entity_id="123456789")
 
 
-def test_a_bad_enqueue_many_item_is_reported():
-    with pytest.raises(InvalidJob, match="no topic"):
-        Job.objects.enqueue_many([{"payload": {}}])
+@pytest.mark.django_db
+@pytest.mark.parametrize("item", [{"payload": {}}, "echo", ("echo",), ("echo", {}, 5), 42, None])
+def test_a_bad_enqueue_many_item_is_reported(item, redis_client, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(InvalidJob, match="topic"):
+        Job.objects.enqueue_many([("echo", {}), item])
     assert Job.objects.count() == 0
+    assert redis_client.keys("*") == []
 
 
 # -- scheduling -----------------------------------------------------------------------
