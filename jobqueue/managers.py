@@ -246,7 +246,9 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             elif isinstance(item, Sequence) and not isinstance(item, (str, bytes)) and len(item) == 2:
                 kwargs = {"topic": item[0], "payload": item[1]}
             else:
-                raise InvalidJob(f"Item {item!r} is neither a dict of enqueue() arguments nor a (topic, payload) pair.")
+                raise InvalidJob(
+                    f"Item {item!r} is neither a dict of enqueue() arguments nor a (topic, payload) pair."
+                )
             if "topic" not in kwargs:
                 raise InvalidJob(f"Item {item!r} has no topic.")
             name = kwargs.pop("topic")
@@ -348,8 +350,15 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         from .models import ACTIVE_STATUSES
 
         qs = self.filter(topic_id=job.topic_id, entity_id=job.entity_id, status__in=ACTIVE_STATUSES)
-        if transaction.get_connection(router.db_for_write(self.model)).features.has_select_for_update:
+        conn = transaction.get_connection(router.db_for_write(self.model))
+        if conn.features.has_select_for_update:
             qs = qs.select_for_update()
+        elif conn.vendor == "sqlite" and conn.in_atomic_block:
+            # No row locks: take SQLite's write lock before reading. Two transactions that
+            # both read first cannot both upgrade to writing, and one fails at once with
+            # "database is locked" instead of waiting for the other.
+            with conn.cursor() as cursor:
+                cursor.execute(f"UPDATE {conn.ops.quote_name(self.model._meta.db_table)} SET id = id WHERE 0")
         return qs.first()
 
     def _merge_duplicate(self, existing: Job, new: Job) -> Job:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import threading
 
 import pytest
 from django.conf import settings as django_settings
@@ -303,6 +304,32 @@ def test_a_concurrent_insert_of_the_same_entity_is_merged(monkeypatch):
     assert job.pk == row.pk
     assert row.priority == 7
     assert Job.objects.count() == 1
+
+
+def test_enqueues_of_one_entity_racing_in_threads_make_one_job():
+    plain = Job.objects.enqueue("echo", priority=-1)  # the topic row exists before the race
+    barrier = threading.Barrier(6)
+    results, errors = [], []
+
+    def enqueue(priority):
+        try:
+            barrier.wait(timeout=30)
+            results.append(Job.objects.enqueue("echo", {}, entity_id="race", priority=priority).pk)
+        except Exception as exc:  # reported by the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=enqueue, args=(p,)) for p in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert len(results) == 6 and len(set(results)) == 1
+    job = Job.objects.get(entity_id="race")
+    assert job.priority == 5  # the highest asked for, whoever won the insert
+    assert engine.queue_ids("echo") == ids([job, plain])
 
 
 # -- enqueue_many ---------------------------------------------------------------------
