@@ -406,3 +406,6 @@ __all__ = [
     "JobStatus",
     "Topic",
 ]
+
+# Registered with the app here, where Django looks for models.
+from .models_api import ApiToken  # noqa: E402, F401
