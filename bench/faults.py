@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -34,20 +36,54 @@ if str(ROOT) not in sys.path:
 from bench.faultapp.lab import Lab  # noqa: E402
 from bench.faultapp.scenarios import SCENARIOS, SIZES, Result  # noqa: E402
 
+#: Scenarios that need the lab's own PostgreSQL whatever database the others use.
+NEEDS_POSTGRES = {"pg-restart"}
+
 COLUMNS = ["Scenario", "Size", "Injected", "Jobs", "Succeeded", "Lost", "Executed twice",
            "Lost attempts marked", "Max concurrent", "Time", "Result"]
 
 
 def run_scenarios(names: list[str], size: str = "full", db: str = "postgres", keep: bool = False,
                   progress: Any = None) -> list[dict[str, Any]]:
-    """Run ``names`` in one lab and return each scenario's result as a dict."""
+    """Run ``names`` and return each scenario's result as a dict (``key`` is its name).
+
+    They share one lab; with ``db="sqlite"`` the scenarios that need PostgreSQL run in a
+    second runner process, since this one's Django is then set up on SQLite.
+    """
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         raise ValueError(f"Unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
     if size not in SIZES:
         raise ValueError(f"Unknown size {size!r}; use small or full")
+    here = [n for n in names if db == "postgres" or n not in NEEDS_POSTGRES]
+    elsewhere = [n for n in names if n not in here]
+    results: dict[str, dict[str, Any]] = {}
+    if here:
+        results.update(_run_in_lab(here, size, db, keep, progress))
+    if elsewhere:  # this process's Django is set up on another database: a second runner takes them
+        results.update(_run_in_subprocess(elsewhere, size, keep, progress))
+    return [results[n] for n in names]
+
+
+def _run_in_subprocess(names: list[str], size: str, keep: bool, progress: Any) -> dict[str, dict[str, Any]]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "results.json"
+        argv = [sys.executable, __file__, "--scenario", ",".join(names), "--size", size, "--db", "postgres",
+                "--json", str(out), *(["--keep"] if keep else [])]
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if not out.exists():
+            raise RuntimeError(f"the PostgreSQL runner failed:\n{done.stderr[-3000:]}")
+        found = {r["key"]: r for r in json.loads(out.read_text())}
+    if progress is not None:
+        for name in names:
+            r = found[name]
+            progress(Result(r["scenario"], size, r["injected"], seconds=r["seconds"], problems=r["problems"]))
+    return found
+
+
+def _run_in_lab(names: list[str], size: str, db: str, keep: bool, progress: Any) -> dict[str, dict[str, Any]]:
     lab = Lab(db=db, keep=keep)
-    results: list[dict[str, Any]] = []
+    results: dict[str, dict[str, Any]] = {}
     try:
         lab.start()
         for name in names:
@@ -58,7 +94,7 @@ def run_scenarios(names: list[str], size: str = "full", db: str = "postgres", ke
                 result = Result(name, size, "", problems=[f"the scenario crashed:\n{traceback.format_exc()}"])
                 lab.stop_workers(grace=2)
             result.seconds = round(time.monotonic() - began, 1)
-            results.append(result.as_dict())
+            results[name] = dict(result.as_dict(), key=name)
             if progress is not None:
                 progress(result)
     finally:

@@ -46,7 +46,9 @@ elif _db == "sqlite":
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": os.environ.get("JOBQUEUE_FAULTS_SQLITE_NAME", "/tmp/jobqueue-faults.sqlite3"),
-            "OPTIONS": {"timeout": 30},
+            # Writers take the lock when their transaction begins: with several worker processes a
+            # deferred transaction that reads, then writes, would fail with "database is locked".
+            "OPTIONS": {"timeout": 30, "transaction_mode": "IMMEDIATE"},
         }
     }
 else:

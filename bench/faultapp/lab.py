@@ -3,6 +3,7 @@ and ``jobworker`` subprocesses that can be killed, stopped and restarted at will
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -122,6 +123,8 @@ class Lab:
         from django.core.management import call_command
 
         django.setup()
+        # This process enqueues through outages on purpose: its own warnings are expected noise.
+        logging.getLogger("jobqueue").setLevel(logging.ERROR)
         call_command("migrate", verbosity=0)
 
     def reset(self, name: str) -> Path:
