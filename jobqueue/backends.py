@@ -113,7 +113,7 @@ class JobQueueTask(Task):
     timeout: int | None = None  # seconds; None: the queue's default
     entity_id: str | None = None  # dedupe key among the queue's active jobs
 
-    def using(  # type: ignore[override]
+    def using(
         self,
         *,
         priority: int | None = None,
@@ -125,7 +125,7 @@ class JobQueueTask(Task):
         entity_id: str | None = None,
     ) -> JobQueueTask:
         """``Task.using()`` plus ``max_attempts``, ``timeout`` and ``entity_id``."""
-        task = Task.using(
+        task: Any = Task.using(
             self, priority=priority, queue_name=queue_name, run_after=run_after, backend=backend
         )
         extras = {"max_attempts": max_attempts, "timeout": timeout, "entity_id": entity_id}
@@ -224,7 +224,7 @@ class JobQueueBackend(BaseTaskBackend):
             return None
         return {**self.topic_defaults, "description": f"django.tasks queue {self.queue_for(topic)!r}"}
 
-    def check(self, **kwargs: Any) -> Iterable[checks.CheckMessage]:
+    def check(self, **kwargs: Any) -> list[Any]:
         return list(self.problems)
 
     # -- enqueue -----------------------------------------------------------------------
@@ -323,7 +323,7 @@ class JobQueueBackend(BaseTaskBackend):
             cls = TaskCancelled if job.status == "cancelled" else TaskLost
             errors.append(TaskError(exception_class_path=_dotted(cls), traceback=job.error))
         first = executions[0].started_at if executions else None
-        result = TaskResult(
+        result: Any = TaskResult(
             task=task,
             id=str(job.pk),
             status=status,

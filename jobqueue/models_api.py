@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -25,7 +26,7 @@ def hash_key(key: str) -> str:
 
 
 class ApiTokenManager(models.Manager["ApiToken"]):
-    def issue(self, user: models.Model, name: str = "") -> tuple[ApiToken, str]:
+    def issue(self, user: Any, name: str = "") -> tuple[ApiToken, str]:
         """Create a token for ``user``; returns it with its key, which is never stored or shown again."""
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         token = self.create(user=user, name=name, key_hash=hash_key(key), prefix=key[:SHOWN_CHARACTERS])

@@ -8,9 +8,9 @@ nothing without them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-try:
+if TYPE_CHECKING:  # django-stubs describes django.tasks whatever the Django version
     from django.tasks import (
         DEFAULT_TASK_QUEUE_NAME,
         Task,
@@ -28,10 +28,11 @@ try:
     from django.utils.json import normalize_json
 
     PACKAGE: str | None = "django.tasks"
-except ImportError:
+else:
     try:
-        from django_tasks import (  # type: ignore[no-redef]
+        from django.tasks import (
             DEFAULT_TASK_QUEUE_NAME,
+            Task,
             TaskContext,
             TaskResult,
             TaskResultStatus,
@@ -39,16 +40,34 @@ except ImportError:
             task,
             task_backends,
         )
-        from django_tasks.backends.base import BaseTaskBackend  # type: ignore[no-redef]
-        from django_tasks.base import Task, TaskError  # type: ignore[no-redef]
-        from django_tasks.exceptions import InvalidTaskError as InvalidTask  # type: ignore[no-redef]
-        from django_tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch  # type: ignore[no-redef]
-        from django_tasks.signals import task_enqueued, task_finished, task_started  # type: ignore[no-redef]
-        from django_tasks.utils import normalize_json  # type: ignore[no-redef]
+        from django.tasks.backends.base import BaseTaskBackend
+        from django.tasks.base import TaskError
+        from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist, TaskResultMismatch
+        from django.tasks.signals import task_enqueued, task_finished, task_started
+        from django.utils.json import normalize_json
 
-        PACKAGE = "django_tasks"
+        PACKAGE: str | None = "django.tasks"
     except ImportError:
-        PACKAGE = None
+        try:
+            from django_tasks import (
+                DEFAULT_TASK_QUEUE_NAME,
+                TaskContext,
+                TaskResult,
+                TaskResultStatus,
+                default_task_backend,
+                task,
+                task_backends,
+            )
+            from django_tasks.backends.base import BaseTaskBackend
+            from django_tasks.base import Task, TaskError
+            from django_tasks.exceptions import InvalidTaskError as InvalidTask
+            from django_tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch
+            from django_tasks.signals import task_enqueued, task_finished, task_started
+            from django_tasks.utils import normalize_json
+
+            PACKAGE = "django_tasks"
+        except ImportError:
+            PACKAGE = None
 
 AVAILABLE = PACKAGE is not None
 

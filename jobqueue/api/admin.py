@@ -34,7 +34,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     raw_id_fields = ("user",)
     readonly_fields = ("prefix", "created_at", "last_used_at")
 
-    def get_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Any = None) -> Any:
         return ["name", "user"] if obj is None else ["name", "user", "prefix", "created_at", "last_used_at"]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> tuple[str, ...]:

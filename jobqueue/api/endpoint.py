@@ -40,12 +40,12 @@ def endpoint(**methods: tuple[Handler, tuple[str, ...]]) -> Callable[..., HttpRe
             require(user, *perms)
             return handler(request, **kwargs)
         except Exception as exc:
-            response = response_for(exc)
-            if response is None:
+            error = response_for(exc)
+            if error is None:
                 raise
-            if response.status_code == 401:
-                response["WWW-Authenticate"] = CHALLENGE
-            return response
+            if error.status_code == 401:
+                error["WWW-Authenticate"] = CHALLENGE
+            return error
 
     return view
 
