@@ -19,6 +19,8 @@ from jobqueue.managers import JobManager
 from jobqueue.models import Job, JobStatus
 from jobqueue.signals import job_enqueued
 
+# Real commits, so on-commit pushes run as in production. Tests that need no commit are
+# marked plain django_db instead: flushing the database after each test is slow.
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -161,6 +163,7 @@ def test_bad_input_is_refused_and_writes_nothing(args, kwargs, error, redis_clie
     assert redis_client.keys("*") == []
 
 
+@pytest.mark.django_db
 def test_an_unknown_topic_lists_the_known_ones(redis_client):
     with pytest.raises(UnknownTopic) as info:
         Job.objects.enqueue("no-such-topic", {})
@@ -169,6 +172,7 @@ def test_an_unknown_topic_lists_the_known_ones(redis_client):
     assert Job.objects.count() == 0 and redis_client.keys("*") == []
 
 
+@pytest.mark.django_db
 def test_payload_size_is_bounded_by_the_setting(redis_client):
     with jobqueue_settings(MAX_PAYLOAD_BYTES=50):
         Job.objects.enqueue("echo", {"s": "x" * 30})
@@ -180,6 +184,7 @@ def test_payload_size_is_bounded_by_the_setting(redis_client):
     assert Job.objects.count() == 1
 
 
+@pytest.mark.django_db
 def test_entity_id_length_follows_the_setting():
     with jobqueue_settings(ENTITY_ID_MAX_LENGTH=8):
         Job.objects.enqueue("echo", entity_id="12345678")
@@ -223,6 +228,7 @@ def test_delay_and_run_after_schedule_the_job(redis_client):
     assert engine.queue_ids("echo") == [str(later.pk), str(past.pk), str(delayed.pk)]
 
 
+@pytest.mark.django_db
 def test_an_aware_run_after_in_another_zone_is_the_same_instant():
     tz = dt.timezone(dt.timedelta(hours=-7))
     when = (timezone.now() + dt.timedelta(minutes=5)).astimezone(tz)
@@ -277,6 +283,7 @@ def test_same_entity_after_the_job_finished_is_a_new_job():
     assert Job.objects.filter(entity_id="e").count() == 2
 
 
+@pytest.mark.django_db
 def test_entities_are_per_topic():
     a = Job.objects.enqueue("echo", entity_id="e")
     b = Job.objects.enqueue("other", entity_id="e")
@@ -377,6 +384,7 @@ def test_enqueue_many_mixes_topics_priorities_schedules_and_entities():
     assert scheduled_ids("echo") == ids([jobs[3]])
 
 
+@pytest.mark.django_db
 def test_enqueue_many_of_nothing():
     assert Job.objects.enqueue_many([]) == []
 

@@ -9,6 +9,8 @@ from jobqueue import engine
 from jobqueue.exceptions import InvalidJob, InvalidTransition
 from jobqueue.models import Job, JobStatus, Topic
 
+# Real commits, so on-commit pushes run as in production. Tests that need no commit are
+# marked plain django_db instead: flushing the database after each test is slow.
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -23,6 +25,7 @@ def set_status(job, old, new):
 # -- constraints ----------------------------------------------------------------------
 
 
+@pytest.mark.django_db
 @pytest.mark.parametrize(("field", "value"), [("priority", 101), ("priority", -101), ("progress", 101)])
 def test_out_of_range_values_written_directly_are_refused_by_the_database(field, value):
     job = Job.objects.enqueue("echo")
@@ -31,6 +34,7 @@ def test_out_of_range_values_written_directly_are_refused_by_the_database(field,
     Job.objects.filter(pk=job.pk).update(priority=100, progress=100)  # the bounds themselves are fine
 
 
+@pytest.mark.django_db
 def test_topic_constraints():
     with pytest.raises(IntegrityError), transaction.atomic():
         Topic.objects.create(name="bad-prio", default_priority=500)
@@ -38,6 +42,7 @@ def test_topic_constraints():
         Topic.objects.create(name="no-slots", concurrency=0)
 
 
+@pytest.mark.django_db
 def test_one_active_job_per_entity_but_many_finished_ones():
     for status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.SUCCEEDED):
         Job.objects.create(topic_id="echo", entity_id="e", status=status)
@@ -175,6 +180,7 @@ def test_requeue_a_cancelled_job_keeping_its_attempts():
     assert engine.queue_ids("echo") == ids([job])
 
 
+@pytest.mark.django_db
 @pytest.mark.parametrize("status", [JobStatus.RUNNING, JobStatus.QUEUED, JobStatus.SUCCEEDED])
 def test_requeue_of_a_job_that_did_not_fail_is_refused(status):
     job = Job.objects.enqueue("echo")
@@ -197,6 +203,7 @@ def test_run_now():
         job.run_now()
 
 
+@pytest.mark.django_db
 def test_two_cancels_race_and_only_one_wins():
     job = Job.objects.enqueue("echo")
     stale = Job.objects.get(pk=job.pk)
@@ -206,6 +213,7 @@ def test_two_cancels_race_and_only_one_wins():
     assert Job.objects.get(pk=job.pk).status == JobStatus.RUNNING
 
 
+@pytest.mark.django_db
 def test_querysets():
     Job.objects.enqueue_many([("echo", {}), ("echo", {})])
     scheduled = Job.objects.enqueue("echo", delay=60)
