@@ -167,3 +167,27 @@ def test_any_queue_under_the_prefix_becomes_a_topic_on_demand(open_backend):
     result.refresh()
     assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 21
     assert registry.get("unrelated") is None  # the prefix does not claim other topics
+
+
+# -- a real worker process ------------------------------------------------------------------
+
+
+def test_a_jobworker_process_runs_tasks_it_has_never_imported(tmp_path):
+    """In a fresh process the queues are topics from app start (no task module imported
+    yet), and the worker imports the task's module because it belongs to an installed app."""
+    from tests.tasks_app import lazy
+    from tests.workerutil import WorkerPool
+
+    result = lazy.ping.enqueue()
+    failing = task_job("os.system", ["true"])
+    pool = WorkerPool(tmp_path)
+    try:
+        worker = pool.start("--topics", "tasks.default", "--burst")
+        assert worker.wait(60) == 0, worker.output()
+    finally:
+        pool.close()
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == "pong"
+    assert len(result.worker_ids) == 1 and result.worker_ids[0] != ""
+    failing.refresh_from_db()
+    assert failing.status == "failed" and "not a task" in failing.error
