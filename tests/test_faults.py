@@ -76,6 +76,7 @@ def test_redis_flush_is_rebuilt_from_the_database(results):
     assert 0 < d["finished_at_flush"] < r["jobs"]  # the flush came mid-run
     assert d["workers_that_rebuilt"] >= 1
     assert r["executed_twice"] == 0 and d["multi_execution"] == 0
+    assert d["max_concurrent_serial"]["handlers"] <= 1 and d["max_concurrent_serial"]["executions"] <= 1
 
 
 def test_redis_restart_keeps_jobs_enqueued_during_the_outage(results):

@@ -204,20 +204,28 @@ def redis_flush(lab: Lab, p: dict[str, Any], size: str) -> Result:
 
     result = Result("Redis loses its data", size, "FLUSHALL mid-run")
     lab.reset("redis-flush")
+    topics = ["work", "serial"]  # a topic of concurrency 1 too: its slot is lost with the data
     ids = enqueue_batch("work", p["jobs"], p["ms"])
-    workers = start_workers(lab, "rf", p["workers"], ["work"])
-    poll(lambda: finished(["work"]) >= len(ids) // 3, p["timeout"])
-    get_redis().flushall()
-    result.details["finished_at_flush"] = finished(["work"])
+    serial = enqueue_batch("serial", p["jobs"] // 2, p["ms"])
+    workers = start_workers(lab, "rf", p["workers"], topics)
+    total = len(ids) + len(serial)
+    flushed_at = []
+    for share in (4, 2):
+        poll(lambda share=share: finished(topics) >= total // share, p["timeout"])
+        get_redis().flushall()
+        flushed_at.append(finished(topics))
+    result.details["finished_at_flush"] = flushed_at[0]
     extra = enqueue_batch("work", max(10, len(ids) // 10), p["ms"], start=len(ids))  # into the empty Redis
     ids += extra
-    wait_all(lab, result, ["work"], len(ids), p["timeout"])
+    wait_all(lab, result, topics, len(ids) + len(serial), p["timeout"])
     result.details["workers_that_rebuilt"] = worker_logs(workers, "Rebuilt Redis from the database")
     stop_workers(lab, result)
     runs = analysis.read_runs(lab.run_dir)
-    tally(result, ids, runs)
-    result.max_concurrent = f"{concurrency(result, 'work', ids, runs, {}, 4)} (limit 4)"
-    result.injected = (f"FLUSHALL after {result.details['finished_at_flush']} jobs done; "
+    tally(result, ids + serial, runs)
+    work = concurrency(result, "work", ids, runs, {}, 4)
+    one = concurrency(result, "serial", serial, runs, {}, 1)
+    result.max_concurrent = f"{work} (limit 4); {one} (limit 1)"
+    result.injected = (f"FLUSHALL twice, after {' and '.join(map(str, flushed_at))} jobs done; "
                        f"{len(extra)} enqueued after it")
     return result
 
