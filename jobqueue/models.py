@@ -11,13 +11,13 @@ import uuid
 from typing import Any
 
 from django.core.validators import RegexValidator
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .conf import settings
-from .exceptions import InvalidTransition
+from .exceptions import DuplicateJob, InvalidTransition
 from .managers import JobManager, TopicManager
 from .validation import TOPIC_NAME_RE, validate_priority
 
@@ -286,7 +286,19 @@ class Job(models.Model):
         }
         if reset_attempts:
             values["attempts"] = 0
-        if not self._guarded_update((JobStatus.FAILED, JobStatus.CANCELLED), **values):
+        try:
+            with transaction.atomic():  # a savepoint: the caller's transaction survives a refusal
+                won = self._guarded_update((JobStatus.FAILED, JobStatus.CANCELLED), **values)
+        except IntegrityError:
+            active = type(self)._default_manager.filter(
+                topic_id=self.topic_id, entity_id=self.entity_id, status__in=ACTIVE_STATUSES
+            )
+            raise DuplicateJob(
+                f"Entity {self.entity_id!r} already has an active job in topic {self.topic_id!r}; "
+                f"job {self.pk} cannot be requeued.",
+                existing_id=active.values_list("pk", flat=True).first(),
+            ) from None
+        if not won:
             self.refresh_from_db(fields=["status"])
             raise InvalidTransition(f"Job {self.pk} is {self.status}; only a failed or cancelled job can be requeued.")
         transaction.on_commit(lambda: engine.safe_call(engine.push_job, self))

@@ -6,7 +6,7 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from jobqueue import engine
-from jobqueue.exceptions import InvalidJob, InvalidTransition
+from jobqueue.exceptions import DuplicateJob, InvalidJob, InvalidTransition
 from jobqueue.models import Job, JobStatus, Topic
 
 # Real commits, so on-commit pushes run as in production. Tests that need no commit are
@@ -178,6 +178,20 @@ def test_requeue_a_cancelled_job_keeping_its_attempts():
     job.refresh_from_db()
     assert (job.status, job.attempts) == ("queued", 1)
     assert engine.queue_ids("echo") == ids([job])
+
+
+def test_requeue_when_the_entity_has_a_new_active_job_is_refused_cleanly():
+    old = Job.objects.enqueue("echo", entity_id="e")
+    engine.ack("echo", engine.pop("echo")[0], "e")  # run and failed
+    assert old._guarded_update((JobStatus.QUEUED,), status=JobStatus.FAILED)
+    new = Job.objects.enqueue("echo", entity_id="e")
+    with transaction.atomic():
+        with pytest.raises(DuplicateJob) as info:
+            old.requeue()
+        assert info.value.existing_id == new.pk
+        # The caller's transaction is still usable.
+        assert Job.objects.get(pk=old.pk).status == JobStatus.FAILED
+    assert engine.queue_ids("echo") == ids([new])
 
 
 @pytest.mark.django_db

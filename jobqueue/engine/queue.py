@@ -183,7 +183,7 @@ def change_priority(topic: str, job_id: str | None, priority: int, entity_id: st
     k = TopicKeys(topic)
     r = get_redis()
     keys = [k.queue, k.entities, k.scheduled, k.schedprio]
-    args = [job_id or "", entity_id or "", int(priority)]
+    args: list[str | int] = [job_id or "", entity_id or "", int(priority)]
     changed = script(r, "change_priority")(keys=keys, args=args, client=r if client is None else client)
     return _s(changed) if changed else None
 
