@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import threading
 
+import pytest
+
 from jobqueue.engine import TopicKeys, TopicLock
 
 T0 = 1_700_000_000_000
@@ -74,6 +76,14 @@ def test_force_release_frees_every_slot_and_returns_the_holders():
     assert TopicLock.holders("t") == []
     assert TopicLock.force_release("t") == []
     assert TopicLock("t", token="next").acquire(limit=1)
+
+
+@pytest.mark.parametrize("token", ["", None])
+def test_an_empty_token_is_refused_because_it_would_free_every_slot(token):
+    assert TopicLock("t", token="w1").acquire(limit=1)
+    with pytest.raises(ValueError, match="non-empty token"):
+        TopicLock("t", token=token)
+    assert [h.token for h in TopicLock.holders("t")] == ["w1"]
 
 
 def test_topics_have_separate_semaphores():

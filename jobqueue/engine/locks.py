@@ -45,6 +45,9 @@ class TopicLock:
     """
 
     def __init__(self, topic: str, token: str, worker_id: str | None = None):
+        if not isinstance(token, str) or not token:
+            # lock_release.lua reads "" as "free every slot": an empty token must never reach it.
+            raise ValueError(f"A topic lock needs a non-empty token, not {token!r}.")
         self.topic = topic
         self.token = token
         self.worker_id = worker_id or token

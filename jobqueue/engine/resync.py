@@ -78,7 +78,9 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
         running = [str(pk) for pk in running_rows]
         unleased = [i for i in running if i not in leased]
         if unleased:
-            deadline = (time.time() + settings.LEASE_SECONDS) * 1000
+            # The Redis clock, as the Lua scripts use: a skewed local clock must not shorten the lease.
+            seconds, micros = r.time()
+            deadline = seconds * 1000 + micros // 1000 + settings.LEASE_SECONDS * 1000
             r.zadd(k.leases, {i: deadline for i in unleased})
 
         if missing:
