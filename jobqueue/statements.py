@@ -114,7 +114,7 @@ def claim_job(job_id: str, worker_id: str, now: Any) -> Job | None:
     if not row:
         return None
     job = _from_row(Job, row[:-1], connection)
-    job.last_execution = row[-1] or 0  # type: ignore[attr-defined]
+    job.last_execution = row[-1] or 0
     return job
 
 
