@@ -54,19 +54,25 @@ class LuaQueueMachine(RuleBasedStateMachine):
         self.model = QueueModel()
         self.priority: dict[str, int] = {}  # the priority each id was last pushed with
         self.now = T0
+        self.minted = 0
+
+    def new_id(self) -> str:
+        """Ids in a fixed order, so a replayed example does exactly the same thing."""
+        self.minted += 1
+        return f"job-{self.minted:06d}"
 
     # -- operations ---------------------------------------------------------------------
 
     @rule(target=jobs, priority=priorities)
     def push_new(self, priority):
-        job_id = str(uuid.uuid4())
+        job_id = self.new_id()
         assert engine.push(self.topic, [(job_id, priority, None)]) == self.model.push(job_id, priority)
         self.priority[job_id] = priority
         return job_id
 
     @rule(batch=st.lists(priorities, min_size=2, max_size=6))
     def push_batch(self, batch):
-        items = [(str(uuid.uuid4()), p, None) for p in batch]
+        items = [(self.new_id(), p, None) for p in batch]
         expected = sum(self.model.push(job_id, p) for job_id, p, _ in items)
         assert engine.push(self.topic, items) == expected
         self.priority.update({job_id: p for job_id, p, _ in items})
@@ -111,7 +117,7 @@ class LuaQueueMachine(RuleBasedStateMachine):
     def heartbeat(self, data, lease):
         held = sorted(self.model.leases)
         ids = data.draw(st.lists(st.sampled_from(held), unique=True, max_size=4))
-        gone = str(uuid.uuid4())
+        gone = "never-leased"
         lost = engine.extend_leases(self.topic, [*ids, gone], lease_seconds=lease, now_ms=self.now)
         assert lost == [gone]
         for job_id in ids:
