@@ -115,12 +115,15 @@ def push_job(job: Any) -> None:
         push_jobs([job])
 
 
-def pop(topic: str, count: int = 1, lease_seconds: float | None = None, now_ms: int | None = None) -> list[str]:
-    """Lease up to ``count`` ids, highest priority first; nothing while the topic is paused."""
+def pop(topic: str, count: int = 1, lease_seconds: float | None = None, now_ms: int | None = None,
+        slot_token: str | None = None) -> list[str]:
+    """Lease up to ``count`` ids, highest priority first; nothing while the topic is paused,
+    nor, given a ``slot_token``, once that slot of the topic's semaphore is gone."""
     k = TopicKeys(topic)
     lease = settings.LEASE_SECONDS if lease_seconds is None else lease_seconds
     r = get_redis()
-    ids = script(r, "pop")(keys=[k.queue, k.leases, k.paused], args=[lease, count, _now_arg(now_ms)], client=r)
+    keys = [k.queue, k.leases, k.paused, k.lock]
+    ids = script(r, "pop")(keys=keys, args=[lease, count, _now_arg(now_ms), slot_token or ""], client=r)
     return [_s(i) for i in ids]
 
 
@@ -132,13 +135,14 @@ def ack(topic: str, job_id: str, entity_id: str | None = None) -> bool:
 
 
 def ack_and_pop(topic: str, job_id: str, entity_id: str | None = None, count: int = 1,
-                lease_seconds: float | None = None, now_ms: int | None = None) -> list[str]:
+                lease_seconds: float | None = None, now_ms: int | None = None,
+                slot_token: str | None = None) -> list[str]:
     """:func:`ack` a finished job and :func:`pop` the topic's next ones, in one call."""
     k = TopicKeys(topic)
     lease = settings.LEASE_SECONDS if lease_seconds is None else lease_seconds
     r = get_redis()
-    keys = [k.queue, k.leases, k.paused, k.entities, k.abort]
-    args = [str(job_id), entity_id or "", lease, count, _now_arg(now_ms)]
+    keys = [k.queue, k.leases, k.paused, k.entities, k.abort, k.lock]
+    args = [str(job_id), entity_id or "", lease, count, _now_arg(now_ms), slot_token or ""]
     return [_s(i) for i in script(r, "ack_pop")(keys=keys, args=args, client=r)]
 
 

@@ -210,9 +210,10 @@ class Worker:
         pending, self._pending_ack = self._pending_ack, None
         if pending is not None:
             job = pending
-            if job.topic_id in self.slots and len(self.slots) == 1:
+            lock = self.slots.get(job.topic_id)
+            if lock is not None and len(self.slots) == 1:
                 # One round trip acknowledges the last job and leases the next.
-                ids = engine.ack_and_pop(job.topic_id, str(job.pk), job.entity_id, 1)
+                ids = engine.ack_and_pop(job.topic_id, str(job.pk), job.entity_id, 1, slot_token=lock.token)
                 if ids:
                     return ids[0], job.topic_id
             else:
@@ -220,7 +221,10 @@ class Worker:
         owned = [t for t in self.topics if t in self.slots]
         for i in range(len(owned)):
             topic = owned[(self._rr + i) % len(owned)]
-            ids = engine.pop(topic, 1)
+            lock = self.slots.get(topic)
+            if lock is None:  # lost meanwhile (the heartbeat found its TTL expired)
+                continue
+            ids = engine.pop(topic, 1, slot_token=lock.token)
             if ids:
                 self._rr = (self._rr + i + 1) % max(len(owned), 1)
                 return ids[0], topic
