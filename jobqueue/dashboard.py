@@ -58,8 +58,9 @@ class TopicStats:
         return self.counts.get(status, 0)
 
 
-def topic_stats(names: Sequence[str], *, with_recent: bool = False,
-                now: dt.datetime | None = None) -> dict[str, TopicStats]:
+def topic_stats(
+    names: Sequence[str], *, with_recent: bool = False, now: dt.datetime | None = None
+) -> dict[str, TopicStats]:
     """Counts, queue depth by priority, Redis sizes and slot holders of ``names``."""
     names = list(dict.fromkeys(names))
     stats = {name: TopicStats(name=name) for name in names}
@@ -68,7 +69,7 @@ def topic_stats(names: Sequence[str], *, with_recent: bool = False,
     rows = (
         Job.objects.filter(topic_id__in=names, status__in=COUNTED_STATUSES)
         .values_list("topic_id", "status")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("*"))  # COUNT(*): answered from the index alone
         .order_by()
     )
     for topic, status, n in rows:
@@ -76,7 +77,7 @@ def topic_stats(names: Sequence[str], *, with_recent: bool = False,
     prio_rows = (
         Job.objects.filter(topic_id__in=names, status=JobStatus.QUEUED)
         .values_list("topic_id", "priority")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("*"))
         .order_by("topic_id", "-priority")
     )
     for topic, priority, n in prio_rows:
@@ -84,10 +85,11 @@ def topic_stats(names: Sequence[str], *, with_recent: bool = False,
     if with_recent:
         since = (now or timezone.now()) - RECENT_WINDOW
         recent = (
-            Job.objects.filter(status__in=(JobStatus.SUCCEEDED, JobStatus.FAILED), finished_at__gte=since,
-                               topic_id__in=names)
+            Job.objects.filter(
+                status__in=(JobStatus.SUCCEEDED, JobStatus.FAILED), finished_at__gte=since, topic_id__in=names
+            )
             .values_list("topic_id", "status")
-            .annotate(n=Count("pk"))
+            .annotate(n=Count("*"))
             .order_by()
         )
         for topic, status, n in recent:
@@ -141,7 +143,7 @@ def throughput(minutes: int = THROUGHPUT_MINUTES, now: dt.datetime | None = None
         Job.objects.filter(status__in=FINISHED_STATUSES, finished_at__gte=start)
         .annotate(minute=TruncMinute("finished_at", tzinfo=dt.timezone.utc))
         .values_list("minute", "status")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("*"))
         .order_by()
     )
     for minute, status, n in rows:

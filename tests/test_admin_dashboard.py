@@ -38,8 +38,10 @@ def topic_row(html: str, topic: str) -> str:
 
 
 def cells(row: str) -> list[str]:
-    return [re.sub(r"<[^>]+>|\s+", " ", c).split()[0] if c.strip() else ""
-            for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+    return [
+        re.sub(r"<[^>]+>|\s+", " ", c).split()[0] if c.strip() else ""
+        for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)
+    ]
 
 
 def test_topic_numbers(root):
@@ -75,7 +77,7 @@ def test_chart_is_inline_svg_with_one_bar_per_outcome_and_minute(root):
     finished("echo", "succeeded", 10)
 
     html = root.get(DASHBOARD).content.decode()
-    svg = html[html.index("<svg class=\"jq-svg\""): html.index("</svg>", html.index("<svg class=\"jq-svg\""))]
+    svg = html[html.index('<svg class="jq-svg"') : html.index("</svg>", html.index('<svg class="jq-svg"'))]
     assert svg.count('class="jq-bar jq-bar-succeeded"') == 2
     assert svg.count('class="jq-bar jq-bar-failed"') == 1
     assert "<script" not in html.split("<body", 1)[1].replace('<script src="/static/', "")  # no inline script
@@ -96,25 +98,48 @@ def test_chart_scales_stack_to_the_peak():
     assert float(bars[1]["y"]) + float(bars[1]["h"]) == pytest.approx(float(bars[0]["y"]), abs=0.1)  # stacked
 
 
-@pytest.mark.parametrize(("value", "ceiling"), [(0, 1), (1, 1), (3, 5), (7, 10), (11, 20), (120, 200), (500, 500)])
+@pytest.mark.parametrize(
+    ("value", "ceiling"), [(0, 1), (1, 1), (3, 5), (7, 10), (11, 20), (120, 200), (500, 500)]
+)
 def test_nice_ceiling(value, ceiling):
     assert _nice_ceiling(value) == ceiling
 
 
 def test_workers_with_heartbeat_slots_and_stale_flag(root, redis_client):
     job = set_status(Job.objects.enqueue("echo", {}), "running")
-    engine.beat("worker-live", {"host": "box-1", "pid": 41, "topics": ["echo"], "wanted": ["echo", "other"],
-                                "current": [str(job.pk)], "processed": 17, "started": time.time() - 300})
+    engine.beat(
+        "worker-live",
+        {
+            "host": "box-1",
+            "pid": 41,
+            "topics": ["echo"],
+            "wanted": ["echo", "other"],
+            "current": [str(job.pk)],
+            "processed": 17,
+            "started": time.time() - 300,
+        },
+    )
     assert engine.TopicLock("echo", token="t1", worker_id="worker-live").acquire()
-    stale = {"host": "box-2", "pid": 7, "topics": [], "wanted": ["other"], "current": [], "processed": 3,
-             "started": time.time() - 4000, "id": "worker-gone", "beat": time.time() - 120}
+    stale = {
+        "host": "box-2",
+        "pid": 7,
+        "topics": [],
+        "wanted": ["other"],
+        "current": [],
+        "processed": 3,
+        "started": time.time() - 4000,
+        "id": "worker-gone",
+        "beat": time.time() - 120,
+    }
     redis_client.hset(engine.workers_key(), "worker-gone", json.dumps(stale))
 
     html = root.get(DASHBOARD).content.decode()
     rows = re.findall(r'<tr class="jq-worker-row( jq-stale-row)?">(.*?)</tr>', html, re.S)
     by_id = {re.search(r'jq-mono">([^<]+)<', row).group(1): (flag, row) for flag, row in rows}
     live_flag, live = by_id["worker-live"]
-    assert not live_flag and "box-1" in live and "17" in live and f"/admin/jobqueue/job/{job.pk}/change/" in live
+    assert (
+        not live_flag and "box-1" in live and "17" in live and f"/admin/jobqueue/job/{job.pk}/change/" in live
+    )
     assert "echo" in live and "stale" not in live
     stale_flag, gone = by_id["worker-gone"]
     assert stale_flag and "stale" in gone
@@ -152,3 +177,13 @@ def test_dashboard_survives_redis_being_down(root, settings):
     assert response.status_code == 200 and "Redis is unreachable" in response.content.decode()
     assert cells(topic_row(response.content.decode(), "echo"))[0] == "1"
     assert topics.status_code == 200 and "Redis unavailable" in topics.content.decode()
+
+
+@pytest.mark.parametrize("peak", [1, 2, 3, 7, 10, 17, 45, 160, 999])
+def test_chart_axis_labels_are_whole_numbers(peak):
+    tp = throughput()
+    tp.series["succeeded"][0] = peak
+    labels = [g["label"] for g in chart(tp)["grid"]]
+    assert labels[0] == "0" and int(labels[-1]) >= peak
+    steps = {int(b) - int(a) for a, b in zip(labels, labels[1:], strict=False)}
+    assert len(steps) == 1 and steps.pop() >= 1, labels

@@ -33,13 +33,40 @@ def hostile_job():
     """A job whose every text field, execution and worker record carries a script tag."""
     Topic.objects.filter(name="echo").update(description=XSS)
     job = Job.objects.enqueue("echo", {"html": XSS, XSS: [XSS]}, entity_id=XSS)
-    set_status(job, "failed", result={"echo": XSS}, error=XSS, progress_message=XSS, stage=XSS, worker_id=XSS,
-               progress=50)
-    Execution.objects.create(job=job, attempt=1, outcome="failed", worker_id=XSS, hostname=XSS, stdout=XSS,
-                             stderr=XSS, traceback=XSS, error=XSS)
+    set_status(
+        job,
+        "failed",
+        result={"echo": XSS},
+        error=XSS,
+        progress_message=XSS,
+        stage=XSS,
+        worker_id=XSS,
+        progress=50,
+    )
+    Execution.objects.create(
+        job=job,
+        attempt=1,
+        outcome="failed",
+        worker_id=XSS,
+        hostname=XSS,
+        stdout=XSS,
+        stderr=XSS,
+        traceback=XSS,
+        error=XSS,
+    )
     running = set_status(Job.objects.enqueue("echo", {}), "running", progress_message=XSS, stage=XSS)
-    engine.beat(XSS, {"host": XSS, "pid": 1, "topics": [XSS], "wanted": [XSS], "current": [str(running.pk)],
-                      "processed": 1, "started": time.time()})
+    engine.beat(
+        XSS,
+        {
+            "host": XSS,
+            "pid": 1,
+            "topics": [XSS],
+            "wanted": [XSS],
+            "current": [str(running.pk)],
+            "processed": 1,
+            "started": time.time(),
+        },
+    )
     assert engine.TopicLock("echo", token=XSS, worker_id=XSS).acquire()
     return job
 
@@ -72,8 +99,13 @@ def test_every_page_escapes_what_jobs_wrote(hostile_job):
 
 def test_payload_is_shown_as_escaped_json(hostile_job):
     html = superuser_client().get(job_url(hostile_job)).content.decode()
-    assert json.dumps({"html": XSS}, indent=2)[2:-2].replace('"', "&quot;").replace("<", "&lt;").replace(
-        ">", "&gt;") in html
+    assert (
+        json.dumps({"html": XSS}, indent=2)[2:-2]
+        .replace('"', "&quot;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        in html
+    )
 
 
 def test_add_form_redisplays_hostile_input_escaped():

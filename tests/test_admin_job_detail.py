@@ -30,9 +30,16 @@ def root():
 def test_detail_page_shows_payload_result_error_and_executions(root):
     job = Job.objects.enqueue("echo", {"text": "hello", "n": [1, 2]})
     set_status(job, "failed", result={"partial": True}, error="boom: it broke", attempts=1)
-    Execution.objects.create(job=job, attempt=1, outcome="failed", worker_id="w-1", stdout="line on stdout",
-                             stderr="line on stderr", traceback="Traceback (most recent call last):\nValueError",
-                             error="boom")
+    Execution.objects.create(
+        job=job,
+        attempt=1,
+        outcome="failed",
+        worker_id="w-1",
+        stdout="line on stdout",
+        stderr="line on stderr",
+        traceback="Traceback (most recent call last):\nValueError",
+        error="boom",
+    )
 
     html = root.get(job_url(job)).content.decode()
 
@@ -166,7 +173,9 @@ def test_shell_topic_needs_its_permission(settings):
     assert response.status_code == 200 and "topic" in response.context["adminform"].form.errors
     assert not Job.objects.exists()
 
-    trusted = client_for(make_user("trusted", "jobqueue.view_job", "jobqueue.add_job", "jobqueue.enqueue_shell_job"))
+    trusted = client_for(
+        make_user("trusted", "jobqueue.view_job", "jobqueue.add_job", "jobqueue.enqueue_shell_job")
+    )
     assert 'value="shell"' in trusted.get(ADD_URL).content.decode()
     assert add(trusted, topic="shell", payload='{"command": "true"}').status_code == 302
     assert Job.objects.get().topic_id == "shell"

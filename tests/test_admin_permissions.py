@@ -49,8 +49,10 @@ def action_choices(client, url: str) -> list[str]:
 
 
 def snapshot(*jobs: Job) -> list[tuple]:
-    return [tuple(Job.objects.filter(pk=j.pk).values_list("status", "priority", "attempts").first() or ())
-            for j in jobs]
+    return [
+        tuple(Job.objects.filter(pk=j.pk).values_list("status", "priority", "attempts").first() or ())
+        for j in jobs
+    ]
 
 
 def test_view_only_staff_browses_but_acts_on_nothing():

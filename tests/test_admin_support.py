@@ -23,7 +23,9 @@ def make_user(username: str, *perms: str, superuser: bool = False) -> User:
     user = User.objects.create_user(username, password="secret-pw", is_staff=True, is_superuser=superuser)
     for perm in perms:
         app_label, codename = perm.split(".")
-        user.user_permissions.add(Permission.objects.get(content_type__app_label=app_label, codename=codename))
+        user.user_permissions.add(
+            Permission.objects.get(content_type__app_label=app_label, codename=codename)
+        )
     return User.objects.get(pk=user.pk)  # a fresh instance: no stale permission cache
 
 
@@ -56,8 +58,15 @@ def operation_url(job: Job, name: str) -> str:
     return reverse("admin:jobqueue_job_operation", args=[job.pk, name])
 
 
-def action(client: Client, action_name: str, jobs: list[Job] | None = None, url: str = JOB_CHANGELIST,
-           select_across: bool = False, follow: bool = False, **extra: Any) -> Any:
+def action(
+    client: Client,
+    action_name: str,
+    jobs: list[Job] | None = None,
+    url: str = JOB_CHANGELIST,
+    select_across: bool = False,
+    follow: bool = False,
+    **extra: Any,
+) -> Any:
     """POST a change-list action the way the admin's form does."""
     data: dict[str, Any] = {
         "action": action_name,
@@ -69,8 +78,15 @@ def action(client: Client, action_name: str, jobs: list[Job] | None = None, url:
     return client.post(url, data, follow=follow)
 
 
-def confirm(client: Client, action_name: str, jobs: list[Job], url: str = JOB_CHANGELIST,
-            select_across: bool = False, follow: bool = False, **extra: Any) -> Any:
+def confirm(
+    client: Client,
+    action_name: str,
+    jobs: list[Job],
+    url: str = JOB_CHANGELIST,
+    select_across: bool = False,
+    follow: bool = False,
+    **extra: Any,
+) -> Any:
     """POST the second step of an action with an intermediate page (no ``index``)."""
     data: dict[str, Any] = {
         "action": action_name,

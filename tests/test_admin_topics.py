@@ -38,7 +38,11 @@ def test_list_shows_counts_depth_by_priority_and_holders(root):
     html = response.content.decode()
     echo = next(t for t in response.context["cl"].result_list if t.name == "echo")
 
-    assert (echo.jq_stats.count("queued"), echo.jq_stats.count("running"), echo.jq_stats.count("failed")) == (3, 1, 1)
+    assert (echo.jq_stats.count("queued"), echo.jq_stats.count("running"), echo.jq_stats.count("failed")) == (
+        3,
+        1,
+        1,
+    )
     assert echo.jq_stats.by_priority == [(5, 2), (0, 1)]
     assert "p5 × 2" in html and "p0 × 1" in html
     assert "Redis: 5 queued" in html  # set_status() changed rows only, not their Redis entries
@@ -121,9 +125,15 @@ def test_page_buttons(root):
 def test_edited_runtime_settings_survive_handler_sync(root):
     echo = Topic.objects.get(name="echo")
     data = {
-        "description": echo.description, "concurrency": 4, "default_priority": echo.default_priority,
-        "max_attempts": 9, "timeout": echo.timeout, "retry_backoff": echo.retry_backoff,
-        "isolation": echo.isolation, "next_topic": "", "cron": "",
+        "description": echo.description,
+        "concurrency": 4,
+        "default_priority": echo.default_priority,
+        "max_attempts": 9,
+        "timeout": echo.timeout,
+        "retry_backoff": echo.retry_backoff,
+        "isolation": echo.isolation,
+        "next_topic": "",
+        "cron": "",
     }
     response = root.post(change_url(echo), data)
     assert response.status_code == 302, response.context["adminform"].form.errors
@@ -140,12 +150,23 @@ def test_edited_runtime_settings_survive_handler_sync(root):
     assert echo.operator_overrides == [] and echo.max_attempts == 2
 
 
-@pytest.mark.parametrize(("field", "value", "text"), [("cron", "every day", "5 fields"),
-                                                      ("next_topic", "Bad Name", "Invalid topic name")])
+@pytest.mark.parametrize(
+    ("field", "value", "text"),
+    [("cron", "every day", "5 fields"), ("next_topic", "Bad Name", "Invalid topic name")],
+)
 def test_runtime_settings_are_validated(root, field, value, text):
     echo = Topic.objects.get(name="echo")
-    data = {"concurrency": 1, "default_priority": 0, "max_attempts": 2, "timeout": 30, "retry_backoff": 2,
-            "isolation": "inline", "next_topic": "", "cron": "", field: value}
+    data = {
+        "concurrency": 1,
+        "default_priority": 0,
+        "max_attempts": 2,
+        "timeout": 30,
+        "retry_backoff": 2,
+        "isolation": "inline",
+        "next_topic": "",
+        "cron": "",
+        field: value,
+    }
     response = root.post(change_url(echo), data)
     assert response.status_code == 200
     assert text in " ".join(response.context["adminform"].form.errors[field])

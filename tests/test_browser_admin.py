@@ -75,14 +75,46 @@ def hostile_jobs() -> Job:
     """Jobs, an execution and a worker record full of markup that must stay text."""
     payload = {f"k{i}": text for i, text in enumerate(HOSTILE)}
     job = Job.objects.enqueue("echo", payload, entity_id=HOSTILE[1])
-    set_status(job, "failed", result={"r": HOSTILE}, error=HOSTILE[0], progress=30, progress_message=HOSTILE[1],
-               stage=HOSTILE[2], worker_id=HOSTILE[2])
-    Execution.objects.create(job=job, attempt=1, outcome="failed", stdout=HOSTILE[0], stderr=HOSTILE[1],
-                             traceback=HOSTILE[2], error=HOSTILE[0], hostname=HOSTILE[1])
-    running = set_status(Job.objects.enqueue("other", {}), "running", progress=60, progress_message=HOSTILE[0],
-                         stage=HOSTILE[1], started_at=timezone.now())
-    engine.beat(HOSTILE[2], {"host": HOSTILE[0], "pid": 1, "topics": [HOSTILE[1]], "wanted": ["echo"],
-                             "current": [str(running.pk)], "processed": 5, "started": time.time()})
+    set_status(
+        job,
+        "failed",
+        result={"r": HOSTILE},
+        error=HOSTILE[0],
+        progress=30,
+        progress_message=HOSTILE[1],
+        stage=HOSTILE[2],
+        worker_id=HOSTILE[2],
+    )
+    Execution.objects.create(
+        job=job,
+        attempt=1,
+        outcome="failed",
+        stdout=HOSTILE[0],
+        stderr=HOSTILE[1],
+        traceback=HOSTILE[2],
+        error=HOSTILE[0],
+        hostname=HOSTILE[1],
+    )
+    running = set_status(
+        Job.objects.enqueue("other", {}),
+        "running",
+        progress=60,
+        progress_message=HOSTILE[0],
+        stage=HOSTILE[1],
+        started_at=timezone.now(),
+    )
+    engine.beat(
+        HOSTILE[2],
+        {
+            "host": HOSTILE[0],
+            "pid": 1,
+            "topics": [HOSTILE[1]],
+            "wanted": ["echo"],
+            "current": [str(running.pk)],
+            "processed": 5,
+            "started": time.time(),
+        },
+    )
     return job
 
 

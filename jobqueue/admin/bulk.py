@@ -1,8 +1,8 @@
 """State changes on any number of jobs, a chunk at a time.
 
 An admin action on "all 100,000 matching" must neither build 100,000 model
-instances nor hold one huge transaction. So ids are read a chunk at a time (keyset
-pagination on the primary key, ``values_list`` only), each chunk changes with one
+instances nor hold one huge transaction. So ids are read a chunk at a time
+(``values_list`` only, see :func:`chunks`), each chunk changes with one
 ``UPDATE`` that names the statuses it leaves (a worker that took a job in between
 keeps it), and Redis hears about the chunk in one pipeline once its transaction
 commits. The database is the truth: if Redis is down, ``jobs resync`` repairs it.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
@@ -41,14 +41,28 @@ class BulkResult:
     conflicts: int = 0
 
 
-def chunks(queryset: QuerySet, *fields: str, chunk_size: int | None = None) -> Iterator[list[tuple[Any, ...]]]:
-    """``(pk, *fields)`` tuples of ``queryset``, ``chunk_size`` at a time, in primary key order.
+def chunks(
+    queryset: QuerySet, *fields: str, chunk_size: int | None = None
+) -> Iterator[list[tuple[Any, ...]]]:
+    """``(pk, *fields)`` tuples of ``queryset``, ``chunk_size`` at a time.
 
-    Each chunk is its own short query starting after the last key seen, so rows the
-    caller changes (and that then leave the queryset's filter) never shift the next
-    chunk, and no cursor stays open between chunks.
+    On PostgreSQL one server-side cursor streams the rows (``.iterator()``: the
+    database keeps the result, Python only one chunk). Elsewhere each chunk is its own
+    short query starting after the last primary key seen, so rows the caller changes
+    (and that then leave the queryset's filter) never shift the next chunk, and no
+    cursor stays open on a connection that is also writing.
     """
     size = chunk_size or CHUNK_SIZE
+    if connections[queryset.db].vendor == "postgresql":
+        batch: list[tuple[Any, ...]] = []
+        for row in queryset.order_by().values_list("pk", *fields).iterator(chunk_size=size):
+            batch.append(row)
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+        return
     qs = queryset.order_by("pk").values_list("pk", *fields)
     last = None
     while True:
@@ -108,16 +122,12 @@ def cancel(queryset: QuerySet, reason: str = "cancelled", chunk_size: int | None
                 status=JobStatus.CANCELLED, finished_at=now, error=reason, updated_at=now
             )
             won = _winners(rows, updated, now, status=JobStatus.CANCELLED)
-            _pipeline_on_commit(lambda pipe, won=won: [
-                engine.remove(topic, str(pk), entity, client=pipe) for pk, topic, entity, _ in won
-            ])
+            _pipeline_on_commit(_removals([(topic, pk, entity) for pk, topic, entity, _ in won]))
             _send_finished(won, 3)
         result.changed += len(won)
     running = queryset.filter(status=JobStatus.RUNNING)
     for rows in chunks(running, "topic_id", chunk_size=chunk_size):
-        _pipeline_on_commit(lambda pipe, rows=rows: [
-            engine.request_abort(topic, str(pk), client=pipe) for pk, topic in rows
-        ])
+        _pipeline_on_commit(_abort_requests(rows))
         result.aborting += len(rows)
     return result
 
@@ -129,8 +139,14 @@ def requeue(queryset: QuerySet, chunk_size: int | None = None) -> BulkResult:
     for rows in chunks(candidates, "topic_id", "priority", "entity_id", chunk_size=chunk_size):
         now = timezone.now()
         values = {
-            "status": JobStatus.QUEUED, "queued_at": now, "finished_at": None, "error": "", "worker_id": "",
-            "run_after": None, "attempts": 0, "updated_at": now,
+            "status": JobStatus.QUEUED,
+            "queued_at": now,
+            "finished_at": None,
+            "error": "",
+            "worker_id": "",
+            "run_after": None,
+            "attempts": 0,
+            "updated_at": now,
         }
         with transaction.atomic(using=_db()):
             try:
@@ -148,7 +164,7 @@ def requeue(queryset: QuerySet, chunk_size: int | None = None) -> BulkResult:
                                 won.append(row)
                     except IntegrityError:
                         result.conflicts += 1
-            _pipeline_on_commit(lambda pipe, won=won: _push(pipe, won))
+            _pipeline_on_commit(_pushes(won))
         result.changed += len(won)
     return result
 
@@ -164,17 +180,49 @@ def run_now(queryset: QuerySet, chunk_size: int | None = None) -> BulkResult:
                 status=JobStatus.QUEUED, queued_at=now, run_after=None, updated_at=now
             )
             won = _winners(rows, updated, now, status=JobStatus.QUEUED)
-            _pipeline_on_commit(lambda pipe, won=won: _push(pipe, won))
+            _pipeline_on_commit(_pushes(won))
         result.changed += len(won)
     return result
 
 
-def _push(pipe: Any, rows: Sequence[tuple[Any, str, int, str | None]]) -> None:
+# Each factory returns what one chunk asks of Redis, as a function of a pipeline.
+Calls = Callable[[Any], None]
+
+
+def _removals(items: Sequence[tuple[str, Any, str | None]]) -> Calls:
+    def calls(pipe: Any) -> None:
+        for topic, pk, entity in items:
+            engine.remove(topic, str(pk), entity, client=pipe)
+
+    return calls
+
+
+def _abort_requests(rows: Sequence[tuple[Any, ...]]) -> Calls:
+    def calls(pipe: Any) -> None:
+        for pk, topic in rows:
+            engine.request_abort(topic, str(pk), client=pipe)
+
+    return calls
+
+
+def _pushes(rows: Sequence[tuple[Any, ...]]) -> Calls:
     by_topic: dict[str, list[tuple[str, int, str | None]]] = {}
     for pk, topic, priority, entity in rows:
         by_topic.setdefault(topic, []).append((str(pk), priority, entity))
-    for topic, items in by_topic.items():
-        engine.push(topic, items, client=pipe)
+
+    def calls(pipe: Any) -> None:
+        for topic, items in by_topic.items():
+            engine.push(topic, items, client=pipe)
+
+    return calls
+
+
+def _priority_changes(rows: Sequence[tuple[Any, ...]], priority: int) -> Calls:
+    def calls(pipe: Any) -> None:
+        for pk, topic in rows:
+            engine.change_priority(topic, str(pk), priority, client=pipe)
+
+    return calls
 
 
 def set_priority(queryset: QuerySet, priority: int, chunk_size: int | None = None) -> BulkResult:
@@ -189,9 +237,7 @@ def set_priority(queryset: QuerySet, priority: int, chunk_size: int | None = Non
                 priority=priority, updated_at=now
             )
             won = _winners(rows, updated, now)
-            _pipeline_on_commit(lambda pipe, won=won: [
-                engine.change_priority(topic, str(pk), priority, client=pipe) for pk, topic in won
-            ])
+            _pipeline_on_commit(_priority_changes(won, priority))
         result.changed += len(won)
     return result
 
@@ -213,8 +259,6 @@ def delete(queryset: QuerySet, chunk_size: int | None = None) -> BulkResult:
             _, per_model = Job.objects.filter(pk__in=ids).only("pk").delete()
             gone = [r for r in rows if r[0] in ids]
             queued = [r for r in gone if r[3] in PENDING_STATUSES]
-            _pipeline_on_commit(lambda pipe, queued=queued: [
-                engine.remove(topic, str(pk), entity, client=pipe) for pk, topic, entity, _ in queued
-            ])
+            _pipeline_on_commit(_removals([(topic, pk, entity) for pk, topic, entity, _ in queued]))
         result.changed += per_model.get(Job._meta.label, 0)
     return result

@@ -58,8 +58,9 @@ class BoundedPaginator(Paginator):
         if conn.vendor != "postgresql" or query.where or query.distinct or query.is_sliced:
             return None
         with conn.cursor() as cursor:
-            cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass",
-                           [qs.model._meta.db_table])
+            cursor.execute(
+                "SELECT reltuples::bigint FROM pg_class WHERE oid = %s::regclass", [qs.model._meta.db_table]
+            )
             row = cursor.fetchone()
         return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
 
@@ -111,7 +112,10 @@ class FastChangeList(ChangeList):
             when = dt.date(year, month, day)
             return {
                 "show": True,
-                "back": {"link": link({y: year, m: month}), "title": capfirst(formats.date_format(when, "YEAR_MONTH_FORMAT"))},
+                "back": {
+                    "link": link({y: year, m: month}),
+                    "title": capfirst(formats.date_format(when, "YEAR_MONTH_FORMAT")),
+                },
                 "choices": [{"title": capfirst(formats.date_format(when, "MONTH_DAY_FORMAT"))}],
             }
         bounds = self.queryset.aggregate(first=Min(field_name), last=Max(field_name))
@@ -131,8 +135,10 @@ class FastChangeList(ChangeList):
                 "show": True,
                 "back": {"link": link({y: year}), "title": str(year)},
                 "choices": [
-                    {"link": link({y: year, m: month, d: n}),
-                     "title": capfirst(formats.date_format(dt.date(year, month, n), "MONTH_DAY_FORMAT"))}
+                    {
+                        "link": link({y: year, m: month, d: n}),
+                        "title": capfirst(formats.date_format(dt.date(year, month, n), "MONTH_DAY_FORMAT")),
+                    }
                     for n in range(lo, hi + 1)
                 ],
             }
@@ -143,8 +149,10 @@ class FastChangeList(ChangeList):
                 "show": True,
                 "back": {"link": link({}), "title": _("All dates")},
                 "choices": [
-                    {"link": link({y: year, m: n}),
-                     "title": capfirst(formats.date_format(dt.date(year, n, 1), "YEAR_MONTH_FORMAT"))}
+                    {
+                        "link": link({y: year, m: n}),
+                        "title": capfirst(formats.date_format(dt.date(year, n, 1), "YEAR_MONTH_FORMAT")),
+                    }
                     for n in range(lo, hi + 1)
                 ],
             }

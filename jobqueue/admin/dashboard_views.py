@@ -73,32 +73,38 @@ def dashboard_context(now: dt.datetime | None = None) -> dict[str, Any]:
     rows = []
     for topic in topics:
         item = stats[topic.name]
-        rows.append({
-            "topic": topic,
-            "stats": item,
-            "url": reverse("admin:jobqueue_topic_change", args=[topic.pk]),
-            "jobs_url": display.changelist_url("job", topic__name__exact=topic.name),
-            "failed_url": display.changelist_url("job", topic__name__exact=topic.name, status__exact="failed"),
-            "queued": item.count(JobStatus.QUEUED),
-            "running": item.count(JobStatus.RUNNING),
-            "succeeded_24h": item.recent.get(JobStatus.SUCCEEDED, 0),
-            "failed_24h": item.recent.get(JobStatus.FAILED, 0),
-            "holders": display.holders(item.holders),
-        })
+        rows.append(
+            {
+                "topic": topic,
+                "stats": item,
+                "url": reverse("admin:jobqueue_topic_change", args=[topic.pk]),
+                "jobs_url": display.changelist_url("job", topic__name__exact=topic.name),
+                "failed_url": display.changelist_url(
+                    "job", topic__name__exact=topic.name, status__exact="failed"
+                ),
+                "queued": item.count(JobStatus.QUEUED),
+                "running": item.count(JobStatus.RUNNING),
+                "succeeded_24h": item.recent.get(JobStatus.SUCCEEDED, 0),
+                "failed_24h": item.recent.get(JobStatus.FAILED, 0),
+                "holders": display.holders(item.holders),
+            }
+        )
     worker_rows = []
     for w in workers or []:
-        worker_rows.append({
-            "id": w.get("id", ""),
-            "host": w.get("host", ""),
-            "pid": w.get("pid", ""),
-            "slots": owned.get(w.get("id", ""), w.get("topics") or []),
-            "wanted": w.get("wanted") or [],
-            "current": [(pk, display.job_url(pk)) for pk in (w.get("current") or [])[:10]],
-            "processed": w.get("processed", 0),
-            "started": display.local_time(display.epoch(w.get("started"))),
-            "beat": display.ago(w.get("age")),
-            "stale": bool(w.get("stale")),
-        })
+        worker_rows.append(
+            {
+                "id": w.get("id", ""),
+                "host": w.get("host", ""),
+                "pid": w.get("pid", ""),
+                "slots": owned.get(w.get("id", ""), w.get("topics") or []),
+                "wanted": w.get("wanted") or [],
+                "current": [(pk, display.job_url(pk)) for pk in (w.get("current") or [])[:10]],
+                "processed": w.get("processed", 0),
+                "started": display.local_time(display.epoch(w.get("started"))),
+                "beat": display.ago(w.get("age")),
+                "stale": bool(w.get("stale")),
+            }
+        )
     tp = dashboard.throughput(now=now)
     return {
         "rows": rows,
@@ -127,6 +133,14 @@ def _nice_ceiling(value: int) -> int:
     return 10 * exponent
 
 
+def _divisions(ymax: int) -> int:
+    """Grid lines for a 1, 2 or 5 × 10^k axis so that every label is a whole number."""
+    if ymax <= 5:
+        return ymax
+    leading = int(str(ymax)[0])
+    return {1: 5, 2: 4, 5: 5}.get(leading, 5)
+
+
 def chart(tp: dashboard.Throughput, width: int = 760, height: int = 220) -> dict[str, Any]:
     """Geometry of a stacked bar chart: one bar per minute, one colour per outcome."""
     left, right, top, bottom = 44, 8, 12, 26
@@ -146,21 +160,42 @@ def chart(tp: dashboard.Throughput, width: int = 760, height: int = 220) -> dict
                 continue
             h = n / ymax * plot_h
             y -= h
-            bars.append({"x": f"{left + i * slot + (slot - bar_w) / 2:.1f}", "y": f"{y:.1f}", "w": f"{bar_w:.1f}",
-                         "h": f"{h:.1f}", "status": status, "title": f"{label} · {status}: {n}"})
+            bars.append(
+                {
+                    "x": f"{left + i * slot + (slot - bar_w) / 2:.1f}",
+                    "y": f"{y:.1f}",
+                    "w": f"{bar_w:.1f}",
+                    "h": f"{h:.1f}",
+                    "status": status,
+                    "title": f"{label} · {status}: {n}",
+                }
+            )
     grid = []
-    for k in range(5):
-        value = ymax * k / 4
-        y = base - plot_h * k / 4
-        text = f"{value:g}" if value != int(value) else str(int(value))
-        grid.append({"y": f"{y:.1f}", "label": text, "label_y": f"{y + 4:.1f}"})
+    divisions = _divisions(ymax)
+    for k in range(divisions + 1):
+        y = base - plot_h * k / divisions
+        grid.append({"y": f"{y:.1f}", "label": str(ymax * k // divisions), "label_y": f"{y + 4:.1f}"})
     xlabels = []
     for i in range(0, tp.minutes, 10):
         minute = tp.start + dt.timedelta(minutes=i)
-        xlabels.append({"x": f"{left + i * slot + slot / 2:.1f}", "label": display.local_time(minute, "%H:%M")})
+        xlabels.append(
+            {"x": f"{left + i * slot + slot / 2:.1f}", "label": display.local_time(minute, "%H:%M")}
+        )
     return {
-        "width": width, "height": height, "left": left, "right": width - right, "base": base, "top": top,
-        "bars": bars, "grid": grid, "xlabels": xlabels, "xlabel_y": height - 8, "ymax": ymax,
-        "totals": [(status, tp.totals[status]) for status in OUTCOMES], "minutes": tp.minutes,
-        "empty": tp.peak == 0, "center_x": f"{left + plot_w / 2:.1f}", "center_y": f"{top + plot_h / 2:.1f}",
+        "width": width,
+        "height": height,
+        "left": left,
+        "right": width - right,
+        "base": base,
+        "top": top,
+        "bars": bars,
+        "grid": grid,
+        "xlabels": xlabels,
+        "xlabel_y": height - 8,
+        "ymax": ymax,
+        "totals": [(status, tp.totals[status]) for status in OUTCOMES],
+        "minutes": tp.minutes,
+        "empty": tp.peak == 0,
+        "center_x": f"{left + plot_w / 2:.1f}",
+        "center_y": f"{top + plot_h / 2:.1f}",
     }

@@ -24,19 +24,33 @@ EMPTY = "–"
 
 def status_badge(status: str, label: str | None = None) -> SafeString:
     """A coloured pill; the CSS class is picked from a fixed list, never from the value itself."""
-    known = {"waiting", "scheduled", "queued", "running", "succeeded", "failed", "cancelled",
-             "retry", "timeout", "lost", "aborted"}
+    known = {
+        "waiting",
+        "scheduled",
+        "queued",
+        "running",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "retry",
+        "timeout",
+        "lost",
+        "aborted",
+        "paused",
+    }
     css = status if status in known else "unknown"
     return format_html('<span class="jq-badge jq-badge-{}">{}</span>', css, label or status)
 
 
-def progress_bar(percent: int, message: str = "", stage: str = "") -> SafeString:
-    """A ``<progress>`` bar with its percentage, stage and message below."""
+def progress_bar(percent: int, message: str = "", stage: str = "", status: str = "") -> SafeString:
+    """A ``<progress>`` bar with its percentage, stage and message below, coloured by ``status``."""
     percent = max(0, min(100, int(percent or 0)))
     note = " · ".join(part for part in (stage, message) if part)
+    tone = status if status in ("succeeded", "failed", "cancelled") else "active"
     return format_html(
-        '<div class="jq-progress"><progress max="100" value="{}" title="{}">{}%</progress>'
+        '<div class="jq-progress jq-progress-{}"><progress max="100" value="{}" title="{}">{}%</progress>'
         '<span class="jq-progress-pct">{}%</span>{}</div>',
+        tone,
         percent,
         note,
         percent,
@@ -105,7 +119,8 @@ def job_link(pk: Any, label: str | None = None) -> SafeString:
 def job_links(rows: Iterable[tuple[Any, str, str]], more: int = 0) -> SafeString:
     """Links to jobs given as ``(pk, topic, status)``, with a note when the list is cut."""
     items = format_html_join(
-        "", '<li><a href="{}" class="jq-mono">{}</a> {} {}</li>',
+        "",
+        '<li><a href="{}" class="jq-mono">{}</a> {} {}</li>',
         ((job_url(pk), str(pk)[:8], topic, status_badge(status)) for pk, topic, status in rows),
     )
     if not items:
@@ -124,12 +139,18 @@ def holders(items: Iterable[Any] | None) -> SafeString:
     if items is None:
         return format_html('<span class="jq-muted">{}</span>', _("Redis unavailable"))
     rows = format_html_join(
-        "", '<li><span class="jq-mono">{}</span> <span class="jq-muted">{} · {}</span></li>',
-        (
-            (h.worker_id, h.info.get("host", "?"), _("since %(time)s") % {"time": local_time(epoch(h.info.get("since")))})
-            for h in items
-        ),
+        "",
+        '<li><span class="jq-mono">{}</span> <span class="jq-muted">{} · {}</span></li>',
+        ((h.worker_id, h.info.get("host", "?"), _held_for(h.info.get("since"))) for h in items),
     )
     if not rows:
         return format_html('<span class="jq-muted">{}</span>', _("free"))
     return format_html('<ul class="jq-links">{}</ul>', rows)
+
+
+def _held_for(since: float | None) -> str:
+    if not since:
+        return EMPTY
+    import time
+
+    return _("for %(duration)s") % {"duration": duration(max(0.0, time.time() - float(since)))}

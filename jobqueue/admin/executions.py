@@ -47,8 +47,21 @@ class ExecutionDisplay:
         return display.job_link(obj.job_id)
 
 
-READ_ONLY_FIELDS = ("attempt", "outcome_badge", "worker_id", "hostname", "pid", "started_at", "finished_at",
-                    "duration_display", "exit_code", "error_text", "stdout_text", "stderr_text", "traceback_text")
+READ_ONLY_FIELDS = (
+    "attempt",
+    "outcome_badge",
+    "worker_id",
+    "hostname",
+    "pid",
+    "started_at",
+    "finished_at",
+    "duration_display",
+    "exit_code",
+    "error_text",
+    "stdout_text",
+    "stderr_text",
+    "traceback_text",
+)
 
 
 class ExecutionInline(ExecutionDisplay, admin.StackedInline):
@@ -70,8 +83,17 @@ class ExecutionInline(ExecutionDisplay, admin.StackedInline):
 
 
 class ExecutionAdmin(ExecutionDisplay, admin.ModelAdmin):
-    list_display = ("__str__", "job_link", "attempt", "outcome_badge", "worker_id", "hostname", "started_at",
-                    "duration_display", "exit_code")
+    list_display = (
+        "__str__",
+        "job_link",
+        "attempt",
+        "outcome_badge",
+        "worker_id",
+        "hostname",
+        "started_at",
+        "duration_display",
+        "exit_code",
+    )
     list_filter = ("outcome",)
     search_fields = ("worker_id",)
     search_help_text = gettext_lazy("A job id, or a worker id.")
@@ -87,7 +109,9 @@ class ExecutionAdmin(ExecutionDisplay, admin.ModelAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type:
         return FastChangeList
 
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
         term = search_term.strip()
         if not term:
             return queryset, False

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from django import forms
 from django.contrib.admin import helpers
@@ -43,12 +43,17 @@ class JobAddForm(forms.Form):
         help_text=_("A JSON value, usually an object."),
     )
     priority = forms.IntegerField(
-        label=_("Priority"), required=False, min_value=MIN_PRIORITY, max_value=MAX_PRIORITY,
+        label=_("Priority"),
+        required=False,
+        min_value=MIN_PRIORITY,
+        max_value=MAX_PRIORITY,
         help_text=_("%(min)s..%(max)s, higher runs first; empty for the topic's default.")
         % {"min": MIN_PRIORITY, "max": MAX_PRIORITY},
     )
     entity_id = forms.CharField(
-        label=_("Entity id"), required=False, strip=False,
+        label=_("Entity id"),
+        required=False,
+        strip=False,
         help_text=_("Optional dedupe key: one active job per entity and topic."),
     )
     delay = forms.CharField(
@@ -63,7 +68,8 @@ class JobAddForm(forms.Form):
             names.discard(SHELL_TOPIC)
         elif settings.SHELL_TOPIC is True:
             names.add(SHELL_TOPIC)  # offered before its first job creates the Topic row
-        self.fields["topic"].choices = [("", "---------")] + [(n, n) for n in sorted(names)]
+        topic = cast(forms.ChoiceField, self.fields["topic"])
+        topic.choices = [("", "---------")] + [(n, n) for n in sorted(names)]
 
     def may_use_shell(self) -> bool:
         return bool(self.user is not None and self.user.has_perm(SHELL_PERMISSION))
@@ -120,7 +126,10 @@ class JobAddForm(forms.Form):
         data = self.cleaned_data
         try:
             return Job.objects.enqueue(
-                data["topic"], data["payload"], priority=data["priority"], entity_id=data["entity_id"],
+                data["topic"],
+                data["payload"],
+                priority=data["priority"],
+                entity_id=data["entity_id"],
                 delay=data["delay"],
             )
         except (InvalidJob, DuplicateJob) as exc:
@@ -137,15 +146,22 @@ class JobAddForm(forms.Form):
         if isinstance(exc, InvalidPayload):  # also PayloadTooLarge
             return "payload"
         message = str(exc).lower()
-        for prefix, name in (("priority", "priority"), ("entity", "entity_id"), ("delay", "delay"),
-                             ("invalid topic", "topic"), ("payload", "payload"), ("shell", "payload")):
+        for prefix, name in (
+            ("priority", "priority"),
+            ("entity", "entity_id"),
+            ("delay", "delay"),
+            ("invalid topic", "topic"),
+            ("payload", "payload"),
+            ("shell", "payload"),
+        ):
             if message.startswith(prefix):
                 return name
         return None
 
     def admin_form(self, model_admin: Any) -> helpers.AdminForm:
         fieldsets = [(None, {"fields": ["topic", "payload", "priority", "entity_id", "delay"]})]
-        return helpers.AdminForm(self, fieldsets, {}, readonly_fields=[], model_admin=model_admin)
+        # AdminForm only reads what every form has; its ModelForm annotation is too narrow.
+        return helpers.AdminForm(cast(Any, self), fieldsets, {}, readonly_fields=[], model_admin=model_admin)
 
 
 class PriorityForm(forms.Form):
@@ -159,7 +175,18 @@ class TopicForm(forms.ModelForm):
 
     class Meta:
         model = Topic
-        fields = "__all__"
+        fields = [
+            "name",
+            "description",
+            "concurrency",
+            "default_priority",
+            "max_attempts",
+            "timeout",
+            "retry_backoff",
+            "isolation",
+            "next_topic",
+            "cron",
+        ]
 
     def clean_next_topic(self) -> str:
         value = self.cleaned_data.get("next_topic", "")

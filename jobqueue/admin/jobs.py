@@ -4,29 +4,26 @@ the chain around the job, and an "add job" form that goes through ``enqueue()``.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
-from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.db import transaction
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
-from django.template.response import TemplateResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy, ngettext
+from django.utils.translation import gettext_lazy
 
-from ..exceptions import InvalidJob, InvalidTransition
 from ..models import PENDING_STATUSES, Job, JobStatus
-from . import bulk, display
+from . import display
 from .changelist import BoundedPaginator, FastChangeList
 from .dashboard_views import dashboard_fragment_view, dashboard_view
 from .executions import ExecutionInline
-from .forms import JobAddForm, PriorityForm
+from .forms import JobAddForm
+from .job_actions import JobActionsMixin
 
 #: Related jobs listed on the detail page per kind (children, dependents...).
 RELATED_LIMIT = 50
@@ -55,16 +52,26 @@ def _id_range(term: str) -> tuple[uuid.UUID, uuid.UUID] | None:
     return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
 
 
-class JobAdmin(admin.ModelAdmin):
-    list_display = ("short_id", "topic_name", "status_badge", "priority", "progress_bar", "entity_id",
-                    "attempts_display", "created_at", "duration_display", "worker_id")
+class JobAdmin(JobActionsMixin, admin.ModelAdmin):
+    list_display = (
+        "short_id",
+        "topic_name",
+        "status_badge",
+        "priority",
+        "progress_column",
+        "entity_id",
+        "attempts_display",
+        "created",
+        "duration_display",
+        "worker_id",
+    )
     list_display_links = ("short_id",)
     list_filter = ("status", "topic", HasParentFilter)
     date_hierarchy = "created_at"
     search_fields = ("entity_id",)  # shows the search box; the lookups are get_search_results()'s
     search_help_text = gettext_lazy(
-        "A job id (or its first characters), an entity id, or text in the payload. "
-        "Prefix with id:, entity: or payload: to search only there."
+        "A job id (or its first characters), an entity id, or text in the payload. Prefix with id:, "
+        "entity: or payload: to search only there (payload: also for text that looks like an id)."
     )
     ordering = ("-created_at",)
     sortable_by = ("created_at", "priority")
@@ -77,16 +84,44 @@ class JobAdmin(admin.ModelAdmin):
     actions = ["cancel_jobs", "requeue_jobs", "change_priority", "run_now", "delete_jobs"]
     inlines = [ExecutionInline]
     fieldsets = [
-        (None, {"fields": ["id", "topic_link", "status_badge", "priority", "progress_bar", "queue_position",
-                           "entity_id", "worker_id", "attempts_display", "timeout"]}),
-        (gettext_lazy("Timing"), {"fields": ["created_at", "run_after", "queued_at", "started_at", "finished_at",
-                                             "duration_display"]}),
-        (gettext_lazy("Chain"), {"fields": ["parent_link", "children_links", "dependencies_links",
-                                            "dependents_links"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "id",
+                    "topic_link",
+                    "status_badge",
+                    "priority",
+                    "progress_bar",
+                    "queue_position",
+                    "entity_id",
+                    "worker_id",
+                    "attempts_display",
+                    "timeout",
+                ]
+            },
+        ),
+        (
+            gettext_lazy("Timing"),
+            {
+                "fields": [
+                    "created_at",
+                    "run_after",
+                    "queued_at",
+                    "started_at",
+                    "finished_at",
+                    "duration_display",
+                ]
+            },
+        ),
+        (
+            gettext_lazy("Chain"),
+            {"fields": ["parent_link", "children_links", "dependencies_links", "dependents_links"]},
+        ),
         (gettext_lazy("Payload and result"), {"fields": ["payload_json", "result_json"]}),
         (gettext_lazy("Error"), {"fields": ["error_text", "traceback_text"]}),
     ]
-    readonly_fields = [name for _title, options in fieldsets for name in options["fields"]]
+    readonly_fields = [name for _title, options in fieldsets for name in cast(list[str], options["fields"])]
 
     # -- permissions -------------------------------------------------------------------
 
@@ -94,21 +129,6 @@ class JobAdmin(admin.ModelAdmin):
         # A job changes only through its transitions (actions and buttons); the detail
         # page is read-only, so a stale form can never overwrite what a worker wrote.
         return False if obj is not None else super().has_change_permission(request)
-
-    def _perm(self, request: HttpRequest, codename: str) -> bool:
-        return request.user.has_perm(f"jobqueue.{codename}")
-
-    def has_requeue_permission(self, request: HttpRequest) -> bool:
-        return self._perm(request, "requeue_job")
-
-    def has_cancel_permission(self, request: HttpRequest) -> bool:
-        return self._perm(request, "cancel_job")
-
-    def has_change_priority_permission(self, request: HttpRequest) -> bool:
-        return self._perm(request, "change_priority_job")
-
-    def has_run_now_permission(self, request: HttpRequest) -> bool:
-        return self._perm(request, "run_now_job")
 
     # -- change list -------------------------------------------------------------------
 
@@ -120,7 +140,9 @@ class JobAdmin(admin.ModelAdmin):
         actions.pop("delete_selected", None)  # it lists every object; delete_jobs counts them
         return actions
 
-    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
         term = search_term.strip()
         if not term:
             return queryset, False
@@ -135,11 +157,14 @@ class JobAdmin(admin.ModelAdmin):
             q |= Q(pk__gte=id_range[0], pk__lte=id_range[1])
         if scope in ("", "entity"):
             q |= Q(entity_id=term)
-        if scope == "payload" or (scope == "" and not (id_range and len(term.replace("-", "")) == 32)):
-            q |= Q(payload__icontains=term)  # a full scan: only when the term is not a whole id
+        # Payload text is a full scan: skipped for what looks like a job id (8+ hex digits).
+        if scope == "payload" or (scope == "" and not (id_range and len(term.replace("-", "")) >= 8)):
+            q |= Q(payload__icontains=term)
         return queryset.filter(q), False
 
-    def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         extra = {"dashboard_url": reverse("admin:jobqueue_dashboard"), **(extra_context or {})}
         response = super().changelist_view(request, extra)
         context = getattr(response, "context_data", None)
@@ -163,7 +188,18 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("progress"))
     def progress_bar(self, obj: Job) -> Any:
-        return display.progress_bar(obj.progress, obj.progress_message, obj.stage)
+        return display.progress_bar(obj.progress, obj.progress_message, obj.stage, obj.status)
+
+    @admin.display(description=gettext_lazy("progress"))
+    def progress_column(self, obj: Job) -> Any:
+        # A job that has not started has nothing to show but a 0 %: keep the column quiet.
+        if obj.status in PENDING_STATUSES and not (obj.progress or obj.progress_message or obj.stage):
+            return display.EMPTY
+        return display.progress_bar(obj.progress, obj.progress_message, obj.stage, obj.status)
+
+    @admin.display(description=gettext_lazy("created"), ordering="created_at")
+    def created(self, obj: Job) -> str:
+        return display.local_time(obj.created_at)
 
     @admin.display(description=gettext_lazy("attempts"))
     def attempts_display(self, obj: Job) -> str:
@@ -181,8 +217,10 @@ class JobAdmin(admin.ModelAdmin):
     def topic_link(self, obj: Job) -> Any:
         return format_html(
             '<a href="{}">{}</a> · <a href="{}">{}</a>',
-            reverse("admin:jobqueue_topic_change", args=[obj.topic.pk]), obj.topic_id,
-            display.changelist_url("job", topic__name__exact=obj.topic_id), _("its jobs"),
+            reverse("admin:jobqueue_topic_change", args=[obj.topic.pk]),
+            obj.topic_id,
+            display.changelist_url("job", topic__name__exact=obj.topic_id),
+            _("its jobs"),
         )
 
     @admin.display(description=gettext_lazy("position in queue"))
@@ -234,74 +272,37 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("traceback (last attempt)"))
     def traceback_text(self, obj: Job) -> Any:
-        last = obj.executions.exclude(traceback="").order_by("-attempt").values_list("traceback", flat=True).first()
+        last = (
+            obj.executions.exclude(traceback="")
+            .order_by("-attempt")
+            .values_list("traceback", flat=True)
+            .first()
+        )
         return display.pre(last or "")
 
-    def render_change_form(self, request: HttpRequest, context: dict[str, Any], add: bool = False,
-                           change: bool = False, form_url: str = "", obj: Any = None) -> HttpResponse:
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
         if obj is not None:
             context.update(
                 operations=self.operations(request, obj),
-                show_save=False, show_save_and_continue=False, show_save_and_add_another=False,
+                show_save=False,
+                show_save_and_continue=False,
+                show_save_and_add_another=False,
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
-    def operations(self, request: HttpRequest, obj: Job) -> list[dict[str, Any]]:
-        """The buttons of the detail page: the transitions this user may apply now."""
-        ops = []
-        if obj.status in (*PENDING_STATUSES, JobStatus.RUNNING) and self.has_cancel_permission(request):
-            ops.append({"name": "cancel", "label": _("Cancel") if obj.status != JobStatus.RUNNING else _("Abort")})
-        if obj.status in bulk.REQUEUEABLE and self.has_requeue_permission(request):
-            ops.append({"name": "requeue", "label": _("Requeue")})
-        if obj.status == JobStatus.SCHEDULED and self.has_run_now_permission(request):
-            ops.append({"name": "run_now", "label": _("Run now")})
-        if obj.status in PENDING_STATUSES and self.has_change_priority_permission(request):
-            ops.append({"name": "priority", "label": _("Set priority"), "priority": obj.priority})
-        for op in ops:
-            op["url"] = reverse("admin:jobqueue_job_operation", args=[obj.pk, op["name"]])
-        return ops
-
-    def operation_view(self, request: HttpRequest, object_id: str, name: str) -> HttpResponse:
-        """POST-only endpoint of the detail page's buttons: one transition of one job."""
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
-        checks = {"cancel": self.has_cancel_permission, "requeue": self.has_requeue_permission,
-                  "run_now": self.has_run_now_permission, "priority": self.has_change_priority_permission}
-        if name not in checks or not checks[name](request):
-            raise PermissionDenied
-        job = self.get_object(request, unquote(object_id))
-        if job is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
-        try:
-            with transaction.atomic():
-                message = self._apply(request, job, name)
-        except (InvalidTransition, InvalidJob) as exc:
-            self.message_user(request, str(exc), messages.ERROR)
-        else:
-            self.log_change(request, job, message)
-            self.message_user(request, message, messages.SUCCESS)
-        return HttpResponseRedirect(reverse("admin:jobqueue_job_change", args=[job.pk]))
-
-    def _apply(self, request: HttpRequest, job: Job, name: str) -> str:
-        if name == "cancel":
-            running = job.status == JobStatus.RUNNING
-            job.cancel(_("cancelled by %(user)s in the admin") % {"user": request.user.get_username()})
-            return _("Asked the running job to stop.") if running else _("Job cancelled.")
-        if name == "requeue":
-            job.requeue()
-            return _("Job requeued.")
-        if name == "run_now":
-            job.run_now()
-            return _("Job queued to run now.")
-        form = PriorityForm(request.POST)
-        if not form.is_valid():
-            raise InvalidJob(" ".join(str(e) for errors in form.errors.values() for e in errors))
-        job.set_priority(form.cleaned_data["priority"])
-        return _("Priority set to %(p)s.") % {"p": job.priority}
-
     # -- add ---------------------------------------------------------------------------
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         if not self.has_add_permission(request):
             raise PermissionDenied
         form = JobAddForm(request.POST if request.method == "POST" else None, user=request.user)
@@ -309,8 +310,11 @@ class JobAdmin(admin.ModelAdmin):
             job = form.enqueue()
             if job is not None:
                 self.log_addition(request, job, [{"added": {}}])
-                self.message_user(request, _("Job %(id)s enqueued in %(topic)s.") % {
-                    "id": job.short_id, "topic": job.topic_id}, messages.SUCCESS)
+                self.message_user(
+                    request,
+                    _("Job %(id)s enqueued in %(topic)s.") % {"id": job.short_id, "topic": job.topic_id},
+                    messages.SUCCESS,
+                )
                 return HttpResponseRedirect(reverse("admin:jobqueue_job_change", args=[job.pk]))
         adminform = form.admin_form(self)
         context = {
@@ -324,89 +328,29 @@ class JobAdmin(admin.ModelAdmin):
             "to_field": None,
             "media": self.media + adminform.media,
             "inline_admin_formsets": [],
-            "errors": helpers.AdminErrorList(form, []),
+            "errors": helpers.AdminErrorList(cast(Any, form), []),
             "preserved_filters": self.get_preserved_filters(request),
             **(extra_context or {}),
         }
         return self.render_change_form(request, context, add=True, form_url=form_url)
-
-    # -- actions -----------------------------------------------------------------------
-
-    def _selection(self, request: HttpRequest, queryset: QuerySet) -> dict[str, Any]:
-        """What an intermediate page needs to post the same selection back."""
-        across = request.POST.get("select_across") == "1"
-        selected = request.POST.getlist(helpers.ACTION_CHECKBOX_NAME)
-        count = BoundedPaginator(queryset, 1).count_label if across else str(len(selected))
-        return {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "selected": selected,
-            "select_across": across,
-            "count_label": count,
-            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-        }
-
-    @admin.action(description=gettext_lazy("Cancel selected jobs (running ones are asked to stop)"),
-                  permissions=["cancel"])
-    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:
-        reason = _("cancelled by %(user)s in the admin") % {"user": request.user.get_username()}
-        result = bulk.cancel(queryset, reason=reason)
-        self.message_user(request, ngettext("Cancelled %(n)s job.", "Cancelled %(n)s jobs.", result.changed)
-                          % {"n": result.changed}, messages.SUCCESS)
-        if result.aborting:
-            self.message_user(request, ngettext("Asked %(n)s running job to stop.",
-                                                "Asked %(n)s running jobs to stop.", result.aborting)
-                              % {"n": result.aborting}, messages.INFO)
-
-    @admin.action(description=gettext_lazy("Requeue selected failed or cancelled jobs"), permissions=["requeue"])
-    def requeue_jobs(self, request: HttpRequest, queryset: QuerySet) -> None:
-        result = bulk.requeue(queryset)
-        self.message_user(request, ngettext("Requeued %(n)s job.", "Requeued %(n)s jobs.", result.changed)
-                          % {"n": result.changed}, messages.SUCCESS)
-        if result.conflicts:
-            self.message_user(request, ngettext(
-                "%(n)s job was left alone: another active job has its entity id.",
-                "%(n)s jobs were left alone: other active jobs have their entity ids.", result.conflicts,
-            ) % {"n": result.conflicts}, messages.WARNING)
-
-    @admin.action(description=gettext_lazy("Run selected scheduled jobs now"), permissions=["run_now"])
-    def run_now(self, request: HttpRequest, queryset: QuerySet) -> None:
-        result = bulk.run_now(queryset)
-        self.message_user(request, ngettext("Queued %(n)s scheduled job now.", "Queued %(n)s scheduled jobs now.",
-                                            result.changed) % {"n": result.changed}, messages.SUCCESS)
-
-    @admin.action(description=gettext_lazy("Change the priority of selected pending jobs"),
-                  permissions=["change_priority"])
-    def change_priority(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
-        form = PriorityForm(request.POST if "apply" in request.POST else None)
-        if form.is_bound and form.is_valid():
-            priority = form.cleaned_data["priority"]
-            result = bulk.set_priority(queryset, priority)
-            self.message_user(request, ngettext(
-                "Set the priority of %(n)s pending job to %(p)s.", "Set the priority of %(n)s pending jobs to %(p)s.",
-                result.changed) % {"n": result.changed, "p": priority}, messages.SUCCESS)
-            return None
-        context = {**self._selection(request, queryset), "form": form, "title": _("Change priority")}
-        return TemplateResponse(request, "admin/jobqueue/job/change_priority.html", context)
-
-    @admin.action(description=gettext_lazy("Delete selected jobs (not running ones)"), permissions=["delete"])
-    def delete_jobs(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
-        if request.POST.get("post") == "yes":
-            result = bulk.delete(queryset)
-            self.message_user(request, ngettext("Deleted %(n)s job.", "Deleted %(n)s jobs.", result.changed)
-                              % {"n": result.changed}, messages.SUCCESS)
-            return None
-        context = {**self._selection(request, queryset), "title": _("Delete jobs")}
-        return TemplateResponse(request, "admin/jobqueue/job/delete_jobs.html", context)
 
     # -- URLs --------------------------------------------------------------------------
 
     def get_urls(self) -> list[Any]:
         wrap = self.admin_site.admin_view
         return [
-            path("dashboard/", wrap(lambda request: dashboard_view(self, request)), name="jobqueue_dashboard"),
-            path("dashboard/fragment/", wrap(lambda request: dashboard_fragment_view(self, request)),
-                 name="jobqueue_dashboard_fragment"),
-            path("<path:object_id>/operation/<str:name>/", wrap(self.operation_view), name="jobqueue_job_operation"),
+            path(
+                "dashboard/", wrap(lambda request: dashboard_view(self, request)), name="jobqueue_dashboard"
+            ),
+            path(
+                "dashboard/fragment/",
+                wrap(lambda request: dashboard_fragment_view(self, request)),
+                name="jobqueue_dashboard_fragment",
+            ),
+            path(
+                "<path:object_id>/operation/<str:name>/",
+                wrap(self.operation_view),
+                name="jobqueue_job_operation",
+            ),
             *super().get_urls(),
         ]

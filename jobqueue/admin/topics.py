@@ -11,7 +11,7 @@ from django.contrib.admin.utils import unquote
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
@@ -38,27 +38,46 @@ class TopicChangeList(ChangeList):
 def _stats(obj: Topic) -> TopicStats:
     stats = getattr(obj, "jq_stats", None)
     if stats is None:
-        stats = obj.jq_stats = topic_stats([obj.name])[obj.name]
+        stats = obj.jq_stats = topic_stats([obj.name])[obj.name]  # type: ignore[attr-defined]
     return stats
 
 
 class TopicAdmin(admin.ModelAdmin):
     form = TopicForm
-    list_display = ("name", "is_paused", "concurrency", "queued_count", "running_count", "failed_count",
-                    "depth_display", "holders_display")
+    list_display = (
+        "name",
+        "paused_badge",
+        "concurrency",
+        "queued_count",
+        "running_count",
+        "failed_count",
+        "depth_display",
+        "holders_display",
+    )
     list_filter = ("is_paused", "isolation")
     search_fields = ("name", "description")
     actions = ["pause", "resume", "unlock", "requeue_failed", "purge_queued", "reset_overrides"]
-    runtime_fields = ("concurrency", "default_priority", "max_attempts", "timeout", "retry_backoff", "isolation",
-                      "next_topic", "cron")
+    runtime_fields = (
+        "concurrency",
+        "default_priority",
+        "max_attempts",
+        "timeout",
+        "retry_backoff",
+        "isolation",
+        "next_topic",
+        "cron",
+    )
 
-    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> list[tuple[Any, dict[str, Any]]]:
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets: list[tuple[Any, dict[str, Any]]] = [
             (None, {"fields": ["name", "description", "is_paused"]}),
-            (_("Runtime settings"), {
-                "fields": list(self.runtime_fields),
-                "description": _("A field changed here is kept when the handler's defaults are synced."),
-            }),
+            (
+                _("Runtime settings"),
+                {
+                    "fields": list(self.runtime_fields),
+                    "description": _("A field changed here is kept when the handler's defaults are synced."),
+                },
+            ),
         ]
         if obj is not None:
             fieldsets += [
@@ -92,7 +111,15 @@ class TopicAdmin(admin.ModelAdmin):
     def _count_link(self, obj: Topic, status: str) -> Any:
         n = _stats(obj).count(status)
         url = display.changelist_url("job", topic__name__exact=obj.name, status__exact=status)
-        return format_html('<a href="{}" class="jq-count jq-count-{}">{}</a>', url, status if n else "zero", n)
+        return format_html(
+            '<a href="{}" class="jq-count jq-count-{}">{}</a>', url, status if n else "zero", n
+        )
+
+    @admin.display(description=gettext_lazy("state"), ordering="is_paused")
+    def paused_badge(self, obj: Topic) -> Any:
+        if obj.is_paused:
+            return display.status_badge("paused", _("paused"))
+        return format_html('<span class="jq-muted">{}</span>', _("active"))
 
     @admin.display(description=gettext_lazy("queued"))
     def queued_count(self, obj: Topic) -> Any:
@@ -114,14 +141,17 @@ class TopicAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("queue depth"))
     def depth_display(self, obj: Topic) -> Any:
         stats = _stats(obj)
-        prios = format_html_join(" ", '<span class="jq-prio" title="{}">p{} × {}</span>',
-                                 ((_("priority %(p)s") % {"p": p}, p, n) for p, n in stats.by_priority))
+        prios = format_html_join(
+            " ",
+            '<span class="jq-prio" title="{}">p{} × {}</span>',
+            ((_("priority %(p)s") % {"p": p}, p, n) for p, n in stats.by_priority),
+        )
         if stats.redis is None:
             redis_line = format_html('<span class="jq-muted">{}</span>', _("Redis unavailable"))
         else:
             redis_line = format_html(
                 '<span class="jq-muted">{}</span>',
-                _("Redis: %(queued)s queued · %(leased)s leased · %(scheduled)s scheduled") % stats.redis,
+                _("Redis: %(queued)s queued · %(leased)s leased · %(scheduled)s later") % stats.redis,
             )
         return format_html("<div>{}</div><div>{}</div>", prios or display.EMPTY, redis_line)
 
@@ -145,8 +175,15 @@ class TopicAdmin(admin.ModelAdmin):
 
     # -- actions -----------------------------------------------------------------------
 
-    def _say(self, request: HttpRequest, singular: str, plural: str, n: int, level: int = messages.SUCCESS,
-             **extra: Any) -> None:
+    def _say(
+        self,
+        request: HttpRequest,
+        singular: str,
+        plural: str,
+        n: int,
+        level: int = messages.SUCCESS,
+        **extra: Any,
+    ) -> None:
         self.message_user(request, ngettext(singular, plural, n) % {"n": n, **extra}, level)
 
     @admin.action(description=gettext_lazy("Pause selected topics"), permissions=["pause"])
@@ -163,32 +200,45 @@ class TopicAdmin(admin.ModelAdmin):
             topic.set_paused(False)
         self._say(request, "Resumed %(n)s topic.", "Resumed %(n)s topics.", len(topics))
 
-    @admin.action(description=gettext_lazy("Unlock selected topics (force-free their slots)"),
-                  permissions=["unlock"])
+    @admin.action(
+        description=gettext_lazy("Unlock selected topics (force-free their slots)"), permissions=["unlock"]
+    )
     def unlock(self, request: HttpRequest, queryset: QuerySet) -> None:
         freed = sum(len(topic.unlock()) for topic in queryset)
         self._say(request, "Freed %(n)s slot.", "Freed %(n)s slots.", freed)
 
-    @admin.action(description=gettext_lazy("Requeue the failed jobs of selected topics"), permissions=["requeue"])
+    @admin.action(
+        description=gettext_lazy("Requeue the failed jobs of selected topics"), permissions=["requeue"]
+    )
     def requeue_failed(self, request: HttpRequest, queryset: QuerySet) -> None:
         names = list(queryset.values_list("name", flat=True))
         result = bulk.requeue(Job.objects.filter(topic_id__in=names, status=JobStatus.FAILED))
         self._say(request, "Requeued %(n)s failed job.", "Requeued %(n)s failed jobs.", result.changed)
         if result.conflicts:
-            self._say(request, "%(n)s job was left alone: another active job has its entity id.",
-                      "%(n)s jobs were left alone: other active jobs have their entity ids.", result.conflicts,
-                      messages.WARNING)
+            self._say(
+                request,
+                "%(n)s job was left alone: another active job has its entity id.",
+                "%(n)s jobs were left alone: other active jobs have their entity ids.",
+                result.conflicts,
+                messages.WARNING,
+            )
 
-    @admin.action(description=gettext_lazy("Purge selected topics (cancel their waiting, scheduled and queued jobs)"),
-                  permissions=["purge"])
+    @admin.action(
+        description=gettext_lazy("Purge selected topics (cancel their waiting, scheduled and queued jobs)"),
+        permissions=["purge"],
+    )
     def purge_queued(self, request: HttpRequest, queryset: QuerySet) -> None:
         names = list(queryset.values_list("name", flat=True))
         reason = _("purged by %(user)s in the admin") % {"user": request.user.get_username()}
-        result = bulk.cancel(Job.objects.filter(topic_id__in=names, status__in=PENDING_STATUSES), reason=reason)
+        result = bulk.cancel(
+            Job.objects.filter(topic_id__in=names, status__in=PENDING_STATUSES), reason=reason
+        )
         self._say(request, "Purged %(n)s job.", "Purged %(n)s jobs.", result.changed)
 
-    @admin.action(description=gettext_lazy("Forget operator changes (the handler's defaults apply again)"),
-                  permissions=["change"])
+    @admin.action(
+        description=gettext_lazy("Forget operator changes (the handler's defaults apply again)"),
+        permissions=["change"],
+    )
     def reset_overrides(self, request: HttpRequest, queryset: QuerySet) -> None:
         topics = list(queryset)
         for topic in topics:
@@ -204,8 +254,12 @@ class TopicAdmin(admin.ModelAdmin):
     def operations(self, request: HttpRequest, obj: Topic) -> list[dict[str, Any]]:
         ops = []
         if self.has_pause_permission(request):
-            ops.append({"name": "resume" if obj.is_paused else "pause",
-                        "label": _("Resume") if obj.is_paused else _("Pause")})
+            ops.append(
+                {
+                    "name": "resume" if obj.is_paused else "pause",
+                    "label": _("Resume") if obj.is_paused else _("Pause"),
+                }
+            )
         if self.has_unlock_permission(request):
             ops.append({"name": "unlock", "label": _("Unlock")})
         if self.has_requeue_permission(request):
@@ -216,8 +270,15 @@ class TopicAdmin(admin.ModelAdmin):
             op["url"] = reverse("admin:jobqueue_topic_operation", args=[obj.pk, op["name"]])
         return ops
 
-    def render_change_form(self, request: HttpRequest, context: dict[str, Any], add: bool = False,
-                           change: bool = False, form_url: str = "", obj: Any = None) -> HttpResponse:
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> HttpResponse:
         if obj is not None:
             context["operations"] = self.operations(request, obj)
         return super().render_change_form(request, context, add, change, form_url, obj)
@@ -226,13 +287,18 @@ class TopicAdmin(admin.ModelAdmin):
         """POST-only endpoint of the topic page's buttons: runs the action on this topic."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        permission = {"pause": "pause", "resume": "pause", "unlock": "unlock", "requeue_failed": "requeue",
-                      "purge_queued": "purge"}.get(name)
+        permission = {
+            "pause": "pause",
+            "resume": "pause",
+            "unlock": "unlock",
+            "requeue_failed": "requeue",
+            "purge_queued": "purge",
+        }.get(name)
         if permission is None or not getattr(self, f"has_{permission}_permission")(request):
             raise PermissionDenied
         topic = self.get_object(request, unquote(object_id))
         if topic is None:
-            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+            raise Http404(_("No topic with id %(id)s.") % {"id": object_id})
         action: Callable[[HttpRequest, QuerySet], None] = getattr(self, name)
         action(request, Topic.objects.filter(pk=topic.pk))
         self.log_change(request, topic, _("%(action)s from the topic page") % {"action": name})
@@ -240,7 +306,10 @@ class TopicAdmin(admin.ModelAdmin):
 
     def get_urls(self) -> list[Any]:
         return [
-            path("<path:object_id>/operation/<str:name>/", self.admin_site.admin_view(self.operation_view),
-                 name="jobqueue_topic_operation"),
+            path(
+                "<path:object_id>/operation/<str:name>/",
+                self.admin_site.admin_view(self.operation_view),
+                name="jobqueue_topic_operation",
+            ),
             *super().get_urls(),
         ]
