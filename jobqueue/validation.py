@@ -33,13 +33,20 @@ def validate_topic_name(name: Any) -> str:
     return name
 
 
+#: A NUL character as json.dumps escapes it (not a literal backslash followed by "u0000").
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
 def encode_payload(payload: Any) -> str:
     """Return the payload's JSON text, refusing what JSON cannot hold or what is too large."""
     try:
         text = json.dumps(payload, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
+        size = len(text.encode("utf-8"))
+    except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) is a ValueError
         raise InvalidPayload(f"Payload is not JSON-serializable: {exc}") from exc
-    size = len(text.encode("utf-8"))
+    if _NUL_ESCAPE.search(text):
+        # PostgreSQL's jsonb cannot store it; refused everywhere so every database accepts the same payloads.
+        raise InvalidPayload("Payload text must not contain NUL characters (\\u0000).")
     limit = settings.MAX_PAYLOAD_BYTES
     if size > limit:
         raise PayloadTooLarge(f"Payload is {size} bytes of JSON; the limit is {limit} bytes.")
