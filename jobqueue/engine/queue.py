@@ -18,6 +18,9 @@ logger = logging.getLogger("jobqueue.engine")
 
 T = TypeVar("T")
 
+#: A queued job's score is (100 - priority) * PRIORITY_SHIFT + its push sequence (see push.lua).
+PRIORITY_SHIFT = 2**44
+
 #: Ids pushed per Lua call when pushing in bulk.
 PUSH_CHUNK = 1000
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ..conf import settings
 from .connection import get_redis
 from .keys import TopicKeys
-from .queue import PUSH_CHUNK, _s, forget_announced, push, schedule, set_paused
+from .queue import PRIORITY_SHIFT, PUSH_CHUNK, _s, change_priority, forget_announced, push, schedule, set_paused
 
 
 @dataclass
@@ -22,6 +22,7 @@ class ResyncReport:
     scheduled: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     leases: dict[str, int] = field(default_factory=dict)
+    reprioritised: dict[str, int] = field(default_factory=dict)
 
     def total(self) -> int:
         return sum(self.pushed.values()) + sum(self.scheduled.values()) + sum(self.dropped.values())
@@ -47,7 +48,8 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
         k = TopicKeys(topic)
         if topic in paused and paused[topic] != bool(r.exists(k.paused)):
             set_paused(topic, paused[topic])
-        in_queue = {_s(i) for i in r.zrange(k.queue, 0, -1)}
+        scores = {_s(i): score for i, score in r.zrange(k.queue, 0, -1, withscores=True)}
+        in_queue = set(scores)
         leased = {_s(i) for i in r.zrange(k.leases, 0, -1)}
         in_schedule = {_s(i) for i in r.zrange(k.scheduled, 0, -1)}
 
@@ -58,6 +60,12 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
         stale = [i for i in in_queue if i not in queued_ids]
         if stale:
             r.zrem(k.queue, *stale)
+        # A priority change that reached the database but not Redis (e.g. it raced the push).
+        for pk, priority, _entity in queued:
+            score = scores.get(str(pk))
+            if score is not None and 100 - int(score) // PRIORITY_SHIFT != priority:
+                change_priority(topic, str(pk), priority)
+                report.reprioritised[topic] = report.reprioritised.get(topic, 0) + 1
         for start in range(0, len(missing), PUSH_CHUNK):
             push(topic, missing[start : start + PUSH_CHUNK])
 

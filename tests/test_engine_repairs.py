@@ -1,4 +1,4 @@
-"""A worker pops a topic's jobs only while it holds one of the topic's slots."""
+"""Engine safeguards: pops need a live slot; resync repairs what Redis missed."""
 
 import uuid
 
@@ -35,3 +35,16 @@ def test_pop_without_a_token_ignores_slots():
     job_id = str(uuid.uuid4())
     engine.push("slotted", [(job_id, 0, None)])
     assert engine.pop("slotted", 1) == [job_id]
+
+
+def test_resync_repairs_a_priority_redis_missed(db):
+    from jobqueue.models import Job
+
+    job = Job.objects.enqueue("echo", {"n": 1})
+    other = Job.objects.enqueue("echo", {"n": 2})
+    engine.push("echo", [(str(job.pk), 0, None), (str(other.pk), 0, None)])
+    # The database says 50, Redis still has 0 (a change that raced the push).
+    Job.objects.filter(pk=other.pk).update(priority=50)
+    report = engine.resync(["echo"])
+    assert report.reprioritised == {"echo": 1}
+    assert engine.queue_ids("echo")[0] == str(other.pk)
