@@ -299,6 +299,24 @@ def test_invalid_parameters_are_400(superuser_api, method, path, body):
     assert response.status_code == 400 and error_code(response) == "invalid"
 
 
+def test_nul_characters_are_400(superuser_api):
+    # PostgreSQL stores no NUL in text or JSON: refused up front, on every database.
+    running = make_job("running")
+    for method, path, body in [
+        ("POST", "/jobs/", {"topic": "echo", "payload": {"note": "a\x00b"}}),
+        ("POST", "/jobs/", {"topic": "echo", "payload": {"a\x00": 1}}),
+        ("POST", f"/jobs/{running.pk}/progress", {"message": "\x00"}),
+        ("POST", f"/jobs/{running.pk}/cancel", {"reason": "x\x00"}),
+    ]:
+        response = superuser_api.call(method, path, body)
+        assert response.status_code == 400 and error_code(response) == "invalid", (path, body)
+    response = superuser_api.get("/jobs/", {"topic": "echo\x00"})
+    assert response.status_code == 400 and error_code(response) == "invalid"
+    assert Job.objects.count() == 1
+    running.refresh_from_db()
+    assert running.status == "running" and running.progress_message == ""
+
+
 def test_unknown_ids_topics_and_endpoints_are_404(superuser_api):
     for path in (
         f"/jobs/{uuid.uuid4()}",

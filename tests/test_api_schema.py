@@ -62,17 +62,17 @@ SUCCEEDS_ON = {"progress": "running", "cancel": "queued", "requeue": "failed", "
 
 
 def point_at_real_data(case, state) -> None:
-    """Turn half the valid generated requests towards existing data, so success
+    """Turn most valid generated requests towards existing data, so success
     responses are exercised too, not only 404s and 400s (picked from the generated
     values, so a failing example replays the same way)."""
     params = case.path_parameters or {}
     if isinstance(params.get("job_id"), str):
-        pick = zlib.crc32(params["job_id"].encode("utf-8", "replace"))
-        if pick % 2:
+        pick = zlib.crc32(f"{params['job_id']}{case.body!r}{case.query!r}".encode("utf-8", "replace"))
+        if pick % 4:
             action = case.operation.path.rsplit("/", 1)[-1]
             status = SUCCEEDS_ON.get(action) or SUCCEEDS_ON.get(case.method.upper())
-            if status is None or pick % 3 == 0:
-                status = STATUSES[pick // 2 % len(STATUSES)]
+            if status is None or pick % 4 == 1:
+                status = STATUSES[pick // 4 % len(STATUSES)]
             params["job_id"] = str(state["jobs"][status].pk)
     if isinstance(params.get("topic"), str) and zlib.crc32(params["topic"].encode()) % 2:
         params["topic"] = "echo"

@@ -80,7 +80,23 @@ def read_json(request: HttpRequest, *, required: bool = True) -> dict[str, Any]:
         raise ApiError(400, "bad_json", f"The request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_json", "The request body must be a JSON object.")
+    refuse_nul(data)
     return data
+
+
+def refuse_nul(value: Any, where: str = "the request") -> None:
+    """400 for a NUL character anywhere in ``value``: PostgreSQL can store none, in text or JSON."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ApiError(400, "invalid", f"Text in {where} must not contain NUL characters.")
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _refuse_constant(name: str) -> Any:

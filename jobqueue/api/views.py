@@ -16,7 +16,7 @@ from .. import engine
 from ..models import FINISHED_STATUSES, Job, JobStatus, Topic
 from ..validation import TOPIC_NAME_RE
 from .auth import require
-from .endpoint import only_fields, read_json
+from .endpoint import only_fields, read_json, refuse_nul
 from .errors import ApiError, error_response
 from .serializers import CREATE_FIELDS, enqueue_arguments, job_data, job_detail
 
@@ -65,6 +65,7 @@ def list_jobs(request: HttpRequest) -> HttpResponse:
     unknown = sorted(set(request.GET) - {"status", "topic", "entity_id", "page", "page_size"})
     if unknown:
         raise ApiError(400, "invalid", f"Unknown query parameter(s): {', '.join(unknown)}.")
+    refuse_nul([*request.GET.keys(), *request.GET.values()], "the query")
     for name in ("status", "topic", "entity_id"):
         if request.GET.get(name) == "":
             raise ApiError(400, "invalid", f"{name} must not be empty; leave it out to list every job.")
