@@ -463,7 +463,7 @@ def _on_job_started(sender: Any, job: Any, **kwargs: Any) -> None:
     except InvalidTask:
         return  # the runner fails the job with the reason
     job._task_result = result
-    task_started.send(type(backend), task_result=result)
+    _send(task_started, backend, result)
 
 
 def _on_job_finished(sender: Any, job: Any, **kwargs: Any) -> None:
@@ -477,10 +477,17 @@ def _on_job_finished(sender: Any, job: Any, **kwargs: Any) -> None:
             result = backend.get_result(job_id)
         except (InvalidTask, TaskResultDoesNotExist):
             return
-        task_finished.send(type(backend), task_result=result)
+        _send(task_finished, backend, result)
 
     # After the commit, so receivers read the finished row.
     transaction.on_commit(send, robust=True)
+
+
+def _send(signal: Any, backend: JobQueueBackend, result: Any) -> None:
+    # Robustly: a failing receiver must not stop the worker recording the job.
+    for receiver, outcome in signal.send_robust(type(backend), task_result=result):
+        if isinstance(outcome, Exception):
+            logger.error("Receiver %r of a task signal failed for task %s: %r", receiver, result.id, outcome)
 
 
 def connect_signals() -> None:

@@ -371,3 +371,19 @@ def test_no_task_signals_for_plain_jobs(task_signals):
     Job.objects.enqueue("echo", {"x": 1})
     run_worker("echo")
     assert task_signals == []
+
+
+def test_a_failing_signal_receiver_does_not_stop_the_worker():
+    def broken(sender, task_result, **kwargs):
+        raise RuntimeError("receiver bug")
+
+    task_started.connect(broken)
+    task_finished.connect(broken)
+    try:
+        result = tasks.add.enqueue(1, 1)
+        run_worker()
+    finally:
+        task_started.disconnect(broken)
+        task_finished.disconnect(broken)
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 2
