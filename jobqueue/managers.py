@@ -56,6 +56,15 @@ def _job_attnames() -> list[str]:
 
 
 class TopicManager(models.Manager["Topic"]):
+    def setting_defaults(self) -> dict[str, Any]:
+        """A new topic's values from ``JOBQUEUE`` (``DEFAULT_MAX_ATTEMPTS`` and the like)."""
+        return {
+            "max_attempts": settings.DEFAULT_MAX_ATTEMPTS,
+            "timeout": settings.DEFAULT_TIMEOUT,
+            "retry_backoff": settings.DEFAULT_RETRY_BACKOFF,
+            "isolation": settings.DEFAULT_ISOLATION,
+        }
+
     def resolve(self, name: Any) -> Topic:
         """The Topic row for ``name``, created from its handler if it has one.
 
@@ -79,7 +88,7 @@ class TopicManager(models.Manager["Topic"]):
         if spec is not None:
             return registry.sync_topic(spec)
         if settings.ALLOW_UNREGISTERED_TOPICS:
-            return self.get_or_create(name=name)[0]
+            return self.get_or_create(name=name, defaults=self.setting_defaults())[0]
         known = sorted(set(self.values_list("name", flat=True)) | set(registry.topics()))
         raise UnknownTopic(f"Unknown topic {name!r}. Known topics: {', '.join(known) or '(none)'}.")
 

@@ -123,7 +123,8 @@ def sync_topic(spec: HandlerSpec) -> Topic:
     """Create or update the Topic row of ``spec``, keeping fields an operator changed."""
     from .models import Topic
 
-    topic, created = Topic.objects.get_or_create(name=spec.topic, defaults=spec.defaults)
+    defaults = {**Topic.objects.setting_defaults(), **spec.defaults}
+    topic, created = Topic.objects.get_or_create(name=spec.topic, defaults=defaults)
     if created:
         return topic
     overrides = set(topic.operator_overrides or [])
