@@ -58,16 +58,22 @@ def test_topic_numbers(root):
 
 
 def test_throughput_per_minute_and_outcome():
-    now = timezone.now()
-    finished("echo", "succeeded", 0.2, n=3)
-    finished("echo", "failed", 0.2)
-    finished("echo", "cancelled", 5)
-    finished("echo", "succeeded", 75)  # outside the hour
+    now = timezone.now().replace(second=30, microsecond=0)  # mid-minute: no boundary to cross
+    for status, seconds_ago, n in (
+        ("succeeded", 10, 3),
+        ("failed", 20, 1),
+        ("cancelled", 300, 1),
+        ("succeeded", 75 * 60, 1),
+    ):  # the last one is outside the hour
+        when = now - dt.timedelta(seconds=seconds_ago)
+        for _ in range(n):
+            set_status(Job.objects.enqueue("echo", {}), status, finished_at=when, started_at=when)
 
     tp = throughput(now=now)
     assert tp.minutes == 60
     assert (tp.series["succeeded"][-1], tp.series["failed"][-1]) == (3, 1)
-    assert sum(tp.series["cancelled"]) == 1 and tp.totals == {"succeeded": 3, "failed": 1, "cancelled": 1}
+    assert tp.series["cancelled"][-6] == 1
+    assert tp.totals == {"succeeded": 3, "failed": 1, "cancelled": 1}
     assert tp.peak == 4
 
 

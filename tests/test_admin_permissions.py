@@ -141,3 +141,25 @@ def test_anonymous_users_are_sent_to_the_login_page():
     for url in (JOB_CHANGELIST, DASHBOARD, DASHBOARD_FRAGMENT):
         response = Client().get(url)
         assert response.status_code == 302 and "/login/" in response["Location"]
+
+
+def test_executions_are_read_only_even_for_a_superuser():
+    from jobqueue.models import Execution
+
+    from .test_admin_support import superuser_client
+
+    job = set_status(Job.objects.enqueue("echo", {}), "failed")
+    execution = Execution.objects.create(job=job, attempt=1, outcome="failed", stdout="out")
+    root = superuser_client()
+    change = reverse("admin:jobqueue_execution_change", args=[execution.pk])
+    assert root.get(change).status_code == 200
+    assert root.post(change, {"stdout": "rewritten", "outcome": "succeeded"}).status_code == 403
+    assert root.get(reverse("admin:jobqueue_execution_add")).status_code == 403
+    assert (
+        root.post(
+            reverse("admin:jobqueue_execution_delete", args=[execution.pk]), {"post": "yes"}
+        ).status_code
+        == 403
+    )
+    execution.refresh_from_db()
+    assert (execution.stdout, execution.outcome) == ("out", "failed")

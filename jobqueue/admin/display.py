@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -135,22 +136,31 @@ def changelist_url(model: str, **params: Any) -> str:
 
 
 def holders(items: Iterable[Any] | None) -> SafeString:
-    """Slot holders (``engine.Holder``): worker id, host and since when."""
+    """Slot holders (``engine.Holder``): worker id, host, and since when (for how long)."""
     if items is None:
         return format_html('<span class="jq-muted">{}</span>', _("Redis unavailable"))
     rows = format_html_join(
         "",
-        '<li><span class="jq-mono">{}</span> <span class="jq-muted">{} · {}</span></li>',
-        ((h.worker_id, h.info.get("host", "?"), _held_for(h.info.get("since"))) for h in items),
+        '<li><span class="jq-mono">{}</span> <span class="jq-muted" title="{}">{} · {}</span></li>',
+        (
+            (
+                h.worker_id,
+                _("since %(time)s") % {"time": local_time(epoch(h.info.get("since")))},
+                h.info.get("host", "?"),
+                _since(h.info.get("since")),
+            )
+            for h in items
+        ),
     )
     if not rows:
         return format_html('<span class="jq-muted">{}</span>', _("free"))
     return format_html('<ul class="jq-links">{}</ul>', rows)
 
 
-def _held_for(since: float | None) -> str:
+def _since(since: float | None) -> str:
     if not since:
         return EMPTY
-    import time
-
-    return _("for %(duration)s") % {"duration": duration(max(0.0, time.time() - float(since)))}
+    return _("since %(time)s (%(duration)s)") % {
+        "time": local_time(epoch(since), "%H:%M:%S"),
+        "duration": duration(max(0.0, time.time() - float(since))),
+    }

@@ -74,7 +74,7 @@ class JobAdmin(JobActionsMixin, admin.ModelAdmin):
         "entity: or payload: to search only there (payload: also for text that looks like an id)."
     )
     ordering = ("-created_at",)
-    sortable_by = ("created_at", "priority")
+    sortable_by = ("created", "priority")  # not every column: sorting a million rows needs an index
     list_per_page = 100
     show_full_result_count = False
     show_facets = admin.ShowFacets.NEVER
