@@ -135,8 +135,10 @@ class JobAdmin(JobActionsMixin, admin.ModelAdmin):
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type:
         return FastChangeList
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        actions = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        # Django 6.1 passes where the actions show (list or change form); 5.2 does not.
+        extra = () if action_location is None else (action_location,)
+        actions = super().get_actions(request, *extra)
         actions.pop("delete_selected", None)  # it lists every object; delete_jobs counts them
         return actions
 
