@@ -1,14 +1,16 @@
 """The Django admin as jobqueue's operations console.
 
 ``JobAdmin`` (list, bulk actions, detail page, add form, and the dashboard at
-``admin/jobqueue/job/dashboard/``), ``TopicAdmin`` and a read-only ``ExecutionAdmin``
-are registered on the default admin site; register them on your own site with
-``my_site.register(Job, JobAdmin)`` and so on.
+``admin/jobqueue/job/dashboard/``), ``TopicAdmin``, a read-only ``ExecutionAdmin`` and
+the API's ``ApiTokenAdmin`` are registered on the default admin site; register them on
+your own site with ``my_site.register(Job, JobAdmin)`` and so on.
 """
 
 from django.contrib import admin
 
+from ..api.admin import ApiTokenAdmin
 from ..models import Execution, Job, Topic
+from ..models_api import ApiToken
 from .executions import ExecutionAdmin
 from .jobs import JobAdmin
 from .topics import TopicAdmin
@@ -16,5 +18,6 @@ from .topics import TopicAdmin
 admin.site.register(Job, JobAdmin)
 admin.site.register(Topic, TopicAdmin)
 admin.site.register(Execution, ExecutionAdmin)
+admin.site.register(ApiToken, ApiTokenAdmin)  # the JSON API's tokens, issued here
 
 __all__ = ["ExecutionAdmin", "JobAdmin", "TopicAdmin"]
