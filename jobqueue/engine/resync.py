@@ -48,7 +48,8 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
         k = TopicKeys(topic)
         if topic in paused and paused[topic] != bool(r.exists(k.paused)):
             set_paused(topic, paused[topic])
-        scores = {_s(i): score for i, score in r.zrange(k.queue, 0, -1, withscores=True)}
+        pairs: list[tuple[bytes, float]] = r.zrange(k.queue, 0, -1, withscores=True)  # type: ignore[assignment]
+        scores = {_s(i): score for i, score in pairs}
         in_queue = set(scores)
         leased = {_s(i) for i in r.zrange(k.leases, 0, -1)}
         in_schedule = {_s(i) for i in r.zrange(k.scheduled, 0, -1)}
