@@ -286,6 +286,8 @@ def test_invalid_input_is_400(superuser_api, body, code):
         ("GET", "/jobs/?page=x", None),
         ("GET", "/jobs/?page_size=1000", None),
         ("GET", "/jobs/?colour=red", None),
+        ("GET", "/jobs/?topic=Not%20A%20Topic", None),
+        ("GET", "/jobs/?entity_id=a%0Ab", None),
         ("POST", "/jobs/{id}/progress", {"progress": 101}),
         ("POST", "/jobs/{id}/progress", {}),
         ("POST", "/jobs/{id}/progress", {"message": 3}),

@@ -80,18 +80,23 @@ def read_json(request: HttpRequest, *, required: bool = True) -> dict[str, Any]:
         raise ApiError(400, "bad_json", f"The request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ApiError(400, "bad_json", "The request body must be a JSON object.")
-    refuse_nul(data)
+    refuse_unstorable_text(data)
     return data
 
 
-def refuse_nul(value: Any, where: str = "the request") -> None:
-    """400 for a NUL character anywhere in ``value``: PostgreSQL can store none, in text or JSON."""
+def refuse_unstorable_text(value: Any, where: str = "the request") -> None:
+    """400 for text no database can store: a NUL character (PostgreSQL stores none, in
+    text or JSON) or a lone surrogate (not UTF-8), anywhere in ``value``."""
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
                 raise ApiError(400, "invalid", f"Text in {where} must not contain NUL characters.")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ApiError(400, "invalid", f"Text in {where} must be valid Unicode.") from None
         elif isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())

@@ -34,6 +34,15 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "nullable": True}
 
 
+#: Text a database can store: no NUL character.
+TEXT = {"type": "string", "pattern": "^[^\\u0000]*$"}
+#: An entity id: no control characters (C0, DEL, C1) nor line or paragraph separators.
+ENTITY_ID = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 255,
+    "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]*$",
+}
 TIME = {"type": "string", "format": "date-time"}
 UUID = {"type": "string", "format": "uuid"}
 COUNTS = {
@@ -163,7 +172,7 @@ SCHEMAS: dict[str, Any] = {
                 "description": "Any JSON value (default {}); its JSON is limited by MAX_PAYLOAD_BYTES."
             },
             "priority": {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY},
-            "entity_id": {"type": "string", "minLength": 1, "maxLength": 255},
+            "entity_id": ENTITY_ID,
             "run_after": TIME,
             "delay": {"type": "number", "minimum": 0},
             "max_attempts": {"type": "integer", "minimum": 1},
@@ -178,14 +187,14 @@ SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {
             "progress": {"type": "number", "minimum": 0, "maximum": 100},
-            "message": {"type": "string", "maxLength": 255},
-            "stage": {"type": "string", "maxLength": 100},
+            "message": {**TEXT, "maxLength": 255},
+            "stage": {**TEXT, "maxLength": 100},
         },
     },
     "Cancel": {
         "type": "object",
         "additionalProperties": False,
-        "properties": {"reason": {"type": "string", "maxLength": 1000}},
+        "properties": {"reason": {**TEXT, "maxLength": 1000}},
     },
     "Requeue": {
         "type": "object",
@@ -342,8 +351,12 @@ def build_schema(base_path: str) -> dict[str, Any]:
                             "in": "query",
                             "schema": {"type": "string", "enum": list(JobStatus.values)},
                         },
-                        {"name": "topic", "in": "query", "schema": {"type": "string", "minLength": 1}},
-                        {"name": "entity_id", "in": "query", "schema": {"type": "string", "minLength": 1}},
+                        {
+                            "name": "topic",
+                            "in": "query",
+                            "schema": {"type": "string", "pattern": TOPIC_PATTERN},
+                        },
+                        {"name": "entity_id", "in": "query", "schema": ENTITY_ID},
                         {
                             "name": "page",
                             "in": "query",

@@ -14,9 +14,9 @@ from django.urls import reverse
 
 from .. import engine
 from ..models import FINISHED_STATUSES, Job, JobStatus, Topic
-from ..validation import TOPIC_NAME_RE
+from ..validation import TOPIC_NAME_RE, validate_entity_id, validate_topic_name
 from .auth import require
-from .endpoint import only_fields, read_json, refuse_nul
+from .endpoint import only_fields, read_json, refuse_unstorable_text
 from .errors import ApiError, error_response
 from .serializers import CREATE_FIELDS, enqueue_arguments, job_data, job_detail
 
@@ -65,7 +65,7 @@ def list_jobs(request: HttpRequest) -> HttpResponse:
     unknown = sorted(set(request.GET) - {"status", "topic", "entity_id", "page", "page_size"})
     if unknown:
         raise ApiError(400, "invalid", f"Unknown query parameter(s): {', '.join(unknown)}.")
-    refuse_nul([*request.GET.keys(), *request.GET.values()], "the query")
+    refuse_unstorable_text([*request.GET.keys(), *request.GET.values()], "the query")
     for name in ("status", "topic", "entity_id"):
         if request.GET.get(name) == "":
             raise ApiError(400, "invalid", f"{name} must not be empty; leave it out to list every job.")
@@ -78,9 +78,9 @@ def list_jobs(request: HttpRequest) -> HttpResponse:
             )
         jobs = jobs.filter(status=status)
     if request.GET.get("topic"):
-        jobs = jobs.filter(topic_id=request.GET["topic"])
+        jobs = jobs.filter(topic_id=validate_topic_name(request.GET["topic"]))
     if request.GET.get("entity_id"):
-        jobs = jobs.filter(entity_id=request.GET["entity_id"])
+        jobs = jobs.filter(entity_id=validate_entity_id(request.GET["entity_id"]))
     page = _int_param(request, "page", 1, 1, 10**9)
     size = _int_param(request, "page_size", PAGE_SIZE, 1, MAX_PAGE_SIZE)
     count = jobs.count()
