@@ -5,7 +5,8 @@ The database is PostgreSQL (``JOBQUEUE_BENCH_DB=postgres``, the default) or SQLi
 named by an environment variable so a run never touches another project's data:
 
 - ``JOBQUEUE_BENCH_PG_NAME`` (``jobqueue_bench``), ``..._PG_HOST``, ``..._PG_PORT``,
-  ``..._PG_USER``, ``..._PG_PASSWORD``; ``JOBQUEUE_BENCH_SQLITE_NAME``;
+  ``..._PG_USER``, ``..._PG_PASSWORD``, ``JOBQUEUE_BENCH_CONN_MAX_AGE`` (``0``);
+  ``JOBQUEUE_BENCH_SQLITE_NAME``;
 - ``JOBQUEUE_BENCH_REDIS_URL`` (``redis://127.0.0.1:6379/13``): one Redis database,
   flushed between workloads, holding jobqueue's keys, Celery's broker and RQ's queues;
 - ``JOBQUEUE_BENCH_PREFIX`` (``jqbench``): jobqueue's key prefix.
@@ -53,6 +54,11 @@ TEMPLATES = [
     }
 ]
 
+# Django's default (0: a connection per request) unless JOBQUEUE_BENCH_CONN_MAX_AGE says
+# otherwise ("none" keeps connections open for good).
+_conn_max_age_env = os.environ.get("JOBQUEUE_BENCH_CONN_MAX_AGE", "0")
+_conn_max_age = None if _conn_max_age_env.lower() == "none" else int(_conn_max_age_env)
+
 _db = os.environ.get("JOBQUEUE_BENCH_DB", "postgres")
 if _db == "postgres":
     DATABASES = {
@@ -63,6 +69,7 @@ if _db == "postgres":
             "PASSWORD": os.environ.get("JOBQUEUE_BENCH_PG_PASSWORD", ""),
             "HOST": os.environ.get("JOBQUEUE_BENCH_PG_HOST", "127.0.0.1"),
             "PORT": os.environ.get("JOBQUEUE_BENCH_PG_PORT", "5432"),
+            "CONN_MAX_AGE": _conn_max_age,
         }
     }
 elif _db == "sqlite":
