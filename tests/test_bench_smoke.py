@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,6 +66,7 @@ def find(rows: dict[str, list[str]], prefix: str) -> list[str]:
     return matches[0]
 
 
+@pytest.mark.slow
 def test_quick_benchmark_prints_jobqueue_and_celery_figures(tmp_path):
     env = bench_env(tmp_path)
     output = tmp_path / "latest.md"
