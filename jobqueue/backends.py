@@ -71,6 +71,8 @@ logger = logging.getLogger("jobqueue.tasks")
 
 #: Attempts a task gets unless its backend or the task says otherwise (django.tasks runs a task once).
 DEFAULT_TASK_MAX_ATTEMPTS = 1
+#: The largest attempts count or timeout a database integer column holds.
+MAX_INT = 2**31 - 1
 
 STATUS_MAP = {
     "waiting": TaskResultStatus.READY,
@@ -239,6 +241,9 @@ class JobQueueBackend(BaseTaskBackend):
             validate_entity_id(getattr(task, "entity_id", None))
         except InvalidJob as exc:
             raise InvalidTask(str(exc)) from exc
+        for name in ("max_attempts", "timeout"):
+            if (getattr(task, name, None) or 0) > MAX_INT:
+                raise InvalidTask(f"{name} must be at most {MAX_INT} (a database integer).")
         spec = registry.get(topic)
         if spec is not None and spec.func is not run_task_job:
             raise InvalidTask(f"Queue {task.queue_name!r} is topic {topic!r}, whose handler is {spec.name}.")

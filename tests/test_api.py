@@ -267,6 +267,10 @@ def test_bad_json_is_400(superuser_api, raw, code):
         ({"topic": "echo", "depends_on": [str(uuid.uuid4())]}, "invalid"),
         ({"topic": "echo", "parent": str(uuid.uuid4())}, "invalid"),
         ({"topic": "echo", "entity_id": ""}, "invalid"),
+        ({"topic": "echo", "max_attempts": 2**31}, "invalid"),  # more than a database integer
+        ({"topic": "echo", "timeout": 10**12}, "invalid"),
+        ({"topic": "echo", "delay": 1e300}, "invalid"),
+        ({"topic": "echo", "run_after": "9999-12-31T23:00:00-14:00"}, "invalid"),  # past year 9999 in UTC
         ({"topic": "Not A Topic"}, "invalid"),
         ({"topic": "no-such-topic"}, "unknown_topic"),
     ],

@@ -179,7 +179,9 @@ def test_takes_context_needs_a_context_argument():
         task(takes_context=True)(tasks.plain_function)
 
 
-@pytest.mark.parametrize("options", [{"max_attempts": 0}, {"timeout": -1}, {"entity_id": "bad\nid"}])
+@pytest.mark.parametrize(
+    "options", [{"max_attempts": 0}, {"timeout": -1}, {"entity_id": "bad\nid"}, {"max_attempts": 2**31}]
+)
 def test_bad_jobqueue_options_are_refused(options):
     with pytest.raises(InvalidTask):
         tasks.add.using(**options)

@@ -14,6 +14,7 @@ from django.urls import reverse
 from .. import __version__
 from ..models import ExecutionOutcome, JobStatus
 from ..validation import MAX_PRIORITY, MIN_PRIORITY
+from .serializers import MAX_DELAY, MAX_INT
 
 TOPIC_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
 
@@ -174,9 +175,9 @@ SCHEMAS: dict[str, Any] = {
             "priority": {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY},
             "entity_id": ENTITY_ID,
             "run_after": TIME,
-            "delay": {"type": "number", "minimum": 0},
-            "max_attempts": {"type": "integer", "minimum": 1},
-            "timeout": {"type": "integer", "minimum": 1},
+            "delay": {"type": "number", "minimum": 0, "maximum": MAX_DELAY},
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
+            "timeout": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
             "depends_on": {"type": "array", "items": UUID},
             "parent": UUID,
         },

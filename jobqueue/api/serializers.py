@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -37,6 +38,11 @@ EXECUTION_FIELDS = (
     "traceback",
     "duration",
 )
+
+#: The largest attempts count or timeout a database integer column holds.
+MAX_INT = 2**31 - 1
+#: The longest delay accepted, in seconds (about 31 years).
+MAX_DELAY = 10**9
 
 #: What ``POST /jobs/`` accepts.
 CREATE_FIELDS = frozenset(
@@ -117,11 +123,17 @@ def enqueue_arguments(data: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
         "timeout": _expect(data, "timeout", (int,), "an integer"),
         "delay": _expect(data, "delay", (int, float), "a number of seconds"),
     }
+    # Beyond these, a database column or a datetime overflows.
+    for name, limit in (("max_attempts", MAX_INT), ("timeout", MAX_INT), ("delay", MAX_DELAY)):
+        if kwargs[name] is not None and kwargs[name] > limit:
+            raise ApiError(400, "invalid", f"{name} must be at most {limit}, not {kwargs[name]!r}.")
     run_after = _expect(data, "run_after", (str,), "an ISO 8601 date-time")
     if run_after is not None:
         try:
             parsed = parse_datetime(run_after)
-        except ValueError:
+            if parsed is not None and parsed.tzinfo is not None:
+                parsed.astimezone(dt.timezone.utc)  # a time beyond year 9999 in UTC cannot be stored
+        except (ValueError, OverflowError):
             parsed = None
         if parsed is None:
             raise ApiError(400, "invalid", f"run_after must be an ISO 8601 date-time, not {run_after!r}.")
