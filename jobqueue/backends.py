@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import importlib
 import logging
 import re
@@ -261,11 +262,16 @@ class JobQueueBackend(BaseTaskBackend):
             }
         except (TypeError, ValueError) as exc:
             raise InvalidPayload(f"Task arguments must be JSON-serializable: {exc}") from exc
+        try:
+            # In UTC: PostgreSQL refuses offsets past 15:59.
+            run_after = task.run_after.astimezone(dt.timezone.utc) if task.run_after is not None else None
+        except OverflowError as exc:
+            raise InvalidTask(f"run_after {task.run_after} is out of range.") from exc
         job = Job.objects.enqueue(
             self.topic_for(task.queue_name),
             payload,
             priority=task.priority,
-            run_after=task.run_after,
+            run_after=run_after,
             entity_id=getattr(task, "entity_id", None),
             max_attempts=getattr(task, "max_attempts", None),
             timeout=getattr(task, "timeout", None),

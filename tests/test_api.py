@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import uuid
 
@@ -154,6 +155,15 @@ def test_create_with_run_after_and_dependencies(superuser_api):
     assert job.status == "waiting" and job.parent_id == first.pk
     detail = superuser_api.get(f"/jobs/{job.pk}").json()
     assert detail["depends_on"] == [str(first.pk)]
+
+
+def test_run_after_is_stored_in_utc_whatever_its_offset(superuser_api):
+    # PostgreSQL refuses offsets past 15:59; the API converts first.
+    body = {"topic": "echo", "run_after": "2031-07-08T15:28:01+21:19"}
+    response = superuser_api.call("POST", "/jobs/", body)
+    assert response.status_code == 201, response.content
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.run_after == dt.datetime(2031, 7, 7, 18, 9, 1, tzinfo=dt.timezone.utc)
 
 
 def test_create_with_an_entity_returns_the_pending_job(superuser_api):

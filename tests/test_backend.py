@@ -106,6 +106,12 @@ def test_run_after_defers_the_job():
     assert Job.objects.get(pk=result.id).status == "scheduled"
 
 
+def test_run_after_with_a_far_offset_is_stored_in_utc():
+    when = dt.datetime(2031, 7, 8, 15, 28, 1, tzinfo=dt.timezone(dt.timedelta(hours=21, minutes=19)))
+    result = tasks.add.using(run_after=when).enqueue(1, 2)
+    assert Job.objects.get(pk=result.id).run_after == when
+
+
 def test_task_options_become_job_options():
     result = tasks.flaky.enqueue(1)
     assert Job.objects.get(pk=result.id).max_attempts == 3  # @task(max_attempts=3)

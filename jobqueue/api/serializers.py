@@ -132,7 +132,8 @@ def enqueue_arguments(data: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
         try:
             parsed = parse_datetime(run_after)
             if parsed is not None and parsed.tzinfo is not None:
-                parsed.astimezone(dt.timezone.utc)  # a time beyond year 9999 in UTC cannot be stored
+                # In UTC: PostgreSQL refuses offsets past 15:59, and past year 9999 overflows here.
+                parsed = parsed.astimezone(dt.timezone.utc)
         except (ValueError, OverflowError):
             parsed = None
         if parsed is None:
