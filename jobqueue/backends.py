@@ -50,7 +50,7 @@ from django.db import transaction
 
 from . import registry
 from .exceptions import DuplicateJob, InvalidJob, InvalidPayload
-from .signals import job_finished, job_started
+from .signals import SCOPED_RECEIVERS, job_finished, job_started
 from .tasks_compat import (
     BaseTaskBackend,
     InvalidTask,
@@ -504,6 +504,8 @@ def _send(signal: Any, backend: JobQueueBackend, result: Any) -> None:
 def connect_signals() -> None:
     job_started.connect(_on_job_started, dispatch_uid="jobqueue.backends.started")
     job_finished.connect(_on_job_finished, dispatch_uid="jobqueue.backends.finished")
+    # Jobs of other topics may skip the signals (the worker's one-statement success).
+    SCOPED_RECEIVERS["jobqueue.backends.finished"] = lambda job: _task_backend_of(job) is not None
 
 
 __all__ = [

@@ -6,6 +6,7 @@ Every signal passes ``job``; ``job_succeeded`` also passes ``result``,
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.dispatch import Signal
@@ -21,15 +22,24 @@ job_finished = Signal()
 CHAINING_UID = "jobqueue.chaining"
 
 
-def quiet_success() -> bool:
-    """True when a success has no receivers but chaining (and chaining has nothing to do
-    is checked by the caller): the worker may then record it without sending signals."""
-    if job_finished.receivers:
-        return False
+#: Receivers jobqueue connects that act only on some jobs: dispatch uid -> "does it act
+#: on this job?". A success no receiver acts on is recorded without sending signals.
+SCOPED_RECEIVERS: dict[str, Callable[[Any], bool]] = {}
+
+
+def quiet_success(job: Any) -> bool:
+    """True when no receiver would act on this job's success (chaining having nothing to
+    do is checked by the caller): the worker may then record it without sending signals."""
     try:
-        return all(entry[0][0] == CHAINING_UID for entry in job_succeeded.receivers)
+        finished = [entry[0][0] for entry in job_finished.receivers]
+        succeeded = [entry[0][0] for entry in job_succeeded.receivers]
     except (IndexError, TypeError):  # a Django whose dispatcher stores receivers differently
         return False
+    for uid in finished + [u for u in succeeded if u != CHAINING_UID]:
+        acts_on = SCOPED_RECEIVERS.get(uid) if isinstance(uid, str) else None
+        if acts_on is None or acts_on(job):
+            return False
+    return True
 
 
 def send_finished(job: Any) -> None:

@@ -178,7 +178,7 @@ def finish(job: Job, execution: Execution, outcome: Outcome, defer_ack: bool = F
 
 def _succeed(job: Job, execution: Execution, outcome: Outcome, result: Any, defer_ack: bool = False) -> str:
     now = timezone.now()
-    if not next_jobs(outcome.result) and not (job.topic.next_topic or job.has_dependents) and quiet_success():
+    if not next_jobs(outcome.result) and not (job.topic.next_topic or job.has_dependents) and quiet_success(job):
         # Nothing follows this job and nobody listens: one statement records both rows.
         _fill_execution(execution, outcome, ExecutionOutcome.SUCCEEDED)
         if not sql.succeed_with_execution(job, result, now, execution):
