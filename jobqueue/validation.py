@@ -75,11 +75,15 @@ def validate_entity_id(entity_id: Any) -> str | None:
     return entity_id
 
 
+#: The largest value an integer column holds on every supported database.
+MAX_INT = 2**31 - 1
+
+
 def validate_positive_int(value: Any, name: str) -> int | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidJob(f"{name} must be a positive integer, not {value!r}.")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
+        raise InvalidJob(f"{name} must be a positive integer up to {MAX_INT}, not {value!r}.")
     return value
 
 
@@ -108,7 +112,11 @@ def resolve_run_after(run_after: Any, delay: Any) -> dt.datetime | None:
         if django_settings.USE_TZ:
             raise InvalidJob("run_after is a naive datetime while USE_TZ is on; give it a timezone.")
         run_after = timezone.make_aware(run_after)
-    return run_after
+    try:
+        # UTC: PostgreSQL refuses some offsets Python accepts (beyond +/-15:59).
+        return run_after.astimezone(dt.timezone.utc)
+    except (OverflowError, ValueError):
+        raise InvalidJob(f"run_after {run_after!r} is out of range.") from None
 
 
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*\Z")

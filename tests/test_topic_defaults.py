@@ -37,3 +37,27 @@ def test_an_unregistered_topic_takes_setting_defaults(settings):
     topic = Topic.objects.get(name="free-form")
     assert (topic.max_attempts, topic.timeout, topic.isolation) == (7, 42, "process")
     assert (job.max_attempts, job.timeout) == (7, 42)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"max_attempts": 2**31}, {"timeout": 2**40}, {"max_attempts": 0}, {"timeout": -1}],
+)
+def test_values_a_column_cannot_hold_are_refused(kwargs):
+    from jobqueue.exceptions import InvalidJob
+
+    with pytest.raises(InvalidJob):
+        Job.objects.enqueue("echo", {}, **kwargs)
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_run_after_is_stored_in_utc_whatever_its_offset():
+    import datetime as dt
+
+    far = dt.timezone(dt.timedelta(hours=23, minutes=30))
+    when = dt.datetime(2099, 1, 1, 12, 0, tzinfo=far)
+    job = Job.objects.enqueue("echo", {}, run_after=when)
+    job.refresh_from_db()
+    assert job.run_after == when and job.status == "scheduled"
