@@ -19,6 +19,7 @@ def ids(messages):
     return sorted(m.id for m in messages)
 
 
+@pytest.mark.django_db  # Django 6.1's model checks ask the database about JSON support
 def test_the_test_settings_pass_every_check():
     assert check_settings() == []
     assert [m for m in checks.run_checks() if m.id.startswith("jobqueue.")] == []
