@@ -13,6 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
@@ -53,6 +54,7 @@ class TopicAdmin(admin.ModelAdmin):
         "failed_count",
         "depth_display",
         "holders_display",
+        "next_run_display",
     )
     list_filter = ("is_paused", "isolation")
     search_fields = ("name", "description")
@@ -81,7 +83,7 @@ class TopicAdmin(admin.ModelAdmin):
         ]
         if obj is not None:
             fieldsets += [
-                (_("Now"), {"fields": ["live_counts", "depth_display", "holders_display"]}),
+                (_("Now"), {"fields": ["live_counts", "depth_display", "holders_display", "next_run_display"]}),
                 (_("Bookkeeping"), {"fields": ["operator_overrides", "created_at", "updated_at"]}),
             ]
         return fieldsets
@@ -90,7 +92,7 @@ class TopicAdmin(admin.ModelAdmin):
         # Pausing goes through set_paused() so Redis hears of it: an action or a button.
         fields = ["is_paused", "operator_overrides", "created_at", "updated_at"]
         if obj is not None:
-            fields += ["name", "live_counts", "depth_display", "holders_display"]
+            fields += ["name", "live_counts", "depth_display", "holders_display", "next_run_display"]
         return fields
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type:
@@ -158,6 +160,15 @@ class TopicAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("slots held by"))
     def holders_display(self, obj: Topic) -> Any:
         return display.holders(_stats(obj).holders)
+
+    @admin.display(description=gettext_lazy("next cron run"))
+    def next_run_display(self, obj: Topic) -> Any:
+        from ..cron import next_run
+
+        when = next_run(obj) if obj.cron else None
+        if when is None:
+            return display.EMPTY
+        return format_html('<span title="{}">{}</span>', obj.cron, date_format(when, "DATETIME_FORMAT"))
 
     # -- permissions -------------------------------------------------------------------
 
