@@ -40,6 +40,8 @@ SLOT_RETRY_SECONDS = 2.0
 MAINTENANCE_SECONDS = 1.0
 #: Seconds between two sweeps for waiting jobs whose dependencies already finished.
 SWEEP_SECONDS = 5.0
+#: Seconds a worker waits idle before it lets Django close old database connections.
+IDLE_CLOSE_SECONDS = 30.0
 #: Longest wait for new work before looking around again (seconds).
 IDLE_WAIT_SECONDS = 1.0
 #: A burst worker still waits for scheduled jobs due within this many seconds.
@@ -105,6 +107,7 @@ class Worker:
         self._next_maintenance = 0.0
         self._next_sweep = 0.0
         self._pending_ack: Job | None = None
+        self._idle_since: float | None = None
         self._outage_since: float | None = None
         self._abandon_timer: threading.Timer | None = None
         self.heartbeat = Heartbeat(self)
@@ -181,10 +184,17 @@ class Worker:
             if job_id is None:
                 if self.burst and self._burst_done():
                     return False
-                # Idle: the place to honour CONN_MAX_AGE, as a request boundary would.
-                close_old_connections()
+                now = time.monotonic()
+                if self._idle_since is None:
+                    self._idle_since = now
+                elif now - self._idle_since >= IDLE_CLOSE_SECONDS:
+                    # Idle for a while: honour CONN_MAX_AGE as a request boundary would. Not
+                    # between two jobs: with CONN_MAX_AGE = 0 that would reconnect for each job.
+                    close_old_connections()
+                    self._idle_since = now
                 self._wait()
                 return True
+            self._idle_since = None
             self._process(topic, job_id)
         except redis.RedisError as exc:
             self._outage("Redis", exc)
