@@ -121,8 +121,15 @@ def claim_job(job_id: str, worker_id: str, now: Any) -> Job | None:
 def mark_succeeded(job: Job, result: Any, now: Any) -> bool:
     """The success ``UPDATE``, guarded by the running state and this attempt."""
     connection = connections[_db()]
+    with connection.cursor() as cursor:
+        cursor.execute(_succeed_sql(connection.alias), _succeed_params(job, result, now, connection))
+        return cursor.rowcount == 1
+
+
+def _succeed_params(job: Job, result: Any, now: Any, connection: Any) -> list[Any]:
+    """The parameters of the success ``UPDATE`` (see :func:`_succeed_sql`)."""
     when = _prep(Job, "finished_at", now, connection)
-    params = [
+    return [
         JobStatus.SUCCEEDED.value,
         _prep(Job, "result", result, connection),
         when,
@@ -131,23 +138,15 @@ def mark_succeeded(job: Job, result: Any, now: Any) -> bool:
         JobStatus.RUNNING.value,
         job.attempts,
     ]
-    with connection.cursor() as cursor:
-        cursor.execute(_succeed_sql(connection.alias), params)
-        return cursor.rowcount == 1
 
 
 @cache
 def _succeed_with_execution_sql(alias: str) -> str:
-    conn = connections[alias]
-    qn = conn.ops.quote_name
-    meta = Job._meta
+    qn = connections[alias].ops.quote_name
     columns = ", ".join(qn(str(f.column)) for f in EXECUTION_FIELDS)
     marks = ", ".join(["%s"] * len(EXECUTION_FIELDS))
     return (
-        f"WITH done AS (UPDATE {qn(meta.db_table)} SET {qn('status')} = %s, {qn('result')} = %s, "
-        f"{qn('finished_at')} = %s, {qn('progress')} = 100, {qn('error')} = '', {qn('updated_at')} = %s "
-        f"WHERE {qn(str(meta.pk.column))} = %s AND {qn('status')} = %s AND {qn('attempts')} = %s "
-        f"RETURNING {qn(str(meta.pk.column))}) "
+        f"WITH done AS ({_succeed_sql(alias)} RETURNING {qn(str(Job._meta.pk.column))}) "
         f"INSERT INTO {qn(Execution._meta.db_table)} ({columns}) SELECT {marks} FROM done"
     )
 
@@ -162,16 +161,7 @@ def succeed_with_execution(job: Job, result: Any, now: Any, execution: Execution
                 return False
             insert_execution(execution)
             return True
-    when = _prep(Job, "finished_at", now, connection)
-    params = [
-        JobStatus.SUCCEEDED.value,
-        _prep(Job, "result", result, connection),
-        when,
-        when,
-        _prep(Job, "id", job.pk, connection),
-        JobStatus.RUNNING.value,
-        job.attempts,
-    ]
+    params = _succeed_params(job, result, now, connection)
     params += [f.get_db_prep_save(getattr(execution, f.attname), connection) for f in EXECUTION_FIELDS]
     with connection.cursor() as cursor:
         cursor.execute(_succeed_with_execution_sql(connection.alias), params)
