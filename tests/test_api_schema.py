@@ -4,6 +4,7 @@ be documented (status code, content type, body schema, headers)."""
 
 from __future__ import annotations
 
+import re
 import zlib
 
 import pytest
@@ -13,13 +14,16 @@ from django.core.wsgi import get_wsgi_application
 from django.test import Client
 from django.test.utils import override_settings
 from django.utils import timezone
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from jobqueue import engine
-from jobqueue.api.schema import build_schema
+from jobqueue.api.schema import TOPIC_PATTERN, build_schema
+from jobqueue.exceptions import InvalidJob
 from jobqueue.models import Job
 from jobqueue.models_api import ApiToken
+from jobqueue.validation import validate_topic_name
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -120,3 +124,14 @@ def test_schema_is_public_and_names_every_route():
         "/stats/{topic}",
         "/health",
     }
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet="az09_.-", min_size=1, max_size=12) | st.from_regex(TOPIC_PATTERN, fullmatch=True))
+def test_the_schema_topic_pattern_accepts_exactly_the_valid_names(name):
+    try:
+        validate_topic_name(name)
+        valid = True
+    except InvalidJob:
+        valid = False
+    assert valid == (re.match(TOPIC_PATTERN, name) is not None and len(name) <= 100)

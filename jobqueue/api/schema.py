@@ -16,7 +16,10 @@ from ..models import ExecutionOutcome, JobStatus
 from ..validation import MAX_PRIORITY, MIN_PRIORITY
 from .serializers import MAX_DELAY, MAX_INT
 
-TOPIC_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,99}$"
+#: validation.TOPIC_NAME_RE without two dots in a row (validate_topic_name refuses ".."),
+#: written without a lookahead so that schema-driven generators can use it.
+TOPIC_PATTERN = r"^[a-z0-9][a-z0-9_-]*(\.[a-z0-9_-]+)*\.?$"
+TOPIC = {"type": "string", "pattern": TOPIC_PATTERN, "maxLength": 100}
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -168,7 +171,7 @@ SCHEMAS: dict[str, Any] = {
         "required": ["topic"],
         "additionalProperties": False,
         "properties": {
-            "topic": {"type": "string", "pattern": TOPIC_PATTERN},
+            "topic": TOPIC,
             "payload": {
                 "description": "Any JSON value (default {}); its JSON is limited by MAX_PAYLOAD_BYTES."
             },
@@ -355,7 +358,7 @@ def build_schema(base_path: str) -> dict[str, Any]:
                         {
                             "name": "topic",
                             "in": "query",
-                            "schema": {"type": "string", "pattern": TOPIC_PATTERN},
+                            "schema": TOPIC,
                         },
                         {"name": "entity_id", "in": "query", "schema": ENTITY_ID},
                         {
@@ -446,7 +449,7 @@ def build_schema(base_path: str) -> dict[str, Any]:
                             "name": "topic",
                             "in": "path",
                             "required": True,
-                            "schema": {"type": "string", "pattern": TOPIC_PATTERN},
+                            "schema": TOPIC,
                         }
                     ],
                     "responses": {
