@@ -45,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     "PROGRESS_THROTTLE_SECONDS": 0.5,
     # On PostgreSQL the worker's commits skip the WAL flush wait (at-least-once holds: see README).
     "WORKER_SYNCHRONOUS_COMMIT": False,
+    # On PostgreSQL (psycopg 3), prepare the hot statements on the server; turn off behind
+    # a pooler that cannot keep prepared statements (PgBouncer transaction mode before 1.21).
+    "PREPARED_STATEMENTS": True,
     # Optional features.
     "DATA_DIR": None,
     "TOPICS_DIR": None,

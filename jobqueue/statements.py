@@ -6,17 +6,32 @@ statements every job needs are built once per database alias from the models'
 metadata and run through Django's cursor. Values go through each field's
 ``get_db_prep_save`` and rows come back through the same converters the ORM uses,
 so SQLite and PostgreSQL behave exactly as with querysets.
+
+On PostgreSQL with psycopg 3 they are also prepared on the server (see
+:func:`_cursor`): planning an ``UPDATE`` of a table with this many indexes costs
+more than running it. ``JOBQUEUE["PREPARED_STATEMENTS"] = False`` turns that off
+(needed behind PgBouncer's transaction pooling before 1.21).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from typing import Any, cast
 
 from django.db import connections, router, transaction
 from django.db.models import Field, Model
 
+from .conf import settings
 from .models import Execution, Job, JobStatus
+
+try:
+    import psycopg
+except ImportError:  # psycopg2, or no PostgreSQL driver at all
+    psycopg = None  # type: ignore[assignment]
 
 
 def _db() -> str:
@@ -68,9 +83,110 @@ def _insert_sql(model: type[Model], alias: str) -> str:
     return f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES ({marks})"
 
 
+@contextmanager
+def _cursor(connection: Any) -> Iterator[Any]:
+    """A cursor for one hot statement, whose ``execute`` prepares it on PostgreSQL.
+
+    With psycopg 3 this is a server-side-binding cursor on Django's own connection
+    (same transaction, same adapters, errors wrapped as Django's), and each statement
+    is prepared on its first run. Django's cursor is used instead when statements
+    are being logged or wrapped (``DEBUG``, ``execute_wrapper()``), on other drivers
+    and databases, and when ``PREPARED_STATEMENTS`` is off.
+    """
+    if (
+        psycopg is None
+        or connection.vendor != "postgresql"
+        or connection.queries_logged
+        or connection.execute_wrappers
+        or not settings.PREPARED_STATEMENTS
+    ):
+        with connection.cursor() as cursor:
+            yield cursor
+        return
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    raw = connection.connection
+    if raw.prepare_threshold is None:
+        # Django turns preparing off unless OPTIONS set "prepare_threshold" (for poolers).
+        # Its own cursors bind on the client and never prepare, so only this cursor's
+        # statements are affected; a threshold this high never prepares anything else.
+        options = connection.settings_dict.get("OPTIONS", {})
+        if "prepare_threshold" in options or options.get("server_side_binding") is True:
+            with connection.cursor() as cursor:
+                yield cursor
+            return
+        raw.prepare_threshold = _NEVER_AUTOMATICALLY
+    with connection.wrap_database_errors:
+        cursor = _PreparingCursor(raw)
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+
+#: psycopg's prepare threshold on a connection Django left unprepared: only statements run
+#: with ``prepare=True`` (these) are prepared.
+_NEVER_AUTOMATICALLY = 2**31
+
+if psycopg is not None:
+
+    class _PreparingCursor(psycopg.Cursor):
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            return super().execute(query, params, prepare=True)
+
+
+#: Python types that a field of this internal type saves unchanged on PostgreSQL (or, for
+#: integers, wrapped in psycopg's type of the column's width, as Django does): for these
+#: ``get_db_prep_save`` is cheap to do here, and calling it per field is most of an
+#: enqueue's Python time. Anything else (JSON, naive datetimes, subclasses) goes through it.
+_SAVED_AS_IS: dict[str, tuple[type, ...]] = {
+    "CharField": (str,),
+    "TextField": (str,),
+    "IntegerField": (int,),
+    "PositiveIntegerField": (int,),
+    "SmallIntegerField": (int,),
+    "PositiveSmallIntegerField": (int,),
+    "BigIntegerField": (int,),
+    "BooleanField": (bool,),
+    "FloatField": (float,),
+    "UUIDField": (uuid.UUID,),
+    "DateTimeField": (dt.datetime,),
+}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@cache
+def _fast_prep(model: type[Model], name: str, alias: str) -> tuple[tuple[type, ...], Any]:
+    """The value types ``model.name`` prepares cheaply on database ``alias`` (None
+    included but for JSON), and how."""
+    connection = connections[alias]
+    if connection.vendor != "postgresql":
+        return (), _same
+    field = cast(Field, model._meta.get_field(name))
+    internal = (field.target_field if field.is_relation else field).get_internal_type()  # type: ignore[attr-defined]
+    if internal == "JSONField":
+        return (), _same
+    integers = getattr(connection.ops, "integerfield_type_map", {})  # psycopg 3's Int2/Int4/Int8
+    return (*_SAVED_AS_IS.get(internal, ()), type(None)), integers.get(internal, _same)
+
+
 def _prep(model: type[Model], name: str, value: Any, connection: Any) -> Any:
+    """``field.get_db_prep_save(value)``, done here where that is cheap (an aware
+    datetime, a str for a text column, an int...)."""
+    kinds, convert = _fast_prep(model, name, connection.alias)
+    kind = type(value)
+    if kind in kinds and (kind is not dt.datetime or value.tzinfo is not None):
+        return value if value is None else convert(value)
     field = cast(Field, model._meta.get_field(name))
     return field.get_db_prep_save(value, connection)
+
+
+def _prep_row(model: type[Model], fields: list[Any], obj: Model, connection: Any) -> list[Any]:
+    return [_prep(model, f.name, getattr(obj, f.attname), connection) for f in fields]
 
 
 @cache
@@ -98,17 +214,8 @@ def claim_job(job_id: str, worker_id: str, now: Any) -> Job | None:
     """``UPDATE ... SET status = 'running' WHERE status IN ('queued', 'scheduled') RETURNING *``;
     the job's highest Execution number so far is set on it as ``last_execution``."""
     connection = connections[_db()]
-    when = _prep(Job, "started_at", now, connection)
-    params = [
-        JobStatus.RUNNING.value,
-        when,
-        worker_id,
-        when,
-        _prep(Job, "id", job_id, connection),
-        JobStatus.QUEUED.value,
-        JobStatus.SCHEDULED.value,
-    ]
-    with connection.cursor() as cursor:
+    params = _claim_params(job_id, worker_id, _prep(Job, "started_at", now, connection), connection)
+    with _cursor(connection) as cursor:
         cursor.execute(_claim_sql(connection.alias), params)
         row = cursor.fetchone()
     if not row:
@@ -118,10 +225,23 @@ def claim_job(job_id: str, worker_id: str, now: Any) -> Job | None:
     return job
 
 
+def _claim_params(job_id: str, worker_id: str, when: Any, connection: Any) -> list[Any]:
+    """The parameters of the claim ``UPDATE`` (see :func:`_claim_sql`)."""
+    return [
+        JobStatus.RUNNING.value,
+        when,
+        worker_id,
+        when,
+        _prep(Job, "id", job_id, connection),
+        JobStatus.QUEUED.value,
+        JobStatus.SCHEDULED.value,
+    ]
+
+
 def mark_succeeded(job: Job, result: Any, now: Any) -> bool:
     """The success ``UPDATE``, guarded by the running state and this attempt."""
     connection = connections[_db()]
-    with connection.cursor() as cursor:
+    with _cursor(connection) as cursor:
         cursor.execute(_succeed_sql(connection.alias), _succeed_params(job, result, now, connection))
         return cursor.rowcount == 1
 
@@ -141,14 +261,24 @@ def _succeed_params(job: Job, result: Any, now: Any, connection: Any) -> list[An
 
 
 @cache
-def _succeed_with_execution_sql(alias: str) -> str:
-    qn = connections[alias].ops.quote_name
+def _insert_execution_from_sql(alias: str, source: str) -> str:
+    """``INSERT`` an Execution row for each row of ``source`` (values are parameters)."""
+    conn = connections[alias]
+    qn = conn.ops.quote_name
     columns = ", ".join(qn(str(f.column)) for f in EXECUTION_FIELDS)
-    marks = ", ".join(["%s"] * len(EXECUTION_FIELDS))
-    return (
-        f"WITH done AS ({_succeed_sql(alias)} RETURNING {qn(str(Job._meta.pk.column))}) "
-        f"INSERT INTO {qn(Execution._meta.db_table)} ({columns}) SELECT {marks} FROM done"
-    )
+    # Typed: a parameter in a SELECT list has no column to take its type from.
+    marks = ", ".join(f"CAST(%s AS {f.cast_db_type(conn)})" for f in EXECUTION_FIELDS)
+    return f"INSERT INTO {qn(Execution._meta.db_table)} ({columns}) SELECT {marks} FROM {source}"
+
+
+def _done_cte(alias: str) -> str:
+    pk = connections[alias].ops.quote_name(str(Job._meta.pk.column))
+    return f"done AS ({_succeed_sql(alias)} RETURNING {pk})"
+
+
+@cache
+def _succeed_with_execution_sql(alias: str) -> str:
+    return f"WITH {_done_cte(alias)} {_insert_execution_from_sql(alias, 'done')}"
 
 
 def succeed_with_execution(job: Job, result: Any, now: Any, execution: Execution) -> bool:
@@ -162,17 +292,57 @@ def succeed_with_execution(job: Job, result: Any, now: Any, execution: Execution
             insert_execution(execution)
             return True
     params = _succeed_params(job, result, now, connection)
-    params += [f.get_db_prep_save(getattr(execution, f.attname), connection) for f in EXECUTION_FIELDS]
-    with connection.cursor() as cursor:
+    params += _prep_row(Execution, EXECUTION_FIELDS, execution, connection)
+    with _cursor(connection) as cursor:
         cursor.execute(_succeed_with_execution_sql(connection.alias), params)
         return cursor.rowcount == 1
+
+
+def can_succeed_and_claim() -> bool:
+    """Whether :func:`succeed_and_claim` is available (PostgreSQL: data-modifying CTEs)."""
+    return connections[_db()].vendor == "postgresql"
+
+
+@cache
+def _succeed_and_claim_sql(alias: str) -> str:
+    qn = connections[alias].ops.quote_name
+    return (
+        f"WITH {_done_cte(alias)}, logged AS ({_insert_execution_from_sql(alias, 'done')}), "
+        f"claimed AS ({_claim_sql(alias)} AS {qn('last_execution')}) "
+        "SELECT (SELECT COUNT(*) FROM done), claimed.* FROM (SELECT 1) AS one LEFT JOIN claimed ON TRUE"
+    )
+
+
+def succeed_and_claim(job: Job, result: Any, now: Any, execution: Execution, next_id: str,
+                      worker_id: str, started: Any) -> tuple[bool, Job | None]:
+    """Record a success with its Execution row and claim the next job, in one statement
+    (PostgreSQL only; see :func:`can_succeed_and_claim`).
+
+    Returns whether the success was this attempt's, and the claimed job (``None`` if
+    ``next_id`` is not claimable), as :func:`succeed_with_execution` and :func:`claim_job`;
+    ``started`` is the claimed job's start time.
+    """
+    connection = connections[_db()]
+    when = _prep(Job, "started_at", started, connection)
+    params = _succeed_params(job, result, now, connection)
+    params += _prep_row(Execution, EXECUTION_FIELDS, execution, connection)
+    params += _claim_params(next_id, worker_id, when, connection)
+    with _cursor(connection) as cursor:
+        cursor.execute(_succeed_and_claim_sql(connection.alias), params)
+        row = cursor.fetchone()
+    won = bool(row[0])
+    if row[1] is None:  # the claim matched no row (its id column is never NULL otherwise)
+        return won, None
+    claimed = _from_row(Job, row[1:-1], connection)
+    claimed.last_execution = row[-1] or 0
+    return won, claimed
 
 
 def insert_execution(execution: Execution) -> None:
     """Write an attempt's Execution row (its id is not read back)."""
     connection = connections[_db()]
-    params = [f.get_db_prep_save(getattr(execution, f.attname), connection) for f in EXECUTION_FIELDS]
-    with connection.cursor() as cursor:
+    params = _prep_row(Execution, EXECUTION_FIELDS, execution, connection)
+    with _cursor(connection) as cursor:
         cursor.execute(_insert_sql(Execution, connection.alias), params)
 
 
@@ -181,8 +351,8 @@ def insert_job(job: Job, using: str) -> None:
     without the per-call compilation (and without ``pre_save``/``post_save``: listen
     to ``job_enqueued`` instead)."""
     connection = connections[using]
-    params = [f.get_db_prep_save(getattr(job, f.attname), connection) for f in JOB_FIELDS]
-    with connection.cursor() as cursor:
+    params = _prep_row(Job, JOB_FIELDS, job, connection)
+    with _cursor(connection) as cursor:
         cursor.execute(_insert_sql(Job, connection.alias), params)
     job._state.adding = False
     job._state.db = using
