@@ -15,6 +15,7 @@ import random
 import socket
 import traceback
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,23 @@ from ..signals import job_failed, job_started, job_succeeded, quiet_success, sen
 logger = logging.getLogger("jobqueue.worker")
 
 HOSTNAME = socket.gethostname()
+
+
+@dataclass
+class NextJob:
+    """A worker's offer to claim its next job in the statement that records a success.
+
+    ``lease`` leases the next job id in Redis (``None``: nothing to run next); after
+    the statement, ``claimed`` holds the started job, or ``id`` the leased id that
+    could not be claimed (cancelled meanwhile). Neither is set if no statement ran.
+    """
+
+    lease: Callable[[], str | None]
+    worker_id: str
+    pid: int
+    topics: dict[str, Any]
+    id: str | None = None
+    claimed: tuple[Job, Execution] | None = None
 
 
 @dataclass
@@ -65,6 +83,11 @@ def claim(job_id: str, worker_id: str, pid: int, topics: dict[str, Any] | None =
     job = sql.claim_job(job_id, worker_id, now) if _can_return() else _claim_two_step(job_id, worker_id, now)
     if job is None:
         return None
+    return _started(job, worker_id, pid, topics, now)
+
+
+def _started(job: Job, worker_id: str, pid: int, topics: dict[str, Any] | None, now: Any) -> tuple[Job, Execution]:
+    """A claimed job and its new (unsaved) Execution; ``job_started`` is sent."""
     topic = (topics or {}).get(job.topic_id)
     if topic is not None:
         job.topic = topic
@@ -138,13 +161,17 @@ def backoff_delay(job: Job, attempt: int) -> float:
     return max(0.0, delay * random.uniform(0.75, 1.25))
 
 
-def finish(job: Job, execution: Execution, outcome: Outcome, defer_ack: bool = False) -> str:
+def finish(job: Job, execution: Execution, outcome: Outcome, defer_ack: bool = False,
+           next_job: NextJob | None = None) -> str:
     """Record an attempt's outcome; returns the job's new status (or ``"lost"`` if the
     job was no longer ours).
 
     With ``defer_ack`` a success is not acknowledged in Redis: the caller does it
     (the worker fuses it with its next pop). Until then the lease stands, so a crash
     in between only makes the reaper acknowledge the finished job.
+
+    With ``next_job``, a success that nothing follows also claims the worker's next
+    job, in the same statement (PostgreSQL): see :class:`NextJob`.
     """
     # An inline handler's last progress report may still be held back by the throttle.
     flush_progress(job)
@@ -158,7 +185,7 @@ def finish(job: Job, execution: Execution, outcome: Outcome, defer_ack: bool = F
         else:
             before = (job.status, job.result, job.finished_at, job.progress)
             try:
-                return _succeed(job, execution, outcome, result, defer_ack)
+                return _succeed(job, execution, outcome, result, defer_ack, next_job)
             except (OperationalError, InterfaceError):
                 raise  # the worker retries while the database is unreachable
             except Exception as exc:
@@ -176,12 +203,24 @@ def finish(job: Job, execution: Execution, outcome: Outcome, defer_ack: bool = F
     return _fail(job, execution, outcome)
 
 
-def _succeed(job: Job, execution: Execution, outcome: Outcome, result: Any, defer_ack: bool = False) -> str:
+def _succeed(job: Job, execution: Execution, outcome: Outcome, result: Any, defer_ack: bool = False,
+             next_job: NextJob | None = None) -> str:
     now = timezone.now()
     if not next_jobs(outcome.result) and not (job.topic.next_topic or job.has_dependents) and quiet_success(job):
-        # Nothing follows this job and nobody listens: one statement records both rows.
+        # Nothing follows this job and nobody listens: one statement records both rows
+        # (and, given the worker's next job, claims it too).
         _fill_execution(execution, outcome, ExecutionOutcome.SUCCEEDED)
-        if not sql.succeed_with_execution(job, result, now, execution):
+        next_id = next_job.lease() if next_job is not None and sql.can_succeed_and_claim() else None
+        if next_id is not None and next_id != str(job.pk):
+            assert next_job is not None
+            started = timezone.now()  # after this attempt's end: attempts of a slot never overlap
+            won, claimed = sql.succeed_and_claim(job, result, now, execution, next_id, next_job.worker_id, started)
+            next_job.id = next_id
+            if claimed is not None:
+                next_job.claimed = _started(claimed, next_job.worker_id, next_job.pid, next_job.topics, started)
+        else:
+            won = sql.succeed_with_execution(job, result, now, execution)
+        if not won:
             return _not_ours(job, execution, outcome)
     else:
         with transaction.atomic():
@@ -272,6 +311,19 @@ def _interrupt(job: Job, execution: Execution, outcome: Outcome) -> str:
         _close_execution(execution, outcome, ExecutionOutcome.ABORTED)
     engine.safe_call(engine.push_job, job)
     return JobStatus.QUEUED
+
+
+def unclaim(job: Job) -> bool:
+    """Queue again a job this worker claimed but never started (it stopped first): the
+    attempt is not counted and leaves no Execution row. False if the job moved on."""
+    now = timezone.now()
+    won = _running(job).update(
+        status=JobStatus.QUEUED, attempts=F("attempts") - 1, started_at=None, worker_id="", updated_at=now
+    )
+    if won:
+        job.status, job.attempts, job.started_at, job.worker_id = JobStatus.QUEUED, job.attempts - 1, None, ""
+        engine.safe_call(engine.push_job, job)
+    return bool(won)
 
 
 def _not_ours(job: Job, execution: Execution, outcome: Outcome) -> str:

@@ -29,7 +29,7 @@ from ..models import Job, JobStatus, Topic
 from . import datadir, maintenance
 from .forking import ForkRunner
 from .heartbeat import Heartbeat
-from .lifecycle import Outcome, claim, finish
+from .lifecycle import NextJob, Outcome, claim, finish, unclaim
 from .runner import WorkerInterrupted, run_inline
 
 logger = logging.getLogger("jobqueue.worker")
@@ -107,6 +107,9 @@ class Worker:
         self._next_maintenance = 0.0
         self._next_sweep = 0.0
         self._pending_ack: Job | None = None
+        # The next job, leased (and maybe claimed) while the last success was recorded.
+        self._leased: tuple[str, str] | None = None
+        self._claimed: tuple[Job, Any] | None = None
         self._idle_since: float | None = None
         self._outage_since: float | None = None
         self._abandon_timer: threading.Timer | None = None
@@ -145,6 +148,7 @@ class Worker:
             if self._pending_ack is not None:
                 job = self._pending_ack
                 engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id)
+            self._put_back_next()
             self._release_slots()
             engine.safe_call(engine.forget, self.worker_id)
             logger.info("Worker %s stopped after %s jobs.", self.worker_id, self.processed)
@@ -178,6 +182,11 @@ class Worker:
             if now >= self._next_maintenance:
                 self._maintain()
                 self._next_maintenance = now + MAINTENANCE_SECONDS
+            if self._claimed is not None:
+                (job, execution), self._claimed = self._claimed, None
+                self._idle_since = None
+                self._run(job, execution)
+                return True
             job_id, topic = self._fetch()
             if self._outage_since is not None:
                 self._recovered()
@@ -217,6 +226,9 @@ class Worker:
                 conn.close_if_unusable_or_obsolete()
 
     def _fetch(self) -> tuple[str | None, str]:
+        if self._leased is not None:  # leased for us, but the statement claiming it failed
+            (job_id, topic), self._leased = self._leased, None
+            return job_id, topic
         pending, self._pending_ack = self._pending_ack, None
         if pending is not None:
             job = pending
@@ -258,7 +270,10 @@ class Worker:
         if claimed is None:
             engine.ack(topic, job_id)  # cancelled or deleted since it was queued
             return
-        job, execution = claimed
+        self._run(*claimed)
+
+    def _run(self, job: Job, execution: Any) -> None:
+        """Run a claimed job and record its outcome."""
         self.abort_current.clear()
         self.current = job
         try:
@@ -313,8 +328,16 @@ class Worker:
         deadline = time.monotonic() + settings.LEASE_SECONDS * 5
         while True:
             try:
-                if finish(job, execution, outcome, defer_ack=True) == JobStatus.SUCCEEDED:
-                    self._pending_ack = job
+                next_job = NextJob(lambda: self._lease_next(job), self.worker_id, os.getpid(), self.topic_rows)
+                if finish(job, execution, outcome, defer_ack=True, next_job=next_job) == JobStatus.SUCCEEDED:
+                    earlier, self._pending_ack = self._pending_ack, job
+                    if earlier is not None:  # not taken by a lease: acknowledge it alone
+                        engine.safe_call(engine.ack, earlier.topic_id, str(earlier.pk), earlier.entity_id)
+                if next_job.claimed is not None:
+                    self._leased, self._claimed = None, next_job.claimed
+                elif next_job.id is not None:  # cancelled since it was queued
+                    self._leased = None
+                    engine.safe_call(engine.ack, job.topic_id, next_job.id)
                 return
             except (OperationalError, InterfaceError) as exc:
                 if time.monotonic() > deadline:
@@ -326,6 +349,47 @@ class Worker:
                     conn.close()
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _lease_next(self, job: Job) -> str | None:
+        """Lease the job to run after ``job`` (acknowledging the success before it in the
+        same call), so that recording ``job``'s success claims it too. Only for a worker
+        holding one topic slot, that goes on running jobs."""
+        if self._leased is not None:  # leased on an earlier try of this same step
+            return self._leased[0]
+        lock = self.slots.get(job.topic_id)
+        if (lock is None or len(self.slots) != 1 or self.stopping
+                or (self.max_jobs is not None and self.processed + 1 >= self.max_jobs)):
+            return None
+        pending = self._pending_ack
+        try:
+            if pending is not None and pending.topic_id == job.topic_id:
+                ids = engine.ack_and_pop(job.topic_id, str(pending.pk), pending.entity_id, 1, slot_token=lock.token)
+                self._pending_ack = None
+            else:
+                ids = engine.pop(job.topic_id, 1, slot_token=lock.token)
+        except redis.RedisError:
+            return None  # record the success alone; the loop meets the outage next
+        if not ids:
+            return None
+        self._leased = (ids[0], job.topic_id)
+        return ids[0]
+
+    def _put_back_next(self) -> None:
+        """On the way out, return a next job claimed or leased for us but never run."""
+        if self._claimed is not None:
+            (job, _execution), self._claimed = self._claimed, None
+            try:
+                unclaim(job)
+            except DatabaseError:
+                logger.exception("Could not put back job %s; its lease will recover it.", job.pk)
+        elif self._leased is not None:
+            (job_id, _topic), self._leased = self._leased, None
+            try:
+                leased = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).first()
+            except DatabaseError:
+                leased = None  # its lease recovers it
+            if leased is not None:
+                engine.safe_call(engine.push_job, leased)  # back in its queue, no longer leased
 
     # -- slots, maintenance, outages -------------------------------------------------
 

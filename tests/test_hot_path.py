@@ -1,0 +1,223 @@
+"""The hot path: prepared statements, parameters prepared without Django's per-field
+calls, and the worker claiming its next job in the statement that records a success."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext, override_settings
+from django.utils import timezone
+
+from jobqueue import engine, statements
+from jobqueue.models import Execution, Job, JobStatus
+from jobqueue.signals import job_started
+from jobqueue.worker import Worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+POSTGRES = connection.vendor == "postgresql"
+
+
+def run_worker(*topics: str, **kwargs) -> Worker:
+    kwargs.setdefault("burst", True)
+    worker = Worker(topics=list(topics), install_signals=False, **kwargs)
+    assert worker.run() == 0
+    return worker
+
+
+def jobqueue_settings(**values):
+    from django.conf import settings
+
+    return override_settings(JOBQUEUE={**settings.JOBQUEUE, **values})
+
+
+class StatementLog:
+    """An execute wrapper recording every statement's SQL."""
+
+    def __init__(self):
+        self.sql: list[str] = []
+
+    def __call__(self, execute, sql, params, many, context):
+        self.sql.append(sql)
+        return execute(sql, params, many, context)
+
+    def count(self, *fragments: str) -> int:
+        return sum(all(f in sql for f in fragments) for sql in self.sql)
+
+
+def prepared_statements() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return [row[0] for row in cursor.fetchall()]
+
+
+# -- the worker's next job ----------------------------------------------------------------
+
+
+def test_worker_claims_the_next_job_while_recording_a_success():
+    jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(5)]
+    log = StatementLog()
+    with connection.execute_wrapper(log):
+        run_worker("echo")
+
+    assert all(Job.objects.get(pk=j.pk).status == JobStatus.SUCCEEDED for j in jobs)
+    executions = list(Execution.objects.filter(job__in=jobs).order_by("started_at"))
+    assert [(e.attempt, e.outcome) for e in executions] == [(1, "succeeded")] * 5
+    # One worker, one slot: no attempt starts before the previous one ended.
+    for before, after in zip(executions, executions[1:], strict=False):
+        assert after.started_at >= before.finished_at
+    fused = log.count("claimed AS (UPDATE")
+    claims = log.count("RETURNING", '"attempts" = "attempts" + 1') - fused
+    if POSTGRES:
+        # The first job is claimed alone; each later one with the success before it.
+        assert (claims, fused) == (1, 4)
+    else:
+        assert (claims, fused) == (5, 0)
+
+
+def test_a_leased_job_cancelled_before_its_claim_is_skipped():
+    first, doomed, last = (Job.objects.enqueue("echo", {"i": i}) for i in range(3))
+
+    def cancel_behind_the_queue(sender, job, **kwargs):
+        if job.pk == first.pk:  # still in the Redis queue: only the claim can notice
+            Job.objects.filter(pk=doomed.pk).update(status=JobStatus.CANCELLED)
+
+    job_started.connect(cancel_behind_the_queue, dispatch_uid="test.cancel_behind")
+    try:
+        run_worker("echo")
+    finally:
+        job_started.disconnect(dispatch_uid="test.cancel_behind")
+
+    assert Job.objects.get(pk=doomed.pk).status == JobStatus.CANCELLED
+    assert not Execution.objects.filter(job=doomed).exists()
+    assert Job.objects.get(pk=last.pk).status == JobStatus.SUCCEEDED
+    assert engine.depths("echo") == {"queued": 0, "leased": 0, "scheduled": 0}
+
+
+def test_a_next_job_claimed_as_the_worker_stops_is_put_back():
+    first, second, third = (Job.objects.enqueue("echo", {"i": i}) for i in range(3))
+    worker = Worker(topics=["echo"], burst=True, install_signals=False)
+
+    def stop_on_second(sender, job, **kwargs):
+        if job.pk == second.pk:
+            worker.stop()
+
+    job_started.connect(stop_on_second, dispatch_uid="test.stop_on_second")
+    try:
+        assert worker.run() == 0
+    finally:
+        job_started.disconnect(dispatch_uid="test.stop_on_second")
+
+    second = Job.objects.get(pk=second.pk)
+    assert Job.objects.get(pk=first.pk).status == JobStatus.SUCCEEDED
+    assert Job.objects.get(pk=third.pk).status == JobStatus.QUEUED
+    if POSTGRES:
+        # Claimed with the first job's success, never started: back in the queue, uncounted.
+        assert (second.status, second.attempts, second.worker_id) == (JobStatus.QUEUED, 0, "")
+        assert not Execution.objects.filter(job=second).exists()
+        assert sorted(engine.queue_ids("echo")) == sorted([str(second.pk), str(third.pk)])
+    else:
+        # Claimed on its own: a stop lets the job it was given finish.
+        assert (second.status, second.attempts) == (JobStatus.SUCCEEDED, 1)
+        assert engine.queue_ids("echo") == [str(third.pk)]
+    assert engine.depths("echo")["leased"] == 0
+    run_worker("echo")
+    assert set(Job.objects.filter(pk__in=[second.pk, third.pk]).values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_max_jobs_leases_nothing_beyond_the_last_job():
+    jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(3)]
+    run_worker("echo", burst=False, max_jobs=2)
+    assert [Job.objects.get(pk=j.pk).status for j in jobs] == ["succeeded", "succeeded", "queued"]
+    assert engine.queue_ids("echo") == [str(jobs[2].pk)]
+    assert engine.depths("echo")["leased"] == 0
+
+
+# -- statements -----------------------------------------------------------------------------
+
+
+def test_hot_statements_are_prepared_on_postgresql_only():
+    connection.close()
+    Job.objects.enqueue("echo", {"x": 1})
+    run_worker("echo")
+    if POSTGRES:
+        prepared = prepared_statements()
+        assert any(s.startswith('INSERT INTO "jobqueue_job"') for s in prepared), prepared
+        assert any(s.startswith('UPDATE "jobqueue_job" SET "status" = $1, "attempts"') for s in prepared), prepared
+        # Django's own statements are not prepared (Django leaves preparing off for poolers).
+        assert not any("django_" in s or "auth_" in s for s in prepared)
+    else:
+        with statements._cursor(connection) as cursor:
+            assert type(cursor).__module__.startswith("django.")
+
+
+def test_prepared_statements_can_be_turned_off():
+    connection.close()
+    with jobqueue_settings(PREPARED_STATEMENTS=False):
+        Job.objects.enqueue("echo", {"x": 1})
+        run_worker("echo")
+        with statements._cursor(connection) as cursor:
+            assert type(cursor).__module__.startswith("django.")
+    if POSTGRES:
+        assert prepared_statements() == []
+    assert Job.objects.get().status == JobStatus.SUCCEEDED
+
+
+def test_a_pooler_setting_of_the_database_keeps_statements_unprepared(monkeypatch):
+    connection.close()
+    options = {**connection.settings_dict.get("OPTIONS", {}), "prepare_threshold": None}
+    monkeypatch.setitem(connection.settings_dict, "OPTIONS", options)
+    if not POSTGRES:
+        options.pop("prepare_threshold")  # not a SQLite option
+    Job.objects.enqueue("echo", {"x": 1})
+    with statements._cursor(connection) as cursor:
+        assert type(cursor).__module__.startswith("django.")
+    if POSTGRES:
+        assert prepared_statements() == []
+
+
+def test_logged_statements_go_through_django_cursor():
+    with CaptureQueriesContext(connection) as queries:
+        job = Job.objects.enqueue("echo", {"x": 1})
+    inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('INSERT INTO "jobqueue_job"')]
+    assert len(inserts) == 1 and str(job.pk.hex) in inserts[0].replace("-", "")
+
+
+def test_failed_statement_raises_django_errors_and_leaves_the_connection_usable():
+    from django.db import IntegrityError
+
+    job = Job.objects.enqueue("echo", {"x": 1})
+    twin, _ = Job.objects.build("echo", {"x": 2})
+    twin.pk = job.pk
+    with pytest.raises(IntegrityError):
+        statements.insert_job(twin, "default")
+    assert Job.objects.filter(pk=job.pk).count() == 1
+    assert Job.objects.enqueue("echo", {"x": 3}).status == JobStatus.QUEUED
+
+
+def test_parameters_are_what_django_would_send():
+    job, _ = Job.objects.build("echo", {"x": [1, "two"]}, priority=-3, delay=5)
+    job.entity_id = "e-1"
+    execution = Execution(job=job, attempt=2, worker_id="w", hostname="h", pid=7, started_at=timezone.now(),
+                          finished_at=timezone.now(), outcome="succeeded", duration=0.5)
+    for model, fields, obj in ((Job, statements.JOB_FIELDS, job), (Execution, statements.EXECUTION_FIELDS, execution)):
+        ours = statements._prep_row(model, fields, obj, connection)
+        django = [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields]
+        for field, mine, theirs in zip(fields, ours, django, strict=True):
+            # JSON goes through Django either way (its adapter object has no equality).
+            mine, theirs = getattr(mine, "obj", mine), getattr(theirs, "obj", theirs)
+            assert (field.name, mine, type(mine)) == (field.name, theirs, type(theirs))
+
+
+def test_a_naive_datetime_still_goes_through_django(settings):
+    import datetime as dt
+    import warnings
+
+    naive = dt.datetime(2030, 1, 1, 12, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # Django warns about naive datetimes
+        prepared = statements._prep(Job, "run_after", naive, connection)
+        expected = Job._meta.get_field("run_after").get_db_prep_save(naive, connection)
+    assert prepared == expected
+    if POSTGRES:
+        assert prepared.tzinfo is not None  # made aware, as Django does
