@@ -4,7 +4,7 @@ Redis holds ids, never payloads; :func:`resync` rebuilds it from the database.
 """
 
 from .connection import ConfigurationError, get_redis, reset_clients
-from .keys import TopicKeys, topics_key, workers_key
+from .keys import TopicKeys, topic_keys, topics_key, workers_key
 from .locks import Holder, TopicLock
 from .queue import (
     abort_requested,
@@ -65,6 +65,7 @@ __all__ = [
     "safe_call",
     "schedule",
     "set_paused",
+    "topic_keys",
     "topics_key",
     "workers_key",
 ]

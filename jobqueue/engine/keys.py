@@ -3,7 +3,7 @@ lives in one Redis Cluster slot and each Lua script touches one slot."""
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, lru_cache
 
 from ..conf import settings
 
@@ -32,6 +32,16 @@ class TopicKeys:
     def all(self) -> list[str]:
         names = ["queue", "seq", "leases", "entities", "scheduled", "schedprio", "lock", "holders", "paused", "wake"]
         return [getattr(self, name) for name in [*names, "abort", "cron"]]
+
+
+def topic_keys(topic: str) -> TopicKeys:
+    """The keys of ``topic`` under the current prefix (built once per prefix and topic)."""
+    return _topic_keys(settings.PREFIX, topic)
+
+
+@lru_cache(maxsize=1024)
+def _topic_keys(prefix: str, topic: str) -> TopicKeys:
+    return TopicKeys(topic, prefix)
 
 
 def workers_key() -> str:

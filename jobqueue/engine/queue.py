@@ -11,7 +11,7 @@ import redis
 
 from ..conf import settings
 from .connection import get_redis
-from .keys import TopicKeys, topics_key
+from .keys import topic_keys, topics_key
 from .scripts import script
 
 logger = logging.getLogger("jobqueue.engine")
@@ -65,7 +65,7 @@ def forget_announced() -> None:
 
 def push(topic: str, items: Iterable[tuple[str, int, str | None]], client: Any = None) -> int:
     """Queue ``(job_id, priority, entity_id)`` items; returns how many were added."""
-    k = TopicKeys(topic)
+    k = topic_keys(topic)
     r = client if client is not None else get_redis()
     argv: list[Any] = []
     for job_id, priority, entity in items:
@@ -80,7 +80,7 @@ def push(topic: str, items: Iterable[tuple[str, int, str | None]], client: Any =
 
 def schedule(topic: str, items: Iterable[tuple[str, float, int, str | None]], client: Any = None) -> None:
     """Hold ``(job_id, due_epoch_seconds, priority, entity_id)`` items until due."""
-    k = TopicKeys(topic)
+    k = topic_keys(topic)
     r = client if client is not None else get_redis()
     argv: list[Any] = []
     for job_id, due, priority, entity in items:
@@ -122,7 +122,7 @@ def pop(topic: str, count: int = 1, lease_seconds: float | None = None, now_ms: 
         slot_token: str | None = None) -> list[str]:
     """Lease up to ``count`` ids, highest priority first; nothing while the topic is paused,
     nor, given a ``slot_token``, once that slot of the topic's semaphore is gone."""
-    k = TopicKeys(topic)
+    k = topic_keys(topic)
     lease = settings.LEASE_SECONDS if lease_seconds is None else lease_seconds
     r = get_redis()
     keys = [k.queue, k.leases, k.paused, k.lock]
@@ -132,7 +132,7 @@ def pop(topic: str, count: int = 1, lease_seconds: float | None = None, now_ms: 
 
 def ack(topic: str, job_id: str, entity_id: str | None = None) -> bool:
     """Drop a finished job's lease and entity mapping."""
-    k = TopicKeys(topic)
+    k = topic_keys(topic)
     r = get_redis()
     return bool(script(r, "ack")(keys=[k.leases, k.entities, k.abort], args=[str(job_id), entity_id or ""], client=r))
 
@@ -141,7 +141,7 @@ def ack_and_pop(topic: str, job_id: str, entity_id: str | None = None, count: in
                 lease_seconds: float | None = None, now_ms: int | None = None,
                 slot_token: str | None = None) -> list[str]:
     """:func:`ack` a finished job and :func:`pop` the topic's next ones, in one call."""
-    k = TopicKeys(topic)
+    k = topic_keys(topic)
     lease = settings.LEASE_SECONDS if lease_seconds is None else lease_seconds
     r = get_redis()
     keys = [k.queue, k.leases, k.paused, k.entities, k.abort, k.lock]
@@ -155,7 +155,7 @@ def extend_leases(topic: str, job_ids: Iterable[str], lease_seconds: float | Non
     ids = [str(i) for i in job_ids]
     if not ids:
         return []
-    k = TopicKeys(topic)
+    k = topic_keys(topic)
     lease = settings.LEASE_SECONDS if lease_seconds is None else lease_seconds
     r = get_redis()
     lost = script(r, "extend")(keys=[k.leases], args=[lease, _now_arg(now_ms), *ids], client=r)
@@ -165,7 +165,7 @@ def extend_leases(topic: str, job_ids: Iterable[str], lease_seconds: float | Non
 def claim_expired(topic: str, grace_seconds: float | None = None, limit: int = 100,
                   now_ms: int | None = None) -> list[str]:
     """Claim expired leases for the reaper (see ``claim_expired.lua``)."""
-    k = TopicKeys(topic)
+    k = topic_keys(topic)
     grace = settings.LEASE_SECONDS if grace_seconds is None else grace_seconds
     r = get_redis()
     ids = script(r, "claim_expired")(keys=[k.leases], args=[grace, limit, _now_arg(now_ms)], client=r)
@@ -177,7 +177,7 @@ def remove(topic: str, job_id: str, entity_id: str | None = None, client: Any = 
 
     With ``client`` (a pipeline) the call is queued there and its result comes from ``execute()``.
     """
-    k = TopicKeys(topic)
+    k = topic_keys(topic)
     r = get_redis()
     keys = [k.queue, k.leases, k.entities, k.scheduled, k.schedprio]
     args = [str(job_id), entity_id or ""]
@@ -187,7 +187,7 @@ def remove(topic: str, job_id: str, entity_id: str | None = None, client: Any = 
 def change_priority(topic: str, job_id: str | None, priority: int, entity_id: str | None = None,
                     client: Any = None) -> str | None:
     """Re-score a queued (or scheduled) job; by entity id when ``job_id`` is ``None``."""
-    k = TopicKeys(topic)
+    k = topic_keys(topic)
     r = get_redis()
     keys = [k.queue, k.entities, k.scheduled, k.schedprio]
     args: list[str | int] = [job_id or "", entity_id or "", int(priority)]
@@ -197,7 +197,7 @@ def change_priority(topic: str, job_id: str | None, priority: int, entity_id: st
 
 def position(topic: str, job_id: str) -> int | None:
     """0-based rank in the queue (0 runs next), or ``None`` if not queued."""
-    k = TopicKeys(topic)
+    k = topic_keys(topic)
     r = get_redis()
     rank, _length = script(r, "position")(keys=[k.queue], args=[str(job_id)], client=r)
     return None if rank < 0 else int(rank)
@@ -205,7 +205,7 @@ def position(topic: str, job_id: str) -> int | None:
 
 def promote_due(topic: str, limit: int = 1000, now_ms: int | None = None) -> list[str]:
     """Move due scheduled ids into the queue; returns the promoted ids."""
-    k = TopicKeys(topic)
+    k = topic_keys(topic)
     r = get_redis()
     keys = [k.scheduled, k.schedprio, k.queue, k.seq, k.wake]
     return [_s(i) for i in script(r, "promote")(keys=keys, args=[limit, _now_arg(now_ms)], client=r)]
@@ -213,12 +213,12 @@ def promote_due(topic: str, limit: int = 1000, now_ms: int | None = None) -> lis
 
 def queue_ids(topic: str) -> list[str]:
     """The queued ids in pop order."""
-    return [_s(i) for i in get_redis().zrange(TopicKeys(topic).queue, 0, -1)]
+    return [_s(i) for i in get_redis().zrange(topic_keys(topic).queue, 0, -1)]
 
 
 def depths(topic: str) -> dict[str, int]:
     """Sizes of a topic's Redis structures: queued, leased (running) and scheduled."""
-    k = TopicKeys(topic)
+    k = topic_keys(topic)
     with get_redis().pipeline(transaction=False) as pipe:
         pipe.zcard(k.queue)
         pipe.zcard(k.leases)
@@ -228,7 +228,7 @@ def depths(topic: str) -> dict[str, int]:
 
 
 def set_paused(topic: str, paused: bool) -> None:
-    k = TopicKeys(topic)
+    k = topic_keys(topic)
     if paused:
         get_redis().set(k.paused, "1")
     else:
@@ -236,15 +236,15 @@ def set_paused(topic: str, paused: bool) -> None:
 
 
 def is_paused(topic: str) -> bool:
-    return bool(get_redis().exists(TopicKeys(topic).paused))
+    return bool(get_redis().exists(topic_keys(topic).paused))
 
 
 def request_abort(topic: str, job_id: str, client: Any = None) -> None:
-    (get_redis() if client is None else client).sadd(TopicKeys(topic).abort, str(job_id))
+    (get_redis() if client is None else client).sadd(topic_keys(topic).abort, str(job_id))
 
 
 def abort_requested(topic: str, job_id: str) -> bool:
-    return bool(get_redis().sismember(TopicKeys(topic).abort, str(job_id)))
+    return bool(get_redis().sismember(topic_keys(topic).abort, str(job_id)))
 
 
 def known_topics() -> list[str]:

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from .. import engine, registry
 from ..conf import settings
-from ..engine import TopicKeys, TopicLock
+from ..engine import TopicLock, topic_keys
 from ..models import Job, JobStatus, Topic
 from . import datadir, maintenance
 from .forking import ForkRunner
@@ -254,7 +254,7 @@ class Worker:
 
     def _wait(self) -> None:
         """Block until a push wakes us (BLPOP on the owned topics' wake lists), at most a second."""
-        keys = [TopicKeys(t).wake for t in self.topics if t in self.slots]
+        keys = [topic_keys(t).wake for t in self.topics if t in self.slots]
         timeout = max(0.05, min(IDLE_WAIT_SECONDS, self._next_maintenance - time.monotonic()))
         if not keys:
             time.sleep(min(timeout, 0.5))
