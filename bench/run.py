@@ -144,6 +144,14 @@ class Bench:
         v = self.per_system(self.repeat("single", workloads.single_enqueue, self.args.n))
         label = f"single enqueue, {self.args.n:,} calls (jobs/s): `enqueue()` / `delay()` / `Queue.enqueue`"
         self.throughput_row(label, v, "≥ 1.0× Celery `delay()`", ratio(v["jobqueue"], v["celery"]) >= 1.0)
+        floors = [f for f in self.repeat("single_floor", workloads.enqueue_floor, self.args.n) if f is not None]
+        if floors:
+            floor = median(floors)
+            self.notes.append(
+                f"single enqueue floor: {floor:,.0f} jobs/s ({floor / v['celery']:.2f}× Celery `delay()`) for a "
+                "prepared `INSERT` of a job row with its commit plus one call of the push script, with no "
+                "Python around them: what `enqueue()` would reach if its own code took no time."
+            )
 
     def bulk(self) -> None:
         from bench import workloads
@@ -186,6 +194,10 @@ class Bench:
                 ratios={k: ratio(v.get(k), jq) for k in ("celery", "rq")},
                 target=target, met=met,
             ))
+        calls = {key: median([r[key][2] for r in results]) for key in results[0]}
+        self.notes.append("latency: of that, the enqueue call itself (p50, ms): "
+                          + ", ".join(f"{k} {v:.1f}" for k, v in calls.items())
+                          + " (jobqueue's includes the commit of the job row).")
 
     def scaling(self) -> None:
         from bench import workloads

@@ -73,6 +73,46 @@ def single_enqueue(n: int) -> dict[str, float]:
     return out
 
 
+def enqueue_floor(n: int) -> float | None:
+    """Jobs/s of the least an enqueue that commits a job row, then tells Redis, costs here.
+
+    One prepared ``INSERT`` of a job row in autocommit (its commit included) and one call of
+    jobqueue's push script, with no Python around them: what ``enqueue()`` would cost if
+    its own code took no time. PostgreSQL only (``None`` elsewhere).
+    """
+    import uuid
+
+    from django.db import connection
+
+    from jobqueue import statements
+    from jobqueue.engine import TopicKeys, get_redis
+    from jobqueue.engine.scripts import script
+    from jobqueue.models import Job
+
+    if connection.vendor != "postgresql":
+        return None
+    reset()
+    job, _ = Job.objects.build("noop", {})
+    params = statements._prep_row(Job, statements.JOB_FIELDS, job, connection)
+    insert = statements._insert_sql(Job, connection.alias)
+    at = [f.attname for f in statements.JOB_FIELDS].index("id")
+    r, k = get_redis(), TopicKeys("noop")
+    keys = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake]
+    push = script(r, "push")
+    with statements._cursor(connection) as cursor:
+        def one() -> None:
+            params[at] = uuid.uuid4()
+            cursor.execute(insert, params)
+            push(keys=keys, args=[str(params[at]), 0, ""], client=r)
+
+        for _ in range(20):
+            one()
+        start = time.perf_counter()
+        for _ in range(n):
+            one()
+        return n / (time.perf_counter() - start)
+
+
 def bulk_enqueue(n: int) -> dict[str, float]:
     """Jobs/s of one bulk call enqueueing ``n`` jobs (Celery has none)."""
     out = {}
@@ -136,17 +176,20 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[int(rank) - 1]
 
 
-def latency_one(system: Any, jobs: int = LATENCY_JOBS) -> tuple[float, float]:
+def latency_one(system: Any, jobs: int = LATENCY_JOBS) -> tuple[float, float, float]:
+    """p50 and p99 of enqueue → handler start (ms), and p50 of the enqueue call alone."""
     reset()
     with Procs() as running:
         proc = running.start(f"{system.label} worker", system.worker("latency", "inline", burst=False))
         _warm_up(system, "latency", proc)
         time.sleep(0.5)  # let the worker settle into its idle wait
         sent: list[float] = []
+        returned: list[float] = []
         start = time.perf_counter()
         for i in range(jobs):
             sent.append(time.time())
             system.enqueue("latency", index=i)
+            returned.append(time.time())
             pause = start + (i + 1) * LATENCY_GAP - time.perf_counter()
             if pause > 0:
                 time.sleep(pause)
@@ -154,10 +197,11 @@ def latency_one(system: Any, jobs: int = LATENCY_JOBS) -> tuple[float, float]:
         procs.wait_for(lambda: r.hlen(common.LATENCY_KEY) >= jobs, 60, "the latency jobs", [proc])
         started = {int(k): float(v) for k, v in r.hgetall(common.LATENCY_KEY).items()}
     latencies = [(started[i] - sent[i]) * 1000 for i in range(jobs)]
-    return statistics.median(latencies), percentile(latencies, 99)
+    calls = [(returned[i] - sent[i]) * 1000 for i in range(jobs)]
+    return statistics.median(latencies), percentile(latencies, 99), statistics.median(calls)
 
 
-def latency(_n: int) -> dict[str, tuple[float, float]]:
+def latency(_n: int) -> dict[str, tuple[float, float, float]]:
     return {s.key: latency_one(s) for s in (JOBQUEUE, CELERY, RQ_)}
 
 
