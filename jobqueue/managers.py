@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import operator
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -293,19 +294,19 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             return self.bulk_create(jobs, batch_size=1000)
         fields = self.model._meta.concrete_fields
         qn = conn.ops.quote_name
-        json_fields = {f.attname for f in fields if isinstance(f, models.JSONField)}
+        values_of = operator.attrgetter(*[f.attname for f in fields])
+        json_at = [(i, f.attname) for i, f in enumerate(fields) if isinstance(f, models.JSONField)]
         statement = (
             f"COPY {qn(self.model._meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) FROM STDIN"
         )
         with conn.cursor() as cursor, cursor.cursor.copy(statement) as copy:
             for job in jobs:
-                row = []
-                for f in fields:
-                    value = getattr(job, f.attname)
-                    if f.attname in json_fields and value is not None:
-                        value = getattr(job, "_payload_json", None) if f.attname == "payload" else None
-                        value = value if value is not None else json.dumps(getattr(job, f.attname))
-                    row.append(value)
+                row = list(values_of(job))
+                for i, name in json_at:
+                    if row[i] is not None:
+                        # The payload's JSON was made (and checked) by build(); reuse it.
+                        encoded = getattr(job, "_payload_json", None) if name == "payload" else None
+                        row[i] = encoded if encoded is not None else json.dumps(row[i])
                 copy.write_row(row)
         for job in jobs:
             job._state.adding = False
