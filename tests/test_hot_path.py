@@ -221,3 +221,18 @@ def test_a_naive_datetime_still_goes_through_django(settings):
     assert prepared == expected
     if POSTGRES:
         assert prepared.tzinfo is not None  # made aware, as Django does
+
+
+def test_a_plain_job_is_inserted_with_its_fresh_columns_as_constants():
+    log = StatementLog()
+    with connection.execute_wrapper(log):
+        plain = Job.objects.enqueue("echo", {"x": 1}, priority=7)
+        later = Job.objects.enqueue("echo", {"x": 2}, delay=60)
+    inserts = [sql for sql in log.sql if sql.startswith('INSERT INTO "jobqueue_job"')]
+    assert len(inserts) == 2
+    assert inserts[0].count("%s") == len(statements.JOB_FIELDS) - len(statements.FRESH_JOB)
+    assert inserts[1].count("%s") == len(statements.JOB_FIELDS)  # run_after set: the full INSERT
+    row = Job.objects.get(pk=plain.pk)
+    assert {name: getattr(row, name) for name in statements.FRESH_JOB} == statements.FRESH_JOB
+    assert (row.payload, row.priority, row.status, row.max_attempts, row.timeout) == ({"x": 1}, 7, "queued", 2, 30)
+    assert Job.objects.get(pk=later.pk).run_after == later.run_after
