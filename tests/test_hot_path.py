@@ -236,3 +236,31 @@ def test_a_plain_job_is_inserted_with_its_fresh_columns_as_constants():
     assert {name: getattr(row, name) for name in statements.FRESH_JOB} == statements.FRESH_JOB
     assert (row.payload, row.priority, row.status, row.max_attempts, row.timeout) == ({"x": 1}, 7, "queued", 2, 30)
     assert Job.objects.get(pk=later.pk).run_after == later.run_after
+
+
+def test_a_next_job_that_cannot_start_is_left_to_its_lease():
+    from jobqueue.worker.lifecycle import recover
+
+    first, second, third = (Job.objects.enqueue("echo", {"i": i}) for i in range(3))
+
+    def refuse_second(sender, job, **kwargs):
+        if job.pk == second.pk:
+            raise RuntimeError("a receiver that fails")
+
+    job_started.connect(refuse_second, dispatch_uid="test.refuse_second")
+    try:
+        run_worker("echo")
+    finally:
+        job_started.disconnect(dispatch_uid="test.refuse_second")
+
+    assert Job.objects.get(pk=first.pk).status == JobStatus.SUCCEEDED
+    assert Job.objects.get(pk=third.pk).status == JobStatus.SUCCEEDED
+    # Claimed, never started, and still leased: recovered like a job whose worker died.
+    assert Job.objects.get(pk=second.pk).status == JobStatus.RUNNING
+    assert engine.depths("echo")["leased"] == 1
+    recover("echo", str(second.pk))
+    second = Job.objects.get(pk=second.pk)
+    assert (second.status, second.attempts) == (JobStatus.QUEUED, 1)
+    assert list(Execution.objects.filter(job=second).values_list("outcome", flat=True)) == ["lost"]
+    run_worker("echo")
+    assert Job.objects.get(pk=second.pk).status == JobStatus.SUCCEEDED

@@ -43,6 +43,8 @@ class NextJob:
     ``lease`` leases the next job id in Redis (``None``: nothing to run next); after
     the statement, ``claimed`` holds the started job, or ``id`` the leased id that
     could not be claimed (cancelled meanwhile). Neither is set if no statement ran.
+    ``stranded`` says the job was claimed but could not be started (a ``job_started``
+    receiver raised): as after any claim, its lease recovers it.
     """
 
     lease: Callable[[], str | None]
@@ -51,6 +53,7 @@ class NextJob:
     topics: dict[str, Any]
     id: str | None = None
     claimed: tuple[Job, Execution] | None = None
+    stranded: bool = False
 
 
 @dataclass
@@ -217,7 +220,13 @@ def _succeed(job: Job, execution: Execution, outcome: Outcome, result: Any, defe
             won, claimed = sql.succeed_and_claim(job, result, now, execution, next_id, next_job.worker_id, started)
             next_job.id = next_id
             if claimed is not None:
-                next_job.claimed = _started(claimed, next_job.worker_id, next_job.pid, next_job.topics, started)
+                try:
+                    next_job.claimed = _started(claimed, next_job.worker_id, next_job.pid, next_job.topics, started)
+                except Exception:
+                    # This job's success stands; the next one is left to its lease, as a
+                    # claim whose job_started receiver fails is.
+                    logger.exception("Job %s was claimed but could not be started.", claimed.pk)
+                    next_job.stranded = True
         else:
             won = sql.succeed_with_execution(job, result, now, execution)
         if not won:

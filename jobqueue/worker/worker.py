@@ -335,6 +335,8 @@ class Worker:
                         engine.safe_call(engine.ack, earlier.topic_id, str(earlier.pk), earlier.entity_id)
                 if next_job.claimed is not None:
                     self._leased, self._claimed = None, next_job.claimed
+                elif next_job.stranded:
+                    self._leased = None  # claimed under its lease, which recovers it
                 elif next_job.id is not None:  # cancelled since it was queued
                     self._leased = None
                     engine.safe_call(engine.ack, job.topic_id, next_job.id)
