@@ -74,12 +74,15 @@ JOB_FIELDS = list(Job._meta.concrete_fields)
 
 
 @cache
-def _insert_sql(model: type[Model], alias: str) -> str:
+def _insert_sql(model: type[Model], alias: str, fresh: bool = False) -> str:
+    """``INSERT`` of every column; with ``fresh`` (jobs only) the :data:`FRESH_JOB`
+    columns are SQL constants instead of parameters."""
     conn = connections[alias]
     qn = conn.ops.quote_name
     fields = EXECUTION_FIELDS if model is Execution else JOB_FIELDS
+    constants = FRESH_JOB if fresh else {}
     columns = ", ".join(qn(str(f.column)) for f in fields)
-    marks = ", ".join(["%s"] * len(fields))
+    marks = ", ".join(_constant(constants[f.attname]) if f.attname in constants else "%s" for f in fields)
     return f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES ({marks})"
 
 
@@ -91,14 +94,20 @@ def _cursor(connection: Any) -> Iterator[Any]:
     (same transaction, same adapters, errors wrapped as Django's), and each statement
     is prepared on its first run. Django's cursor is used instead when statements
     are being logged or wrapped (``DEBUG``, ``execute_wrapper()``), on other drivers
-    and databases, and when ``PREPARED_STATEMENTS`` is off.
+    and databases, when ``PREPARED_STATEMENTS`` is off, and when the database's
+    ``OPTIONS`` ask for no preparing.
     """
+    options = connection.settings_dict.get("OPTIONS", {})
     if (
         psycopg is None
         or connection.vendor != "postgresql"
         or connection.queries_logged
         or connection.execute_wrappers
         or not settings.PREPARED_STATEMENTS
+        # The project asked for no preparing: "prepare_threshold": None, or server-side
+        # binding with Django's default (None) threshold.
+        or (options.get("prepare_threshold") is None
+            and ("prepare_threshold" in options or options.get("server_side_binding") is True))
     ):
         with connection.cursor() as cursor:
             yield cursor
@@ -108,14 +117,9 @@ def _cursor(connection: Any) -> Iterator[Any]:
     connection.validate_no_broken_transaction()
     raw = connection.connection
     if raw.prepare_threshold is None:
-        # Django turns preparing off unless OPTIONS set "prepare_threshold" (for poolers).
-        # Its own cursors bind on the client and never prepare, so only this cursor's
-        # statements are affected; a threshold this high never prepares anything else.
-        options = connection.settings_dict.get("OPTIONS", {})
-        if "prepare_threshold" in options or options.get("server_side_binding") is True:
-            with connection.cursor() as cursor:
-                yield cursor
-            return
+        # Django's default: preparing off. Its own cursors bind on the client and never
+        # prepare, so only this cursor's statements are affected; a threshold this high
+        # never prepares anything else.
         raw.prepare_threshold = _NEVER_AUTOMATICALLY
     with connection.wrap_database_errors:
         cursor = _PreparingCursor(raw)
@@ -218,8 +222,11 @@ def claim_job(job_id: str, worker_id: str, now: Any) -> Job | None:
     with _cursor(connection) as cursor:
         cursor.execute(_claim_sql(connection.alias), params)
         row = cursor.fetchone()
-    if not row:
-        return None
+    return _claimed(row, connection) if row else None
+
+
+def _claimed(row: Any, connection: Any) -> Job:
+    """The job of a claim's ``RETURNING`` row, with ``last_execution`` from its last column."""
     job = _from_row(Job, row[:-1], connection)
     job.last_execution = row[-1] or 0
     return job
@@ -330,12 +337,8 @@ def succeed_and_claim(job: Job, result: Any, now: Any, execution: Execution, nex
     with _cursor(connection) as cursor:
         cursor.execute(_succeed_and_claim_sql(connection.alias), params)
         row = cursor.fetchone()
-    won = bool(row[0])
-    if row[1] is None:  # the claim matched no row (its id column is never NULL otherwise)
-        return won, None
-    claimed = _from_row(Job, row[1:-1], connection)
-    claimed.last_execution = row[-1] or 0
-    return won, claimed
+    # The claim matched no row if its id column is NULL (never otherwise).
+    return bool(row[0]), (_claimed(row[1:], connection) if row[1] is not None else None)
 
 
 def insert_execution(execution: Execution) -> None:
@@ -368,14 +371,6 @@ def _constant(value: Any) -> str:
     raise ValueError(f"No SQL constant for {value!r}")
 
 
-@cache
-def _insert_fresh_sql(alias: str) -> str:
-    qn = connections[alias].ops.quote_name
-    columns = ", ".join(qn(str(f.column)) for f in JOB_FIELDS)
-    values = ", ".join(_constant(FRESH_JOB[f.attname]) if f.attname in FRESH_JOB else "%s" for f in JOB_FIELDS)
-    return f"INSERT INTO {qn(Job._meta.db_table)} ({columns}) VALUES ({values})"
-
-
 _FRESH_VARYING = [f for f in JOB_FIELDS if f.attname not in FRESH_JOB]
 
 
@@ -385,7 +380,7 @@ def insert_job(job: Job, using: str) -> None:
     to ``job_enqueued`` instead)."""
     connection = connections[using]
     if all(getattr(job, name) == value for name, value in FRESH_JOB.items()):
-        sql, params = _insert_fresh_sql(connection.alias), _prep_row(Job, _FRESH_VARYING, job, connection)
+        sql, params = _insert_sql(Job, connection.alias, True), _prep_row(Job, _FRESH_VARYING, job, connection)
     else:
         sql, params = _insert_sql(Job, connection.alias), _prep_row(Job, JOB_FIELDS, job, connection)
     with _cursor(connection) as cursor:
