@@ -29,7 +29,7 @@ from ..models import Job, JobStatus, Topic
 from . import datadir, maintenance
 from .forking import ForkRunner
 from .heartbeat import Heartbeat
-from .lifecycle import NextJob, Outcome, claim, finish, unclaim
+from .lifecycle import NextJob, Outcome, claim, finish, recover, unclaim
 from .runner import WorkerInterrupted, run_inline
 
 logger = logging.getLogger("jobqueue.worker")
@@ -385,13 +385,11 @@ class Worker:
             except DatabaseError:
                 logger.exception("Could not put back job %s; its lease will recover it.", job.pk)
         elif self._leased is not None:
-            (job_id, _topic), self._leased = self._leased, None
+            (job_id, topic), self._leased = self._leased, None
             try:
-                leased = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).first()
-            except DatabaseError:
-                leased = None  # its lease recovers it
-            if leased is not None:
-                engine.safe_call(engine.push_job, leased)  # back in its queue, no longer leased
+                recover(topic, job_id)  # still queued: back in its queue, no longer leased
+            except (DatabaseError, redis.RedisError):
+                logger.exception("Could not put back job %s; its lease will recover it.", job_id)
 
     # -- slots, maintenance, outages -------------------------------------------------
 
