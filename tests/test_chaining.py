@@ -11,16 +11,12 @@ import pytest
 from jobqueue import Next, engine
 from jobqueue.chaining import from_wire, next_jobs, storable_result, to_wire
 from jobqueue.models import Job
-from jobqueue.worker import Worker, maintenance
+from jobqueue.worker import maintenance
 from jobqueue.worker.lifecycle import Outcome, claim, finish
 
+from .workerutil import run_worker
+
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run_worker(*topics: str, **kwargs) -> Worker:
-    worker = Worker(topics=list(topics), install_signals=False, burst=True, **kwargs)
-    assert worker.run() == 0
-    return worker
 
 
 def test_three_topic_chain_links_parents():

@@ -7,20 +7,17 @@ import uuid
 
 import pytest
 from django.conf import settings as django_settings
-from django.test.utils import override_settings
 
 from jobqueue import engine
 from jobqueue.engine import TopicKeys
+
+from .workerutil import jobqueue_settings
 
 T0 = 1_700_000_000_000  # an arbitrary "now" in ms
 
 
 def new_ids(n: int) -> list[str]:
     return [str(uuid.uuid4()) for _ in range(n)]
-
-
-def jobqueue_settings(**values):
-    return override_settings(JOBQUEUE={**django_settings.JOBQUEUE, **values})
 
 
 # -- push and pop ---------------------------------------------------------------------

@@ -8,9 +8,8 @@ import math
 import threading
 
 import pytest
-from django.conf import settings as django_settings
 from django.db import connection, transaction
-from django.test.utils import CaptureQueriesContext, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from jobqueue import engine
@@ -21,11 +20,9 @@ from jobqueue.signals import job_enqueued
 
 # Real commits, so on-commit pushes run as in production. Tests that need no commit are
 # marked plain django_db instead: flushing the database after each test is slow.
+from .workerutil import jobqueue_settings
+
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def jobqueue_settings(**values):
-    return override_settings(JOBQUEUE={**django_settings.JOBQUEUE, **values})
 
 
 def ids(jobs):

@@ -3,9 +3,11 @@ calls, and the worker claiming its next job in the statement that records a succ
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 from django.db import connection
-from django.test.utils import CaptureQueriesContext, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from jobqueue import engine, statements
@@ -13,22 +15,11 @@ from jobqueue.models import Execution, Job, JobStatus
 from jobqueue.signals import job_started
 from jobqueue.worker import Worker
 
+from .workerutil import jobqueue_settings, run_worker
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 POSTGRES = connection.vendor == "postgresql"
-
-
-def run_worker(*topics: str, **kwargs) -> Worker:
-    kwargs.setdefault("burst", True)
-    worker = Worker(topics=list(topics), install_signals=False, **kwargs)
-    assert worker.run() == 0
-    return worker
-
-
-def jobqueue_settings(**values):
-    from django.conf import settings
-
-    return override_settings(JOBQUEUE={**settings.JOBQUEUE, **values})
 
 
 class StatementLog:
@@ -43,6 +34,16 @@ class StatementLog:
 
     def count(self, *fragments: str) -> int:
         return sum(all(f in sql for f in fragments) for sql in self.sql)
+
+
+@contextmanager
+def on_job_started(receiver):
+    """Connect ``receiver`` to ``job_started`` for the block."""
+    job_started.connect(receiver, dispatch_uid="tests.hot_path.job_started")
+    try:
+        yield
+    finally:
+        job_started.disconnect(dispatch_uid="tests.hot_path.job_started")
 
 
 def prepared_statements() -> list[str]:
@@ -82,11 +83,8 @@ def test_a_leased_job_cancelled_before_its_claim_is_skipped():
         if job.pk == first.pk:  # still in the Redis queue: only the claim can notice
             Job.objects.filter(pk=doomed.pk).update(status=JobStatus.CANCELLED)
 
-    job_started.connect(cancel_behind_the_queue, dispatch_uid="test.cancel_behind")
-    try:
+    with on_job_started(cancel_behind_the_queue):
         run_worker("echo")
-    finally:
-        job_started.disconnect(dispatch_uid="test.cancel_behind")
 
     assert Job.objects.get(pk=doomed.pk).status == JobStatus.CANCELLED
     assert not Execution.objects.filter(job=doomed).exists()
@@ -102,11 +100,8 @@ def test_a_next_job_claimed_as_the_worker_stops_is_put_back():
         if job.pk == second.pk:
             worker.stop()
 
-    job_started.connect(stop_on_second, dispatch_uid="test.stop_on_second")
-    try:
+    with on_job_started(stop_on_second):
         assert worker.run() == 0
-    finally:
-        job_started.disconnect(dispatch_uid="test.stop_on_second")
 
     second = Job.objects.get(pk=second.pk)
     assert Job.objects.get(pk=first.pk).status == JobStatus.SUCCEEDED
@@ -123,6 +118,19 @@ def test_a_next_job_claimed_as_the_worker_stops_is_put_back():
     assert engine.depths("echo")["leased"] == 0
     run_worker("echo")
     assert set(Job.objects.filter(pk__in=[second.pk, third.pk]).values_list("status", flat=True)) == {"succeeded"}
+
+
+def test_a_job_leased_but_never_claimed_goes_back_when_the_worker_exits():
+    # What a worker holds when the statement that would have claimed its next job failed.
+    job = Job.objects.enqueue("echo", {"x": 1})
+    worker = Worker(topics=["echo"], burst=True, install_signals=False)
+    assert engine.pop("echo") == [str(job.pk)]
+    worker._leased = (str(job.pk), "echo")
+    worker._put_back_next()
+    assert worker._leased is None
+    assert engine.queue_ids("echo") == [str(job.pk)]
+    assert engine.depths("echo")["leased"] == 0
+    assert (Job.objects.get(pk=job.pk).status, Job.objects.get(pk=job.pk).attempts) == (JobStatus.QUEUED, 0)
 
 
 def test_max_jobs_leases_nothing_beyond_the_last_job():
@@ -247,11 +255,8 @@ def test_a_next_job_that_cannot_start_is_left_to_its_lease():
         if job.pk == second.pk:
             raise RuntimeError("a receiver that fails")
 
-    job_started.connect(refuse_second, dispatch_uid="test.refuse_second")
-    try:
+    with on_job_started(refuse_second):
         run_worker("echo")
-    finally:
-        job_started.disconnect(dispatch_uid="test.refuse_second")
 
     assert Job.objects.get(pk=first.pk).status == JobStatus.SUCCEEDED
     assert Job.objects.get(pk=third.pk).status == JobStatus.SUCCEEDED

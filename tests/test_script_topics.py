@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.test.utils import override_settings
 
 from jobqueue import registry
 from jobqueue.exceptions import InvalidJob, UnknownTopic
@@ -17,17 +16,11 @@ from jobqueue.models import Execution, Job, Topic
 from jobqueue.scripts_topics import UnsafeScriptPath, script_path
 from jobqueue.worker import Worker
 
-from .workerutil import REPO_ROOT, wait_for
+from .workerutil import REPO_ROOT, jobqueue_settings, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TOPICS = Path(__file__).resolve().parent / "topics"
-
-
-def jobqueue_settings(**values):
-    from django.conf import settings
-
-    return override_settings(JOBQUEUE={**settings.JOBQUEUE, **values})
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.db import connection
-from django.test.utils import override_settings
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -25,16 +24,12 @@ from jobqueue import engine
 from jobqueue.exceptions import InvalidJob, InvalidPayload, PayloadTooLarge, UnknownTopic
 from jobqueue.models import Job, Topic
 from jobqueue.worker import Worker
-from tests.workerutil import REPO_ROOT, child_env, manage_command
+from tests.workerutil import REPO_ROOT, child_env, jobqueue_settings, manage_command
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 SOURCE = Path(REPO_ROOT) / "jobqueue"
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-def jobqueue_settings(**values):
-    return override_settings(JOBQUEUE={**settings.JOBQUEUE, **values})
 
 
 def redis_dump(prefix: str | None = None) -> dict[str, object]:

@@ -8,20 +8,15 @@ import sys
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.core.exceptions import PermissionDenied
-from django.test.utils import override_settings
 
 from jobqueue import shell
 from jobqueue.exceptions import InvalidJob
 from jobqueue.models import Execution, Job, Topic
 from jobqueue.worker import Worker
 
+from .workerutil import jobqueue_settings
+
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def jobqueue_settings(**values):
-    from django.conf import settings
-
-    return override_settings(JOBQUEUE={**settings.JOBQUEUE, **values})
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import sys
 import pytest
 from django.core.management.sql import emit_post_migrate_signal
 from django.db import connection
-from django.test.utils import CaptureQueriesContext, override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from jobqueue import engine, registry
@@ -17,20 +17,9 @@ from jobqueue.models import Execution, Job, Topic
 from jobqueue.worker import Worker, maintenance
 from jobqueue.worker.lifecycle import HOSTNAME, backoff_delay
 
+from .workerutil import jobqueue_settings, run_worker
+
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run_worker(*topics: str, **kwargs) -> Worker:
-    kwargs.setdefault("burst", True)
-    worker = Worker(topics=list(topics) or None, install_signals=False, **kwargs)
-    assert worker.run() == 0
-    return worker
-
-
-def jobqueue_settings(**values):
-    from django.conf import settings
-
-    return override_settings(JOBQUEUE={**settings.JOBQUEUE, **values})
 
 
 # -- handlers and topics --------------------------------------------------------------

@@ -7,17 +7,11 @@ import pytest
 from jobqueue import engine, registry
 from jobqueue.exceptions import DependencyCycle, InvalidJob, InvalidTransition, UnknownTopic
 from jobqueue.models import Job, JobStatus
-from jobqueue.worker import Worker
 from jobqueue.workflow import Workflow, add_dependencies, graph
 
+from .workerutil import run_worker
+
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-def run_worker(*topics: str, **kwargs) -> Worker:
-    kwargs.setdefault("burst", True)
-    worker = Worker(topics=list(topics), install_signals=False, **kwargs)
-    assert worker.run() == 0
-    return worker
 
 
 @pytest.fixture

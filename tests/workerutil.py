@@ -22,6 +22,24 @@ REPO_ROOT = str(Path(__file__).resolve().parent.parent)
 FAST = {"LEASE_SECONDS": "2", "HEARTBEAT_SECONDS": "0.5", "LOCK_TTL_SECONDS": "2"}
 
 
+def run_worker(*topics: str, **kwargs: Any) -> Any:
+    """Run a worker in this process, ``burst`` unless told otherwise, and return it."""
+    from jobqueue.worker import Worker
+
+    kwargs.setdefault("burst", True)
+    worker = Worker(topics=list(topics) or None, install_signals=False, **kwargs)
+    assert worker.run() == 0
+    return worker
+
+
+def jobqueue_settings(**values: Any) -> Any:
+    """``override_settings`` of some ``JOBQUEUE`` keys, the others kept."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    return override_settings(JOBQUEUE={**settings.JOBQUEUE, **values})
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, message: str = "condition",
               interval: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail clearly at the deadline."""
