@@ -21,6 +21,8 @@ _POSITIVE_NUMBERS = (
     "WORKER_STALE_SECONDS",
 )
 
+_BOOLEANS = ("WORKER_SYNCHRONOUS_COMMIT", "PREPARED_STATEMENTS", "SHELL_TOPIC", "ALLOW_UNREGISTERED_TOPICS")
+
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     errors: list[CheckMessage] = []
@@ -79,6 +81,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                         id="jobqueue.E006",
                     )
                 )
+    for name in _BOOLEANS:
+        if name in user and not isinstance(user[name], bool):
+            errors.append(
+                Error(
+                    f"JOBQUEUE[{name!r}] must be True or False, not {user[name]!r}.",
+                    hint=f"The default is {DEFAULTS[name]}.",
+                    id="jobqueue.E009",
+                )
+            )
     prefix = user.get("PREFIX", DEFAULTS["PREFIX"])
     if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} "):
         errors.append(
