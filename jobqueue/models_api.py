@@ -18,6 +18,8 @@ KEY_PREFIX = "jq_"
 SHOWN_CHARACTERS = 8
 #: ``last_used_at`` is written at most this often per token, not on every request.
 LAST_USED_PRECISION = timedelta(minutes=1)
+#: Lets a user issue, see and revoke other users' tokens (without it: only their own).
+ISSUE_FOR_OTHERS = "jobqueue.issue_token_for_others"
 
 
 def hash_key(key: str) -> str:
@@ -68,7 +70,32 @@ class ApiToken(models.Model):
         verbose_name = _("API token")
         verbose_name_plural = _("API tokens")
         ordering = ["-created_at"]
+        permissions = [("issue_token_for_others", "Can issue and revoke API tokens of other users")]
 
     def __str__(self) -> str:
         label = self.name or _("token")
         return f"{label} ({self.prefix}…)"
+
+
+def issue_refusal(issuer: Any, user: Any) -> str | None:
+    """Why ``issuer`` may not issue a token acting as ``user`` (``None``: they may).
+
+    Anyone may issue tokens for themselves. For another user it takes
+    :data:`ISSUE_FOR_OTHERS`, and a token never holds more than its issuer: the user
+    must be active, not a superuser, and hold no permission the issuer lacks. A
+    superuser may issue tokens for anyone.
+    """
+    if issuer is None or not issuer.is_active:
+        return str(_("Only an active user may issue tokens."))
+    if issuer.is_superuser or issuer.pk == user.pk:
+        return None
+    if not issuer.has_perm(ISSUE_FOR_OTHERS):
+        return str(_("You may issue tokens only for yourself."))
+    if not user.is_active:
+        return str(_("%(user)s is inactive.") % {"user": user})
+    if user.is_superuser:
+        return str(_("Only a superuser may issue a token for a superuser."))
+    extra = sorted(user.get_all_permissions() - issuer.get_all_permissions())
+    if extra:
+        return str(_("%(user)s holds permissions you do not: %(perms)s.") % {"user": user, "perms": ", ".join(extra)})
+    return None

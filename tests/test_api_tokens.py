@@ -19,6 +19,8 @@ from jobqueue.api.admin import ApiTokenAdmin
 from jobqueue.models import Job
 from jobqueue.models_api import ApiToken
 
+from .test_admin_support import client_for, make_user
+
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -167,3 +169,26 @@ def test_the_admin_issues_a_token_and_shows_its_key_once(token_admin):
     # The key works, as the token's user.
     owner.user_permissions.add(Permission.objects.get(codename="view_job"))
     assert Client(headers={"Authorization": f"Bearer {key}"}).get("/jobs/api/jobs/").status_code == 200
+
+
+def test_a_staff_user_issues_tokens_for_themselves_and_sees_only_theirs():
+    clerk = make_user("clerk", "jobqueue.add_apitoken", "jobqueue.view_apitoken", "jobqueue.delete_apitoken")
+    client = client_for(clerk)
+    response = client.post("/admin/jobqueue/apitoken/add/", {"name": "mine", "user": clerk.pk})
+    assert response.status_code == 200 and "jq_" in response.content.decode()
+    mine = ApiToken.objects.get()
+    theirs, _ = ApiToken.objects.issue(make_user("other"), name="theirs")
+
+    listing = client.get("/admin/jobqueue/apitoken/")
+    assert list(listing.context["cl"].result_list) == [mine]
+    assert client.get(f"/admin/jobqueue/apitoken/{theirs.pk}/change/").status_code == 302  # "does not exist"
+    response = client.post("/admin/jobqueue/apitoken/", {
+        "action": "delete_selected", "_selected_action": [theirs.pk, mine.pk], "post": "yes"})
+    assert response.status_code == 302
+    assert list(ApiToken.objects.all()) == [theirs]
+
+    # With the permission to issue for others, every token is listed (and can be revoked).
+    keeper = make_user("keeper", "jobqueue.view_apitoken", "jobqueue.issue_token_for_others")
+    assert list(client_for(keeper).get("/admin/jobqueue/apitoken/").context["cl"].result_list) == [theirs]
+    # The add form proposes the issuer as the token's user.
+    assert client.get("/admin/jobqueue/apitoken/add/").context["adminform"].form["user"].value() == clerk.pk

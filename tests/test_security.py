@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.db import connection
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -23,7 +24,9 @@ from hypothesis import strategies as st
 from jobqueue import engine
 from jobqueue.exceptions import InvalidJob, InvalidPayload, PayloadTooLarge, UnknownTopic
 from jobqueue.models import Job, Topic
+from jobqueue.models_api import ApiToken
 from jobqueue.worker import Worker
+from tests.test_admin_support import client_for, make_user
 from tests.workerutil import REPO_ROOT, child_env, jobqueue_settings, manage_command
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -287,3 +290,47 @@ def test_payload_over_the_limit_is_refused_before_writing():
     with jobqueue_settings(MAX_PAYLOAD_BYTES=64), pytest.raises(PayloadTooLarge, match="limit is 64 bytes"):
         Job.objects.enqueue("echo", {"blob": "x" * 100})
     assert _state() == before
+
+
+# -- API tokens: nobody issues a token that can do more than they can -------------------------
+
+TOKEN_ADD = "/admin/jobqueue/apitoken/add/"
+
+
+def _issue_in_admin(issuer, user) -> tuple[int, str, list[str]]:
+    """POST the token admin's add form as ``issuer`` for ``user``: status, page, form errors."""
+    response = client_for(issuer).post(TOKEN_ADD, {"name": "mine", "user": user.pk})
+    adminform = response.context.get("adminform") if response.context else None  # None: the key's page
+    errors = adminform.form.errors.get("user", []) if adminform else []
+    return response.status_code, response.content.decode(), list(errors)
+
+
+def test_a_token_issuer_cannot_issue_one_for_the_superuser():
+    root = make_user("root", superuser=True)
+    clerk = make_user("clerk", "jobqueue.add_apitoken", "jobqueue.view_apitoken")
+    job = Job.objects.enqueue("echo", {"n": 1})
+    status, page, errors = _issue_in_admin(clerk, root)
+    assert status == 200 and errors
+    assert "jq_" not in page and not ApiToken.objects.exists()
+    # Nothing else lets the clerk act as the superuser on the API: the job is untouched.
+    assert Job.objects.get(pk=job.pk).status == "queued"
+
+
+def test_issuing_for_others_needs_its_permission_and_never_grants_more():
+    issuer = make_user("issuer", "jobqueue.add_apitoken", "jobqueue.issue_token_for_others",
+                       "jobqueue.view_job", "jobqueue.cancel_job")
+    lesser = make_user("lesser", "jobqueue.view_job")
+    greater = make_user("greater", "jobqueue.view_job", "jobqueue.delete_job")
+    inactive = make_user("inactive", "jobqueue.view_job")
+    User.objects.filter(pk=inactive.pk).update(is_active=False)
+    for target in (greater, make_user("root", superuser=True), inactive):
+        status, page, errors = _issue_in_admin(issuer, target)
+        assert status == 200 and errors, target.username
+    assert not ApiToken.objects.exists()
+    status, page, errors = _issue_in_admin(issuer, lesser)
+    assert (status, errors) == (200, []) and "jq_" in page
+    assert ApiToken.objects.get().user == lesser
+    # Without the permission, not even for a user with fewer permissions.
+    plain = make_user("plain", "jobqueue.add_apitoken", "jobqueue.view_job", "jobqueue.cancel_job")
+    assert _issue_in_admin(plain, lesser)[2]
+    assert ApiToken.objects.count() == 1
