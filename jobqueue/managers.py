@@ -197,7 +197,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         job._payload_json = payload_json  # reused by COPY in enqueue_many
         return job, dep_ids
 
-    def enqueue(self, topic: str | Topic, payload: Any = None, **kwargs: Any) -> Job:
+    def enqueue(self, topic: str | Topic, payload: Any = None, *, raise_priority: bool = True, **kwargs: Any) -> Job:
         """Create a job; it reaches its Redis queue when the current transaction commits.
 
         Keyword arguments: ``priority``, ``entity_id``, ``run_after``, ``delay``,
@@ -205,8 +205,10 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         a subclass of :class:`~jobqueue.exceptions.InvalidJob` and writes nothing.
 
         With an ``entity_id`` that already has an active job in this topic, the
-        existing job is returned (its priority raised if the new one is higher);
-        if that job is running, :class:`~jobqueue.exceptions.DuplicateJob` is raised.
+        existing job is returned (its priority raised if the new one is higher,
+        unless ``raise_priority`` is false: the API and the admin pass whether their
+        user may change priorities); if that job is running,
+        :class:`~jobqueue.exceptions.DuplicateJob` is raised.
         """
         job, dep_ids = self.build(topic, payload, **kwargs)
         db = router.db_for_write(self.model)
@@ -222,7 +224,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             if job.entity_id:
                 existing = self._active_for_entity(job)
                 if existing is not None:
-                    return self._merge_duplicate(existing, job)
+                    return self._merge_duplicate(existing, job, raise_priority)
             try:
                 with transaction.atomic(using=db):
                     job.save(force_insert=True, using=db)
@@ -230,7 +232,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
                 existing = self._active_for_entity(job) if job.entity_id else None
                 if existing is None:
                     raise
-                return self._merge_duplicate(existing, job)
+                return self._merge_duplicate(existing, job, raise_priority)
             if dep_ids:
                 self._add_dependencies(job, dep_ids)
             self._after_create([job], db)
@@ -371,7 +373,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
                 cursor.execute(f"UPDATE {conn.ops.quote_name(self.model._meta.db_table)} SET id = id WHERE 0")
         return qs.first()
 
-    def _merge_duplicate(self, existing: Job, new: Job) -> Job:
+    def _merge_duplicate(self, existing: Job, new: Job, raise_priority: bool) -> Job:
         from .models import JobStatus
 
         if existing.status == JobStatus.RUNNING:
@@ -380,7 +382,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
                 f"{existing.topic_id!r}.",
                 existing_id=existing.pk,
             )
-        if new.priority > existing.priority:
+        if raise_priority and new.priority > existing.priority:
             try:
                 existing.set_priority(new.priority)
             except InvalidTransition:

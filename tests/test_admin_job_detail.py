@@ -165,6 +165,15 @@ def test_add_job_maps_a_running_duplicate_onto_the_entity_field(root):
     assert list(Job.objects.values_list("pk", flat=True)) == [busy.pk]
 
 
+def test_add_job_on_a_pending_entity_raises_its_priority_only_with_change_priority_job(root):
+    pending = Job.objects.enqueue("echo", {"a": 1}, entity_id="e-2", priority=1)
+    plain = client_for(make_user("plain", "jobqueue.view_job", "jobqueue.add_job"))
+    assert add(plain, entity_id="e-2", priority="60").status_code == 302
+    assert Job.objects.get().priority == 1
+    assert add(root, entity_id="e-2", priority="60").status_code == 302
+    assert (Job.objects.get().pk, Job.objects.get().priority) == (pending.pk, 60)
+
+
 def test_shell_topic_needs_its_permission(settings):
     settings.JOBQUEUE = {**settings.JOBQUEUE, "SHELL_TOPIC": True}
     plain = client_for(make_user("plain", "jobqueue.view_job", "jobqueue.add_job"))

@@ -173,6 +173,21 @@ def test_create_with_an_entity_returns_the_pending_job(superuser_api):
     assert again.json()["id"] == first.json()["id"] and again.json()["priority"] == 9
 
 
+def test_an_entity_hit_raises_the_priority_only_with_change_priority_job(staff):
+    pending = Job.objects.enqueue("echo", {}, entity_id="img-2", priority=1)
+    api = Api(token_for(grant(staff, "add_job", "view_job")))
+    response = api.call("POST", "/jobs/", {"topic": "echo", "entity_id": "img-2", "priority": 50})
+    assert response.status_code == 200, response.content
+    assert (response.json()["id"], response.json()["priority"]) == (str(pending.pk), 1)
+    assert Job.objects.get(pk=pending.pk).priority == 1
+    grant(staff, "change_priority_job")
+    response = Api(token_for(User.objects.get(pk=staff.pk))).call(
+        "POST", "/jobs/", {"topic": "echo", "entity_id": "img-2", "priority": 50}
+    )
+    assert (response.status_code, response.json()["priority"]) == (200, 50)
+    assert Job.objects.get(pk=pending.pk).priority == 50
+
+
 def test_get_shows_executions_and_queue_position(superuser_api):
     job = make_job("failed", error="boom")
     Execution.objects.create(

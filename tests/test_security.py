@@ -17,6 +17,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import connection
+from django.test import Client
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
@@ -334,3 +335,24 @@ def test_issuing_for_others_needs_its_permission_and_never_grants_more():
     plain = make_user("plain", "jobqueue.add_apitoken", "jobqueue.view_job", "jobqueue.cancel_job")
     assert _issue_in_admin(plain, lesser)[2]
     assert ApiToken.objects.count() == 1
+
+
+# -- entity dedupe: a hit shows and changes only what the caller may ---------------------------
+
+
+def test_an_entity_dedupe_hit_discloses_and_changes_nothing_the_caller_may_not():
+    theirs = Job.objects.enqueue("echo", {"card": "4111-secret"}, entity_id="invoice-7", priority=1)
+    Job.objects.filter(pk=theirs.pk).update(error="attempt 1: secret-error", result={"partial": "secret-result"})
+    key = ApiToken.objects.issue(make_user("enqueuer", "jobqueue.add_job"))[1]
+    client = Client(headers={"Authorization": f"Bearer {key}"})
+    assert client.get(f"/jobs/api/jobs/{theirs.pk}").status_code == 403
+
+    body = {"topic": "echo", "entity_id": "invoice-7", "priority": 100, "payload": {"mine": True}}
+    response = client.post("/jobs/api/jobs/", body, content_type="application/json")
+    assert response.status_code == 409, response.content
+    assert response.json()["error"]["code"] == "duplicate_job"
+    assert response.json()["error"]["details"] == {"existing_id": str(theirs.pk)}
+    assert "secret" not in response.content.decode()
+    stored = Job.objects.get()
+    assert (stored.pk, stored.priority, stored.payload) == (theirs.pk, 1, {"card": "4111-secret"})
+    assert engine.queue_ids("echo") == [str(theirs.pk)]

@@ -13,6 +13,7 @@ from .. import registry
 from ..conf import settings
 from ..exceptions import DuplicateJob, InvalidJob, InvalidPayload, UnknownTopic
 from ..models import Job, Topic
+from ..permissions import CHANGE_PRIORITY
 from ..validation import (
     MAX_PRIORITY,
     MIN_PRIORITY,
@@ -131,6 +132,7 @@ class JobAddForm(forms.Form):
                 priority=data["priority"],
                 entity_id=data["entity_id"],
                 delay=data["delay"],
+                raise_priority=bool(self.user is not None and self.user.has_perm(CHANGE_PRIORITY)),
             )
         except (InvalidJob, DuplicateJob) as exc:
             self.add_error(self.field_for(exc), str(exc))

@@ -381,7 +381,8 @@ def build_schema(base_path: str) -> dict[str, Any]:
                     "summary": "Create a job",
                     "description": "Needs `jobqueue.add_job` (and `jobqueue.enqueue_shell_job` for the "
                     "shell topic). With an entity_id that already has a pending job, that job is "
-                    "returned with 200.",
+                    "returned with 200 (its priority raised only with `jobqueue.change_priority_job`); "
+                    "without `jobqueue.view_job`, 409 duplicate_job with only its id.",
                     "requestBody": _body("JobCreate"),
                     "responses": {
                         "201": {**job, "headers": {"Location": {"schema": {"type": "string"}}}},

@@ -14,6 +14,7 @@ from django.urls import reverse
 
 from .. import engine
 from ..models import FINISHED_STATUSES, Job, JobStatus, Topic
+from ..permissions import CHANGE_PRIORITY, VIEW_JOB
 from ..validation import TOPIC_NAME_RE, validate_entity_id, validate_topic_name
 from .auth import require
 from .endpoint import only_fields, read_json, refuse_unstorable_text
@@ -119,9 +120,18 @@ def create_job(request: HttpRequest) -> HttpResponse:
     if "parent" in kwargs and not Job.objects.filter(pk=kwargs["parent"]).exists():
         raise ApiError(400, "invalid", f"parent: no job {kwargs['parent']}.")
     payload = {} if payload is None else payload
-    job = Job.objects.enqueue(topic, payload, **kwargs)
+    user = request.user
+    job = Job.objects.enqueue(topic, payload, raise_priority=user.has_perm(CHANGE_PRIORITY), **kwargs)
     # enqueue() hands back the pending job of the same entity instead of a new one.
     created = job.payload is payload
+    if not created and not user.has_perm(VIEW_JOB):
+        # Only its id, as for a running one: the caller may not see that job.
+        raise ApiError(
+            409,
+            "duplicate_job",
+            f"Entity {job.entity_id!r} already has a pending job {job.pk} in topic {job.topic_id!r}.",
+            existing_id=str(job.pk),
+        )
     response = JsonResponse(job_data(job), status=201 if created else 200)
     response["Location"] = reverse("jobqueue_api:job", kwargs={"job_id": str(job.pk)})
     return response
