@@ -3,6 +3,11 @@
 The receiver runs inside the transaction that records the success, so a
 finished job never lacks its successor, and a retried acknowledgement (which
 finds the job already succeeded) never creates two.
+
+A chain read from data (a result ``{"next_topic": ..., "data": ...}``, a script's
+``output.json``) may come from whoever wrote the payload, so it never leads into a
+topic that needs a permission to enqueue (:mod:`jobqueue.permissions`): that takes a
+``Next`` returned by code, or a topic's ``next_topic``.
 """
 
 from __future__ import annotations
@@ -18,11 +23,21 @@ class Next:
     topic: str
     data: Any = None
     options: dict[str, Any] = field(default_factory=dict)
+    #: Read from data rather than returned by code: never followed into a protected topic.
+    from_data: bool = field(default=False, compare=False, repr=False)
 
     def __init__(self, topic: str, data: Any = None, **enqueue_kwargs: Any):
         object.__setattr__(self, "topic", topic)
         object.__setattr__(self, "data", data)
         object.__setattr__(self, "options", enqueue_kwargs)
+        object.__setattr__(self, "from_data", False)
+
+    @classmethod
+    def read(cls, topic: str, data: Any = None, **enqueue_kwargs: Any) -> Next:
+        """A chain read from data (a result's dict form, a script's ``output.json``)."""
+        item = cls(topic, data, **enqueue_kwargs)
+        object.__setattr__(item, "from_data", True)
+        return item
 
 
 def next_jobs(result: Any) -> list[Next]:
@@ -32,7 +47,7 @@ def next_jobs(result: Any) -> list[Next]:
     if isinstance(result, (list, tuple)) and result and all(isinstance(r, Next) for r in result):
         return list(result)
     if isinstance(result, dict) and set(result) <= {"next_topic", "data"} and "next_topic" in result:
-        return [Next(result["next_topic"], result.get("data"))]
+        return [Next.read(result["next_topic"], result.get("data"))]
     return []
 
 
@@ -45,28 +60,42 @@ def storable_result(result: Any) -> Any:
 
 
 def to_wire(result: Any) -> Any:
-    """Encode a handler's return value as JSON data (a child process sends it to its worker)."""
+    """Encode a handler's return value as JSON data (a child process sends it to its worker).
+
+    A plain result is wrapped too, so no result can pass for a ``Next`` on the way.
+    """
     items = next_jobs(result)
     if items and not isinstance(result, dict):
-        return {"__next__": [{"topic": n.topic, "data": n.data, "options": n.options} for n in items]}
-    return result
+        return {"next": [{"topic": n.topic, "data": n.data, "options": n.options, "from_data": n.from_data}
+                         for n in items]}
+    return {"value": result}
 
 
 def from_wire(data: Any) -> Any:
     """Inverse of :func:`to_wire`."""
-    if isinstance(data, dict) and set(data) == {"__next__"}:
-        return [Next(n["topic"], n.get("data"), **(n.get("options") or {})) for n in data["__next__"]]
-    return data
+    if "next" in data:
+        return [
+            (Next.read if n["from_data"] else Next)(n["topic"], n["data"], **n["options"]) for n in data["next"]
+        ]
+    return data["value"]
 
 
 def on_job_succeeded(sender: Any, job: Any, result: Any = None, **kwargs: Any) -> None:
+    from .exceptions import ProtectedTopic
     from .models import Job
+    from .permissions import is_protected
 
     items = next_jobs(result)
     if not items and job.topic.next_topic:
         data = result if result is not None else job.payload
         items = [Next(job.topic.next_topic, data)]
     for item in items:
+        if item.from_data and is_protected(item.topic):
+            raise ProtectedTopic(
+                f"The result asks to chain into {item.topic!r}, which is or leads into a topic whose jobs need "
+                f"a permission: a chain read from a result never does (return Next(...) from code, or set the "
+                f"topic's next_topic)."
+            )
         Job.objects.enqueue(item.topic, item.data, parent=job, **item.options)
 
 

@@ -37,3 +37,7 @@ class InvalidTransition(JobQueueError):
 
 class DependencyCycle(InvalidJob):
     """A set of dependencies refers back to itself."""
+
+
+class ProtectedTopic(InvalidJob):
+    """A chain read from data leads into a topic whose jobs need a permission to enqueue."""

@@ -256,7 +256,7 @@ def _read_output(path: str, topic: str) -> Any:
         raise ProcessFailed(f"Script {topic!r} wrote an output.json that is not JSON: {exc}") from exc
     items = data.get("next") if isinstance(data, dict) and set(data) == {"next"} else None
     if isinstance(items, list) and items and all(isinstance(i, dict) and "topic" in i for i in items):
-        return [Next(i["topic"], i.get("data"), **(i.get("options") or {})) for i in items]
+        return [Next.read(i["topic"], i.get("data"), **(i.get("options") or {})) for i in items]
     return data
 
 

@@ -3,7 +3,8 @@
 Off unless ``JOBQUEUE["SHELL_TOPIC"] = True``: while off, enqueueing a ``shell``
 job is refused and a worker refuses to run one already queued. When on, only
 code, the command line and users with the ``jobqueue.enqueue_shell_job``
-permission may enqueue one (the admin and the API call :func:`check_permission`).
+permission may enqueue one, directly or through a chain that leads here (the
+admin and the API check it with :mod:`jobqueue.permissions`).
 
 Payload: ``{"command": "convert in.png out.jpg"}`` (split with :func:`shlex.split`)
 or ``{"argv": ["convert", "in.png", "out.jpg"]}``. No shell ever parses it: pipes,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from jobqueue import engine
-from jobqueue.models import Execution, Job
+from jobqueue.models import Execution, Job, Topic
 
 from .test_admin_support import (
     client_for,
@@ -188,3 +188,14 @@ def test_shell_topic_needs_its_permission(settings):
     assert 'value="shell"' in trusted.get(ADD_URL).content.decode()
     assert add(trusted, topic="shell", payload='{"command": "true"}').status_code == 302
     assert Job.objects.get().topic_id == "shell"
+
+
+def test_a_topic_that_chains_into_the_shell_topic_needs_its_permission(settings):
+    settings.JOBQUEUE = {**settings.JOBQUEUE, "SHELL_TOPIC": True}
+    Topic.objects.resolve("echo")
+    Topic.objects.filter(name="echo").update(next_topic="shell")
+    plain = client_for(make_user("plain", "jobqueue.view_job", "jobqueue.add_job"))
+    response = add(plain, payload='{"command": "true"}')
+    assert response.status_code == 200
+    assert "enqueue_shell_job" in " ".join(response.context["adminform"].form.errors["topic"])
+    assert not Job.objects.exists()

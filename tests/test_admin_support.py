@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from jobqueue.models import Job
+from jobqueue.models import Job, Topic
 
 JOB_CHANGELIST = "/admin/jobqueue/job/"
 TOPIC_CHANGELIST = "/admin/jobqueue/topic/"
@@ -48,6 +48,17 @@ def set_status(job: Job, status: str, **values: Any) -> Job:
     Job.objects.filter(pk=job.pk).update(status=status, **values)
     job.refresh_from_db()
     return job
+
+
+def topic_form(topic: Topic, **changes: Any) -> dict[str, Any]:
+    """The fields of a topic's change form as it stands, with ``changes`` made."""
+    fields = ["description", "concurrency", "default_priority", "max_attempts", "timeout", "retry_backoff",
+              "isolation", "next_topic", "cron"]
+    return {**{name: getattr(topic, name) for name in fields}, **changes}
+
+
+def topic_url(topic: Topic) -> str:
+    return reverse("admin:jobqueue_topic_change", args=[topic.pk])
 
 
 def job_url(job: Job) -> str:

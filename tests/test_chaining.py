@@ -130,3 +130,13 @@ def test_next_helpers_round_trip():
         ("other", None, {}),
     ]
     assert storable_result(items[0]) == {"next": [{"topic": "echo", "data": {"i": 1}}]}
+
+
+def test_a_chain_read_from_data_is_marked_and_a_plain_result_survives_the_wire():
+    assert not next_jobs(Next("echo", 1))[0].from_data
+    assert next_jobs({"next_topic": "echo", "data": 1})[0].from_data
+    back = from_wire(to_wire([Next("echo", 1), *next_jobs({"next_topic": "other"})]))
+    assert [n.from_data for n in back] == [False, True]
+    # A result that happens to look like a chain on the wire stays a plain result.
+    lookalike = {"__next__": [{"topic": "echo", "data": 1, "options": {}}]}
+    assert from_wire(to_wire(lookalike)) == lookalike

@@ -278,3 +278,21 @@ def test_helper_converts_next_objects_and_refuses_unknown_options():
     assert jobqueue.script.to_output([{"topic": "t"}]) == [{"topic": "t"}]  # plain data stays data
     with pytest.raises(TypeError, match="unknown option"):
         jobqueue.script.next_job("echo", {}, depends_on=["x"])
+
+
+@pytest.mark.parametrize("output", [
+    {"next_topic": "shell", "data": {"command": "true"}},
+    {"next": [{"topic": "shell", "data": {"command": "true"}, "options": {}}]},
+])
+def test_an_output_never_chains_into_the_shell_topic(topics_dir, output):
+    """output.json is data (here the payload, relayed): it cannot start a shell job."""
+    with jobqueue_settings(TOPICS_DIR=str(TOPICS), SHELL_TOPIC=True):
+        job = Job.objects.enqueue("relay", output, max_attempts=1)
+        run_worker("relay")
+    job.refresh_from_db()
+    assert job.status == "failed" and "'shell'" in job.error
+    assert not Job.objects.filter(topic_id="shell").exists()
+    # Into any other topic, the same output chains.
+    allowed = Job.objects.enqueue("relay", {"next_topic": "echo", "data": {"n": 1}})
+    run_worker("relay")
+    assert Job.objects.get(parent=allowed).payload == {"n": 1}

@@ -27,7 +27,7 @@ from jobqueue.exceptions import InvalidJob, InvalidPayload, PayloadTooLarge, Unk
 from jobqueue.models import Job, Topic
 from jobqueue.models_api import ApiToken
 from jobqueue.worker import Worker
-from tests.test_admin_support import client_for, make_user
+from tests.test_admin_support import client_for, make_user, topic_form, topic_url
 from tests.workerutil import REPO_ROOT, child_env, jobqueue_settings, manage_command
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -356,3 +356,63 @@ def test_an_entity_dedupe_hit_discloses_and_changes_nothing_the_caller_may_not()
     stored = Job.objects.get()
     assert (stored.pk, stored.priority, stored.payload) == (theirs.pk, 1, {"card": "4111-secret"})
     assert engine.queue_ids("echo") == [str(theirs.pk)]
+
+
+# -- chaining into the shell topic needs its permission -----------------------------------------
+
+
+def test_a_topic_editor_cannot_chain_into_the_shell_topic(tmp_path):
+    marker = tmp_path / "pwned"
+    editor = make_user("editor", "jobqueue.view_topic", "jobqueue.change_topic", "jobqueue.add_job",
+                       "jobqueue.view_job")
+    echo = Topic.objects.resolve("echo")  # its handler returns its payload
+    with jobqueue_settings(SHELL_TOPIC=True):
+        Topic.objects.resolve("shell")  # a worker refuses a topic without a row
+        response = client_for(editor).post(topic_url(echo), topic_form(echo, next_topic="shell"))
+        assert response.status_code == 200
+        assert "enqueue_shell_job" in " ".join(response.context["adminform"].form.errors["next_topic"])
+        assert Topic.objects.get(name="echo").next_topic == ""
+
+        # Nor may the editor enqueue into a chain that leads there, whoever set it up.
+        Topic.objects.filter(name="echo").update(next_topic="shell")
+        client = Client(headers={"Authorization": f"Bearer {ApiToken.objects.issue(editor)[1]}"})
+        body = {"topic": "echo", "payload": {"argv": ["touch", str(marker)]}}
+        response = client.post("/jobs/api/jobs/", body, content_type="application/json")
+        assert response.status_code == 403, response.content
+        assert "enqueue_shell_job" in response.json()["error"]["message"]
+        assert not Job.objects.exists()
+        Worker(topics=["echo", "shell"], burst=True, install_signals=False).run()
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("isolation", ["inline", "process"])
+def test_a_result_cannot_chain_into_the_shell_topic(tmp_path, isolation):
+    """A handler that returns its payload (as echo does) must not turn a caller's payload into a
+    shell job: a chain read from a result's data never leads into a protected topic."""
+    marker = tmp_path / "pwned"
+    key = ApiToken.objects.issue(make_user("enqueuer", "jobqueue.add_job"))[1]
+    client = Client(headers={"Authorization": f"Bearer {key}"})
+    payload = {"next_topic": "shell", "data": {"argv": ["touch", str(marker)]}}
+    with jobqueue_settings(SHELL_TOPIC=True):
+        Topic.objects.resolve("shell")
+        response = client.post("/jobs/api/jobs/", {"topic": "echo", "payload": payload, "max_attempts": 1},
+                               content_type="application/json")
+        assert response.status_code == 201, response.content
+        Worker(topics=["echo", "shell"], burst=True, install_signals=False, isolation=isolation).run()
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.status == "failed" and "shell" in job.error
+    assert not Job.objects.filter(topic_id="shell").exists()
+    assert not marker.exists()
+
+
+def test_a_process_result_that_looks_like_the_wire_form_of_next_is_a_plain_result(tmp_path):
+    marker = tmp_path / "pwned"
+    payload = {"__next__": [{"topic": "shell", "data": {"argv": ["touch", str(marker)]}, "options": {}}]}
+    with jobqueue_settings(SHELL_TOPIC=True):
+        Topic.objects.resolve("shell")
+        job = Job.objects.enqueue("echo", payload)
+        Worker(topics=["echo", "shell"], burst=True, install_signals=False, isolation="process").run()
+    job.refresh_from_db()
+    assert (job.status, job.result) == ("succeeded", payload)
+    assert list(Job.objects.all()) == [job]
+    assert not marker.exists()

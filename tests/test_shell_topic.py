@@ -14,6 +14,7 @@ from jobqueue.exceptions import InvalidJob
 from jobqueue.models import Execution, Job, Topic
 from jobqueue.worker import Worker
 
+from .test_admin_support import client_for, make_user, topic_form, topic_url
 from .workerutil import jobqueue_settings
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -158,3 +159,56 @@ def test_only_true_turns_it_on():
     for value in ("yes", 1, "True"):
         with jobqueue_settings(SHELL_TOPIC=value):
             assert not shell.is_enabled()
+
+
+# -- chaining into the shell topic ------------------------------------------------------
+
+
+def test_the_topic_admin_lets_only_a_shell_user_chain_into_it(shell_on):
+    for name in ("echo", "other", "shell"):
+        Topic.objects.resolve(name)
+    editor = client_for(make_user("editor", "jobqueue.view_topic", "jobqueue.change_topic"))
+    trusted = client_for(make_user("trusted", "jobqueue.view_topic", "jobqueue.change_topic",
+                                   "jobqueue.enqueue_shell_job"))
+    echo = Topic.objects.get(name="echo")
+    assert trusted.post(topic_url(echo), topic_form(echo, next_topic="shell")).status_code == 302
+    assert Topic.objects.get(name="echo").next_topic == "shell"
+
+    # Chaining into a topic that chains into the shell topic needs the permission too.
+    other = Topic.objects.get(name="other")
+    response = editor.post(topic_url(other), topic_form(other, next_topic="echo"))
+    assert response.status_code == 200
+    errors = " ".join(response.context["adminform"].form.errors["next_topic"])
+    assert "'echo' chains into 'shell'" in errors and "enqueue_shell_job" in errors
+    assert Topic.objects.get(name="other").next_topic == ""
+    assert trusted.post(topic_url(other), topic_form(other, next_topic="echo")).status_code == 302
+
+    # A chain someone else set up is kept when other settings change.
+    echo.refresh_from_db()
+    assert editor.post(topic_url(echo), topic_form(echo, concurrency=3)).status_code == 302
+    assert Topic.objects.filter(name="echo", concurrency=3, next_topic="shell").exists()
+
+
+def test_enqueueing_into_a_chain_that_leads_to_the_shell_topic_needs_its_permission(shell_on, tmp_path):
+    from django.test import Client
+
+    from jobqueue.models_api import ApiToken
+
+    Topic.objects.resolve("shell")
+    Topic.objects.filter(name="other").update(next_topic="echo")
+    Topic.objects.filter(name="echo").update(next_topic="shell")
+    user = make_user("enqueuer", "jobqueue.add_job")
+    client = Client(headers={"Authorization": f"Bearer {ApiToken.objects.issue(user)[1]}"})
+    for topic in ("other", "echo"):
+        response = client.post("/jobs/api/jobs/", {"topic": topic}, content_type="application/json")
+        assert response.status_code == 403 and "enqueue_shell_job" in response.json()["error"]["message"]
+    assert not Job.objects.exists()
+    user.user_permissions.add(Permission.objects.get(codename="enqueue_shell_job"))
+    response = client.post("/jobs/api/jobs/", {"topic": "other"}, content_type="application/json")
+    assert response.status_code == 201, response.content
+
+    # Code is trusted: a chain it enqueues into runs the command.
+    marker = tmp_path / "touched"
+    job = Job.objects.enqueue("echo", {"argv": ["touch", str(marker)]})
+    assert Worker(topics=["echo", "shell"], burst=True, install_signals=False).run() == 0
+    assert Job.objects.get(parent=job).status == "succeeded" and marker.exists()

@@ -9,11 +9,11 @@ from django import forms
 from django.contrib.admin import helpers
 from django.utils.translation import gettext_lazy as _
 
-from .. import registry
+from .. import registry, shell
 from ..conf import settings
 from ..exceptions import DuplicateJob, InvalidJob, InvalidPayload, UnknownTopic
 from ..models import Job, Topic
-from ..permissions import CHANGE_PRIORITY
+from ..permissions import CHANGE_PRIORITY, enqueue_refusal
 from ..validation import (
     MAX_PRIORITY,
     MIN_PRIORITY,
@@ -23,10 +23,6 @@ from ..validation import (
     validate_priority,
     validate_topic_name,
 )
-
-#: The built-in topic that runs command lines; only users with this permission may pick it.
-SHELL_TOPIC = "shell"
-SHELL_PERMISSION = "jobqueue.enqueue_shell_job"
 
 
 def _invalid(exc: Exception) -> forms.ValidationError:
@@ -66,14 +62,14 @@ class JobAddForm(forms.Form):
         self.user = user
         names = set(Topic.objects.values_list("name", flat=True)) | set(registry.topics())
         if not self.may_use_shell():
-            names.discard(SHELL_TOPIC)
+            names.discard(shell.SHELL_TOPIC)
         elif settings.SHELL_TOPIC is True:
-            names.add(SHELL_TOPIC)  # offered before its first job creates the Topic row
+            names.add(shell.SHELL_TOPIC)  # offered before its first job creates the Topic row
         topic = cast(forms.ChoiceField, self.fields["topic"])
         topic.choices = [("", "---------")] + [(n, n) for n in sorted(names)]
 
     def may_use_shell(self) -> bool:
-        return bool(self.user is not None and self.user.has_perm(SHELL_PERMISSION))
+        return bool(self.user is not None and self.user.has_perm(shell.PERMISSION))
 
     def clean_topic(self) -> str:
         name = self.cleaned_data["topic"]
@@ -81,8 +77,9 @@ class JobAddForm(forms.Form):
             validate_topic_name(name)
         except InvalidJob as exc:
             raise _invalid(exc) from None
-        if name == SHELL_TOPIC and not self.may_use_shell():
-            raise forms.ValidationError(_("You may not enqueue jobs of the shell topic."))
+        refusal = enqueue_refusal(self.user, name)  # the shell topic, or a chain that leads into it
+        if refusal is not None:
+            raise forms.ValidationError(refusal)
         return name
 
     def clean_payload(self) -> Any:
@@ -175,6 +172,9 @@ class PriorityForm(forms.Form):
 class TopicForm(forms.ModelForm):
     """A topic's runtime settings, checked with the rules ``@handler`` applies."""
 
+    #: The user editing the topic, set for each request by ``TopicAdmin.get_form``.
+    user: Any = None
+
     class Meta:
         model = Topic
         fields = [
@@ -197,6 +197,11 @@ class TopicForm(forms.ModelForm):
                 validate_topic_name(value)
             except InvalidJob as exc:
                 raise _invalid(exc) from None
+            # Chaining into a topic is enqueueing its jobs: the same permissions. A chain set
+            # up by someone else is kept when other settings change.
+            refusal = enqueue_refusal(self.user, value) if value != self.instance.next_topic else None
+            if refusal is not None:
+                raise forms.ValidationError(refusal)
         return value
 
     def clean_cron(self) -> str:

@@ -95,6 +95,11 @@ class TopicAdmin(admin.ModelAdmin):
             fields += ["name", "live_counts", "depth_display", "holders_display", "next_run_display"]
         return fields
 
+    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
+        form: Any = super().get_form(request, obj, change, **kwargs)
+        form.user = request.user  # a class made for this request by modelform_factory
+        return form
+
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type:
         return TopicChangeList
 

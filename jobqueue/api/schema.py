@@ -380,7 +380,8 @@ def build_schema(base_path: str) -> dict[str, Any]:
                 "post": {
                     "summary": "Create a job",
                     "description": "Needs `jobqueue.add_job` (and `jobqueue.enqueue_shell_job` for the "
-                    "shell topic). With an entity_id that already has a pending job, that job is "
+                    "shell topic, or a topic whose next_topic chain leads into it). With an entity_id "
+                    "that already has a pending job, that job is "
                     "returned with 200 (its priority raised only with `jobqueue.change_priority_job`); "
                     "without `jobqueue.view_job`, 409 duplicate_job with only its id.",
                     "requestBody": _body("JobCreate"),

@@ -14,9 +14,8 @@ from django.urls import reverse
 
 from .. import engine
 from ..models import FINISHED_STATUSES, Job, JobStatus, Topic
-from ..permissions import CHANGE_PRIORITY, VIEW_JOB
+from ..permissions import CHANGE_PRIORITY, VIEW_JOB, check_may_enqueue
 from ..validation import TOPIC_NAME_RE, validate_entity_id, validate_topic_name
-from .auth import require
 from .endpoint import only_fields, read_json, refuse_unstorable_text
 from .errors import ApiError, error_response
 from .serializers import CREATE_FIELDS, enqueue_arguments, job_data, job_detail
@@ -24,9 +23,6 @@ from .serializers import CREATE_FIELDS, enqueue_arguments, job_data, job_detail
 #: Jobs per page unless ``page_size`` says otherwise, and the most it may say.
 PAGE_SIZE = 50
 MAX_PAGE_SIZE = 100
-#: The topic whose jobs run command lines; creating one needs its own permission.
-SHELL_TOPIC = "shell"
-SHELL_PERMISSION = "jobqueue.enqueue_shell_job"
 
 
 def _job(job_id: str) -> Job:
@@ -115,8 +111,7 @@ def create_job(request: HttpRequest) -> HttpResponse:
     data = read_json(request)
     only_fields(data, CREATE_FIELDS)
     topic, payload, kwargs = enqueue_arguments(data)
-    if topic == SHELL_TOPIC:
-        require(request.user, SHELL_PERMISSION)
+    check_may_enqueue(request.user, topic)  # the shell topic, or a chain that leads into it
     if "parent" in kwargs and not Job.objects.filter(pk=kwargs["parent"]).exists():
         raise ApiError(400, "invalid", f"parent: no job {kwargs['parent']}.")
     payload = {} if payload is None else payload
