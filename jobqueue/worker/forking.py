@@ -97,7 +97,8 @@ def _child_main(job_r: int, out_w: int, err_w: int, res_w: int) -> None:
         os.close(out_w)
         os.close(err_w)
         sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+        # As Python's own stderr: a traceback of text UTF-8 cannot encode is still printed.
+        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False, errors="backslashreplace")
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _set_aside_connections()

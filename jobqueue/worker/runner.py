@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import Retry
+from ..storable import exception_message, exception_text
 from .lifecycle import Outcome
 
 
@@ -28,12 +29,13 @@ class WorkerInterrupted(BaseException):
 def _outcome_from_exception(exc: BaseException) -> Outcome:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if isinstance(exc, Retry):
-        return Outcome(ok=False, error=f"Retry requested: {exc}", traceback=tb, retry_delay=exc.delay)
+        return Outcome(ok=False, error=f"Retry requested: {exception_message(exc)}", traceback=tb,
+                       retry_delay=exc.delay)
     if isinstance(exc, JobTimeout):
         return Outcome(ok=False, error=str(exc), traceback=tb, timed_out=True)
     if isinstance(exc, WorkerInterrupted):
         return Outcome(ok=False, error="aborted: the worker was stopped", traceback=tb, interrupted=True)
-    return Outcome(ok=False, error=f"{type(exc).__name__}: {exc}", traceback=tb)
+    return Outcome(ok=False, error=exception_text(exc), traceback=tb)
 
 
 def run_inline(func: Callable[[Any], Any], job: Any, timeout: float | None) -> Outcome:

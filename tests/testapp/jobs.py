@@ -137,3 +137,38 @@ def chain_bad(job):
 @handler("badresult", max_attempts=1)
 def badresult(job):
     return {"not json": {1, 2}}
+
+
+#: Characters a database cannot store as they are: NUL (PostgreSQL) and a lone surrogate (any).
+ODD_CHARACTERS = {"nul": "\x00", "surrogate": "\ud800"}
+
+
+class Unprintable(Exception):
+    """An exception whose ``str()`` raises."""
+
+    def __str__(self):
+        raise RuntimeError("no text for this exception")
+
+
+@handler("unstorable", max_attempts=1)
+def unstorable(job):
+    """Puts the character named by payload["odd"] (see ``ODD_CHARACTERS``) where payload["where"]
+    says: its error, progress, result, stdout or stderr; "unprintable" raises an exception
+    whose ``str()`` fails."""
+    import sys
+
+    where = job.payload["where"]
+    if where == "unprintable":
+        raise Unprintable()
+    text = f"before{ODD_CHARACTERS[job.payload['odd']]}after"
+    if where == "error":
+        raise ValueError(text)
+    if where == "progress":
+        job.set_progress(50, text, stage=text)
+    elif where == "stdout":
+        print(text)
+    elif where == "stderr":
+        print(text, file=sys.stderr)
+    elif where == "result":
+        return {"text": text, text: [text]}
+    return "done"
