@@ -1,6 +1,7 @@
-"""Handlers that misbehave, run by a worker in this process: producing text a database
-cannot store as it is. Every attempt is recorded and a success stays a success (see
-``tests/testapp/jobs.py``)."""
+"""Handlers that misbehave, run by a worker in this process: leaving with a
+``BaseException`` (``sys.exit()``, ``KeyboardInterrupt``...) and producing text a database
+cannot store as it is. Every attempt is recorded, a success stays a success, and the
+worker goes on (see ``tests/testapp/jobs.py``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 
 import pytest
 
+from jobqueue import engine
 from jobqueue.models import Job
 
 from .workerutil import jobqueue_settings, run_worker
@@ -25,6 +27,57 @@ def run_unstorable(where: str, odd: str = "nul", isolation: str = "inline") -> J
     run_worker("unstorable", isolation=isolation)
     job.refresh_from_db()
     return job
+
+
+# -- BaseExceptions -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("isolation", ["inline", "process"])
+@pytest.mark.parametrize("how, error, exit_code", [
+    ("sys.exit", "SystemExit: 3", 3),
+    ("KeyboardInterrupt", "KeyboardInterrupt", 1),
+    ("GeneratorExit", "GeneratorExit", 1),
+])
+def test_base_exception_from_a_handler_is_a_failed_attempt(isolation, how, error, exit_code):
+    job = Job.objects.enqueue("exits", {"how": how, "code": 3})
+    later = Job.objects.enqueue("echo", {"after": how})
+    worker = run_worker("exits", "echo", isolation=isolation)
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.result) == ("succeeded", 2, {"attempt": 2})
+    first = job.executions.get(attempt=1)
+    assert (first.outcome, first.error) == ("retry", error)
+    assert first.traceback.startswith("Traceback") and first.traceback.rstrip().endswith(error)
+    assert first.exit_code == (exit_code if isolation == "process" else None)
+    # The worker went on with the next job.
+    assert Job.objects.get(pk=later.pk).status == "succeeded"
+    assert worker.processed == 3
+
+
+@pytest.mark.parametrize("how, exit_code, error", [
+    ("os._exit", 7, "The child process exited with code 7 without sending a result"),
+    ("SIGKILL", -9, "The child process was killed by signal 9 (SIGKILL) before sending a result"),
+])
+def test_child_leaving_without_a_result_is_recorded_with_its_exit_code(how, exit_code, error):
+    job = Job.objects.enqueue("exits", {"how": how, "code": 7, "say": "last words"})
+    run_worker("exits", isolation="process")
+    job.refresh_from_db()
+    assert (job.status, job.result) == ("succeeded", {"attempt": 2})
+    first = job.executions.get(attempt=1)
+    assert (first.outcome, first.exit_code) == ("retry", exit_code)
+    assert first.error == f"{error}; its last output: last words"
+    assert first.stdout == "last words\n"
+
+
+def test_real_sigint_to_a_worker_without_signal_handlers_aborts_the_job_and_stops():
+    """``install_signals=False`` leaves SIGINT to Python: a real one still stops the worker
+    (the attempt aborted, the job queued again), unlike a handler raising KeyboardInterrupt."""
+    job = Job.objects.enqueue("exits", {"how": "SIGINT"})
+    worker = run_worker("exits", max_jobs=3)
+    assert worker.processed == 1
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == ("queued", 0)
+    assert job.executions.get().outcome == "aborted"
+    assert engine.queue_ids("exits") == [str(job.pk)]
 
 
 # -- text a database cannot store -----------------------------------------------------

@@ -173,6 +173,21 @@ def test_second_sigterm_aborts_the_current_job(workers, isolation):
     assert holder_ids("sleepy") == []
 
 
+def test_handlers_leaving_with_base_exceptions_do_not_stop_the_worker(workers):
+    """``sys.exit()`` and ``KeyboardInterrupt`` from a handler fail its attempt; the
+    worker's own signals still stop it."""
+    leaving = [Job.objects.enqueue("exits", {"how": how, "code": 0}) for how in ("sys.exit", "KeyboardInterrupt")]
+    worker = workers.start("--topics", "exits")
+    for job in leaving:
+        wait_status(job, "succeeded", worker=worker)
+    errors = [job.executions.get(attempt=1).error for job in leaving]
+    assert errors == ["SystemExit: 0", "KeyboardInterrupt"]
+    assert worker.proc.poll() is None, worker.output()
+    worker.signal(signal.SIGINT)
+    assert worker.wait() == 0, worker.output()
+    assert holder_ids("exits") == []
+
+
 # -- crash recovery -------------------------------------------------------------------
 
 

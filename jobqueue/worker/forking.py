@@ -6,7 +6,9 @@ copy-on-write faults on every page it touches while the child lives. The zygote
 keeps one child forked ahead, and hands the worker that child's pipes over a
 Unix socket (``SCM_RIGHTS``). A child receives its job as JSON on a pipe (never
 pickle), runs the topic's registered handler, and sends the result back as JSON;
-its stdout and stderr are captured up to ``MAX_OUTPUT_BYTES`` each.
+its stdout and stderr are captured up to ``MAX_OUTPUT_BYTES`` each. The zygote reaps
+its children and reports each one's exit code on a pipe of its own, which the worker
+reads when a child ended without a result (``os._exit()``, a signal).
 
 The worker closes its database connections before it forks the zygote, so the
 zygote and its children start with none (a handler that uses the ORM opens its
@@ -41,6 +43,10 @@ from .runner import _Capture, _outcome_from_exception
 _SET_ASIDE: list[Any] = []
 
 
+#: Seconds the worker waits for the exit code of a child that ended without a result.
+EXIT_CODE_WAIT_SECONDS = 2.0
+
+
 @dataclass
 class Child:
     pid: int
@@ -48,9 +54,10 @@ class Child:
     out_r: int
     err_r: int
     res_r: int
+    exit_r: int  # the zygote writes the child's exit code here once it has reaped it
 
     def parent_fds(self) -> list[int]:
-        return [self.job_w, self.out_r, self.err_r, self.res_r]
+        return [self.job_w, self.out_r, self.err_r, self.res_r, self.exit_r]
 
 
 def job_to_wire(job: Any) -> dict[str, Any]:
@@ -121,10 +128,11 @@ def _child_main(job_r: int, out_w: int, err_w: int, res_w: int) -> None:
                 raise LookupError(f"No handler is registered for topic {job.topic_id!r}.")
             payload = {"ok": True, "result": to_wire(spec.func(job)), "exit_code": 0}
             exit_code = 0
-        except Exception as exc:
+        except BaseException as exc:  # noqa: BLE001 - sys.exit(n) fails the attempt with its exit code
             o = _outcome_from_exception(exc)
+            exit_code = _exit_status(exc.code) if isinstance(exc, SystemExit) else 1
             payload = {"ok": False, "error": o.error, "traceback": o.traceback, "retry_delay": o.retry_delay,
-                       "exit_code": 1}
+                       "exit_code": exit_code}
             traceback.print_exc()
         try:
             flush_progress(job)  # the last report, if the throttle held it back
@@ -162,32 +170,113 @@ def _wait_for_request(sock: socket.socket) -> bool:
 
 
 def _zygote_main(sock: socket.socket) -> None:
-    """Fork a child for every byte received on ``sock``; send back its pid and pipes."""
+    """Fork a child for every byte received on ``sock``; send back its pid and pipes.
+    Reap children as they exit, writing each one's exit code to its exit pipe."""
     try:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
+        wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)  # a SIGCHLD makes wake_r readable, waking the select below
+        signal.signal(signal.SIGCHLD, _on_sigchld)
         _set_aside_connections()
         from .. import engine
 
         engine.reset_clients()
-        while _wait_for_request(sock):
+        exit_pipes: dict[int, int] = {}  # child pid -> write end of its exit pipe
+        waiting_on: list[Any] = [sock, wake_r]
+        while True:
+            ready, _, _ = select.select(waiting_on, [], [])
+            if wake_r in ready:
+                _drain(wake_r)
+                _report_exits(exit_pipes)
+            if sock not in ready:
+                continue
+            if not _wait_for_request(sock):
+                break
             job_r, job_w = os.pipe()
             out_r, out_w = os.pipe()
             err_r, err_w = os.pipe()
             res_r, res_w = os.pipe()
+            exit_r, exit_w = os.pipe()
             pid = os.fork()
             if pid == 0:
                 sock.close()
-                _close_fds([job_w, out_r, err_r, res_r])
+                signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                _close_fds([job_w, out_r, err_r, res_r, exit_r, exit_w, wake_r, wake_w, *exit_pipes.values()])
                 _child_main(job_r, out_w, err_w, res_w)
-            socket.send_fds(sock, [str(pid).encode()], [job_w, out_r, err_r, res_r])
-            _close_fds([job_r, job_w, out_r, out_w, err_r, err_w, res_r, res_w])
+            exit_pipes[pid] = exit_w
+            socket.send_fds(sock, [str(pid).encode()], [job_w, out_r, err_r, res_r, exit_r])
+            _close_fds([job_r, job_w, out_r, out_w, err_r, err_w, res_r, res_w, exit_r])
     except BaseException:  # noqa: BLE001 - the zygote must always end here
         traceback.print_exc()
     finally:
         os._exit(0)
+
+
+def _on_sigchld(signum: int, frame: Any) -> None:
+    """Nothing: the signal's byte on the wakeup fd is what wakes the zygote."""
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _report_exits(exit_pipes: dict[int, int]) -> None:
+    """Reap every child that ended; write its exit code (negative: the signal that killed
+    it) to its exit pipe, if the worker still listens."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        fd = exit_pipes.pop(pid, None)
+        if fd is not None:
+            try:
+                os.write(fd, str(os.waitstatus_to_exitcode(status)).encode())
+            except OSError:
+                pass  # the worker had the child's result and closed its end
+            os.close(fd)
+
+
+def _exit_status(code: Any) -> int:
+    """The exit status ``sys.exit(code)`` gives a process."""
+    if code is None:
+        return 0
+    return code & 0xFF if isinstance(code, int) else 1
+
+
+def _read_exit_code(fd: int) -> int | None:
+    """The exit code the zygote reports for a child, if it comes within a short wait."""
+    ready, _, _ = select.select([fd], [], [], EXIT_CODE_WAIT_SECONDS)
+    try:
+        return int(os.read(fd, 32)) if ready else None
+    except ValueError:  # the zygote died first: nothing was written
+        return None
+
+
+def _died(exit_code: int | None, stdout: str, stderr: str) -> str:
+    """Why a child ended without a result, with the last line it printed."""
+    if exit_code is None:
+        what = "The child process died without sending a result"
+    elif exit_code < 0:
+        try:
+            name = signal.Signals(-exit_code).name
+        except ValueError:
+            name = "unknown"
+        what = f"The child process was killed by signal {-exit_code} ({name}) before sending a result"
+    else:
+        what = f"The child process exited with code {exit_code} without sending a result"
+    last = (stderr.strip() or stdout.strip()).splitlines()[-1:]
+    return f"{what}; its last output: {last[0][:200]}" if last else what
 
 
 class ForkRunner:
@@ -223,9 +312,9 @@ class ForkRunner:
 
     def _receive(self) -> Child:
         assert self.sock is not None
-        data, fds, _flags, _addr = socket.recv_fds(self.sock, 32, 4)
+        data, fds, _flags, _addr = socket.recv_fds(self.sock, 32, 5)
         self.requested -= 1
-        if not data or len(fds) != 4:
+        if not data or len(fds) != 5:
             _close_fds(list(fds))
             raise ConnectionError("the zygote process is gone")
         return Child(int(data.decode()), *fds)
@@ -266,8 +355,11 @@ class ForkRunner:
                 if attempt:
                     raise
         os.close(child.job_w)
-        self._request()  # the zygote forks the next child while this one works
-        return self._collect(child, timeout, should_stop)
+        try:
+            self._request()  # the zygote forks the next child while this one works
+            return self._collect(child, timeout, should_stop)
+        finally:
+            _close_fds([child.exit_r])
 
     def _collect(self, child: Child, timeout: float | None, should_stop: Callable[[], Any]) -> Outcome:
         limit = settings.MAX_OUTPUT_BYTES
@@ -320,7 +412,8 @@ class ForkRunner:
         except ValueError:
             payload = None
         if not isinstance(payload, dict):
-            return Outcome(ok=False, error="The child process died without sending a result", **common)
+            common["exit_code"] = _read_exit_code(child.exit_r)
+            return Outcome(ok=False, error=_died(common["exit_code"], common["stdout"], common["stderr"]), **common)
         if common["exit_code"] is None:
             common["exit_code"] = payload.get("exit_code")
         if payload.get("ok"):

@@ -38,25 +38,40 @@ def _outcome_from_exception(exc: BaseException) -> Outcome:
     return Outcome(ok=False, error=exception_text(exc), traceback=tb)
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise WorkerInterrupted()
+
+
 def run_inline(func: Callable[[Any], Any], job: Any, timeout: float | None) -> Outcome:
-    """Call the handler in this process; a timeout raises :class:`JobTimeout` inside it."""
-    use_alarm = bool(timeout) and threading.current_thread() is threading.main_thread()
+    """Call the handler in this process; a timeout raises :class:`JobTimeout` inside it.
+
+    Whatever the handler raises, ``SystemExit`` and ``KeyboardInterrupt`` included, fails
+    the attempt. Where SIGINT is left to Python (a worker that does not install signal
+    handlers), a real one stops the worker as its second signal would.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    use_alarm = bool(timeout) and main
+    sigint = main and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
     def on_alarm(signum: int, frame: Any) -> None:
         raise JobTimeout(f"Timed out after {timeout}s")
 
     previous = signal.signal(signal.SIGALRM, on_alarm) if use_alarm else None
+    if sigint:
+        signal.signal(signal.SIGINT, _interrupt)
     if use_alarm:
         signal.setitimer(signal.ITIMER_REAL, float(timeout))  # type: ignore[arg-type]
     try:
         result = func(job)
         return Outcome(ok=True, result=result)
-    except (Exception, WorkerInterrupted) as exc:
+    except BaseException as exc:  # noqa: BLE001 - a handler's sys.exit() fails its attempt, not the worker
         return _outcome_from_exception(exc)
     finally:
         if use_alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+        if sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class _Capture:

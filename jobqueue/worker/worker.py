@@ -278,6 +278,8 @@ class Worker:
         self.current = job
         try:
             outcome = self._execute(job, execution)
+            if outcome.interrupted:
+                self.stopping = True  # also when a real SIGINT reached a worker without signal handlers
             if not outcome.interrupted and (self.abort_current.is_set() or self._abort_seen(job, outcome)):
                 outcome.aborted = True
             self._finish(job, execution, outcome)

@@ -172,3 +172,28 @@ def unstorable(job):
     elif where == "result":
         return {"text": text, text: [text]}
     return "done"
+
+
+@handler("exits", max_attempts=2, retry_backoff=0.05, timeout=30)
+def exits(job):
+    """On its first attempt, prints payload["say"] then leaves as payload["how"] says:
+    ``sys.exit(code)``, ``os._exit(code)``, SIGKILL itself, SIGINT itself, or raise a
+    ``BaseException`` by name. Returns after."""
+    import os
+    import signal
+    import sys
+    import time
+
+    if job.attempt > 1:
+        return {"attempt": job.attempt}
+    how = job.payload["how"]
+    print(job.payload.get("say", "leaving now"), flush=True)
+    if how == "sys.exit":
+        sys.exit(job.payload.get("code"))
+    if how == "os._exit":
+        os._exit(job.payload["code"])
+    if how in ("SIGKILL", "SIGINT"):
+        os.kill(os.getpid(), getattr(signal, how))
+        time.sleep(10)
+        return "the signal did not stop it"
+    raise {"KeyboardInterrupt": KeyboardInterrupt, "GeneratorExit": GeneratorExit}[how]()
