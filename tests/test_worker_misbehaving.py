@@ -1,7 +1,8 @@
 """Handlers that misbehave, run by a worker in this process: leaving with a
-``BaseException`` (``sys.exit()``, ``KeyboardInterrupt``...) and producing text a database
-cannot store as it is. Every attempt is recorded, a success stays a success, and the
-worker goes on (see ``tests/testapp/jobs.py``)."""
+``BaseException`` (``sys.exit()``, ``KeyboardInterrupt``...), producing text a database
+cannot store as it is, and going on past their timeout. Every attempt is recorded, a
+success stays a success, and the worker goes on (but after abandoning a handler that
+would not stop; see ``tests/testapp/jobs.py``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from jobqueue import engine
 from jobqueue.models import Job
+from jobqueue.worker import Worker
 
 from .workerutil import jobqueue_settings, run_worker
 
@@ -131,3 +133,32 @@ def test_exception_whose_str_fails_is_recorded_by_its_class(isolation):
     execution = job.executions.get()
     assert execution.error == job.error
     assert "raise Unprintable()" in execution.traceback
+
+
+# -- inline timeouts ------------------------------------------------------------------
+
+
+def test_handler_returning_after_its_timeout_is_timed_out_whatever_it_returned():
+    job = Job.objects.enqueue("overrun", {"seconds": 1.5})
+    later = Job.objects.enqueue("echo", {"after": "overrun"})
+    worker = run_worker("overrun", "echo")
+    job.refresh_from_db()
+    assert (job.status, job.result, job.attempts) == ("succeeded", "on time", 2)
+    first = job.executions.get(attempt=1)
+    assert first.outcome == "timeout"
+    assert first.error.startswith("Timed out after 1s: the handler caught its JobTimeout")
+    assert Job.objects.get(pk=later.pk).status == "succeeded"
+    assert worker.processed == 3
+
+
+def test_handler_ignoring_its_timeout_is_abandoned_and_the_worker_stops():
+    job = Job.objects.enqueue("overrun", {"until_recorded": True, "seconds": 20}, max_attempts=1)
+    worker = Worker(topics=["overrun"], burst=True, install_signals=False)
+    assert worker.run() == 1
+    job.refresh_from_db()
+    assert (job.status, job.result) == ("failed", None)
+    execution = job.executions.get()
+    assert execution.outcome == "timeout"
+    assert "abandoned" in execution.error and execution.error == job.error
+    assert engine.TopicLock.holders("overrun") == []
+    assert engine.depths("overrun") == {"queued": 0, "leased": 0, "scheduled": 0}

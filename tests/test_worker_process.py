@@ -188,6 +188,24 @@ def test_handlers_leaving_with_base_exceptions_do_not_stop_the_worker(workers):
     assert holder_ids("exits") == []
 
 
+def test_handler_ignoring_its_timeout_is_abandoned_and_its_slot_given_back(workers):
+    job = Job.objects.enqueue("overrun", {"seconds": 120})
+    worker = workers.start("--topics", "overrun", "--worker-id", "overrun-1")
+    wait_status(job, "running", worker=worker)
+    # Past its 1 s timeout and the grace after it, the worker records the attempt and exits.
+    assert worker.wait(30) == 1, worker.output()
+    assert "abandoning it" in worker.output()
+    first = job.executions.get(attempt=1)
+    assert (first.outcome, first.worker_id) == ("timeout", "overrun-1")
+    assert "abandoned" in first.error
+    assert holder_ids("overrun") == [] and live("overrun-1") is None
+    assert status_of(job) == "scheduled"
+    retry = workers.start("--topics", "overrun", "--burst")
+    assert retry.wait() == 0, retry.output()
+    job.refresh_from_db()
+    assert (job.status, job.result, job.attempts) == ("succeeded", "on time", 2)
+
+
 # -- crash recovery -------------------------------------------------------------------
 
 
