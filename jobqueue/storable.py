@@ -32,11 +32,20 @@ def storable_text(text: str) -> str:
 def storable_json(value: Any) -> Any:
     """JSON data with :func:`storable_text` applied to every string, keys included.
 
-    Raises ``TypeError`` or ``ValueError`` for data that is not JSON (a set, NaN...).
+    Raises ``TypeError`` or ``ValueError`` for data that is not JSON (see :func:`encode_json`).
     """
-    if _UNSTORABLE_ESCAPED.search(json.dumps(value, allow_nan=False)):
+    if _UNSTORABLE_ESCAPED.search(encode_json(value)):
         return _replaced(value)
     return value
+
+
+def encode_json(value: Any) -> str:
+    """``json.dumps(value)``; ``TypeError`` or ``ValueError`` for what JSON cannot hold (a
+    set, NaN...), ``ValueError`` for data nested too deeply to encode."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except RecursionError:
+        raise ValueError("it nests too deeply") from None
 
 
 def _replaced(value: Any) -> Any:

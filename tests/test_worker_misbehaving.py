@@ -135,6 +135,16 @@ def test_exception_whose_str_fails_is_recorded_by_its_class(isolation):
     assert "raise Unprintable()" in execution.traceback
 
 
+@pytest.mark.parametrize("isolation", ["inline", "process"])
+def test_result_too_deep_to_encode_fails_the_attempt_with_the_reason(isolation):
+    job = Job.objects.enqueue("deep")
+    run_worker("deep", isolation=isolation)
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert job.error == "Handler returned a result that is not JSON: it nests too deeply"
+    assert job.executions.get().error == job.error
+
+
 # -- inline timeouts ------------------------------------------------------------------
 
 

@@ -218,7 +218,7 @@ class ForkRunner:
                            **common)
         try:
             payload = json.loads(b"".join(result_chunks) or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):
             payload = None
         if not isinstance(payload, dict):
             common["exit_code"] = _read_exit_code(child.exit_r)

@@ -29,6 +29,7 @@ from django.db import connections
 
 from ..chaining import to_wire
 from ..progress import flush_progress
+from ..storable import encode_json
 from .runner import _outcome_from_exception
 
 #: The inherited database connections of a child, kept referenced until ``os._exit``.
@@ -103,7 +104,7 @@ def _child_main(job_r: int, out_w: int, err_w: int, res_w: int) -> None:
         except Exception:  # noqa: BLE001 - a progress write must not cost the result
             traceback.print_exc()
         try:
-            data = json.dumps(payload, allow_nan=False).encode()
+            data = encode_json(payload).encode()
         except (TypeError, ValueError) as exc:
             data = json.dumps({"ok": False, "error": f"Handler returned a result that is not JSON: {exc}",
                                "exit_code": 1}).encode()

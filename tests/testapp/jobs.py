@@ -174,6 +174,15 @@ def unstorable(job):
     return "done"
 
 
+@handler("deep", max_attempts=1)
+def deep(job):
+    """Returns a list nested deeper than JSON encoding can go."""
+    result: list = []
+    for _ in range(100_000):
+        result = [result]
+    return result
+
+
 @handler("exits", max_attempts=2, retry_backoff=0.05, timeout=30)
 def exits(job):
     """On its first attempt, prints payload["say"] then leaves as payload["how"] says:
