@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import pytest
+from django.db import connections
 
 from jobqueue import engine
 from jobqueue.models import Job
@@ -172,3 +174,25 @@ def test_handler_ignoring_its_timeout_is_abandoned_and_the_worker_stops():
     assert "abandoned" in execution.error and execution.error == job.error
     assert engine.TopicLock.holders("overrun") == []
     assert engine.depths("overrun") == {"queued": 0, "leased": 0, "scheduled": 0}
+
+
+def test_worker_in_a_thread_abandons_a_handler_but_leaves_the_process_alone():
+    """A worker that could not install its signal handlers (not in the main thread) does
+    not own its process: after abandoning a handler it stops, it does not exit."""
+    job = Job.objects.enqueue("overrun", {"seconds": 8}, max_attempts=1)
+    worker = Worker(topics=["overrun"], burst=True)
+    codes = []
+
+    def run() -> None:
+        try:
+            codes.append(worker.run())
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    assert codes == [1]
+    job.refresh_from_db()
+    assert (job.status, job.result) == ("failed", None)
+    assert job.executions.get().outcome == "timeout" and "abandoned" in job.error

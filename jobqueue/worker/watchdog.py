@@ -78,14 +78,14 @@ class Watchdog:
 
     def _abandon(self, job: Any) -> None:
         worker = self.worker
-        owns_process = worker.install_signals
+        owns_process = worker.signals_installed
         if self.stop_requested:
             ignored = "the stop request"
             outcome = Outcome(ok=False, error="aborted: the handler ignored the stop request", interrupted=True)
         else:
             ignored = "its timeout"
             outcome = Outcome(ok=False, timed_out=True, error=(
-                f"Timed out after {job.timeout}s: the handler caught its JobTimeout and was abandoned "
+                f"Timed out after {job.timeout}s: the handler ran on and was abandoned "
                 f"{ABANDON_AFTER_SECONDS:.0f}s later"))
         logger.error("The handler of job %s ignored %s for %.0fs; abandoning it%s.", job.pk, ignored,
                      ABANDON_AFTER_SECONDS, " and exiting" if owns_process else "")

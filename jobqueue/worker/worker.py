@@ -91,6 +91,7 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.isolation = isolation
         self.install_signals = install_signals
+        self.signals_installed = False  # then the worker owns its process (see watchdog.py)
         self.slots: dict[str, TopicLock] = {}
         self.topic_rows: dict[str, Topic] = {}
         self.current: Job | None = None
@@ -479,6 +480,7 @@ class Worker:
             return
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        self.signals_installed = True
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
