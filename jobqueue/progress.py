@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from .conf import settings
+from .storable import storable_text
 
 _last_write: dict[Any, float] = {}
 #: Jobs whose latest report was held back by the throttle (written by :func:`flush_progress`).
@@ -17,16 +18,18 @@ def record_progress(job: Any, percent: float | None, message: str = "", stage: s
 
     The last report (100 %, or a new stage) is always written; one held back is
     written when the attempt ends (:func:`flush_progress`). Returns whether the
-    row was written.
+    row was written. Message and stage are cut to their columns' sizes and made
+    storable (:mod:`jobqueue.storable`).
     """
     if percent is not None:
         if isinstance(percent, bool) or not isinstance(percent, (int, float)) or percent != percent:
             raise ValueError(f"progress must be a number from 0 to 100, not {percent!r}")
         job.progress = max(0, min(100, int(percent)))
+    stage = storable_text(str(stage)[:100]) if stage else ""
     stage_changed = bool(stage) and stage != job.stage
-    job.progress_message = str(message)[:255]
+    job.progress_message = storable_text(str(message)[:255])
     if stage:
-        job.stage = str(stage)[:100]
+        job.stage = stage
     now = time.monotonic()
     last = _last_write.get(job.pk, 0.0)
     if not stage_changed and job.progress < 100 and now - last < settings.PROGRESS_THROTTLE_SECONDS:

@@ -173,6 +173,39 @@ def test_second_sigterm_aborts_the_current_job(workers, isolation):
     assert holder_ids("sleepy") == []
 
 
+def test_handlers_leaving_with_base_exceptions_do_not_stop_the_worker(workers):
+    """``sys.exit()`` and ``KeyboardInterrupt`` from a handler fail its attempt; the
+    worker's own signals still stop it."""
+    leaving = [Job.objects.enqueue("exits", {"how": how, "code": 0}) for how in ("sys.exit", "KeyboardInterrupt")]
+    worker = workers.start("--topics", "exits")
+    for job in leaving:
+        wait_status(job, "succeeded", worker=worker)
+    errors = [job.executions.get(attempt=1).error for job in leaving]
+    assert errors == ["SystemExit: 0", "KeyboardInterrupt"]
+    assert worker.proc.poll() is None, worker.output()
+    worker.signal(signal.SIGINT)
+    assert worker.wait() == 0, worker.output()
+    assert holder_ids("exits") == []
+
+
+def test_handler_ignoring_its_timeout_is_abandoned_and_its_slot_given_back(workers):
+    job = Job.objects.enqueue("overrun", {"seconds": 120})
+    worker = workers.start("--topics", "overrun", "--worker-id", "overrun-1")
+    wait_status(job, "running", worker=worker)
+    # Past its 1 s timeout and the grace after it, the worker records the attempt and exits.
+    assert worker.wait(30) == 1, worker.output()
+    assert "abandoning it" in worker.output()
+    first = job.executions.get(attempt=1)
+    assert (first.outcome, first.worker_id) == ("timeout", "overrun-1")
+    assert "abandoned" in first.error
+    assert holder_ids("overrun") == [] and live("overrun-1") is None
+    assert status_of(job) == "scheduled"
+    retry = workers.start("--topics", "overrun", "--burst")
+    assert retry.wait() == 0, retry.output()
+    job.refresh_from_db()
+    assert (job.status, job.result, job.attempts) == ("succeeded", "on time", 2)
+
+
 # -- crash recovery -------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from ..chaining import storable_result
+from ..storable import storable_json
 
 
 def _write(path: str, data: Any) -> None:
@@ -32,7 +33,7 @@ def write_output(job: Any, execution: Any, outcome: Any) -> None:
     os.makedirs(folder, exist_ok=True)
     if outcome.ok:
         try:
-            _write(os.path.join(folder, "output.json"), storable_result(outcome.result))
+            _write(os.path.join(folder, "output.json"), storable_json(storable_result(outcome.result)))
         except (TypeError, ValueError):
             pass
     _write(

@@ -6,13 +6,13 @@ copy-on-write faults on every page it touches while the child lives. The zygote
 keeps one child forked ahead, and hands the worker that child's pipes over a
 Unix socket (``SCM_RIGHTS``). A child receives its job as JSON on a pipe (never
 pickle), runs the topic's registered handler, and sends the result back as JSON;
-its stdout and stderr are captured up to ``MAX_OUTPUT_BYTES`` each.
+its stdout and stderr are captured up to ``MAX_OUTPUT_BYTES`` each. The zygote reaps
+its children and reports each one's exit code on a pipe of its own, which the worker
+reads when a child ended without a result (``os._exit()``, a signal).
 
 The worker closes its database connections before it forks the zygote, so the
-zygote and its children start with none (a handler that uses the ORM opens its
-own). As a second guard, a forked process sets aside any inherited connection
-without closing it (closing would end the parent's session) and leaves with
-``os._exit``, so no socket is ever written by two processes.
+zygote and its children start with none. What runs in those processes is in
+``zygote.py``.
 """
 
 from __future__ import annotations
@@ -22,23 +22,21 @@ import os
 import select
 import signal
 import socket
-import sys
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections
 
-from ..chaining import from_wire, to_wire
+from ..chaining import from_wire
 from ..conf import settings
-from ..progress import flush_progress
 from .lifecycle import Outcome
-from .runner import _Capture, _outcome_from_exception
+from .runner import _Capture
+from .zygote import close_fds, zygote_main
 
-#: The inherited database connections of a child, kept referenced until ``os._exit``.
-_SET_ASIDE: list[Any] = []
+#: Seconds the worker waits for the exit code of a child that ended without a result.
+EXIT_CODE_WAIT_SECONDS = 2.0
 
 
 @dataclass
@@ -48,9 +46,10 @@ class Child:
     out_r: int
     err_r: int
     res_r: int
+    exit_r: int  # the zygote writes the child's exit code here once it has reaped it
 
     def parent_fds(self) -> list[int]:
-        return [self.job_w, self.out_r, self.err_r, self.res_r]
+        return [self.job_w, self.out_r, self.err_r, self.res_r, self.exit_r]
 
 
 def job_to_wire(job: Any) -> dict[str, Any]:
@@ -64,129 +63,29 @@ def job_to_wire(job: Any) -> dict[str, Any]:
     return out
 
 
-def job_from_wire(model: Any, data: dict[str, Any]) -> Any:
-    values = {}
-    for field in model._meta.concrete_fields:
-        value = data.get(field.attname)
-        if value is not None and field.get_internal_type() != "JSONField":
-            value = field.to_python(value)
-        values[field.attname] = value
-    job = model(**values)
-    job._state.adding = False
-    return job
-
-
-def _set_aside_connections() -> None:
-    for conn in connections.all(initialized_only=True):
-        if conn.connection is not None:
-            _SET_ASIDE.append(conn.connection)
-        conn.connection = None
-        conn.in_atomic_block = False
-        conn.savepoint_ids = []
-        conn.needs_rollback = False
-        conn.run_on_commit = []
-        conn.closed_in_transaction = False
-
-
-def _child_main(job_r: int, out_w: int, err_w: int, res_w: int) -> None:
-    """Wait for a job on ``job_r``, run it, write the result to ``res_w``, exit."""
-    exit_code = 1
+def _read_exit_code(fd: int) -> int | None:
+    """The exit code the zygote reports for a child, if it comes within a short wait."""
+    ready, _, _ = select.select([fd], [], [], EXIT_CODE_WAIT_SECONDS)
     try:
-        os.dup2(out_w, 1)
-        os.dup2(err_w, 2)
-        os.close(out_w)
-        os.close(err_w)
-        sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
-        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        _set_aside_connections()
-        from .. import engine, registry
-        from ..models import Job
+        return int(os.read(fd, 32)) if ready else None
+    except ValueError:  # the zygote died first: nothing was written
+        return None
 
-        engine.reset_clients()
-        chunks = []
-        while True:
-            chunk = os.read(job_r, 65536)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        if not chunks:  # the worker stopped before giving us a job
-            os._exit(0)
-        job = job_from_wire(Job, json.loads(b"".join(chunks)))
-        spec = registry.get(job.topic_id)
+
+def _died(exit_code: int | None, stdout: str, stderr: str) -> str:
+    """Why a child ended without a result, with the last line it printed."""
+    if exit_code is None:
+        what = "The child process died without sending a result"
+    elif exit_code < 0:
         try:
-            if spec is None:
-                raise LookupError(f"No handler is registered for topic {job.topic_id!r}.")
-            payload = {"ok": True, "result": to_wire(spec.func(job)), "exit_code": 0}
-            exit_code = 0
-        except Exception as exc:
-            o = _outcome_from_exception(exc)
-            payload = {"ok": False, "error": o.error, "traceback": o.traceback, "retry_delay": o.retry_delay,
-                       "exit_code": 1}
-            traceback.print_exc()
-        try:
-            flush_progress(job)  # the last report, if the throttle held it back
-        except Exception:  # noqa: BLE001 - a progress write must not cost the result
-            traceback.print_exc()
-        try:
-            data = json.dumps(payload, allow_nan=False).encode()
-        except (TypeError, ValueError) as exc:
-            data = json.dumps({"ok": False, "error": f"Handler returned a result that is not JSON: {exc}",
-                               "exit_code": 1}).encode()
-            exit_code = 1
-        sys.stdout.flush()
-        sys.stderr.flush()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(res_w, view) :]
-        # Closing our ends now lets the worker go on while this process is torn down.
-        os.close(res_w)
-        os.close(1)
-        os.close(2)
-    except BaseException:  # noqa: BLE001 - the child must always end here
-        traceback.print_exc()
-    finally:
-        for conn in connections.all(initialized_only=True):
-            if conn.connection is not None:  # the handler's own connection
-                conn.close()
-        os._exit(exit_code)
-
-
-def _wait_for_request(sock: socket.socket) -> bool:
-    try:
-        return bool(sock.recv(1))
-    except ConnectionResetError:  # the worker closed the socket with a reply unread: it stopped
-        return False
-
-
-def _zygote_main(sock: socket.socket) -> None:
-    """Fork a child for every byte received on ``sock``; send back its pid and pipes."""
-    try:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
-        _set_aside_connections()
-        from .. import engine
-
-        engine.reset_clients()
-        while _wait_for_request(sock):
-            job_r, job_w = os.pipe()
-            out_r, out_w = os.pipe()
-            err_r, err_w = os.pipe()
-            res_r, res_w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                sock.close()
-                _close_fds([job_w, out_r, err_r, res_r])
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                _child_main(job_r, out_w, err_w, res_w)
-            socket.send_fds(sock, [str(pid).encode()], [job_w, out_r, err_r, res_r])
-            _close_fds([job_r, job_w, out_r, out_w, err_r, err_w, res_r, res_w])
-    except BaseException:  # noqa: BLE001 - the zygote must always end here
-        traceback.print_exc()
-    finally:
-        os._exit(0)
+            name = signal.Signals(-exit_code).name
+        except ValueError:
+            name = "unknown"
+        what = f"The child process was killed by signal {-exit_code} ({name}) before sending a result"
+    else:
+        what = f"The child process exited with code {exit_code} without sending a result"
+    last = (stderr.strip() or stdout.strip()).splitlines()[-1:]
+    return f"{what}; its last output: {last[0][:200]}" if last else what
 
 
 class ForkRunner:
@@ -209,7 +108,7 @@ class ForkRunner:
         pid = os.fork()
         if pid == 0:
             parent_sock.close()
-            _zygote_main(child_sock)
+            zygote_main(child_sock)
         child_sock.close()
         self.sock, self.zygote_pid, self.requested = parent_sock, pid, 0
 
@@ -222,10 +121,10 @@ class ForkRunner:
 
     def _receive(self) -> Child:
         assert self.sock is not None
-        data, fds, _flags, _addr = socket.recv_fds(self.sock, 32, 4)
+        data, fds, _flags, _addr = socket.recv_fds(self.sock, 32, 5)
         self.requested -= 1
-        if not data or len(fds) != 4:
-            _close_fds(list(fds))
+        if not data or len(fds) != 5:
+            close_fds(list(fds))
             raise ConnectionError("the zygote process is gone")
         return Child(int(data.decode()), *fds)
 
@@ -261,12 +160,15 @@ class ForkRunner:
                     view = view[os.write(child.job_w, view) :]
                 break
             except BrokenPipeError:  # that child died before its job: take another
-                _close_fds(child.parent_fds())
+                close_fds(child.parent_fds())
                 if attempt:
                     raise
         os.close(child.job_w)
-        self._request()  # the zygote forks the next child while this one works
-        return self._collect(child, timeout, should_stop)
+        try:
+            self._request()  # the zygote forks the next child while this one works
+            return self._collect(child, timeout, should_stop)
+        finally:
+            close_fds([child.exit_r])
 
     def _collect(self, child: Child, timeout: float | None, should_stop: Callable[[], Any]) -> Outcome:
         limit = settings.MAX_OUTPUT_BYTES
@@ -298,7 +200,7 @@ class ForkRunner:
                         interrupted, aborted = reason == "interrupt", reason != "interrupt"
                         _kill(child.pid)
         finally:
-            _close_fds([child.out_r, child.err_r, child.res_r])
+            close_fds([child.out_r, child.err_r, child.res_r])
         # The child is the zygote's: its exit code comes with its result, or is the kill's.
         exit_code = -signal.SIGKILL if (timed_out or aborted or interrupted) else None
         common: dict[str, Any] = {
@@ -316,24 +218,17 @@ class ForkRunner:
                            **common)
         try:
             payload = json.loads(b"".join(result_chunks) or b"null")
-        except ValueError:
+        except (ValueError, RecursionError):
             payload = None
         if not isinstance(payload, dict):
-            return Outcome(ok=False, error="The child process died without sending a result", **common)
+            common["exit_code"] = _read_exit_code(child.exit_r)
+            return Outcome(ok=False, error=_died(common["exit_code"], common["stdout"], common["stderr"]), **common)
         if common["exit_code"] is None:
             common["exit_code"] = payload.get("exit_code")
         if payload.get("ok"):
             return Outcome(ok=True, result=from_wire(payload.get("result")), **common)
         return Outcome(ok=False, error=payload.get("error", "failed"), traceback=payload.get("traceback", ""),
                        retry_delay=payload.get("retry_delay"), **common)
-
-
-def _close_fds(fds: list[int]) -> None:
-    for fd in fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
 
 
 def _kill(pid: int) -> None:

@@ -1,7 +1,9 @@
 """The heartbeat thread: renews the worker's topic slots and its job's lease, publishes
-the worker in the live-worker registry, and notices cancel requests for the running job.
+the worker in the live-worker registry, notices cancel requests for the running job,
+and lets the watchdog abandon an inline handler that will not stop (``watchdog.py``).
 
-It talks only to Redis; the database is the main thread's.
+It talks only to Redis; the database is the main thread's, but for the watchdog's
+record of an abandoned attempt.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ class Heartbeat(threading.Thread):
         last_beat = 0.0
         while not self.stopped.is_set():
             try:
+                self.worker.watchdog.check()
+                if self.stopped.is_set():  # the watchdog abandoned the handler
+                    break
                 now = time.monotonic()
                 if now - last_beat >= settings.HEARTBEAT_SECONDS:
                     self.beat()

@@ -9,7 +9,6 @@ Redis is told only after the commit.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import random
 import socket
@@ -30,6 +29,7 @@ from ..conf import settings
 from ..models import Execution, ExecutionOutcome, Job, JobStatus
 from ..progress import flush_progress
 from ..signals import job_failed, job_started, job_succeeded, quiet_success, send_finished
+from ..storable import exception_text, storable_json, storable_text
 
 logger = logging.getLogger("jobqueue.worker")
 
@@ -142,10 +142,10 @@ def _fill_execution(execution: Execution, outcome: Outcome, result_outcome: str)
     # A handler running a subprocess may have set the exit code on the execution itself.
     execution.exit_code = outcome.exit_code if outcome.exit_code is not None else execution.exit_code
     limit = settings.MAX_OUTPUT_BYTES
-    execution.stdout = (outcome.stdout or execution.stdout or "")[-limit:]
-    execution.stderr = (outcome.stderr or execution.stderr or "")[-limit:]
-    execution.error = outcome.error
-    execution.traceback = outcome.traceback
+    execution.stdout = storable_text((outcome.stdout or execution.stdout or "")[-limit:])
+    execution.stderr = storable_text((outcome.stderr or execution.stderr or "")[-limit:])
+    execution.error = storable_text(outcome.error)
+    execution.traceback = storable_text(outcome.traceback)
 
 
 def _close_execution(execution: Execution, outcome: Outcome, result_outcome: str) -> None:
@@ -180,8 +180,7 @@ def finish(job: Job, execution: Execution, outcome: Outcome, defer_ack: bool = F
     flush_progress(job)
     if outcome.ok and not outcome.aborted:
         try:
-            result = storable_result(outcome.result)
-            json.dumps(result, allow_nan=False)
+            result = storable_json(storable_result(outcome.result))
         except (TypeError, ValueError) as exc:
             outcome = Outcome(ok=False, error=f"Handler returned a result that is not JSON: {exc}",
                               exit_code=outcome.exit_code, stdout=outcome.stdout, stderr=outcome.stderr)
@@ -196,7 +195,7 @@ def finish(job: Job, execution: Execution, outcome: Outcome, defer_ack: bool = F
                 # success back: the attempt fails with the reason instead.
                 job.status, job.result, job.finished_at, job.progress = before
                 logger.warning("Job %s succeeded but its success could not be recorded: %s", job.pk, exc)
-                outcome = Outcome(ok=False, error=f"The success could not be recorded: {type(exc).__name__}: {exc}",
+                outcome = Outcome(ok=False, error=f"The success could not be recorded: {exception_text(exc)}",
                                   traceback=traceback.format_exc(), exit_code=outcome.exit_code,
                                   stdout=outcome.stdout, stderr=outcome.stderr)
     if outcome.aborted:
@@ -256,7 +255,7 @@ def _fail(job: Job, execution: Execution, outcome: Outcome) -> str:
     exec_outcome = ExecutionOutcome.TIMEOUT if outcome.timed_out else (
         ExecutionOutcome.RETRY if retry else ExecutionOutcome.FAILED
     )
-    error = outcome.error or "failed"
+    error = storable_text(outcome.error) or "failed"
     with transaction.atomic():
         if retry:
             run_after = now + dt.timedelta(seconds=delay)

@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 from .. import Retry
+from ..storable import exception_message, exception_text
 from .lifecycle import Outcome
 
 
@@ -28,33 +30,63 @@ class WorkerInterrupted(BaseException):
 def _outcome_from_exception(exc: BaseException) -> Outcome:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if isinstance(exc, Retry):
-        return Outcome(ok=False, error=f"Retry requested: {exc}", traceback=tb, retry_delay=exc.delay)
+        return Outcome(ok=False, error=f"Retry requested: {exception_message(exc)}", traceback=tb,
+                       retry_delay=exc.delay)
     if isinstance(exc, JobTimeout):
         return Outcome(ok=False, error=str(exc), traceback=tb, timed_out=True)
     if isinstance(exc, WorkerInterrupted):
         return Outcome(ok=False, error="aborted: the worker was stopped", traceback=tb, interrupted=True)
-    return Outcome(ok=False, error=f"{type(exc).__name__}: {exc}", traceback=tb)
+    return Outcome(ok=False, error=exception_text(exc), traceback=tb)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise WorkerInterrupted()
 
 
 def run_inline(func: Callable[[Any], Any], job: Any, timeout: float | None) -> Outcome:
-    """Call the handler in this process; a timeout raises :class:`JobTimeout` inside it."""
-    use_alarm = bool(timeout) and threading.current_thread() is threading.main_thread()
+    """Call the handler in this process; a timeout raises :class:`JobTimeout` inside it.
+
+    Whatever the handler raises, ``SystemExit`` and ``KeyboardInterrupt`` included, fails
+    the attempt. A handler that catches its ``JobTimeout`` and ends later has timed out all
+    the same, whatever it returned. Where SIGINT is left to Python (a worker that does not
+    install signal handlers), a real one stops the worker as its second signal would.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    use_alarm = bool(timeout) and main
+    sigint = main and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    deadline = time.monotonic() + float(timeout or 0)
+    fired = False
 
     def on_alarm(signum: int, frame: Any) -> None:
+        nonlocal fired
+        fired = True
         raise JobTimeout(f"Timed out after {timeout}s")
 
     previous = signal.signal(signal.SIGALRM, on_alarm) if use_alarm else None
+    if sigint:
+        signal.signal(signal.SIGINT, _interrupt)
     if use_alarm:
         signal.setitimer(signal.ITIMER_REAL, float(timeout))  # type: ignore[arg-type]
     try:
-        result = func(job)
-        return Outcome(ok=True, result=result)
-    except (Exception, WorkerInterrupted) as exc:
-        return _outcome_from_exception(exc)
+        try:
+            result = func(job)
+        finally:
+            if use_alarm:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        outcome = Outcome(ok=True, result=result)
+    except BaseException as exc:  # noqa: BLE001 - a handler's sys.exit() fails its attempt, not the worker
+        outcome = _outcome_from_exception(exc)
     finally:
         if use_alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
+        if sigint:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    if fired and not (outcome.timed_out or outcome.interrupted):
+        late = time.monotonic() - deadline
+        outcome = Outcome(ok=False, timed_out=True, traceback=outcome.traceback,
+                          error=f"Timed out after {timeout}s: the handler caught its JobTimeout and ended "
+                                f"{late:.1f}s later")
+    return outcome
 
 
 class _Capture:

@@ -31,6 +31,7 @@ from .forking import ForkRunner
 from .heartbeat import Heartbeat
 from .lifecycle import NextJob, Outcome, claim, finish, recover, unclaim
 from .runner import WorkerInterrupted, run_inline
+from .watchdog import Watchdog
 
 logger = logging.getLogger("jobqueue.worker")
 
@@ -46,9 +47,6 @@ IDLE_CLOSE_SECONDS = 30.0
 IDLE_WAIT_SECONDS = 1.0
 #: A burst worker still waits for scheduled jobs due within this many seconds.
 BURST_SCHEDULE_HORIZON = 60.0
-#: Seconds an inline handler has to give way after the second signal before the worker
-#: abandons it (records the attempt as aborted, requeues the job and exits).
-ABANDON_AFTER_SECONDS = 5.0
 
 
 def _relax_commit_durability(sender: Any, connection: Any, **kwargs: Any) -> None:
@@ -93,13 +91,13 @@ class Worker:
         self.worker_id = worker_id or default_worker_id()
         self.isolation = isolation
         self.install_signals = install_signals
+        self.signals_installed = False  # then the worker owns its process (see watchdog.py)
         self.slots: dict[str, TopicLock] = {}
         self.topic_rows: dict[str, Topic] = {}
         self.current: Job | None = None
         self.abort_current = threading.Event()
         self.stopping = False
         self.interrupting = False
-        self.in_handler = False
         self.processed = 0
         self.started = time.time()
         self._rr = 0
@@ -112,14 +110,15 @@ class Worker:
         self._claimed: tuple[Job, Any] | None = None
         self._idle_since: float | None = None
         self._outage_since: float | None = None
-        self._abandon_timer: threading.Timer | None = None
+        self.watchdog = Watchdog(self)
         self.heartbeat = Heartbeat(self)
         self.fork_runner = ForkRunner()
 
     # -- public -----------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run until stopped; returns the process exit code (0 on a clean stop)."""
+        """Run until stopped; returns the process exit code (0 on a clean stop, 1 after
+        abandoning a handler: see :mod:`.watchdog`)."""
         if not settings.WORKER_SYNCHRONOUS_COMMIT:
             connection_created.connect(_relax_commit_durability, dispatch_uid="jobqueue.worker.commit")
             for conn in connections.all(initialized_only=True):
@@ -152,7 +151,7 @@ class Worker:
             self._release_slots()
             engine.safe_call(engine.forget, self.worker_id)
             logger.info("Worker %s stopped after %s jobs.", self.worker_id, self.processed)
-        return 0
+        return 1 if self.watchdog.abandoned else 0
 
     def stop(self) -> None:
         self.stopping = True
@@ -278,6 +277,10 @@ class Worker:
         self.current = job
         try:
             outcome = self._execute(job, execution)
+            if self.watchdog.abandoned:
+                return  # its attempt was recorded when the watchdog gave up on it
+            if outcome.interrupted:
+                self.stopping = True  # also when a real SIGINT reached a worker without signal handlers
             if not outcome.interrupted and (self.abort_current.is_set() or self._abort_seen(job, outcome)):
                 outcome.aborted = True
             self._finish(job, execution, outcome)
@@ -295,15 +298,15 @@ class Worker:
         isolation = self.isolation or job.topic.isolation
         if isolation == "process":
             return self.fork_runner.run(job, job.timeout, self._child_should_stop)
-        self.in_handler = True
         try:
+            self.watchdog.enter(job, job.timeout)
             if self.interrupting:
                 raise WorkerInterrupted()
             return run_inline(spec.func, job, job.timeout)
         except WorkerInterrupted:
             return Outcome(ok=False, error="aborted: the worker was stopped", interrupted=True)
         finally:
-            self.in_handler = False
+            self.watchdog.leave()
 
     def _abort_seen(self, job: Job, outcome: Outcome) -> bool:
         """A handler that saw ``job.should_abort()`` may return before the heartbeat
@@ -477,6 +480,7 @@ class Worker:
             return
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        self.signals_installed = True
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         name = signal.Signals(signum).name
@@ -486,34 +490,8 @@ class Worker:
             return
         self.interrupting = True
         logger.warning("%s received again: aborting the current job.", name)
-        if self.in_handler:
-            if self._abandon_timer is None:
-                # A handler may swallow the interrupt (``except BaseException``); shutdown must not wait on it.
-                self._abandon_timer = threading.Timer(ABANDON_AFTER_SECONDS, self._abandon_handler)
-                self._abandon_timer.daemon = True
-                self._abandon_timer.start()
+        if self.watchdog.in_handler:
+            # A handler may swallow the interrupt (``except BaseException``): the watchdog
+            # abandons it if it does not stop soon.
+            self.watchdog.request_stop()
             raise WorkerInterrupted()
-
-    def _abandon_handler(self) -> None:
-        """Give up on an inline handler that ignored the interrupt: record its attempt as
-        aborted and requeue the job (from this thread, on its own connection), free the
-        slots, and leave the process. If recording fails, the job's lease recovers it."""
-        job = self.current
-        if job is None or not self.in_handler:
-            return
-        logger.error("The handler of job %s ignored the stop request for %.0fs; abandoning it and exiting.",
-                     job.pk, ABANDON_AFTER_SECONDS)
-        try:
-            execution = getattr(job, "execution", None)
-            if execution is not None:
-                outcome = Outcome(ok=False, error="aborted: the handler ignored the stop request", interrupted=True)
-                finish(job, execution, outcome)
-        except Exception:
-            logger.exception("Could not record the abandoned attempt of job %s; its lease will recover it.", job.pk)
-        finally:
-            self.heartbeat.stop()
-            self._release_slots()
-            engine.safe_call(engine.forget, self.worker_id)
-            connections.close_all()
-            logging.shutdown()
-            os._exit(1)

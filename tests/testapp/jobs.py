@@ -137,3 +137,97 @@ def chain_bad(job):
 @handler("badresult", max_attempts=1)
 def badresult(job):
     return {"not json": {1, 2}}
+
+
+#: Characters a database cannot store as they are: NUL (PostgreSQL) and a lone surrogate (any).
+ODD_CHARACTERS = {"nul": "\x00", "surrogate": "\ud800"}
+
+
+class Unprintable(Exception):
+    """An exception whose ``str()`` raises."""
+
+    def __str__(self):
+        raise RuntimeError("no text for this exception")
+
+
+@handler("unstorable", max_attempts=1)
+def unstorable(job):
+    """Puts the character named by payload["odd"] (see ``ODD_CHARACTERS``) where payload["where"]
+    says: its error, progress, result, stdout or stderr; "unprintable" raises an exception
+    whose ``str()`` fails."""
+    import sys
+
+    where = job.payload["where"]
+    if where == "unprintable":
+        raise Unprintable()
+    text = f"before{ODD_CHARACTERS[job.payload['odd']]}after"
+    if where == "error":
+        raise ValueError(text)
+    if where == "progress":
+        job.set_progress(50, text, stage=text)
+    elif where == "stdout":
+        print(text)
+    elif where == "stderr":
+        print(text, file=sys.stderr)
+    elif where == "result":
+        return {"text": text, text: [text]}
+    return "done"
+
+
+@handler("deep", max_attempts=1)
+def deep(job):
+    """Returns a list nested deeper than JSON encoding can go."""
+    result: list = []
+    for _ in range(100_000):
+        result = [result]
+    return result
+
+
+@handler("exits", max_attempts=2, retry_backoff=0.05, timeout=30)
+def exits(job):
+    """On its first attempt, prints payload["say"] then leaves as payload["how"] says:
+    ``sys.exit(code)``, ``os._exit(code)``, SIGKILL itself, SIGINT itself, or raise a
+    ``BaseException`` by name. Returns after."""
+    import os
+    import signal
+    import sys
+    import time
+
+    if job.attempt > 1:
+        return {"attempt": job.attempt}
+    how = job.payload["how"]
+    print(job.payload.get("say", "leaving now"), flush=True)
+    if how == "sys.exit":
+        sys.exit(job.payload.get("code"))
+    if how == "os._exit":
+        os._exit(job.payload["code"])
+    if how in ("SIGKILL", "SIGINT"):
+        os.kill(os.getpid(), getattr(signal, how))
+        time.sleep(10)
+        return "the signal did not stop it"
+    raise {"KeyboardInterrupt": KeyboardInterrupt, "GeneratorExit": GeneratorExit}[how]()
+
+
+@handler("overrun", timeout=1, max_attempts=2, retry_backoff=0.05)
+def overrun(job):
+    """On its first attempt, catches its ``JobTimeout`` and goes on for payload["seconds"],
+    or with payload["until_recorded"] until the attempt is recorded without it. On time after."""
+    import time
+
+    from jobqueue.models import Job
+    from jobqueue.worker.runner import JobTimeout
+
+    if job.attempt > 1:
+        return "on time"
+    deadline = time.monotonic() + job.payload.get("seconds", 60)
+    timed_out = False
+    while time.monotonic() < deadline:
+        try:
+            time.sleep(0.05)
+        except JobTimeout:
+            timed_out = True  # the point: this handler does not stop at its timeout
+        # Queried only once the alarm went off, so that it never interrupts a query.
+        if timed_out and job.payload.get("until_recorded") and not Job.objects.filter(
+                pk=job.pk, status="running").exists():
+            break
+    return "finished late"
