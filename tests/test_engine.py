@@ -321,6 +321,21 @@ def test_restore_never_takes_over_an_entity_mapping(redis_client):
     assert engine.restore("t", []) == []
 
 
+def test_restore_runs_its_script_only_for_ids_that_look_missing(monkeypatch):
+    from jobqueue.engine import reconcile as engine_reconcile
+
+    ran = []
+    real = engine_reconcile.script
+    monkeypatch.setattr(engine_reconcile, "script", lambda client, name: ran.append(name) or real(client, name))
+    held = new_ids(2500)
+    engine.push("t", [(i, 0, None) for i in held])
+    assert engine.restore("t", [(i, 0, None, None) for i in held]) == []
+    assert ran == []  # a read answered it: Redis was never held by a script
+    (lost,) = new_ids(1)
+    assert engine.restore("t", [(i, 0, None, None) for i in [*held, lost]]) == [lost]
+    assert ran == ["restore"]
+
+
 def test_restore_wakes_idle_workers(redis_client):
     engine.restore("t", [(i, 0, None, None) for i in new_ids(3)])
     assert redis_client.llen(TopicKeys("t").wake) == 3

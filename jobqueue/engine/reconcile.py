@@ -5,10 +5,11 @@ whose push never reached Redis."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from .connection import get_redis
 from .keys import topic_keys
-from .queue import _announce, _s
+from .queue import PUSH_CHUNK, _announce, _s
 from .scripts import script
 
 
@@ -45,16 +46,33 @@ def save_reconcile_cursors(topic: str, values: dict[str, str | None]) -> None:
 def restore(topic: str, items: Iterable[tuple[str, int, str | None, float | None]]) -> list[str]:
     """Put back ``(job_id, priority, entity_id, due_epoch_seconds or None)`` items that Redis
     does not hold: ``None`` queues the job, a due time schedules it. An id already queued or
-    leased (or scheduled) is left alone. Returns the ids put back."""
+    leased (or scheduled) is left alone. Returns the ids put back.
+
+    A pipelined ``ZMSCORE`` read sorts the items first, so the script (which holds Redis
+    while it runs, and checks again) only sees the few that look missing."""
     k = topic_keys(topic)
     r = get_redis()
-    argv: list[str | int] = []
-    for job_id, priority, entity, due in items:
-        argv += [str(job_id), int(priority), entity or "", "" if due is None else int(due * 1000)]
-    if not argv:
-        return []
-    keys = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake]
-    restored = [_s(i) for i in script(r, "restore")(keys=keys, args=argv, client=r)]
+    items = list(items)
+    with r.pipeline(transaction=False) as pipe:
+        for start in range(0, len(items), PUSH_CHUNK):
+            ids = [str(item[0]) for item in items[start : start + PUSH_CHUNK]]
+            for key in (k.queue, k.leases, k.scheduled):
+                pipe.zmscore(key, ids)
+        found = pipe.execute()
+    held: list[tuple[Any, ...]] = []  # (queue score, lease, due time) of each item, None where absent
+    for start in range(0, len(found), 3):
+        held += zip(found[start], found[start + 1], found[start + 2], strict=True)
+    missing = [
+        item for item, (queued, leased, scheduled) in zip(items, held, strict=True)
+        if queued is None and leased is None and (item[3] is None or scheduled is None)
+    ]
+    restored: list[str] = []
+    for start in range(0, len(missing), PUSH_CHUNK):
+        argv: list[str | int] = []
+        for job_id, priority, entity, due in missing[start : start + PUSH_CHUNK]:
+            argv += [str(job_id), int(priority), entity or "", "" if due is None else int(due * 1000)]
+        keys = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake]
+        restored += [_s(i) for i in script(r, "restore")(keys=keys, args=argv, client=r)]
     if restored:
         _announce(topic, r)
     return restored

@@ -33,7 +33,6 @@ from django.utils import timezone
 
 from .. import engine
 from ..conf import settings
-from ..engine.queue import PUSH_CHUNK
 from ..models import Job, JobStatus
 
 logger = logging.getLogger("jobqueue.worker")
@@ -48,6 +47,8 @@ SCHEDULED_LIMIT = 10_000
 #: older rows are the sweep's, and a worker's start-up resync covered them.
 HEAD_LOOKBACK_PERIODS = 10
 
+#: The fields read of each queued row.
+ROW = ("pk", "priority", "entity_id")
 #: (job id, priority, entity id, due time or None), as ``engine.restore`` takes them.
 Item = tuple[str, int, str | None, float | None]
 
@@ -82,7 +83,7 @@ def reconcile_topic(topic: str, now: dt.datetime, report: ReconcileReport) -> No
     head_rows, head = _head(topic, after if after is not None and after[0] >= floor else (floor, None), upto)
     sweep_rows, sweep = _sweep(topic, _load_sweep(saved.get("sweep")), upto)
     queued: dict[Any, Item] = {}
-    for pk, priority, entity, *_ in [*head_rows, *sweep_rows]:
+    for pk, priority, entity in [*head_rows, *sweep_rows]:
         queued[pk] = (str(pk), priority, entity, None)
     due = Job.objects.filter(topic_id=topic, status=JobStatus.SCHEDULED, run_after__lte=upto).order_by(
         "run_after", "pk"
@@ -94,9 +95,7 @@ def reconcile_topic(topic: str, now: dt.datetime, report: ReconcileReport) -> No
         ]
     ]
     items = [*queued.values(), *scheduled]
-    restored: set[str] = set()
-    for start in range(0, len(items), PUSH_CHUNK):
-        restored.update(engine.restore(topic, items[start : start + PUSH_CHUNK]))
+    restored = set(engine.restore(topic, items))
     engine.save_reconcile_cursors(topic, {"head": head, "sweep": sweep})
 
     report.checked[topic] = len(items)
@@ -120,12 +119,10 @@ def _head(topic: str, after: tuple[dt.datetime, uuid.UUID | None], upto: dt.date
     rows = list(
         Job.objects.filter(newer, topic_id=topic, status=JobStatus.QUEUED, created_at__lte=upto)
         .order_by("created_at", "pk")
-        .values_list("pk", "priority", "entity_id", "created_at")[:HEAD_LIMIT]
+        .values_list(*ROW)[:HEAD_LIMIT]
     )
-    if len(rows) < HEAD_LIMIT:
-        return rows, _dump(upto)
-    last = rows[-1]
-    return rows, _dump(last[3], last[0])
+    last = _last_time(rows, HEAD_LIMIT, "created_at")
+    return rows, _dump(last, rows[-1][0]) if last is not None else _dump(upto)
 
 
 def _sweep(topic: str, after: tuple[int, dt.datetime, uuid.UUID] | None, upto: dt.datetime,
@@ -134,21 +131,28 @@ def _sweep(topic: str, after: tuple[int, dt.datetime, uuid.UUID] | None, upto: d
     a ``(priority, queued_at, id)`` position; ``None`` as the next position at the end."""
     # Every way into "queued" sets queued_at: rows without one are not the package's.
     queued = Job.objects.filter(topic_id=topic, status=JobStatus.QUEUED, queued_at__lte=upto)
-    fields = ("pk", "priority", "entity_id", "queued_at")
     rows: list[Any] = []
     if after is not None:
         priority, at, pk = after
         # Two range scans of the queued-jobs index: the rest of this priority, then the lower ones.
         same = queued.filter(Q(queued_at__gt=at) | Q(queued_at=at, pk__gt=pk), priority=priority)
-        rows = list(same.order_by("queued_at", "pk").values_list(*fields)[:SWEEP_LIMIT])
+        rows = list(same.order_by("queued_at", "pk").values_list(*ROW)[:SWEEP_LIMIT])
         queued = queued.filter(priority__lt=priority)
     if len(rows) < SWEEP_LIMIT:
-        rest = queued.order_by("-priority", "queued_at", "pk").values_list(*fields)
+        rest = queued.order_by("-priority", "queued_at", "pk").values_list(*ROW)
         rows += list(rest[: SWEEP_LIMIT - len(rows)])
-    if len(rows) < SWEEP_LIMIT:
-        return rows, None
-    last = rows[-1]
-    return rows, _dump(last[1], last[3], last[0])
+    last = _last_time(rows, SWEEP_LIMIT, "queued_at")
+    return rows, _dump(rows[-1][1], last, rows[-1][0]) if last is not None else None
+
+
+def _last_time(rows: list[Any], limit: int, name: str) -> dt.datetime | None:
+    """The time field ``name`` of the last row if the slice is full (more rows may follow).
+
+    Read on its own: turning a timestamp into a datetime for every row would cost more
+    than the query. ``None`` if the slice is not full (or the row is gone)."""
+    if len(rows) < limit:
+        return None
+    return Job.objects.filter(pk=rows[-1][0]).values_list(name, flat=True).first()
 
 
 def _dump(*parts: Any) -> str:
