@@ -117,7 +117,8 @@ def _head(topic: str, after: tuple[dt.datetime, uuid.UUID | None], upto: dt.date
     at, pk = after
     newer = Q(created_at__gt=at) | Q(created_at=at, pk__gt=pk) if pk is not None else Q(created_at__gt=at)
     rows = list(
-        Job.objects.filter(newer, topic_id=topic, status=JobStatus.QUEUED, created_at__lte=upto)
+        # created_at >= at, implied by `newer`, lets the index scan start there.
+        Job.objects.filter(newer, topic_id=topic, status=JobStatus.QUEUED, created_at__gte=at, created_at__lte=upto)
         .order_by("created_at", "pk")
         .values_list(*ROW)[:HEAD_LIMIT]
     )
@@ -134,8 +135,9 @@ def _sweep(topic: str, after: tuple[int, dt.datetime, uuid.UUID] | None, upto: d
     rows: list[Any] = []
     if after is not None:
         priority, at, pk = after
-        # Two range scans of the queued-jobs index: the rest of this priority, then the lower ones.
-        same = queued.filter(Q(queued_at__gt=at) | Q(queued_at=at, pk__gt=pk), priority=priority)
+        # Two range scans of the queued-jobs index: the rest of this priority (from the position:
+        # queued_at >= at is implied, and starts the scan there), then the lower priorities.
+        same = queued.filter(Q(queued_at__gt=at) | Q(queued_at=at, pk__gt=pk), priority=priority, queued_at__gte=at)
         rows = list(same.order_by("queued_at", "pk").values_list(*ROW)[:SWEEP_LIMIT])
         queued = queued.filter(priority__lt=priority)
     if len(rows) < SWEEP_LIMIT:
