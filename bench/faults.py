@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Reliability under faults: real workers, real Redis and PostgreSQL, one fault at a time.
 
-    python bench/faults.py                          # every scenario, full size (~4 min on 2 cores)
+    python bench/faults.py                          # every scenario, full size (~7 min on 2 cores)
     python bench/faults.py --size small             # the sizes the test suite runs
     python bench/faults.py --scenario kill9,pg-restart --json out.json
 
