@@ -48,7 +48,7 @@ def restore(topic: str, items: Iterable[tuple[str, int, str | None, float | None
     does not hold: ``None`` queues the job, a due time schedules it. An id already queued or
     leased (or scheduled) is left alone. Returns the ids put back.
 
-    A pipelined ``ZMSCORE`` read sorts the items first, so the script (which holds Redis
+    A pipelined ``ZMSCORE`` read sifts the items first, so the script (which holds Redis
     while it runs, and checks again) only sees the few that look missing."""
     k = topic_keys(topic)
     r = get_redis()

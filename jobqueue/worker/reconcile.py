@@ -76,6 +76,7 @@ def reconcile(topics: Iterable[str], now: dt.datetime | None = None) -> Reconcil
 
 
 def reconcile_topic(topic: str, now: dt.datetime, report: ReconcileReport) -> None:
+    """One pass over ``topic``: read its three slices, put back what Redis lacks, save the positions."""
     upto = now - dt.timedelta(seconds=grace_seconds())
     saved = engine.reconcile_cursors(topic)
     floor = upto - dt.timedelta(seconds=settings.RECONCILE_SECONDS * HEAD_LOOKBACK_PERIODS)
