@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Reliability under faults: real workers, real Redis and PostgreSQL, one fault at a time.
 
-    python bench/faults.py                          # every scenario, full size (~4 min on 2 cores)
+    python bench/faults.py                          # every scenario, full size (~7 min on 2 cores)
     python bench/faults.py --size small             # the sizes the test suite runs
     python bench/faults.py --scenario kill9,pg-restart --json out.json
 
@@ -14,7 +14,10 @@ Scenarios: ``kill9`` (SIGKILL a random worker every 2 s), ``redis-flush`` (FLUSH
 mid-run), ``redis-restart`` (Redis down 3 s, enqueueing meanwhile), ``pg-restart``
 (``pg_ctl restart -m fast``), ``contention`` (topics of concurrency 1 and 3 under many
 workers), ``transactions`` (enqueue in transactions that commit or roll back),
-``slow`` (handlers past their timeout; handlers that ignore stop requests).
+``slow`` (handlers past their timeout; handlers that ignore stop requests),
+``enqueuer-cut`` (the enqueuer cannot reach Redis, which keeps running) and
+``enqueuer-kill`` (enqueuing processes SIGKILLed between commit and push): the last two
+are found by the workers' reconciliation, without a restart.
 """
 
 from __future__ import annotations

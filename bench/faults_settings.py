@@ -10,6 +10,8 @@ process through the environment, so nothing here points at a shared server:
 - ``JOBQUEUE_FAULTS_PREFIX``: jobqueue's key prefix;
 - ``JOBQUEUE_FAULTS_LEASE_SECONDS``, ``_HEARTBEAT_SECONDS``, ``_LOCK_TTL_SECONDS``: short
   timings, so a killed worker's jobs come back in seconds;
+- ``JOBQUEUE_FAULTS_RECONCILE_SECONDS``: how often workers look for jobs whose push never
+  reached Redis (jobqueue's default, 15, unless set);
 - ``JOBQUEUE_FAULTS_LOG_DIR``: where the handlers of ``bench.faultapp`` record their runs.
 """
 
@@ -70,6 +72,7 @@ JOBQUEUE = {
     "LEASE_SECONDS": float(os.environ.get("JOBQUEUE_FAULTS_LEASE_SECONDS", 3)),
     "HEARTBEAT_SECONDS": float(os.environ.get("JOBQUEUE_FAULTS_HEARTBEAT_SECONDS", 0.5)),
     "LOCK_TTL_SECONDS": float(os.environ.get("JOBQUEUE_FAULTS_LOCK_TTL_SECONDS", 3)),
+    "RECONCILE_SECONDS": float(os.environ.get("JOBQUEUE_FAULTS_RECONCILE_SECONDS", 15)),
 }
 
 FAULTS_LOG_DIR = os.environ.get("JOBQUEUE_FAULTS_LOG_DIR", "")

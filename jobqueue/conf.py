@@ -22,6 +22,8 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 ENTITY_ID_MAX_LENGTH = 255
 #: Bytes of stdout and of stderr kept per execution.
 MAX_OUTPUT_BYTES = 64 * 1024
+#: Seconds between two checks (by one worker per topic) for queued jobs missing from Redis.
+RECONCILE_SECONDS = 15
 
 DEFAULTS: dict[str, Any] = {
     # Redis: a django-redis (or Django's RedisCache) CACHES alias, unless REDIS_URL is set.
@@ -43,6 +45,9 @@ DEFAULTS: dict[str, Any] = {
     # Worker.
     "WORKER_STALE_SECONDS": 30,
     "PROGRESS_THROTTLE_SECONDS": 0.5,
+    # A job whose push to Redis never happened (Redis unreachable, or the enqueuer died
+    # after its commit) is found and pushed within about this many seconds.
+    "RECONCILE_SECONDS": RECONCILE_SECONDS,
     # On PostgreSQL the worker's commits skip the WAL flush wait (at-least-once holds: see README).
     "WORKER_SYNCHRONOUS_COMMIT": False,
     # On PostgreSQL (psycopg 3), prepare the hot statements on the server; turn off behind

@@ -10,12 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import logging
 import operator
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import redis
 from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import Count
 from django.utils import timezone
@@ -34,6 +36,7 @@ from .validation import (
 if TYPE_CHECKING:
     from .models import Job, Topic
 
+logger = logging.getLogger("jobqueue")
 
 #: Seconds a resolved Topic row is reused by enqueue() in this process (saves a query per job).
 TOPIC_CACHE_SECONDS = 2.0
@@ -397,13 +400,28 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         self.filter(pk__in=dep_ids, has_dependents=False).update(has_dependents=True)
 
     def _after_create(self, jobs: list[Job], db: str) -> None:
-        from . import engine
         from .signals import job_enqueued
 
         for job in jobs:
             job_enqueued.send(sender=self.model, job=job)
         pushable = [job for job in jobs if job.status in ("queued", "scheduled")]
-        if len(pushable) == 1:
-            transaction.on_commit(lambda: engine.safe_call(engine.push_job, pushable[0]), using=db)
-        elif pushable:
-            transaction.on_commit(lambda: engine.safe_call(engine.push_jobs, pushable), using=db)
+        if pushable:
+            transaction.on_commit(lambda: push_committed(pushable), using=db)
+
+
+def push_committed(jobs: list[Job]) -> None:
+    """Push jobs whose rows just committed. If Redis cannot be reached, the jobs are safe
+    in the database and a worker pushes them within about ``RECONCILE_SECONDS`` (no retry
+    here: a blip outlasts an immediate one, and the caller's request should not wait)."""
+    from . import engine
+
+    try:
+        if len(jobs) == 1:
+            engine.push_job(jobs[0])
+        else:
+            engine.push_jobs(jobs)
+    except redis.RedisError as exc:
+        shown = ", ".join(str(job.pk) for job in jobs[:3]) + (f" and {len(jobs) - 3} more" if len(jobs) > 3 else "")
+        logger.warning("Redis unavailable after committing job(s) %s (%s): they are kept in the database, and "
+                       "a worker pushes them within about %s s (a scheduled job once it is due).",
+                       shown, exc, settings.RECONCILE_SECONDS)

@@ -92,8 +92,9 @@ JOBQUEUE = {
     "PREFIX": os.environ.get("JOBQUEUE_TEST_PREFIX", "jqtest"),
     "LEASE_SECONDS": float(os.environ.get("JOBQUEUE_TEST_LEASE_SECONDS", 10)),
 }
-# Worker subprocesses in the tests run with short leases, heartbeats and slot TTLs.
-for _name in ("HEARTBEAT_SECONDS", "LOCK_TTL_SECONDS"):
+# Worker subprocesses in the tests run with short leases, heartbeats and slot TTLs, and
+# reconcile Redis with the database more often.
+for _name in ("HEARTBEAT_SECONDS", "LOCK_TTL_SECONDS", "RECONCILE_SECONDS"):
     if os.environ.get(f"JOBQUEUE_TEST_{_name}"):
         JOBQUEUE[_name] = float(os.environ[f"JOBQUEUE_TEST_{_name}"])
 

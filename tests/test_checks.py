@@ -48,6 +48,8 @@ def test_no_jobqueue_setting_at_all_is_fine():
         ({"MAX_PAYLOAD_BYTES": -1}, "jobqueue.E006", "MAX_PAYLOAD_BYTES"),
         ({"DEFAULT_TIMEOUT": "300"}, "jobqueue.E006", "DEFAULT_TIMEOUT"),
         ({"ENTITY_ID_MAX_LENGTH": True}, "jobqueue.E006", "ENTITY_ID_MAX_LENGTH"),
+        ({"RECONCILE_SECONDS": 0}, "jobqueue.E006", "RECONCILE_SECONDS"),
+        ({"RECONCILE_SECONDS": "15"}, "jobqueue.E006", "RECONCILE_SECONDS"),
         ({"PREFIX": ""}, "jobqueue.E007", "PREFIX"),
         ({"PREFIX": "jq{x}"}, "jobqueue.E007", "PREFIX"),
         ({"PREFIX": "my jq"}, "jobqueue.E007", "PREFIX"),

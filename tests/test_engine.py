@@ -3,6 +3,7 @@ explicit clocks (``now_ms``) wherever time matters."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -274,6 +275,89 @@ def test_promote_limit():
     assert engine.queue_ids("t") == ids
 
 
+# -- restoring jobs whose push never happened -----------------------------------------
+
+
+def test_restore_queues_only_what_redis_does_not_hold(redis_client):
+    lost, queued, leased, in_schedule = new_ids(4)
+    engine.push("t", [(leased, 0, None)])
+    assert engine.pop("t", lease_seconds=60, now_ms=T0) == [leased]
+    engine.push("t", [(queued, 0, None)])
+    engine.schedule("t", [(in_schedule, T0 / 1000 + 3600, 0, None)])  # queued since: a run-now
+    k = TopicKeys("t")
+    before = redis_client.zrange(k.queue, 0, -1, withscores=True)
+
+    items = [(i, 3, None, None) for i in (lost, queued, leased, in_schedule)]
+    assert sorted(engine.restore("t", items)) == sorted([lost, in_schedule])
+    assert redis_client.zscore(k.queue, queued) == before[0][1]  # its place kept
+    assert redis_client.zscore(k.leases, leased) == T0 + 60000 and redis_client.zscore(k.queue, leased) is None
+    assert engine.depths("t")["scheduled"] == 0 and redis_client.hget(k.schedprio, in_schedule) is None
+    assert engine.queue_ids("t") == [lost, in_schedule, queued]  # priority 3 before 0, FIFO within it
+    assert engine.restore("t", items) == []  # twice changes nothing
+
+
+def test_restore_schedules_a_due_job_unless_redis_holds_it(redis_client):
+    lost, scheduled, queued = new_ids(3)
+    engine.schedule("t", [(scheduled, T0 / 1000 + 5, 7, None)])
+    engine.push("t", [(queued, 0, None)])  # promoted in Redis, the row not yet updated
+    due = T0 / 1000 - 1
+    items = [(lost, 4, "e-lost", due), (scheduled, 4, None, due), (queued, 4, None, due)]
+    assert engine.restore("t", items) == [lost]
+    k = TopicKeys("t")
+    assert redis_client.zscore(k.scheduled, lost) == T0 - 1000
+    assert redis_client.zscore(k.scheduled, scheduled) == T0 + 5000  # untouched
+    assert redis_client.hget(k.schedprio, lost) == b"4" and redis_client.hget(k.schedprio, scheduled) == b"7"
+    assert redis_client.hget(k.entities, "e-lost") == lost.encode()
+    assert engine.promote_due("t", now_ms=T0) == [lost]
+    assert engine.queue_ids("t") == [lost, queued]  # priority 4 before 0
+
+
+def test_restore_never_takes_over_an_entity_mapping(redis_client):
+    old, new = new_ids(2)
+    engine.push("t", [(new, 0, "e")])
+    engine.pop("t", now_ms=T0)
+    assert engine.restore("t", [(old, 0, "e", None)]) == [old]
+    assert redis_client.hget(TopicKeys("t").entities, "e") == new.encode()
+    assert engine.restore("t", []) == []
+
+
+def test_restore_runs_its_script_only_for_ids_that_look_missing(monkeypatch):
+    from jobqueue.engine import reconcile as engine_reconcile
+
+    ran = []
+    real = engine_reconcile.script
+    monkeypatch.setattr(engine_reconcile, "script", lambda client, name: ran.append(name) or real(client, name))
+    held = new_ids(2500)
+    engine.push("t", [(i, 0, None) for i in held])
+    assert engine.restore("t", [(i, 0, None, None) for i in held]) == []
+    assert ran == []  # a read answered it: Redis was never held by a script
+    (lost,) = new_ids(1)
+    assert engine.restore("t", [(i, 0, None, None) for i in [*held, lost]]) == [lost]
+    assert ran == ["restore"]
+
+
+def test_restore_wakes_idle_workers(redis_client):
+    engine.restore("t", [(i, 0, None, None) for i in new_ids(3)])
+    assert redis_client.llen(TopicKeys("t").wake) == 3
+
+
+def test_reconcile_turns_go_to_one_caller_per_period():
+    assert engine.reconcile_turns(["a", "b"], 60) == ["a", "b"]
+    assert engine.reconcile_turns(["a", "b", "c"], 60) == ["c"]
+    assert engine.reconcile_turns([], 60) == []
+    assert engine.reconcile_turns(["d"], 0.05) == ["d"]
+    time.sleep(0.1)
+    assert engine.reconcile_turns(["d"], 0.05) == ["d"]
+
+
+def test_reconcile_cursors_are_kept_per_topic():
+    engine.save_reconcile_cursors("a", {"head": "h", "sweep": "s"})
+    assert engine.reconcile_cursors("a") == {"head": "h", "sweep": "s"}
+    engine.save_reconcile_cursors("a", {"head": "h2", "sweep": None})
+    assert engine.reconcile_cursors("a") == {"head": "h2"}
+    assert engine.reconcile_cursors("b") == {}
+
+
 # -- keys and prefixes ----------------------------------------------------------------
 
 
@@ -282,6 +366,8 @@ def test_every_key_of_a_topic_shares_one_hash_tag(redis_client):
     engine.push("t.x-1", [(a, 0, "e")])
     engine.pop("t.x-1", now_ms=T0)
     engine.request_abort("t.x-1", a)
+    engine.reconcile_turns(["t.x-1"], 60)
+    engine.save_reconcile_cursors("t.x-1", {"sweep": "0"})
     topic_keys = [key.decode() for key in redis_client.keys("*{t.x-1}*")]
     prefix = django_settings.JOBQUEUE["PREFIX"]
     assert topic_keys and all(key.startswith(f"{prefix}:{{t.x-1}}:") for key in topic_keys)

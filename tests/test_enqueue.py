@@ -68,6 +68,9 @@ def test_redis_down_at_commit_keeps_the_job_and_resync_pushes_it(caplog):
         job = Job.objects.enqueue("echo", {"while": "down"})
         [scheduled] = Job.objects.enqueue_many([{"topic": "echo", "delay": 3600}])
     assert "Redis unavailable" in caplog.text
+    # The log says which jobs wait for a worker to push them, and how soon.
+    assert f"job(s) {job.pk} (" in caplog.text and f"job(s) {scheduled.pk} (" in caplog.text
+    assert "a worker pushes them within about 15 s (a scheduled job once it is due)" in caplog.text
     engine.reset_clients()
     assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
     assert Job.objects.get(pk=scheduled.pk).status == JobStatus.SCHEDULED

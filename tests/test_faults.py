@@ -38,7 +38,7 @@ def results(tmp_path_factory):
     assert out.exists(), f"the fault runner failed ({done.returncode}):\n{done.stderr[-5000:]}"
     found = {r["key"]: r for r in json.loads(out.read_text())}
     assert set(found) == {"kill9", "redis-flush", "redis-restart", "pg-restart", "contention", "transactions",
-                          "slow"}
+                          "slow", "enqueuer-cut", "enqueuer-kill"}
     return found
 
 
@@ -127,6 +127,27 @@ def test_slow_and_stubborn_handlers(results):
         assert s["status_after_exit"] == "queued"
         assert s["executions"] == ["aborted"]
         assert s["final"] == "succeeded"
+
+
+def check_stranded(r: dict) -> dict:
+    """Jobs whose push never happened ran, on the workers that were running, within the bound."""
+    d = check_common(r)
+    assert d["stranded"] > 0 and r["executed_twice"] == 0
+    assert d["max_wait_seconds"] is not None and d["max_wait_seconds"] <= d["bound_seconds"]
+    assert d["bound_seconds"] <= 2 * d["reconcile_seconds"] + 5
+    assert d["workers_that_put_back"] >= 1
+    assert d["worker_restarts"] == 0 and d["workers_that_rebuilt"] == 0
+    return d
+
+
+def test_jobs_committed_while_the_enqueuer_cannot_reach_redis_run(results):
+    d = check_stranded(results["enqueuer-cut"])
+    assert d["stranded"] >= 20  # every way in: alone, in a transaction, two at once, an entity, a delay
+
+
+def test_jobs_of_an_enqueuer_killed_between_commit_and_push_run(results):
+    d = check_stranded(results["enqueuer-kill"])
+    assert d["enqueuers_killed"] == 4 and d["stranded"] >= 20
 
 
 # -- the checks themselves ------------------------------------------------------------------

@@ -76,6 +76,7 @@ def call_every_wrapper() -> None:
     engine.claim_expired("lua", now_ms=0)
     engine.schedule("lua", [(ids[3], 0, 0, None)])
     engine.promote_due("lua")
+    engine.restore("lua", [(str(uuid.uuid4()), 0, None, None)])
     lock = TopicLock("lua", token="t")
     lock.acquire()
     lock.renew()

@@ -22,13 +22,14 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 class Worker:
     """One ``jobworker`` process, in its own process group (so a kill takes its children too)."""
 
-    def __init__(self, lab: Lab, worker_id: str, topics: list[str], args: list[str]):
+    def __init__(self, lab: Lab, worker_id: str, topics: list[str], args: list[str],
+                 env: dict[str, str] | None = None):
         self.worker_id = worker_id
         self.log_path = lab.run_dir / f"worker-{worker_id}.log"
         argv = [sys.executable, "-m", "django", "jobworker", "--topics", *topics, "--worker-id", worker_id,
                 *args, "--settings=bench.faults_settings"]
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, cwd=ROOT, env=lab.child_env(), stdout=log,
+            self.proc = subprocess.Popen(argv, cwd=ROOT, env={**lab.child_env(), **(env or {})}, stdout=log,
                                          stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          start_new_session=True)
         self.pid = self.proc.pid
@@ -174,8 +175,10 @@ class Lab:
                     raise
                 time.sleep(0.2)
 
-    def worker(self, worker_id: str, topics: list[str], *args: str) -> Worker:
-        worker = Worker(self, worker_id, topics, list(args))
+    def worker(self, worker_id: str, topics: list[str], *args: str, env: dict[str, str] | None = None) -> Worker:
+        """Start a worker; ``env`` adds to (or overrides) the lab's environment, e.g.
+        ``{"JOBQUEUE_FAULTS_RECONCILE_SECONDS": "2"}``."""
+        worker = Worker(self, worker_id, topics, list(args), env)
         self.workers.append(worker)
         return worker
 

@@ -26,6 +26,9 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "contention": {"serial": 100, "trio": 150, "workers": 4, "ms": 5, "max_jobs": 60, "timeout": 90},
         "transactions": {"pairs": 200, "workers": 2, "timeout": 60},
         "slow": {"jobs": 1, "timeout": 60},
+        "enqueuer-cut": {"jobs": 200, "cut": 20, "workers": 2, "ms": 5, "reconcile": 2, "timeout": 60},
+        "enqueuer-kill": {"jobs": 200, "kills": 4, "per_kill": 5, "workers": 2, "ms": 5, "reconcile": 2,
+                          "timeout": 60},
     },
     "full": {
         "kill9": {"jobs": 10000, "workers": 4, "ms": 3, "timeout": 300},
@@ -35,6 +38,10 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "contention": {"serial": 500, "trio": 1500, "workers": 8, "ms": 3, "max_jobs": 150, "timeout": 240},
         "transactions": {"pairs": 1000, "workers": 4, "timeout": 120},
         "slow": {"jobs": 3, "timeout": 120},
+        # The default RECONCILE_SECONDS, so the figures are what an installation gets.
+        "enqueuer-cut": {"jobs": 5000, "cut": 500, "workers": 4, "ms": 3, "reconcile": 15, "timeout": 180},
+        "enqueuer-kill": {"jobs": 5000, "kills": 20, "per_kill": 10, "workers": 4, "ms": 3, "reconcile": 15,
+                          "timeout": 180},
     },
 }
 
@@ -488,6 +495,17 @@ def slow(lab: Lab, p: dict[str, Any], size: str) -> Result:
     return result
 
 
+def _stranded(name: str) -> Callable[[Lab, dict[str, Any], str], Result]:
+    """A scenario of ``stranded.py``, which builds on this module: imported when it runs."""
+
+    def run(lab: Lab, p: dict[str, Any], size: str) -> Result:
+        from . import stranded
+
+        return getattr(stranded, name)(lab, p, size)
+
+    return run
+
+
 SCENARIOS: dict[str, Callable[[Lab, dict[str, Any], str], Result]] = {
     "kill9": kill9,
     "redis-flush": redis_flush,
@@ -496,4 +514,6 @@ SCENARIOS: dict[str, Callable[[Lab, dict[str, Any], str], Result]] = {
     "contention": contention,
     "transactions": transactions,
     "slow": slow,
+    "enqueuer-cut": _stranded("enqueuer_cut"),
+    "enqueuer-kill": _stranded("enqueuer_killed"),
 }

@@ -29,6 +29,7 @@ from .queue import (
     schedule,
     set_paused,
 )
+from .reconcile import reconcile_cursors, reconcile_turns, restore, save_reconcile_cursors
 from .resync import ResyncReport, resync
 from .workers import beat, forget, live_workers
 
@@ -58,11 +59,15 @@ __all__ = [
     "push_job",
     "push_jobs",
     "queue_ids",
+    "reconcile_cursors",
+    "reconcile_turns",
     "remove",
     "request_abort",
     "reset_clients",
+    "restore",
     "resync",
     "safe_call",
+    "save_reconcile_cursors",
     "schedule",
     "set_paused",
     "topic_keys",

@@ -28,10 +28,12 @@ class TopicKeys:
     wake = cached_property(lambda self: self._key("wake"))
     abort = cached_property(lambda self: self._key("abort"))
     cron = cached_property(lambda self: self._key("cron"))
+    reconcile = cached_property(lambda self: self._key("reconcile"))
+    reconcile_turn = cached_property(lambda self: self._key("reconcile:turn"))
 
     def all(self) -> list[str]:
         names = ["queue", "seq", "leases", "entities", "scheduled", "schedprio", "lock", "holders", "paused", "wake"]
-        return [getattr(self, name) for name in [*names, "abort", "cron"]]
+        return [getattr(self, name) for name in [*names, "abort", "cron", "reconcile", "reconcile_turn"]]
 
 
 def topic_keys(topic: str) -> TopicKeys:

@@ -21,6 +21,7 @@ SCRIPT_NAMES = (
     "position",
     "schedule",
     "promote",
+    "restore",
     "lock_acquire",
     "lock_renew",
     "lock_release",

@@ -1,6 +1,7 @@
 """Work every worker does between jobs, about once a second: promote due scheduled
-jobs, recover jobs whose lease expired, rebuild Redis if it lost its data, and run
-registered hooks (cron). Every step is atomic in Lua or guarded in SQL, so many
+jobs, recover jobs whose lease expired, rebuild Redis if it lost its data, put back
+jobs whose push never reached it (:mod:`.reconcile`, one worker per topic and period),
+and run registered hooks (cron). Every step is atomic in Lua or guarded in SQL, so many
 workers doing it at once is safe."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .. import engine
 from ..conf import settings
 from ..models import Job, JobStatus
 from .lifecycle import recover
+from .reconcile import reconcile as reconcile  # one of the steps, kept in its own module
 
 logger = logging.getLogger("jobqueue.worker")
 

@@ -430,6 +430,7 @@ class Worker:
 
     def _maintain(self) -> None:
         maintenance.ensure_redis_state(self.topics)
+        maintenance.reconcile(self.topics)
         maintenance.promote(self.topics)
         maintenance.reap(self.topics)
         if time.monotonic() >= self._next_sweep:
