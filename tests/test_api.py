@@ -292,6 +292,15 @@ def test_invalid_input_is_400(superuser_api, body, code):
     assert not Job.objects.exists()
 
 
+@pytest.mark.parametrize("levels", [101, 1_500, 10_000])
+def test_a_payload_nested_too_deeply_is_400(superuser_api, levels):
+    raw = '{"topic": "echo", "payload": ' + "[" * levels + "]" * levels + "}"
+    response = superuser_api.call("POST", "/jobs/", raw=raw)
+    assert response.status_code == 400 and error_code(response) == "invalid"
+    assert "nested" in response.json()["error"]["message"]
+    assert not Job.objects.exists()
+
+
 @pytest.mark.parametrize(
     "method, path, body",
     [

@@ -20,7 +20,7 @@ from jobqueue.signals import job_enqueued
 
 # Real commits, so on-commit pushes run as in production. Tests that need no commit are
 # marked plain django_db instead: flushing the database after each test is slow.
-from .workerutil import jobqueue_settings
+from .workerutil import jobqueue_settings, nested
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -103,6 +103,8 @@ BAD_INPUT = [
     pytest.param(("echo", {"x": math.nan}), {}, InvalidPayload, id="nan-payload"),
     pytest.param(("echo", [math.inf]), {}, InvalidPayload, id="inf-payload"),
     pytest.param(("echo", {"b": b"bytes"}), {}, InvalidPayload, id="bytes-payload"),
+    pytest.param(("echo", nested(101)), {}, InvalidPayload, id="payload-too-deep"),
+    pytest.param(("echo", nested(10_000)), {}, InvalidPayload, id="payload-deeper-than-json-goes"),
     pytest.param(("echo", {}), {"priority": 101}, InvalidJob, id="priority-high"),
     pytest.param(("echo", {}), {"priority": -101}, InvalidJob, id="priority-low"),
     pytest.param(("echo", {}), {"priority": True}, InvalidJob, id="priority-bool"),
@@ -179,6 +181,16 @@ def test_payload_size_is_bounded_by_the_setting(redis_client):
         with pytest.raises(PayloadTooLarge):
             Job.objects.enqueue("echo", {"s": "\u00e9" * 25})
     assert Job.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_payload_depth_is_bounded_by_the_setting():
+    assert Job.objects.enqueue("echo", nested(100)).payload == nested(100)  # the default limit
+    with jobqueue_settings(MAX_PAYLOAD_DEPTH=3):
+        Job.objects.enqueue("echo", {"a": [{"b": 1}]})
+        with pytest.raises(InvalidPayload, match="limit is 3"):
+            Job.objects.enqueue("echo", {"a": [{"b": []}]})
+    assert Job.objects.count() == 2
 
 
 @pytest.mark.django_db

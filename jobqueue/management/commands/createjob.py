@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...exceptions import DuplicateJob, InvalidJob
+from ...exceptions import DuplicateJob, InvalidJob, InvalidPayload
+from ...validation import parse_json
 from ._utils import aware_datetime, duration, job_id, one_line_errors, positive_int, priority
 
 
@@ -51,7 +51,9 @@ class Command(BaseCommand):
                 raise CommandError(f"Cannot read {data}: {exc}") from None
             source = data
         try:
-            return json.loads(text)
+            return parse_json(text)
+        except InvalidPayload as exc:
+            raise CommandError(str(exc)) from None
         except ValueError as exc:
             raise CommandError(f"Invalid JSON in {source}: {exc}") from None
 
