@@ -301,6 +301,13 @@ def test_a_payload_nested_too_deeply_is_400(superuser_api, levels):
     assert not Job.objects.exists()
 
 
+def test_a_dependency_named_twice_is_one_dependency(superuser_api):
+    first = make_job()
+    response = superuser_api.call("POST", "/jobs/", {"topic": "echo", "depends_on": [str(first.pk)] * 2})
+    assert response.status_code == 201, response.content
+    assert superuser_api.get(f"/jobs/{response.json()['id']}").json()["depends_on"] == [str(first.pk)]
+
+
 @pytest.mark.parametrize(
     "method, path, body",
     [

@@ -60,6 +60,12 @@ def test_options():
     assert list(job.depends_on.values_list("pk", flat=True)) == [dep.pk]
 
 
+def test_a_dependency_named_twice_is_one_dependency():
+    dep = createjob("other")
+    job = createjob("echo", "{}", "--depends-on", str(dep.pk), str(dep.pk))
+    assert list(job.depends_on.values_list("pk", flat=True)) == [dep.pk]
+
+
 def test_delay_schedules_the_job():
     before = timezone.now()
     job = createjob("echo", "{}", "--delay", "30s")
@@ -90,6 +96,7 @@ def test_run_after_schedules_the_job():
         (["echo", "{}", "--run-after", "tomorrow"], "not an ISO 8601"),
         (["echo", "{}", "--delay", "5s", "--run-after", "2030-01-31T12:00:00Z"], "not allowed with"),
         (["echo", "{}", "--parent-job-id", "42"], "not a job id"),
+        (["echo", "{}", "--parent-job-id", str(uuid.uuid4())], "no job with id"),
         (["echo", "[" * 101 + "]" * 101], "nested"),
         (["echo", "[" * 1500 + "]" * 1500], "nested"),
         (["echo", "[" * 10_000 + "]" * 10_000], "nested"),

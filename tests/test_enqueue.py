@@ -131,6 +131,7 @@ BAD_INPUT = [
     pytest.param(("echo", {}), {"max_attempts": 0}, InvalidJob, id="zero-attempts"),
     pytest.param(("echo", {}), {"timeout": -5}, InvalidJob, id="negative-timeout"),
     pytest.param(("echo", {}), {"parent": "not-a-uuid"}, InvalidJob, id="bad-parent"),
+    pytest.param(("echo", {}), {"parent": NO_SUCH_JOB}, InvalidJob, id="missing-parent"),
     pytest.param(("echo", {}), {"depends_on": ["not-a-uuid"]}, InvalidJob, id="bad-dependency"),
     pytest.param(("echo", {}), {"depends_on": [NO_SUCH_JOB]}, InvalidJob, id="missing-dependency"),
     pytest.param(("../x", {}), {}, InvalidJob, id="topic-dotdot"),
@@ -208,6 +209,14 @@ def test_a_bad_enqueue_many_item_is_reported(item, redis_client, django_capture_
         Job.objects.enqueue_many([("echo", {}), item])
     assert Job.objects.count() == 0
     assert redis_client.keys("*") == []
+
+
+@pytest.mark.django_db
+def test_a_dependency_named_twice_is_one_dependency():
+    first = Job.objects.enqueue("echo")
+    job = Job.objects.enqueue("echo", depends_on=[first, str(first.pk), first.pk])
+    assert list(job.depends_on.values_list("pk", flat=True)) == [first.pk]
+    assert job.status == "waiting"
 
 
 # -- scheduling -----------------------------------------------------------------------

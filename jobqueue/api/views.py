@@ -116,8 +116,6 @@ def create_job(request: HttpRequest) -> HttpResponse:
     topic, payload, kwargs = enqueue_arguments(data)
     if topic == SHELL_TOPIC:
         require(request.user, SHELL_PERMISSION)
-    if "parent" in kwargs and not Job.objects.filter(pk=kwargs["parent"]).exists():
-        raise ApiError(400, "invalid", f"parent: no job {kwargs['parent']}.")
     payload = {} if payload is None else payload
     job = Job.objects.enqueue(topic, payload, **kwargs)
     # enqueue() hands back the pending job of the same entity instead of a new one.
