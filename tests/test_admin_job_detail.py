@@ -100,6 +100,17 @@ def test_buttons_apply_transitions(root):
     assert Job.objects.get(pk=job.pk).status == "queued"
 
 
+def test_requeue_while_the_entity_has_another_active_job_is_a_message(root):
+    failed = set_status(Job.objects.enqueue("echo", {}, entity_id="img-1"), "failed")
+    engine.remove("echo", str(failed.pk), "img-1")  # as the worker that failed it did
+    active = Job.objects.enqueue("echo", {}, entity_id="img-1")
+    response = root.post(operation_url(failed, "requeue"), follow=True)
+    assert response.status_code == 200
+    assert any("'img-1' already has an active job" in m for m in messages_of(response))
+    assert Job.objects.get(pk=failed.pk).status == "failed"
+    assert engine.queue_ids("echo") == [str(active.pk)]
+
+
 def test_a_payload_nested_deeper_than_json_indents_is_shown_compact(root):
     # Stored before depth was bounded: the page shows it on one line instead of failing.
     job = Job.objects.enqueue("echo", {})

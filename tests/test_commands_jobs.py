@@ -125,6 +125,17 @@ def test_requeue_a_running_or_queued_job_is_refused():
     assert Job.objects.get(pk=running.pk).status == "running"
 
 
+def test_requeue_is_refused_while_the_entity_has_another_active_job():
+    failed = set_status(Job.objects.enqueue("echo", entity_id="img-1"), "failed", finished_at=timezone.now())
+    engine.remove("echo", str(failed.pk), "img-1")  # as the worker that failed it did
+    active = Job.objects.enqueue("echo", entity_id="img-1")
+    message, stderr = jobs_error("requeue", str(failed.pk))
+    assert "1 of 1 job(s) could not be requeued" in message
+    assert "'img-1' already has an active job" in stderr
+    assert Job.objects.get(pk=failed.pk).status == "failed"
+    assert engine.queue_ids("echo") == [str(active.pk)]
+
+
 def test_cancel_pending_jobs_and_refuse_finished_ones():
     queued = Job.objects.enqueue("echo")
     scheduled = Job.objects.enqueue("echo", delay=60)

@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from ...exceptions import InvalidTransition
+from ...exceptions import DuplicateJob, InvalidTransition
 from ._utils import duration, job_id, one_line_errors, positive_int
 
 
@@ -122,7 +122,7 @@ class Command(BaseCommand):
             job = self._get(pk)
             try:
                 action(job)
-            except InvalidTransition as exc:
+            except (InvalidTransition, DuplicateJob) as exc:
                 self.stderr.write(str(exc))
                 failures += 1
                 continue
