@@ -164,4 +164,7 @@ def parse_duration(text: str) -> dt.timedelta:
     match = DURATION_RE.match(text or "")
     if not match:
         raise ValueError(f"Invalid duration {text!r}: use a number with s, m, h, d or w (e.g. 30s, 7d).")
-    return dt.timedelta(seconds=float(match.group(1)) * DURATION_UNITS[match.group(2)])
+    try:
+        return dt.timedelta(seconds=float(match.group(1)) * DURATION_UNITS[match.group(2)])
+    except OverflowError:
+        raise ValueError(f"Duration {text!r} is too long.") from None

@@ -161,6 +161,8 @@ def test_add_job_with_a_delay_schedules_it(root):
         ({"delay": "soon"}, "delay", "Invalid duration"),
         ({"topic": "no-such-topic"}, "topic", "valid choice"),
         ({"entity_id": "x" * 300}, "entity_id", "limit"),
+        ({"delay": "1000000000d"}, "delay", "too long"),
+        ({"delay": "9" * 400}, "delay", "too long"),
         ({"payload": "[" * 101 + "]" * 101}, "payload", "nested"),
         ({"payload": "[" * 10_000 + "]" * 10_000}, "payload", "nested"),
     ],

@@ -181,6 +181,8 @@ def test_purge_needs_a_valid_duration_and_status():
     assert "Invalid duration" in jobs_error("purge", "--older-than", "a week")[0]
     assert "required" in jobs_error("purge")[0]
     assert "invalid choice" in jobs_error("purge", "--older-than", "7d", "--status", "queued")[0]
+    assert "too long" in jobs_error("purge", "--older-than", "99999999d")[0]
+    assert "too long" in jobs_error("purge", "--older-than", "1000000000d")[0]
 
 
 # -- stats and resync -----------------------------------------------------------------

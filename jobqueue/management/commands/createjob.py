@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -34,22 +35,22 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=positive_int, help="Seconds.")
 
     def read_data(self, data: str) -> Any:
-        if data == "-":
-            text = sys.stdin.read()
-            source = "standard input"
-        elif data.lstrip().startswith(("{", "[", '"')) or data.strip() in ("null", "true", "false") or (
+        if data != "-" and (data.lstrip().startswith(("{", "[", '"')) or data.strip() in ("null", "true", "false") or (
             data.strip().lstrip("-").replace(".", "", 1).isdigit()
-        ):
-            text, source = data, "the DATA argument"
-        else:
-            if not os.path.isfile(data):
-                raise CommandError(f"DATA is neither JSON nor an existing file: {data!r}")
-            try:
-                with open(data, encoding="utf-8") as fh:
-                    text = fh.read()
-            except OSError as exc:
-                raise CommandError(f"Cannot read {data}: {exc}") from None
-            source = data
+        )):
+            return self.parse(data, "the DATA argument")
+        if data != "-" and not os.path.isfile(data):
+            raise CommandError(f"DATA is neither JSON nor an existing file: {data!r}")
+        source = "standard input" if data == "-" else data
+        try:
+            text = sys.stdin.read() if data == "-" else Path(data).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise CommandError(f"{source} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
+        except OSError as exc:
+            raise CommandError(f"Cannot read {source}: {exc}") from None
+        return self.parse(text, source)
+
+    def parse(self, text: str, source: str) -> Any:
         try:
             return parse_json(text)
         except InvalidPayload as exc:

@@ -147,7 +147,11 @@ class Command(BaseCommand):
     def do_purge(self, options: dict[str, Any]) -> None:
         from ...models import FINISHED_STATUSES, Job
 
-        cutoff = timezone.now() - options["older_than"]
+        try:
+            cutoff = timezone.now() - options["older_than"]
+        except OverflowError:
+            raise CommandError(f"--older-than {options['older_than'].days} days is too long: "
+                               "it reaches back before the year 1.") from None
         statuses = options["status"] or list(FINISHED_STATUSES)
         qs = Job.objects.filter(status__in=statuses, finished_at__lt=cutoff)
         if options["dry_run"]:
