@@ -58,6 +58,9 @@ def body_limit() -> int:
 def read_json(request: HttpRequest, *, required: bool = True) -> dict[str, Any]:
     """The request's JSON object, refusing an oversized body before reading it (413),
     and anything that is not a JSON object (400)."""
+    if request.content_type == "multipart/form-data":
+        # Its stream may be read already (by the CSRF check of a session): never parse it.
+        raise ApiError(400, "bad_json", "The request body must be JSON (Content-Type: application/json), not a form.")
     limit = body_limit()
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
