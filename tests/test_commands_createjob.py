@@ -60,6 +60,11 @@ def test_options():
     assert list(job.depends_on.values_list("pk", flat=True)) == [dep.pk]
 
 
+@pytest.mark.parametrize(("data", "payload"), [("1e5", 100000.0), ("2E-3", 0.002), ("-1.5e+2", -150.0)])
+def test_a_number_in_exponent_form_is_json(data, payload):
+    assert createjob("echo", "--", data).payload == payload
+
+
 def test_a_dependency_named_twice_is_one_dependency():
     dep = createjob("other")
     job = createjob("echo", "{}", "--depends-on", str(dep.pk), str(dep.pk))

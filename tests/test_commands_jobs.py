@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from jobqueue import engine
-from jobqueue.models import Job
+from jobqueue.models import Execution, Job
 from jobqueue.worker import Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -89,6 +89,21 @@ def test_info_shows_the_job_and_its_executions():
     data = json.loads(jobs("info", str(job.pk), "--json"))
     assert data["id"] == str(job.pk) and data["status"] == "failed"
     assert [e["outcome"] for e in data["executions"]] == ["failed"]
+
+
+def test_info_escapes_control_characters():
+    # A handler's text could clear the screen, set the window title or move the cursor.
+    job = Job.objects.enqueue("echo", {"note": "\x9b2J"})
+    job = set_status(job, "failed", error="\x1b[2J\x1b]0;owned\x07boom\r\nsecond line",
+                     progress_message="\x9b31m", stage="\x1b[1A", worker_id="w\x1b[K")
+    Execution.objects.create(job=job, attempt=1, outcome="failed", worker_id="w", error="\x1bc",
+                             stdout="out\x1b[31m\n", stderr="\x07err", traceback="Traceback\x1b[0m")
+    text = jobs("info", str(job.pk))
+    assert not any(c in text for c in "\x1b\x07\x9b\r"), repr(text)
+    assert "\\x1b[2J\\x1b]0;owned\\x07boom\\x0d\nsecond line" in text  # line feeds stay
+    for escaped in ("\\x9b31m", "\\x1b[1A", "w\\x1b[K", "\\x1bc", "out\\x1b[31m", "\\x07err",
+                    "Traceback\\x1b[0m", "\\x9b2J"):
+        assert escaped in text, escaped
 
 
 def test_info_of_a_queued_job_shows_its_position():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from ...exceptions import DuplicateJob, InvalidJob, InvalidPayload
 from ...validation import parse_json
 from ._utils import aware_datetime, duration, job_id, one_line_errors, positive_int, priority
+
+#: DATA that is JSON text, not a file name: an object, an array, a string, a literal, a number.
+_JSON_TEXT = re.compile(r'\s*(?:[{\["]|(?:null|true|false|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*\Z)')
 
 
 class Command(BaseCommand):
@@ -35,9 +39,7 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=positive_int, help="Seconds.")
 
     def read_data(self, data: str) -> Any:
-        if data != "-" and (data.lstrip().startswith(("{", "[", '"')) or data.strip() in ("null", "true", "false") or (
-            data.strip().lstrip("-").replace(".", "", 1).isdigit()
-        )):
+        if _JSON_TEXT.match(data):
             return self.parse(data, "the DATA argument")
         if data != "-" and not os.path.isfile(data):
             raise CommandError(f"DATA is neither JSON nor an existing file: {data!r}")
