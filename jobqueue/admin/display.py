@@ -61,8 +61,8 @@ def progress_bar(percent: int, message: str = "", stage: str = "", status: str =
 
 
 def pretty_json(value: Any) -> SafeString:
-    """Indented JSON in a ``<pre>``; ``None`` shows as a dash. A value nested deeper than
-    ``json.dumps`` goes (stored before ``MAX_PAYLOAD_DEPTH`` bounded payloads) is shown compact."""
+    """Indented JSON in a ``<pre>``; ``None`` shows as a dash. A value nested too deeply for
+    ``json.dumps`` (stored before ``MAX_PAYLOAD_DEPTH`` existed) is shown on one line."""
     if value is None:
         return format_html('<span class="jq-muted">{}</span>', EMPTY)
     try:

@@ -97,6 +97,7 @@ class Command(BaseCommand):
             ]
             self.stdout.write(json.dumps(data, default=str, indent=2))
             return
+
         def write(text: str) -> None:
             self.stdout.write(printable(text))
 
