@@ -262,6 +262,8 @@ class JobQueueBackend(BaseTaskBackend):
             }
         except (TypeError, ValueError) as exc:
             raise InvalidPayload(f"Task arguments must be JSON-serializable: {exc}") from exc
+        except RecursionError:
+            raise InvalidPayload("Task arguments are nested too deeply to be JSON.") from None
         try:
             # In UTC: PostgreSQL refuses offsets past 15:59.
             run_after = task.run_after.astimezone(dt.timezone.utc) if task.run_after is not None else None

@@ -9,6 +9,9 @@ from django.core.checks import CheckMessage, Error, Warning
 
 from .conf import DEFAULTS
 
+#: The most MAX_PAYLOAD_DEPTH may be: Python's json cannot read or write much deeper.
+MAX_PAYLOAD_DEPTH_LIMIT = 500
+
 _POSITIVE_NUMBERS = (
     "LEASE_SECONDS",
     "LOCK_TTL_SECONDS",
@@ -91,6 +94,16 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                     id="jobqueue.E009",
                 )
             )
+    depth = user.get("MAX_PAYLOAD_DEPTH", DEFAULTS["MAX_PAYLOAD_DEPTH"])
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= MAX_PAYLOAD_DEPTH_LIMIT:
+        errors.append(
+            Error(
+                f"JOBQUEUE['MAX_PAYLOAD_DEPTH'] must be a whole number from 1 to {MAX_PAYLOAD_DEPTH_LIMIT}, "
+                f"not {depth!r}.",
+                hint=f"The default is {DEFAULTS['MAX_PAYLOAD_DEPTH']}; Python's json module cannot nest much deeper.",
+                id="jobqueue.E010",
+            )
+        )
     prefix = user.get("PREFIX", DEFAULTS["PREFIX"])
     if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} "):
         errors.append(

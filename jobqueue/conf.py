@@ -18,6 +18,8 @@ LOCK_TTL_SECONDS = 30
 HEARTBEAT_SECONDS = 5
 #: Largest accepted payload, in bytes of its JSON encoding.
 MAX_PAYLOAD_BYTES = 1024 * 1024
+#: Deepest accepted nesting of objects and arrays in a payload, in levels (``{"a": []}`` is 2).
+MAX_PAYLOAD_DEPTH = 100
 #: Longest accepted entity id, in characters.
 ENTITY_ID_MAX_LENGTH = 255
 #: Bytes of stdout and of stderr kept per execution.
@@ -34,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "LOCK_TTL_SECONDS": LOCK_TTL_SECONDS,
     "HEARTBEAT_SECONDS": HEARTBEAT_SECONDS,
     "MAX_PAYLOAD_BYTES": MAX_PAYLOAD_BYTES,
+    "MAX_PAYLOAD_DEPTH": MAX_PAYLOAD_DEPTH,
     "ENTITY_ID_MAX_LENGTH": ENTITY_ID_MAX_LENGTH,
     "MAX_OUTPUT_BYTES": MAX_OUTPUT_BYTES,
     # Topic defaults, used when a handler or Topic row says nothing.

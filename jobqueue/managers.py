@@ -155,7 +155,10 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         max_attempts = validate_positive_int(max_attempts, "max_attempts") or topic_obj.max_attempts
         timeout = validate_positive_int(timeout, "timeout") or topic_obj.timeout
         parent_id = self._job_id(parent, "parent") if parent is not None else None
-        dep_ids = [self._job_id(d, "depends_on") for d in depends_on]
+        if parent_id is not None and not isinstance(parent, self.model) and not self.filter(pk=parent_id).exists():
+            raise InvalidJob(f"parent: no job with id {parent_id}.")
+        # A job named twice is one dependency (the link table holds each pair once).
+        dep_ids = list(dict.fromkeys(self._job_id(d, "depends_on") for d in depends_on))
 
         now = timezone.now()
         if dep_ids:

@@ -37,8 +37,44 @@ def validate_topic_name(name: Any) -> str:
 _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
+#: What JSON encodes as arrays and objects.
+_CONTAINERS = (dict, list, tuple)
+
+
+def _too_deep(what: str) -> InvalidPayload:
+    limit = settings.MAX_PAYLOAD_DEPTH
+    return InvalidPayload(f"{what} is nested more than {limit} levels deep; the limit is {limit} levels.")
+
+
+def check_payload_depth(payload: Any) -> None:
+    """Refuse a payload whose objects and arrays nest deeper than ``MAX_PAYLOAD_DEPTH``.
+
+    Walked without recursion, so a payload deeper than ``json.dumps`` can go (it raises
+    ``RecursionError``) is refused like any other.
+    """
+    limit = settings.MAX_PAYLOAD_DEPTH
+    stack = [(payload, 1)] if isinstance(payload, _CONTAINERS) else []
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            raise _too_deep("Payload")
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children if isinstance(child, _CONTAINERS))
+
+
+def parse_json(text: str | bytes, **kwargs: Any) -> Any:
+    """``json.loads(text, **kwargs)``; JSON nested deeper than Python's parser goes (it raises
+    ``RecursionError`` from about a thousand levels) is an :class:`InvalidPayload`."""
+    try:
+        return json.loads(text, **kwargs)
+    except RecursionError:
+        raise _too_deep("The JSON") from None
+
+
 def encode_payload(payload: Any) -> str:
-    """Return the payload's JSON text, refusing what JSON cannot hold or what is too large."""
+    """Return the payload's JSON text, refusing what JSON cannot hold, what nests too deeply
+    and what is too large."""
+    check_payload_depth(payload)
     try:
         text = json.dumps(payload, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
         size = len(text.encode("utf-8"))
@@ -128,4 +164,7 @@ def parse_duration(text: str) -> dt.timedelta:
     match = DURATION_RE.match(text or "")
     if not match:
         raise ValueError(f"Invalid duration {text!r}: use a number with s, m, h, d or w (e.g. 30s, 7d).")
-    return dt.timedelta(seconds=float(match.group(1)) * DURATION_UNITS[match.group(2)])
+    try:
+        return dt.timedelta(seconds=float(match.group(1)) * DURATION_UNITS[match.group(2)])
+    except OverflowError:
+        raise ValueError(f"Duration {text!r} is too long.") from None

@@ -16,6 +16,7 @@ from .test_admin_support import (
     set_status,
     superuser_client,
 )
+from .workerutil import nested
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -99,6 +100,26 @@ def test_buttons_apply_transitions(root):
     assert Job.objects.get(pk=job.pk).status == "queued"
 
 
+def test_requeue_while_the_entity_has_another_active_job_is_a_message(root):
+    failed = set_status(Job.objects.enqueue("echo", {}, entity_id="img-1"), "failed")
+    engine.remove("echo", str(failed.pk), "img-1")  # as the worker that failed it did
+    active = Job.objects.enqueue("echo", {}, entity_id="img-1")
+    response = root.post(operation_url(failed, "requeue"), follow=True)
+    assert response.status_code == 200
+    assert any("'img-1' already has an active job" in m for m in messages_of(response))
+    assert Job.objects.get(pk=failed.pk).status == "failed"
+    assert engine.queue_ids("echo") == [str(active.pk)]
+
+
+def test_a_payload_nested_deeper_than_json_indents_is_shown_compact(root):
+    # Stored before depth was bounded: the page shows it on one line instead of failing.
+    job = Job.objects.enqueue("echo", {})
+    Job.objects.filter(pk=job.pk).update(payload=nested(900))
+    response = root.get(job_url(job))
+    assert response.status_code == 200
+    assert "[" * 900 + "]" * 900 in response.content.decode()
+
+
 def test_a_refused_transition_is_a_message_not_an_error(root):
     job = Job.objects.enqueue("echo", {})
     response = root.post(operation_url(job, "requeue"), follow=True)
@@ -140,6 +161,10 @@ def test_add_job_with_a_delay_schedules_it(root):
         ({"delay": "soon"}, "delay", "Invalid duration"),
         ({"topic": "no-such-topic"}, "topic", "valid choice"),
         ({"entity_id": "x" * 300}, "entity_id", "limit"),
+        ({"delay": "1000000000d"}, "delay", "too long"),
+        ({"delay": "9" * 400}, "delay", "too long"),
+        ({"payload": "[" * 101 + "]" * 101}, "payload", "nested"),
+        ({"payload": "[" * 10_000 + "]" * 10_000}, "payload", "nested"),
     ],
 )
 def test_add_job_refuses_bad_input(root, data, field, text):

@@ -11,6 +11,7 @@ from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.test.utils import override_settings
 from django.utils import timezone
+from django.utils.crypto import get_random_string
 
 from jobqueue import engine
 from jobqueue.models import Execution, Job
@@ -307,6 +308,36 @@ def test_invalid_input_is_400(superuser_api, body, code):
     assert not Job.objects.exists()
 
 
+@pytest.mark.parametrize("levels", [101, 1_500, 10_000])
+def test_a_payload_nested_too_deeply_is_400(superuser_api, levels):
+    raw = '{"topic": "echo", "payload": ' + "[" * levels + "]" * levels + "}"
+    response = superuser_api.call("POST", "/jobs/", raw=raw)
+    assert response.status_code == 400 and error_code(response) == "invalid"
+    assert "nested" in response.json()["error"]["message"]
+    assert not Job.objects.exists()
+
+
+def test_a_dependency_named_twice_is_one_dependency(superuser_api):
+    first = make_job()
+    response = superuser_api.call("POST", "/jobs/", {"topic": "echo", "depends_on": [str(first.pk)] * 2})
+    assert response.status_code == 201, response.content
+    assert superuser_api.get(f"/jobs/{response.json()['id']}").json()["depends_on"] == [str(first.pk)]
+
+
+def test_a_form_instead_of_json_is_400_for_a_session_and_a_token(superuser_api):
+    secret = get_random_string(32)
+    session = Client(enforce_csrf_checks=True)
+    session.force_login(User.objects.get(username="root"))
+    session.cookies["csrftoken"] = secret
+    # Multipart, as a browser form sends it; the CSRF check reads the form before the view.
+    response = session.post(f"{API}/jobs/", {"topic": "echo", "csrfmiddlewaretoken": secret})
+    assert response.status_code == 400 and error_code(response) == "bad_json"
+    assert "application/json" in response.json()["error"]["message"]
+    response = superuser_api.client.post(f"{API}/jobs/", {"topic": "echo"}, headers=superuser_api.headers)
+    assert response.status_code == 400 and error_code(response) == "bad_json"
+    assert not Job.objects.exists()
+
+
 @pytest.mark.parametrize(
     "method, path, body",
     [
@@ -355,11 +386,22 @@ def test_unknown_ids_topics_and_endpoints_are_404(superuser_api):
         "/stats/no-such-topic",
         "/stats/Bad%20Name",
         "/nothing/here",
+        "/nothing%0Ahere",
     ):
         response = superuser_api.get(path)
         assert response.status_code == 404 and error_code(response) == "not_found", path
     response = superuser_api.call("POST", f"/jobs/{uuid.uuid4()}/cancel")
     assert response.status_code == 404 and error_code(response) == "not_found"
+
+
+def test_errors_are_json_before_any_csrf_check():
+    # A client without a session or a CSRF cookie (curl, a script) still gets the JSON shape.
+    client = Client(enforce_csrf_checks=True)
+    response = client.post(f"{API}/schema")
+    assert response.status_code == 405 and error_code(response) == "method_not_allowed"
+    for path in ("/nothing/here", "/jobs/x/y/z"):
+        response = client.post(f"{API}{path}", "{}", content_type="application/json")
+        assert response.status_code == 404 and error_code(response) == "not_found", path
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from jobqueue.tasks_compat import (
 )
 from jobqueue.worker import Worker
 from tests.tasks_app import tasks
+from tests.workerutil import nested
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -196,6 +197,13 @@ def test_bad_jobqueue_options_are_refused(options):
 def test_arguments_must_be_json():
     with pytest.raises(InvalidPayload, match="JSON"):
         tasks.echo.enqueue(object())
+    assert not Job.objects.exists()
+
+
+@pytest.mark.parametrize("levels", [100, 10_000])
+def test_arguments_nested_too_deeply_are_refused(levels):
+    with pytest.raises(InvalidPayload, match="nested"):
+        tasks.echo.enqueue(nested(levels))
     assert not Job.objects.exists()
 
 

@@ -60,6 +60,17 @@ def test_options():
     assert list(job.depends_on.values_list("pk", flat=True)) == [dep.pk]
 
 
+@pytest.mark.parametrize(("data", "payload"), [("1e5", 100000.0), ("2E-3", 0.002), ("-1.5e+2", -150.0)])
+def test_a_number_in_exponent_form_is_json(data, payload):
+    assert createjob("echo", "--", data).payload == payload
+
+
+def test_a_dependency_named_twice_is_one_dependency():
+    dep = createjob("other")
+    job = createjob("echo", "{}", "--depends-on", str(dep.pk), str(dep.pk))
+    assert list(job.depends_on.values_list("pk", flat=True)) == [dep.pk]
+
+
 def test_delay_schedules_the_job():
     before = timezone.now()
     job = createjob("echo", "{}", "--delay", "30s")
@@ -90,6 +101,12 @@ def test_run_after_schedules_the_job():
         (["echo", "{}", "--run-after", "tomorrow"], "not an ISO 8601"),
         (["echo", "{}", "--delay", "5s", "--run-after", "2030-01-31T12:00:00Z"], "not allowed with"),
         (["echo", "{}", "--parent-job-id", "42"], "not a job id"),
+        (["echo", "{}", "--parent-job-id", str(uuid.uuid4())], "no job with id"),
+        (["echo", "{}", "--delay", "1000000000d"], "too long"),
+        (["echo", "{}", "--delay", "9" * 400], "too long"),
+        (["echo", "[" * 101 + "]" * 101], "nested"),
+        (["echo", "[" * 1500 + "]" * 1500], "nested"),
+        (["echo", "[" * 10_000 + "]" * 10_000], "nested"),
         (["echo", "{}", "--depends-on", str(uuid.uuid4())], "no job with id"),
         (["echo", "{}", "--max-attempts", "0"], "at least 1"),
     ],
@@ -104,6 +121,15 @@ def test_bad_input_is_refused_with_one_line_and_writes_nothing(args, message):
     assert engine.depths("echo") == {"queued": 0, "leased": 0, "scheduled": 0}
 
 
+def test_a_file_that_is_not_utf8_is_refused(tmp_path):
+    path = tmp_path / "latin1.json"
+    path.write_bytes('{"name": "Ren\u00e9"}'.encode("latin-1"))
+    with pytest.raises(CommandError, match="not UTF-8") as info:
+        call_command("createjob", "echo", str(path), stdout=io.StringIO())
+    assert "\n" not in str(info.value)
+    assert Job.objects.count() == 0
+
+
 def test_directory_is_not_a_json_file(tmp_path):
     with pytest.raises(CommandError, match="neither JSON nor an existing file"):
         call_command("createjob", "echo", str(tmp_path))
@@ -113,6 +139,17 @@ def test_directory_is_not_a_json_file(tmp_path):
 def run_command(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run(manage_command(*args), cwd=REPO_ROOT, env=child_env(), input=stdin,
                           capture_output=True, text=True, timeout=60)
+
+
+def test_standard_input_that_is_not_utf8_is_refused_in_one_line():
+    env = {**child_env(), "PYTHONIOENCODING": "utf-8:strict"}  # as under a UTF-8 locale
+    proc = subprocess.run(manage_command("createjob", "echo", "-"), cwd=REPO_ROOT, env=env,
+                          input='{"name": "Ren\u00e9"}'.encode("latin-1"), capture_output=True, timeout=60)
+    stderr = proc.stderr.decode()
+    assert proc.returncode != 0
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert "standard input is not UTF-8" in stderr
+    assert Job.objects.count() == 0
 
 
 def test_command_line_success_and_failure():

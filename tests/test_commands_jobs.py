@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from jobqueue import engine
-from jobqueue.models import Job
+from jobqueue.models import Execution, Job
 from jobqueue.worker import Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -91,6 +91,21 @@ def test_info_shows_the_job_and_its_executions():
     assert [e["outcome"] for e in data["executions"]] == ["failed"]
 
 
+def test_info_escapes_control_characters():
+    # A handler's text could clear the screen, set the window title or move the cursor.
+    job = Job.objects.enqueue("echo", {"note": "\x9b2J"})
+    job = set_status(job, "failed", error="\x1b[2J\x1b]0;owned\x07boom\r\nsecond line",
+                     progress_message="\x9b31m", stage="\x1b[1A", worker_id="w\x1b[K")
+    Execution.objects.create(job=job, attempt=1, outcome="failed", worker_id="w", error="\x1bc",
+                             stdout="out\x1b[31m\n", stderr="\x07err", traceback="Traceback\x1b[0m")
+    text = jobs("info", str(job.pk))
+    assert not any(c in text for c in "\x1b\x07\x9b\r"), repr(text)
+    assert "\\x1b[2J\\x1b]0;owned\\x07boom\\x0d\nsecond line" in text  # line feeds stay
+    for escaped in ("\\x9b31m", "\\x1b[1A", "w\\x1b[K", "\\x1bc", "out\\x1b[31m", "\\x07err",
+                    "Traceback\\x1b[0m", "\\x9b2J"):
+        assert escaped in text, escaped
+
+
 def test_info_of_a_queued_job_shows_its_position():
     Job.objects.enqueue("echo")
     second = Job.objects.enqueue("echo")
@@ -123,6 +138,17 @@ def test_requeue_a_running_or_queued_job_is_refused():
     assert f"Job {running.pk} is running" in stderr
     assert f"Job {queued.pk} is queued" in stderr
     assert Job.objects.get(pk=running.pk).status == "running"
+
+
+def test_requeue_is_refused_while_the_entity_has_another_active_job():
+    failed = set_status(Job.objects.enqueue("echo", entity_id="img-1"), "failed", finished_at=timezone.now())
+    engine.remove("echo", str(failed.pk), "img-1")  # as the worker that failed it did
+    active = Job.objects.enqueue("echo", entity_id="img-1")
+    message, stderr = jobs_error("requeue", str(failed.pk))
+    assert "1 of 1 job(s) could not be requeued" in message
+    assert "'img-1' already has an active job" in stderr
+    assert Job.objects.get(pk=failed.pk).status == "failed"
+    assert engine.queue_ids("echo") == [str(active.pk)]
 
 
 def test_cancel_pending_jobs_and_refuse_finished_ones():
@@ -170,6 +196,8 @@ def test_purge_needs_a_valid_duration_and_status():
     assert "Invalid duration" in jobs_error("purge", "--older-than", "a week")[0]
     assert "required" in jobs_error("purge")[0]
     assert "invalid choice" in jobs_error("purge", "--older-than", "7d", "--status", "queued")[0]
+    assert "too long" in jobs_error("purge", "--older-than", "99999999d")[0]
+    assert "too long" in jobs_error("purge", "--older-than", "1000000000d")[0]
 
 
 # -- stats and resync -----------------------------------------------------------------

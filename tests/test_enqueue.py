@@ -20,7 +20,7 @@ from jobqueue.signals import job_enqueued
 
 # Real commits, so on-commit pushes run as in production. Tests that need no commit are
 # marked plain django_db instead: flushing the database after each test is slow.
-from .workerutil import jobqueue_settings
+from .workerutil import jobqueue_settings, nested
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -106,6 +106,8 @@ BAD_INPUT = [
     pytest.param(("echo", {"x": math.nan}), {}, InvalidPayload, id="nan-payload"),
     pytest.param(("echo", [math.inf]), {}, InvalidPayload, id="inf-payload"),
     pytest.param(("echo", {"b": b"bytes"}), {}, InvalidPayload, id="bytes-payload"),
+    pytest.param(("echo", nested(101)), {}, InvalidPayload, id="payload-too-deep"),
+    pytest.param(("echo", nested(10_000)), {}, InvalidPayload, id="payload-deeper-than-json-goes"),
     pytest.param(("echo", {}), {"priority": 101}, InvalidJob, id="priority-high"),
     pytest.param(("echo", {}), {"priority": -101}, InvalidJob, id="priority-low"),
     pytest.param(("echo", {}), {"priority": True}, InvalidJob, id="priority-bool"),
@@ -132,6 +134,7 @@ BAD_INPUT = [
     pytest.param(("echo", {}), {"max_attempts": 0}, InvalidJob, id="zero-attempts"),
     pytest.param(("echo", {}), {"timeout": -5}, InvalidJob, id="negative-timeout"),
     pytest.param(("echo", {}), {"parent": "not-a-uuid"}, InvalidJob, id="bad-parent"),
+    pytest.param(("echo", {}), {"parent": NO_SUCH_JOB}, InvalidJob, id="missing-parent"),
     pytest.param(("echo", {}), {"depends_on": ["not-a-uuid"]}, InvalidJob, id="bad-dependency"),
     pytest.param(("echo", {}), {"depends_on": [NO_SUCH_JOB]}, InvalidJob, id="missing-dependency"),
     pytest.param(("../x", {}), {}, InvalidJob, id="topic-dotdot"),
@@ -185,6 +188,16 @@ def test_payload_size_is_bounded_by_the_setting(redis_client):
 
 
 @pytest.mark.django_db
+def test_payload_depth_is_bounded_by_the_setting():
+    assert Job.objects.enqueue("echo", nested(100)).payload == nested(100)  # the default limit
+    with jobqueue_settings(MAX_PAYLOAD_DEPTH=3):
+        Job.objects.enqueue("echo", {"a": [{"b": 1}]})
+        with pytest.raises(InvalidPayload, match="limit is 3"):
+            Job.objects.enqueue("echo", {"a": [{"b": []}]})
+    assert Job.objects.count() == 2
+
+
+@pytest.mark.django_db
 def test_entity_id_length_follows_the_setting():
     with jobqueue_settings(ENTITY_ID_MAX_LENGTH=8):
         Job.objects.enqueue("echo", entity_id="12345678")
@@ -199,6 +212,14 @@ def test_a_bad_enqueue_many_item_is_reported(item, redis_client, django_capture_
         Job.objects.enqueue_many([("echo", {}), item])
     assert Job.objects.count() == 0
     assert redis_client.keys("*") == []
+
+
+@pytest.mark.django_db
+def test_a_dependency_named_twice_is_one_dependency():
+    first = Job.objects.enqueue("echo")
+    job = Job.objects.enqueue("echo", depends_on=[first, str(first.pk), first.pk])
+    assert list(job.depends_on.values_list("pk", flat=True)) == [first.pk]
+    assert job.status == "waiting"
 
 
 # -- scheduling -----------------------------------------------------------------------

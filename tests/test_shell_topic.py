@@ -59,6 +59,13 @@ def test_worker_refuses_a_shell_job_once_the_topic_is_off(tmp_path):
     assert not marker.exists()
 
 
+def test_a_worker_serves_the_shell_topic_before_its_first_job(shell_on):
+    assert not Topic.objects.filter(name="shell").exists()
+    run_worker()  # Worker(topics=["shell"]) accepted the topic
+    job, execution = run_one({"argv": ["true"]})
+    assert (job.status, execution.exit_code) == ("succeeded", 0)
+
+
 def test_command_runs_without_a_shell_and_records_output(shell_on):
     job, execution = run_one({"command": "echo 'hello world' $HOME | cat"})
     assert job.status == "succeeded", job.error

@@ -40,6 +40,14 @@ def jobqueue_settings(**values: Any) -> Any:
     return override_settings(JOBQUEUE={**settings.JOBQUEUE, **values})
 
 
+def nested(levels: int) -> list[Any]:
+    """``levels`` arrays nested in each other (``[[[]]]`` for 3), built without recursion."""
+    value: list[Any] = []
+    for _ in range(levels - 1):
+        value = [value]
+    return value
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, message: str = "condition",
               interval: float = 0.05) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail clearly at the deadline."""

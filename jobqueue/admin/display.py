@@ -61,11 +61,42 @@ def progress_bar(percent: int, message: str = "", stage: str = "", status: str =
 
 
 def pretty_json(value: Any) -> SafeString:
-    """Indented JSON in a ``<pre>``; ``None`` shows as a dash."""
+    """Indented JSON in a ``<pre>``; ``None`` shows as a dash. A value nested too deeply for
+    ``json.dumps`` (stored before ``MAX_PAYLOAD_DEPTH`` existed) is shown on one line."""
     if value is None:
         return format_html('<span class="jq-muted">{}</span>', EMPTY)
-    text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    try:
+        text = json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    except RecursionError:
+        text = compact_json(value)
     return format_html('<pre class="jq-pre jq-json">{}</pre>', text)
+
+
+class _Literal(str):
+    """Punctuation queued by :func:`compact_json`, written as it is."""
+
+
+def compact_json(value: Any) -> str:
+    """One-line JSON of ``value``, built without recursion however deep it nests."""
+    parts: list[str] = []
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Literal):
+            parts.append(item)
+        elif isinstance(item, dict):
+            queued: list[Any] = []
+            for key, child in sorted(item.items(), key=lambda entry: str(entry[0])):
+                queued += [_Literal(","), _Literal(json.dumps(str(key), ensure_ascii=False) + ":"), child]
+            stack += reversed([_Literal("{"), *queued[1:], _Literal("}")])
+        elif isinstance(item, list):
+            queued = []
+            for child in item:
+                queued += [_Literal(","), child]
+            stack += reversed([_Literal("["), *queued[1:], _Literal("]")])
+        else:
+            parts.append(json.dumps(item, ensure_ascii=False, default=str))
+    return "".join(parts)
 
 
 def pre(text: str) -> SafeString:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any, cast
 
 from django import forms
@@ -19,6 +18,7 @@ from ..validation import (
     MIN_PRIORITY,
     encode_payload,
     parse_duration,
+    parse_json,
     validate_entity_id,
     validate_priority,
     validate_topic_name,
@@ -85,7 +85,9 @@ class JobAddForm(forms.Form):
     def clean_payload(self) -> Any:
         text = self.cleaned_data["payload"]
         try:
-            value = json.loads(text)
+            value = parse_json(text)
+        except InvalidPayload as exc:
+            raise _invalid(exc) from None
         except ValueError as exc:
             raise forms.ValidationError(_("Not valid JSON: %(error)s") % {"error": exc}) from None
         try:

@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
-from ..exceptions import InvalidJob, InvalidTransition
+from ..exceptions import DuplicateJob, InvalidJob, InvalidTransition
 from ..models import PENDING_STATUSES, Job, JobStatus
 from . import bulk
 from .changelist import BoundedPaginator
@@ -89,7 +89,7 @@ class JobActionsMixin:
         try:
             with transaction.atomic():
                 message = self._apply(request, job, name)
-        except (InvalidTransition, InvalidJob) as exc:
+        except (InvalidTransition, InvalidJob, DuplicateJob) as exc:
             self.message_user(request, str(exc), messages.ERROR)
         else:
             self.log_change(request, job, message)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +10,8 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from ..conf import settings
+from ..exceptions import InvalidPayload
+from ..validation import parse_json
 from .auth import CHALLENGE, authenticate, require
 from .errors import ApiError, error_response, response_for
 
@@ -57,6 +58,9 @@ def body_limit() -> int:
 def read_json(request: HttpRequest, *, required: bool = True) -> dict[str, Any]:
     """The request's JSON object, refusing an oversized body before reading it (413),
     and anything that is not a JSON object (400)."""
+    if request.content_type == "multipart/form-data":
+        # Its stream may be read already (by the CSRF check of a session): never parse it.
+        raise ApiError(400, "bad_json", "The request body must be JSON (Content-Type: application/json), not a form.")
     limit = body_limit()
     try:
         declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -75,7 +79,9 @@ def read_json(request: HttpRequest, *, required: bool = True) -> dict[str, Any]:
             raise ApiError(400, "bad_json", "The request body must be a JSON object.")
         return {}
     try:
-        data = json.loads(body.decode("utf-8"), parse_constant=_refuse_constant)
+        data = parse_json(body.decode("utf-8"), parse_constant=_refuse_constant)
+    except InvalidPayload:
+        raise  # nested too deeply: a 400 like a payload over MAX_PAYLOAD_DEPTH
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, "bad_json", f"The request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -112,8 +112,6 @@ def create_job(request: HttpRequest) -> HttpResponse:
     only_fields(data, CREATE_FIELDS)
     topic, payload, kwargs = enqueue_arguments(data)
     check_may_enqueue(request.user, topic)  # the shell topic, or a chain that leads into it
-    if "parent" in kwargs and not Job.objects.filter(pk=kwargs["parent"]).exists():
-        raise ApiError(400, "invalid", f"parent: no job {kwargs['parent']}.")
     payload = {} if payload is None else payload
     user = request.user
     job = Job.objects.enqueue(topic, payload, raise_priority=user.has_perm(CHANGE_PRIORITY), **kwargs)

@@ -404,7 +404,8 @@ class Worker:
                 raise ValueError("No topics to serve: no @handler is registered (give --topics).")
             return topics
         known = set(Topic.objects.values_list("name", flat=True)) | set(registry.topics())
-        unknown = [t for t in self.requested_topics if t not in known]
+        # A resolver's topic (shell, a script, a task queue) may have no row before its first job.
+        unknown = [t for t in self.requested_topics if t not in known and registry.get(t) is None]
         if unknown:
             raise ValueError(f"Unknown topic(s): {', '.join(unknown)}. Known topics: {', '.join(sorted(known))}.")
         return list(dict.fromkeys(self.requested_topics))

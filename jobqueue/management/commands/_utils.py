@@ -1,9 +1,11 @@
-"""Argument types shared by jobqueue's commands: each gives a clear error for bad input."""
+"""Argument types shared by jobqueue's commands (each gives a clear error for bad input),
+and :func:`printable` for what they print of a job."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
 import uuid
 
 from django.core.management.base import CommandError, CommandParser
@@ -57,6 +59,16 @@ def job_id(text: str) -> uuid.UUID:
         return uuid.UUID(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a job id (a UUID)") from None
+
+
+#: Control characters (C0, DEL, C1) other than tab and line feed: a terminal obeys them.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters other than tab and line feed written as ``\\x1b``, so
+    that what a job stored cannot clear the screen or retitle the terminal it is shown in."""
+    return _CONTROL_CHARACTERS.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 def one_line_errors(parser: CommandParser) -> CommandParser:

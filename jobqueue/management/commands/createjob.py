@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ...exceptions import DuplicateJob, InvalidJob
+from ...exceptions import DuplicateJob, InvalidJob, InvalidPayload
+from ...validation import parse_json
 from ._utils import aware_datetime, duration, job_id, one_line_errors, positive_int, priority
+
+#: DATA that is JSON text, not a file name: an object, an array, a string, a literal, a number.
+_JSON_TEXT = re.compile(r'\s*(?:[{\["]|(?:null|true|false|-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*\Z)')
 
 
 class Command(BaseCommand):
@@ -34,24 +39,24 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=positive_int, help="Seconds.")
 
     def read_data(self, data: str) -> Any:
-        if data == "-":
-            text = sys.stdin.read()
-            source = "standard input"
-        elif data.lstrip().startswith(("{", "[", '"')) or data.strip() in ("null", "true", "false") or (
-            data.strip().lstrip("-").replace(".", "", 1).isdigit()
-        ):
-            text, source = data, "the DATA argument"
-        else:
-            if not os.path.isfile(data):
-                raise CommandError(f"DATA is neither JSON nor an existing file: {data!r}")
-            try:
-                with open(data, encoding="utf-8") as fh:
-                    text = fh.read()
-            except OSError as exc:
-                raise CommandError(f"Cannot read {data}: {exc}") from None
-            source = data
+        if _JSON_TEXT.match(data):
+            return self.parse(data, "the DATA argument")
+        if data != "-" and not os.path.isfile(data):
+            raise CommandError(f"DATA is neither JSON nor an existing file: {data!r}")
+        source = "standard input" if data == "-" else data
         try:
-            return json.loads(text)
+            text = sys.stdin.read() if data == "-" else Path(data).read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise CommandError(f"{source} is not UTF-8 text ({exc.reason} at byte {exc.start}).") from None
+        except OSError as exc:
+            raise CommandError(f"Cannot read {source}: {exc}") from None
+        return self.parse(text, source)
+
+    def parse(self, text: str, source: str) -> Any:
+        try:
+            return parse_json(text)
+        except InvalidPayload as exc:
+            raise CommandError(str(exc)) from None
         except ValueError as exc:
             raise CommandError(f"Invalid JSON in {source}: {exc}") from None
 

@@ -8,8 +8,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from ...exceptions import InvalidTransition
-from ._utils import duration, job_id, one_line_errors, positive_int
+from ...exceptions import DuplicateJob, InvalidTransition
+from ._utils import duration, job_id, one_line_errors, positive_int, printable
 
 
 def _fmt_time(value: Any) -> str:
@@ -97,24 +97,28 @@ class Command(BaseCommand):
             ]
             self.stdout.write(json.dumps(data, default=str, indent=2))
             return
+
+        def write(text: str) -> None:
+            self.stdout.write(printable(text))
+
         for key, value in data.items():
             if key in ("payload", "result"):
                 value = json.dumps(value, indent=2, ensure_ascii=False)
-            self.stdout.write(f"{key:>16}: {value}")
+            write(f"{key:>16}: {value}")
         if job.status == "queued":
-            self.stdout.write(f"{'position':>16}: {job.position_in_queue}")
+            write(f"{'position':>16}: {job.position_in_queue}")
         for e in executions:
-            self.stdout.write(f"\n--- attempt {e.attempt}: {e.outcome} on {e.worker_id} (pid {e.pid}), "
-                              f"{_fmt_time(e.started_at)}, {e.duration or 0:.3f}s, exit {e.exit_code}")
+            write(f"\n--- attempt {e.attempt}: {e.outcome} on {e.worker_id} (pid {e.pid}), "
+                  f"{_fmt_time(e.started_at)}, {e.duration or 0:.3f}s, exit {e.exit_code}")
             if e.error:
-                self.stdout.write(f"error: {e.error}")
+                write(f"error: {e.error}")
             for name in ("stdout", "stderr"):
                 text = getattr(e, name)
                 if text:
                     tail = "\n".join(text.rstrip().splitlines()[-20:])
-                    self.stdout.write(f"{name} (last lines):\n{tail}")
+                    write(f"{name} (last lines):\n{tail}")
             if e.traceback:
-                self.stdout.write(e.traceback.rstrip())
+                write(e.traceback.rstrip())
 
     def _each(self, ids: list[Any], action: Any, verb: str) -> None:
         failures = 0
@@ -122,7 +126,7 @@ class Command(BaseCommand):
             job = self._get(pk)
             try:
                 action(job)
-            except InvalidTransition as exc:
+            except (InvalidTransition, DuplicateJob) as exc:
                 self.stderr.write(str(exc))
                 failures += 1
                 continue
@@ -147,7 +151,11 @@ class Command(BaseCommand):
     def do_purge(self, options: dict[str, Any]) -> None:
         from ...models import FINISHED_STATUSES, Job
 
-        cutoff = timezone.now() - options["older_than"]
+        try:
+            cutoff = timezone.now() - options["older_than"]
+        except OverflowError:
+            raise CommandError(f"--older-than {options['older_than'].days} days is too long: "
+                               "it reaches back before the year 1.") from None
         statuses = options["status"] or list(FINISHED_STATUSES)
         qs = Job.objects.filter(status__in=statuses, finished_at__lt=cutoff)
         if options["dry_run"]:
@@ -211,8 +219,8 @@ class Command(BaseCommand):
         if outcome.ok:
             self.stdout.write(json.dumps(storable_result(outcome.result), indent=2, default=str))
         else:
-            self.stderr.write(outcome.traceback or outcome.error)
-            raise CommandError(f"Job {job.pk} failed when rerun: {outcome.error}")
+            self.stderr.write(printable(outcome.traceback or outcome.error))
+            raise CommandError(printable(f"Job {job.pk} failed when rerun: {outcome.error}"))
 
 
 def _count() -> Any:
