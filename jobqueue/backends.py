@@ -228,7 +228,13 @@ class JobQueueBackend(BaseTaskBackend):
         return {**self.topic_defaults, "description": f"django.tasks queue {self.queue_for(topic)!r}"}
 
     def check(self, **kwargs: Any) -> list[Any]:
-        return list(self.problems)
+        problems = list(self.problems)
+        if not apps.is_installed("jobqueue"):
+            problems.append(checks.Error(
+                f"TASKS[{self.alias!r}] uses {type(self).__name__}, but 'jobqueue' is not in INSTALLED_APPS.",
+                hint="Add 'jobqueue' to INSTALLED_APPS: its models store the tasks and its workers run them.",
+                id="jobqueue.E205"))
+        return problems
 
     # -- enqueue -----------------------------------------------------------------------
 

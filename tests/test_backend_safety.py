@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from django.core import checks
 from django.test.utils import override_settings
 
 from jobqueue import backends, registry
@@ -131,6 +132,18 @@ def test_check_reports_bad_configuration():
     assert errors_of("iso", {"QUEUES": ["x-ok"], "OPTIONS": options}) == {"jobqueue.E204"}
     registry.unregister("t.x-ok")
     backends._task_topics.discard("t.x-ok")
+
+
+def test_check_reports_jobqueue_missing_from_installed_apps():
+    from django.conf import settings
+
+    backend = task_backends["default"]
+    assert backend.check() == []
+    without = [app for app in settings.INSTALLED_APPS if app != "jobqueue"]
+    with override_settings(INSTALLED_APPS=without):
+        [error] = backend.check()
+    assert error.id == "jobqueue.E205" and error.level == checks.ERROR
+    assert "'jobqueue'" in error.msg and "INSTALLED_APPS" in error.hint
 
 
 def test_a_task_on_a_handler_topic_is_refused():
