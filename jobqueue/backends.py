@@ -100,6 +100,14 @@ class TaskNotAllowed(InvalidTask):  # noqa: N818 - reads as "the task is not all
     """A job names something that is not a task this worker may run."""
 
 
+class InvalidTaskArguments(InvalidPayload, TypeError):
+    """A task's arguments cannot be stored as JSON: nothing was enqueued.
+
+    Both an :class:`~jobqueue.exceptions.InvalidPayload` (a ``ValueError``) and, as
+    Django's own backends raise, a ``TypeError``.
+    """
+
+
 class TaskCancelled(Exception):
     """Recorded as a task's error when its job was cancelled."""
 
@@ -267,21 +275,24 @@ class JobQueueBackend(BaseTaskBackend):
                 "backend": self.alias,
             }
         except (TypeError, ValueError) as exc:
-            raise InvalidPayload(f"Task arguments must be JSON-serializable: {exc}") from exc
+            raise InvalidTaskArguments(f"Task arguments must be JSON-serializable: {exc}") from exc
         try:
             # In UTC: PostgreSQL refuses offsets past 15:59.
             run_after = task.run_after.astimezone(dt.timezone.utc) if task.run_after is not None else None
         except OverflowError as exc:
             raise InvalidTask(f"run_after {task.run_after} is out of range.") from exc
-        job = Job.objects.enqueue(
-            self.topic_for(task.queue_name),
-            payload,
-            priority=task.priority,
-            run_after=run_after,
-            entity_id=getattr(task, "entity_id", None),
-            max_attempts=getattr(task, "max_attempts", None),
-            timeout=getattr(task, "timeout", None),
-        )
+        try:
+            job = Job.objects.enqueue(
+                self.topic_for(task.queue_name),
+                payload,
+                priority=task.priority,
+                run_after=run_after,
+                entity_id=getattr(task, "entity_id", None),
+                max_attempts=getattr(task, "max_attempts", None),
+                timeout=getattr(task, "timeout", None),
+            )
+        except InvalidPayload as exc:  # NaN, a NUL character...: only the arguments can be at fault
+            raise InvalidTaskArguments(f"Task arguments cannot be stored: {exc}") from exc
         same = job.payload is payload
         result = self.result_from_job(job, task if same else None, executions=[] if same else None)
         task_enqueued.send(type(self), task_result=result)
@@ -516,6 +527,7 @@ def connect_signals() -> None:
 
 __all__ = [
     "DuplicateJob",
+    "InvalidTaskArguments",
     "JobQueueBackend",
     "JobQueueTask",
     "TaskCancelled",

@@ -193,9 +193,13 @@ def test_bad_jobqueue_options_are_refused(options):
         tasks.add.using(**options)
 
 
-def test_arguments_must_be_json():
-    with pytest.raises(InvalidPayload, match="JSON"):
-        tasks.echo.enqueue(object())
+@pytest.mark.parametrize("argument", [object(), float("nan"), b"\xff", {"nested": [{1, 2}]}])
+def test_arguments_that_are_not_json_raise_a_type_error_as_django_backends_do(argument):
+    with pytest.raises(TypeError, match="JSON") as raised:
+        tasks.echo.enqueue(argument)
+    assert isinstance(raised.value, InvalidPayload)  # and so a ValueError, for jobqueue's own callers
+    with pytest.raises(TypeError):
+        tasks.echo.enqueue(x=argument)
     assert not Job.objects.exists()
 
 
