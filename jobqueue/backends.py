@@ -25,6 +25,10 @@ An ``entity_id`` dedupes like ``Job.objects.enqueue(entity_id=...)``: enqueueing
 entity already pending returns that task's result; one already running raises
 :class:`~jobqueue.exceptions.DuplicateJob`.
 
+A ``TaskResult``'s ``worker_ids`` and ``errors`` list every run of the task, in order,
+including runs before a requeue and a run that a stopping worker aborted (see
+:func:`attempts_of`).
+
 A worker runs only what is a ``Task`` object at the path a job records, and
 imports that path's module only if it belongs to an installed app (or to a
 module named in ``OPTIONS["TASK_MODULES"]``), or is already imported.
@@ -335,21 +339,8 @@ class JobQueueBackend(BaseTaskBackend):
             task = dataclasses.replace(task, **changes)
         if executions is None:
             executions = list(Execution.objects.filter(job_id=job.pk).order_by("attempt"))
-        by_attempt = {e.attempt: e for e in executions}
-        worker_ids = []
-        for attempt in range(1, job.attempts + 1):
-            execution = by_attempt.get(attempt)
-            current = job.worker_id if attempt == job.attempts else ""
-            worker_ids.append(execution.worker_id if execution else current)
-        errors = [
-            TaskError(exception_class_path=exception_class_path(e), traceback=e.traceback or e.error)
-            for e in executions
-            if e.outcome not in ("succeeded", "running")
-        ]
+        worker_ids, errors = attempts_of(job, executions)
         status = STATUS_MAP[job.status]
-        if status == TaskResultStatus.FAILED and not errors:
-            cls = TaskCancelled if job.status == "cancelled" else TaskLost
-            errors.append(TaskError(exception_class_path=_dotted(cls), traceback=job.error))
         first = executions[0].started_at if executions else None
         result: Any = TaskResult(
             task=task,
@@ -370,7 +361,37 @@ class JobQueueBackend(BaseTaskBackend):
         return result
 
 
-# -- errors ------------------------------------------------------------------------------
+# -- attempts and errors -----------------------------------------------------------------
+
+
+def attempts_of(job: Any, executions: list[Any]) -> tuple[list[str], list[Any]]:
+    """A task's ``worker_ids`` and ``errors``, from its job's Execution rows in attempt order.
+
+    An attempt is a run of the task: each Execution row, whatever ended it (a success,
+    an error, a timeout, a lost worker, a cancel, or a stopping worker that aborted it),
+    then the run in progress, whose row is written when it ends. Runs before a requeue
+    and aborted runs are attempts too, although the job's own ``attempts`` (what
+    ``max_attempts`` limits) leaves them out; a job put back before it started left
+    no row and made no attempt. So ``TaskResult.attempts`` (``len(worker_ids)``) and
+    ``TaskContext.attempt`` count every run. ``errors`` has one entry per finished
+    attempt that did not succeed, in the same order, and a last one for a job
+    cancelled or failed by something other than its last attempt.
+    """
+    worker_ids = [e.worker_id for e in executions]
+    if job.status == "running":
+        worker_ids.append(job.worker_id)
+    errors = [
+        TaskError(exception_class_path=exception_class_path(e), traceback=e.traceback or e.error)
+        for e in executions
+        if e.outcome not in ("succeeded", "running")
+    ]
+    last = executions[-1].outcome if executions else None
+    if job.status == "cancelled" and last != "cancelled":
+        errors.append(TaskError(exception_class_path=_dotted(TaskCancelled), traceback=job.error))
+    elif job.status == "failed" and last in (None, "succeeded", "running"):
+        errors.append(TaskError(exception_class_path=_dotted(TaskLost), traceback=job.error))
+    return worker_ids, errors
+
 
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::|\Z)")
 
@@ -389,7 +410,9 @@ def exception_class_path(execution: Any) -> str:
         return dotted if "." in dotted else f"builtins.{dotted}"
     if execution.outcome == "timeout":
         return "jobqueue.worker.runner.JobTimeout"
-    by_outcome = {"lost": TaskLost, "cancelled": TaskCancelled, "aborted": TaskCancelled}
+    if execution.outcome == "aborted":
+        return "jobqueue.worker.runner.WorkerInterrupted"
+    by_outcome = {"lost": TaskLost, "cancelled": TaskCancelled}
     return _dotted(by_outcome.get(execution.outcome, Exception))
 
 
@@ -487,7 +510,8 @@ def _on_job_started(sender: Any, job: Any, **kwargs: Any) -> None:
     if backend is None:
         return
     try:
-        result = backend.result_from_job(job, executions=[] if job.attempts <= 1 else None)
+        # A claim returns the job's last Execution number: 0 saves the query for its rows.
+        result = backend.result_from_job(job, executions=[] if getattr(job, "last_execution", None) == 0 else None)
     except InvalidTask:
         return  # the runner fails the job with the reason
     job._task_result = result
