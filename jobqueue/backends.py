@@ -120,6 +120,16 @@ class TaskLost(Exception):
     """Recorded as a task's error when the worker running it stopped responding."""
 
 
+class TaskFailed(Exception):
+    """The exception being handled while ``task_finished`` is sent for a failed task.
+
+    The tasks framework logs a failure with the exception being handled, as its own
+    backends send the signal from their ``except`` clause; a worker recorded the
+    task's exception (maybe in another process), so this one carries its text: the
+    last error's traceback.
+    """
+
+
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class JobQueueTask(Task):
     """A ``Task`` with jobqueue's extras: retries, a timeout and an entity id."""
@@ -529,7 +539,14 @@ def _on_job_finished(sender: Any, job: Any, **kwargs: Any) -> None:
             result = backend.get_result(job_id)
         except (InvalidTask, TaskResultDoesNotExist):
             return
-        _send(task_finished, backend, result)
+        if result.status != TaskResultStatus.FAILED or not result.errors:
+            _send(task_finished, backend, result)
+            return
+        error = result.errors[-1]
+        try:
+            raise TaskFailed(error.traceback.rstrip() or error.exception_class_path)
+        except TaskFailed:
+            _send(task_finished, backend, result)
 
     # After the commit, so receivers read the finished row.
     transaction.on_commit(send, robust=True)
@@ -555,6 +572,7 @@ __all__ = [
     "JobQueueBackend",
     "JobQueueTask",
     "TaskCancelled",
+    "TaskFailed",
     "TaskLost",
     "TaskNotAllowed",
     "exception_class_path",

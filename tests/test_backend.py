@@ -6,6 +6,7 @@ Run on Django 6.x (``django.tasks``) and on 5.2 with the ``django-tasks`` backpo
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import signal
 
 import pytest
@@ -468,6 +469,18 @@ def test_signals_for_a_failing_task_after_retries(task_signals):
         ("finished", TaskResultStatus.FAILED),
     ]
     assert task_signals[-1][2] == TaskResultStatus.FAILED
+
+
+@pytest.mark.parametrize("isolation", ["inline", "process"])
+def test_the_log_line_of_a_failed_task_carries_its_exception(caplog, isolation):
+    result = tasks.fail.enqueue("it broke")
+    run_worker(isolation=isolation)
+    [record] = [r for r in caplog.records if r.name in ("django.tasks", "django_tasks") and "FAILED" in r.getMessage()]
+    assert record.levelno == logging.ERROR and result.id in record.getMessage()
+    assert record.exc_info and record.exc_info[0] is not None
+    logged = logging.Formatter().format(record)
+    assert "tests.tasks_app.tasks.CustomError: it broke" in logged
+    assert "raise CustomError(message)" in logged  # the task's own traceback
 
 
 def test_no_task_signals_for_plain_jobs(task_signals):
