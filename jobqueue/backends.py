@@ -25,6 +25,10 @@ An ``entity_id`` dedupes like ``Job.objects.enqueue(entity_id=...)``: enqueueing
 entity already pending returns that task's result; one already running raises
 :class:`~jobqueue.exceptions.DuplicateJob`.
 
+A ``TaskResult``'s ``worker_ids`` and ``errors`` list every run of the task, in order,
+including runs before a requeue and a run that a stopping worker aborted (see
+:func:`attempts_of`).
+
 A worker runs only what is a ``Task`` object at the path a job records, and
 imports that path's module only if it belongs to an installed app (or to a
 module named in ``OPTIONS["TASK_MODULES"]``), or is already imported.
@@ -100,12 +104,30 @@ class TaskNotAllowed(InvalidTask):  # noqa: N818 - reads as "the task is not all
     """A job names something that is not a task this worker may run."""
 
 
+class InvalidTaskArguments(InvalidPayload, TypeError):
+    """A task's arguments cannot be stored as JSON: nothing was enqueued.
+
+    Both an :class:`~jobqueue.exceptions.InvalidPayload` (a ``ValueError``) and, as
+    Django's own backends raise, a ``TypeError``.
+    """
+
+
 class TaskCancelled(Exception):
     """Recorded as a task's error when its job was cancelled."""
 
 
 class TaskLost(Exception):
     """Recorded as a task's error when the worker running it stopped responding."""
+
+
+class TaskFailed(Exception):
+    """The exception being handled while ``task_finished`` is sent for a failed task.
+
+    The tasks framework logs a failure with the exception being handled, as its own
+    backends send the signal from their ``except`` clause; a worker recorded the
+    task's exception (maybe in another process), so this one carries its text: the
+    last error's traceback.
+    """
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -228,7 +250,13 @@ class JobQueueBackend(BaseTaskBackend):
         return {**self.topic_defaults, "description": f"django.tasks queue {self.queue_for(topic)!r}"}
 
     def check(self, **kwargs: Any) -> list[Any]:
-        return list(self.problems)
+        problems = list(self.problems)
+        if not apps.is_installed("jobqueue"):
+            problems.append(checks.Error(
+                f"TASKS[{self.alias!r}] uses {type(self).__name__}, but 'jobqueue' is not in INSTALLED_APPS.",
+                hint="Add 'jobqueue' to INSTALLED_APPS: its models store the tasks and its workers run them.",
+                id="jobqueue.E205"))
+        return problems
 
     # -- enqueue -----------------------------------------------------------------------
 
@@ -261,23 +289,26 @@ class JobQueueBackend(BaseTaskBackend):
                 "backend": self.alias,
             }
         except (TypeError, ValueError) as exc:
-            raise InvalidPayload(f"Task arguments must be JSON-serializable: {exc}") from exc
+            raise InvalidTaskArguments(f"Task arguments must be JSON-serializable: {exc}") from exc
         except RecursionError:
-            raise InvalidPayload("Task arguments are nested too deeply to be JSON.") from None
+            raise InvalidTaskArguments("Task arguments are nested too deeply to be JSON.") from None
         try:
             # In UTC: PostgreSQL refuses offsets past 15:59.
             run_after = task.run_after.astimezone(dt.timezone.utc) if task.run_after is not None else None
         except OverflowError as exc:
             raise InvalidTask(f"run_after {task.run_after} is out of range.") from exc
-        job = Job.objects.enqueue(
-            self.topic_for(task.queue_name),
-            payload,
-            priority=task.priority,
-            run_after=run_after,
-            entity_id=getattr(task, "entity_id", None),
-            max_attempts=getattr(task, "max_attempts", None),
-            timeout=getattr(task, "timeout", None),
-        )
+        try:
+            job = Job.objects.enqueue(
+                self.topic_for(task.queue_name),
+                payload,
+                priority=task.priority,
+                run_after=run_after,
+                entity_id=getattr(task, "entity_id", None),
+                max_attempts=getattr(task, "max_attempts", None),
+                timeout=getattr(task, "timeout", None),
+            )
+        except InvalidPayload as exc:  # NaN, a NUL character...: only the arguments can be at fault
+            raise InvalidTaskArguments(f"Task arguments cannot be stored: {exc}") from exc
         same = job.payload is payload
         result = self.result_from_job(job, task if same else None, executions=[] if same else None)
         task_enqueued.send(type(self), task_result=result)
@@ -320,21 +351,8 @@ class JobQueueBackend(BaseTaskBackend):
             task = dataclasses.replace(task, **changes)
         if executions is None:
             executions = list(Execution.objects.filter(job_id=job.pk).order_by("attempt"))
-        by_attempt = {e.attempt: e for e in executions}
-        worker_ids = []
-        for attempt in range(1, job.attempts + 1):
-            execution = by_attempt.get(attempt)
-            current = job.worker_id if attempt == job.attempts else ""
-            worker_ids.append(execution.worker_id if execution else current)
-        errors = [
-            TaskError(exception_class_path=exception_class_path(e), traceback=e.traceback or e.error)
-            for e in executions
-            if e.outcome not in ("succeeded", "running")
-        ]
+        worker_ids, errors = attempts_of(job, executions)
         status = STATUS_MAP[job.status]
-        if status == TaskResultStatus.FAILED and not errors:
-            cls = TaskCancelled if job.status == "cancelled" else TaskLost
-            errors.append(TaskError(exception_class_path=_dotted(cls), traceback=job.error))
         first = executions[0].started_at if executions else None
         result: Any = TaskResult(
             task=task,
@@ -355,7 +373,37 @@ class JobQueueBackend(BaseTaskBackend):
         return result
 
 
-# -- errors ------------------------------------------------------------------------------
+# -- attempts and errors -----------------------------------------------------------------
+
+
+def attempts_of(job: Any, executions: list[Any]) -> tuple[list[str], list[Any]]:
+    """A task's ``worker_ids`` and ``errors``, from its job's Execution rows in attempt order.
+
+    An attempt is a run of the task: each Execution row, whatever ended it (a success,
+    an error, a timeout, a lost worker, a cancel, or a stopping worker that aborted it),
+    then the run in progress, whose row is written when it ends. Runs before a requeue
+    and aborted runs are attempts too, although the job's own ``attempts`` (what
+    ``max_attempts`` limits) leaves them out; a job put back before it started left
+    no row and made no attempt. So ``TaskResult.attempts`` (``len(worker_ids)``) and
+    ``TaskContext.attempt`` count every run. ``errors`` has one entry per finished
+    attempt that did not succeed, in the same order, and a last one for a job
+    cancelled or failed by something other than its last attempt.
+    """
+    worker_ids = [e.worker_id for e in executions]
+    if job.status == "running":
+        worker_ids.append(job.worker_id)
+    errors = [
+        TaskError(exception_class_path=exception_class_path(e), traceback=e.traceback or e.error)
+        for e in executions
+        if e.outcome not in ("succeeded", "running")
+    ]
+    last = executions[-1].outcome if executions else None
+    if job.status == "cancelled" and last != "cancelled":
+        errors.append(TaskError(exception_class_path=_dotted(TaskCancelled), traceback=job.error))
+    elif job.status == "failed" and last in (None, "succeeded", "running"):
+        errors.append(TaskError(exception_class_path=_dotted(TaskLost), traceback=job.error))
+    return worker_ids, errors
+
 
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::|\Z)")
 
@@ -374,7 +422,9 @@ def exception_class_path(execution: Any) -> str:
         return dotted if "." in dotted else f"builtins.{dotted}"
     if execution.outcome == "timeout":
         return "jobqueue.worker.runner.JobTimeout"
-    by_outcome = {"lost": TaskLost, "cancelled": TaskCancelled, "aborted": TaskCancelled}
+    if execution.outcome == "aborted":
+        return "jobqueue.worker.runner.WorkerInterrupted"
+    by_outcome = {"lost": TaskLost, "cancelled": TaskCancelled}
     return _dotted(by_outcome.get(execution.outcome, Exception))
 
 
@@ -472,7 +522,8 @@ def _on_job_started(sender: Any, job: Any, **kwargs: Any) -> None:
     if backend is None:
         return
     try:
-        result = backend.result_from_job(job, executions=[] if job.attempts <= 1 else None)
+        # A claim returns the job's last Execution number: 0 saves the query for its rows.
+        result = backend.result_from_job(job, executions=[] if getattr(job, "last_execution", None) == 0 else None)
     except InvalidTask:
         return  # the runner fails the job with the reason
     job._task_result = result
@@ -490,7 +541,14 @@ def _on_job_finished(sender: Any, job: Any, **kwargs: Any) -> None:
             result = backend.get_result(job_id)
         except (InvalidTask, TaskResultDoesNotExist):
             return
-        _send(task_finished, backend, result)
+        if result.status != TaskResultStatus.FAILED or not result.errors:
+            _send(task_finished, backend, result)
+            return
+        error = result.errors[-1]
+        try:
+            raise TaskFailed(error.traceback.rstrip() or error.exception_class_path)
+        except TaskFailed:
+            _send(task_finished, backend, result)
 
     # After the commit, so receivers read the finished row.
     transaction.on_commit(send, robust=True)
@@ -512,9 +570,11 @@ def connect_signals() -> None:
 
 __all__ = [
     "DuplicateJob",
+    "InvalidTaskArguments",
     "JobQueueBackend",
     "JobQueueTask",
     "TaskCancelled",
+    "TaskFailed",
     "TaskLost",
     "TaskNotAllowed",
     "exception_class_path",

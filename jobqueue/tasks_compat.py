@@ -58,10 +58,13 @@ else:
                 task,
                 task_backends,
             )
+            from django_tasks import exceptions as _exceptions
             from django_tasks.backends.base import BaseTaskBackend
             from django_tasks.base import Task, TaskError
-            from django_tasks.exceptions import InvalidTaskError as InvalidTask
             from django_tasks.exceptions import TaskResultDoesNotExist, TaskResultMismatch
+
+            # Named InvalidTaskError before the backport took django.tasks' name (no alias kept).
+            InvalidTask = getattr(_exceptions, "InvalidTask", None) or _exceptions.InvalidTaskError
             from django_tasks.signals import task_enqueued, task_finished, task_started
             from django_tasks.utils import normalize_json
 

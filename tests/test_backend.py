@@ -6,12 +6,14 @@ Run on Django 6.x (``django.tasks``) and on 5.2 with the ``django-tasks`` backpo
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import signal
 
 import pytest
 from asgiref.sync import async_to_sync
 from django.utils import timezone
 
-from jobqueue import registry
+from jobqueue import engine, registry
 from jobqueue.backends import JobQueueBackend, JobQueueTask, run_task_job
 from jobqueue.exceptions import DuplicateJob, InvalidPayload
 from jobqueue.models import Execution, Job, Topic
@@ -29,7 +31,7 @@ from jobqueue.tasks_compat import (
 )
 from jobqueue.worker import Worker
 from tests.tasks_app import tasks
-from tests.workerutil import nested
+from tests.workerutil import WorkerPool, nested, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -194,9 +196,13 @@ def test_bad_jobqueue_options_are_refused(options):
         tasks.add.using(**options)
 
 
-def test_arguments_must_be_json():
-    with pytest.raises(InvalidPayload, match="JSON"):
-        tasks.echo.enqueue(object())
+@pytest.mark.parametrize("argument", [object(), float("nan"), b"\xff", {"nested": [{1, 2}]}])
+def test_arguments_that_are_not_json_raise_a_type_error_as_django_backends_do(argument):
+    with pytest.raises(TypeError, match="JSON") as raised:
+        tasks.echo.enqueue(argument)
+    assert isinstance(raised.value, InvalidPayload)  # and so a ValueError, for jobqueue's own callers
+    with pytest.raises(TypeError):
+        tasks.echo.enqueue(x=argument)
     assert not Job.objects.exists()
 
 
@@ -335,6 +341,95 @@ def test_cancelled_task_is_failed_with_a_cancelled_error():
     assert result.errors[0].exception_class_path == "jobqueue.backends.TaskCancelled"
 
 
+# -- attempts: worker_ids and errors ---------------------------------------------------------
+
+
+def test_a_retried_failure_then_a_success_on_another_worker():
+    result = tasks.flaky.enqueue(2)
+    run_worker(worker_id="worker-A", max_jobs=1)
+    Job.objects.get(pk=result.id).run_now()  # the retry is due now, not after its backoff
+    run_worker(worker_id="worker-B")
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL and result.return_value == 2
+    assert result.worker_ids == ["worker-A", "worker-B"] and result.attempts == 2
+    [error] = result.errors
+    assert error.exception_class_path == "builtins.RuntimeError" and "attempt 1 failed" in error.traceback
+
+
+def test_attempts_before_a_requeue_are_kept():
+    result = tasks.flaky.using(max_attempts=1).enqueue(2)
+    run_worker(worker_id="worker-A")
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED and result.worker_ids == ["worker-A"]
+
+    Job.objects.get(pk=result.id).requeue()  # a fresh max_attempts; the first run still happened
+    result.refresh()
+    assert result.status == TaskResultStatus.READY
+    assert result.worker_ids == ["worker-A"] and len(result.errors) == 1
+
+    run_worker(worker_id="worker-B")
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.return_value == 2  # context.attempt counts the run before the requeue
+    assert result.worker_ids == ["worker-A", "worker-B"] and result.attempts == 2
+    assert [e.exception_class_path for e in result.errors] == ["builtins.RuntimeError"]
+
+
+def test_a_requeued_task_cancelled_before_it_runs_again_ends_with_a_cancelled_error():
+    result = tasks.fail.enqueue("first run")
+    run_worker(worker_id="worker-A")
+    job = Job.objects.get(pk=result.id)
+    job.requeue()
+    job.cancel()
+    result.refresh()
+    assert result.status == TaskResultStatus.FAILED and result.worker_ids == ["worker-A"]
+    paths = [e.exception_class_path for e in result.errors]
+    assert paths == ["tests.tasks_app.tasks.CustomError", "jobqueue.backends.TaskCancelled"]
+
+
+def test_a_claim_put_back_before_the_task_ran_is_no_attempt():
+    from jobqueue.worker.lifecycle import claim, unclaim
+
+    result = tasks.add.enqueue(1, 2)
+    assert engine.pop("tasks.default") == [result.id]
+    job, _ = claim(result.id, "worker-A", 1)
+    assert default_task_backend.get_result(result.id).worker_ids == ["worker-A"]  # running now
+    assert unclaim(job)
+    result.refresh()
+    assert result.status == TaskResultStatus.READY
+    assert result.worker_ids == [] and result.errors == []
+    run_worker(worker_id="worker-B")
+    result.refresh()
+    assert result.worker_ids == ["worker-B"] and result.return_value == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("isolation", ["inline", "process"])
+def test_an_attempt_a_stopping_worker_aborted_is_listed_and_counted(tmp_path, isolation):
+    result = tasks.naps_on_first_attempt.enqueue(60)
+    pool = WorkerPool(tmp_path)
+    try:
+        worker = pool.start("--topics", "tasks.default", "--worker-id", "worker-A", "--isolation", isolation)
+        wait_for(lambda: Job.objects.filter(pk=result.id, status="running").exists(), 30, "the task to start")
+        worker.signal(signal.SIGTERM)
+        worker.wait_for_log("finishing the current job")
+        worker.signal(signal.SIGTERM)  # the second signal aborts the task
+        worker.wait()
+    finally:
+        pool.close()
+    result.refresh()
+    assert result.status == TaskResultStatus.READY
+    assert result.worker_ids == ["worker-A"] and result.attempts == 1
+    assert [e.exception_class_path for e in result.errors] == ["jobqueue.worker.runner.WorkerInterrupted"]
+
+    run_worker(worker_id="worker-B")
+    result.refresh()
+    assert result.status == TaskResultStatus.SUCCESSFUL
+    assert result.return_value == 2  # the aborted run was attempt 1
+    assert result.worker_ids == ["worker-A", "worker-B"] and result.attempts == 2
+    assert [e.exception_class_path for e in result.errors] == ["jobqueue.worker.runner.WorkerInterrupted"]
+
+
 # -- signals --------------------------------------------------------------------------------
 
 
@@ -381,6 +476,18 @@ def test_signals_for_a_failing_task_after_retries(task_signals):
         ("finished", TaskResultStatus.FAILED),
     ]
     assert task_signals[-1][2] == TaskResultStatus.FAILED
+
+
+@pytest.mark.parametrize("isolation", ["inline", "process"])
+def test_the_log_line_of_a_failed_task_carries_its_exception(caplog, isolation):
+    result = tasks.fail.enqueue("it broke")
+    run_worker(isolation=isolation)
+    [record] = [r for r in caplog.records if r.name in ("django.tasks", "django_tasks") and "FAILED" in r.getMessage()]
+    assert record.levelno == logging.ERROR and result.id in record.getMessage()
+    assert record.exc_info and record.exc_info[0] is not None
+    logged = logging.Formatter().format(record)
+    assert "tests.tasks_app.tasks.CustomError: it broke" in logged
+    assert "raise CustomError(message)" in logged  # the task's own traceback
 
 
 def test_no_task_signals_for_plain_jobs(task_signals):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
+from django.core import checks
 from django.test.utils import override_settings
 
 from jobqueue import backends, registry
@@ -131,6 +134,18 @@ def test_check_reports_bad_configuration():
     backends._task_topics.discard("t.x-ok")
 
 
+def test_check_reports_jobqueue_missing_from_installed_apps():
+    from django.conf import settings
+
+    backend = task_backends["default"]
+    assert backend.check() == []
+    without = [app for app in settings.INSTALLED_APPS if app != "jobqueue"]
+    with override_settings(INSTALLED_APPS=without):
+        [error] = backend.check()
+    assert error.id == "jobqueue.E205" and error.level == checks.ERROR
+    assert "'jobqueue'" in error.msg and "INSTALLED_APPS" in error.hint
+
+
 def test_a_task_on_a_handler_topic_is_refused():
     clash = {"default": {"BACKEND": "jobqueue.backends.JobQueueBackend", "QUEUES": ["echo"]}}
     with override_settings(TASKS=clash):
@@ -191,3 +206,65 @@ def test_a_jobworker_process_runs_tasks_it_has_never_imported(tmp_path):
     assert len(result.worker_ids) == 1 and result.worker_ids[0] != ""
     failing.refresh_from_db()
     assert failing.status == "failed" and "not a task" in failing.error
+
+
+# -- the tasks framework's next backport ----------------------------------------------------
+
+
+def next_backport(folder: Path) -> None:
+    """Write into ``folder`` a ``django_tasks`` package shaped like the backport release that
+    renames ``InvalidTaskError`` to ``InvalidTask`` with no alias, made from what is installed:
+    the backport itself (Django 5.2), else ``django.tasks``, which the backport copies."""
+    try:
+        import django_tasks
+
+        source, renames = Path(django_tasks.__file__).parent, {"InvalidTaskError": "InvalidTask"}
+    except ModuleNotFoundError:
+        import django.tasks
+
+        source, renames = Path(django.tasks.__file__).parent, {"django.tasks": "django_tasks"}
+        (folder / "django_tasks").mkdir()
+        (folder / "django_tasks" / "utils.py").write_text("from django.utils.json import normalize_json  # noqa\n")
+    for path in source.rglob("*.py"):
+        text = path.read_text()
+        for old, new in renames.items():
+            text = text.replace(old, new)
+        target = folder / "django_tasks" / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+
+#: Imports jobqueue through that backport, with ``django.tasks`` hidden as on Django 5.2.
+IMPORT_THROUGH_THE_BACKPORT = """
+import sys
+
+sys.modules["django.tasks"] = None
+import django
+
+django.setup()
+from django_tasks import exceptions
+from jobqueue import tasks_compat
+from tests.tasks_app import tasks
+
+assert not hasattr(exceptions, "InvalidTaskError")
+assert tasks_compat.PACKAGE == "django_tasks", tasks_compat.PACKAGE
+assert tasks_compat.InvalidTask is exceptions.InvalidTask
+try:
+    tasks.add.using(priority=1000)
+except exceptions.InvalidTask as exc:
+    print("refused:", exc)
+"""
+
+
+def test_the_backport_release_that_renames_invalid_task_error_is_supported(tmp_path):
+    import subprocess
+
+    from tests.workerutil import REPO_ROOT, child_env
+
+    next_backport(tmp_path)
+    env = child_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env["PYTHONPATH"]])
+    done = subprocess.run([sys.executable, "-c", IMPORT_THROUGH_THE_BACKPORT], cwd=REPO_ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "refused: priority must be" in done.stdout

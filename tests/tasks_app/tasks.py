@@ -47,6 +47,14 @@ def flaky(context, succeed_on):
     return context.attempt
 
 
+@task(takes_context=True, timeout=120)
+def naps_on_first_attempt(context, seconds):
+    # Long enough on its first attempt for a worker to be stopped in the middle of it.
+    if context.attempt == 1:
+        time.sleep(seconds)
+    return context.attempt
+
+
 @task
 async def async_add(a, b):
     await asyncio.sleep(0.01)
