@@ -6,6 +6,11 @@ to ``SET <topic cron key>:<period> NX`` in Redis is the only one that enqueues.
 Missed periods are not replayed: a worker that starts late enqueues only the most
 recent due period, and a schedule first seen now starts with the current minute.
 Schedules read the current time zone (``TIME_ZONE``); a paused topic is skipped.
+
+Expressions are read and searched by ``cronsim``, the cron library of healthchecks.io:
+small, typed, without dependencies, able to search backwards, and faithful to Debian's
+Vixie cron, DST transitions included (``croniter``, maintained again by pallets-eco,
+reads ``*/9`` in a day field unlike Vixie cron and needs ``python-dateutil``).
 """
 
 from __future__ import annotations
@@ -15,117 +20,43 @@ import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from cronsim import CronSim, CronSimError
+
 if TYPE_CHECKING:
     from .models import Job, Topic
 
 logger = logging.getLogger("jobqueue.cron")
-
-_RANGES = [(0, 59), (0, 23), (1, 31), (1, 12), (0, 6)]
-
-
-def _parse_field(text: str, low: int, high: int) -> frozenset[int]:
-    values: set[int] = set()
-    for part in text.split(","):
-        step = 1
-        if "/" in part:
-            part, step_text = part.split("/", 1)
-            if not step_text.isdigit() or int(step_text) < 1:
-                raise ValueError(f"bad step {step_text!r}")
-            step = int(step_text)
-        if part == "*":
-            start, end = low, high
-        elif "-" in part:
-            a, b = part.split("-", 1)
-            if not (a.isdigit() and b.isdigit()):
-                raise ValueError(f"bad range {part!r}")
-            start, end = int(a), int(b)
-        elif part.isdigit():
-            start = end = int(part)
-            if step != 1:
-                end = high
-        else:
-            raise ValueError(f"bad value {part!r}")
-        if high == 6 and end == 7:  # 7 is Sunday too
-            end = 6 if start != 7 else 0
-            start = min(start, end)
-        if not (low <= start <= high and low <= end <= high and start <= end):
-            raise ValueError(f"{part!r} is outside {low}-{high}")
-        values.update(range(start, end + 1, step))
-    return frozenset(values)
 
 
 class CronSchedule:
     """``CronSchedule("*/5 * * * *").next_after(now)`` gives the next matching minute."""
 
     def __init__(self, expression: str):
-        fields = expression.split()
-        if len(fields) != 5:
+        if len(expression.split()) != 5:
             raise ValueError(
                 f"Cron expression {expression!r} must have 5 fields (minute hour day month weekday)."
             )
         try:
-            parsed = [_parse_field(f, lo, hi) for f, (lo, hi) in zip(fields, _RANGES, strict=True)]
-        except ValueError as exc:
-            raise ValueError(f"Invalid cron expression {expression!r}: {exc}") from None
+            CronSim(expression, dt.datetime(2000, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(f"Invalid cron expression {expression!r}: {exc}.") from None
         self.expression = expression
-        self.minutes, self.hours, self.days, self.months, self.weekdays = parsed
-        self._any_day = fields[2] == "*"
-        self._any_weekday = fields[4] == "*"
-
-    def matches(self, when: dt.datetime) -> bool:
-        if when.minute not in self.minutes or when.hour not in self.hours or when.month not in self.months:
-            return False
-        day_ok = when.day in self.days
-        weekday_ok = (when.isoweekday() % 7) in self.weekdays
-        if self._any_day or self._any_weekday:
-            return day_ok and weekday_ok
-        return day_ok or weekday_ok
-
 
     def next_after(self, when: dt.datetime) -> dt.datetime:
         """The first matching minute strictly after ``when`` (same time zone)."""
-        start = when.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-        found = self._search(start, forward=True)
-        if found is None:
-            raise ValueError(f"Cron expression {self.expression!r} never matches.")
-        return found
+        try:
+            return next(CronSim(self.expression, when.replace(second=0, microsecond=0)))
+        except StopIteration:
+            raise ValueError(f"Cron expression {self.expression!r} never matches.") from None
 
     def previous(self, when: dt.datetime) -> dt.datetime | None:
-        """The last matching minute at or before ``when`` (``None`` if none in years)."""
-        return self._search(when.replace(second=0, microsecond=0), forward=False)
-
-    def _day_matches(self, when: dt.datetime) -> bool:
-        day_ok = when.day in self.days
-        weekday_ok = (when.isoweekday() % 7) in self.weekdays
-        if self._any_day or self._any_weekday:
-            return day_ok and weekday_ok
-        return day_ok or weekday_ok
-
-    def _search(self, start: dt.datetime, forward: bool) -> dt.datetime | None:
-        """Walk from ``start`` to the nearest matching minute, skipping whole months,
-        days and hours that cannot match (wall-clock time, the zone kept as is)."""
-        tz = start.tzinfo
-        c = start.replace(tzinfo=None)
-        minute = dt.timedelta(minutes=1)
-        limit = c + dt.timedelta(days=SEARCH_YEARS * 366) * (1 if forward else -1)
-        while (c <= limit) if forward else (c >= limit):
-            if c.month not in self.months:
-                first = c.replace(day=1, hour=0, minute=0)
-                c = (first + dt.timedelta(days=32)).replace(day=1) if forward else first - minute
-            elif not self._day_matches(c):
-                midnight = c.replace(hour=0, minute=0)
-                c = midnight + dt.timedelta(days=1) if forward else midnight - minute
-            elif c.hour not in self.hours:
-                c = c.replace(minute=0) + dt.timedelta(hours=1) if forward else c.replace(minute=0) - minute
-            elif c.minute not in self.minutes:
-                c = c + minute if forward else c - minute
-            else:
-                return c.replace(tzinfo=tz)
-        return None
+        """The last matching minute at or before ``when`` (``None`` if none in 50 years)."""
+        # Backwards, cronsim starts strictly before its start: one second past the minute.
+        # (replace(), not arithmetic, keeps ``fold``: which pass of a repeated hour.)
+        start = when.replace(second=1, microsecond=0)
+        return next(CronSim(self.expression, start, reverse=True), None)
 
 
-#: How far :meth:`CronSchedule.next_after` and :meth:`CronSchedule.previous` look.
-SEARCH_YEARS = 5
 #: Seconds a period's claim in Redis outlives the start of the next period.
 CLAIM_MARGIN_SECONDS = 3600
 

@@ -3,7 +3,7 @@
 # then run scripts/run_demo.py in it (Redis, migrations, admin user, web server and
 # worker; Ctrl-C stops everything). Arguments are passed on, e.g. --port 8080.
 #
-#   PYTHON     the interpreter that makes the virtualenv (default: python3, 3.10 or newer)
+#   PYTHON     the interpreter that makes the virtualenv (default: python3, 3.11 or newer)
 #   DEMO_VENV  where the virtualenv goes (default: .venv)
 #   REDIS_URL  use this Redis instead of starting an embedded one
 set -euo pipefail
@@ -14,11 +14,11 @@ PYTHON=${PYTHON:-python3}
 VENV=${DEMO_VENV:-.venv}
 
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
-    echo "demo: $PYTHON not found; set PYTHON to a Python 3.10+ interpreter" >&2
+    echo "demo: $PYTHON not found; set PYTHON to a Python 3.11+ interpreter" >&2
     exit 1
 fi
-if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
-    echo "demo: $("$PYTHON" --version 2>&1) is too old; jobqueue needs Python 3.10 or newer (set PYTHON)" >&2
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+    echo "demo: $("$PYTHON" --version 2>&1) is too old; jobqueue needs Python 3.11 or newer (set PYTHON)" >&2
     exit 1
 fi
 if [ -e "$VENV" ] && [ ! -d "$VENV" ]; then

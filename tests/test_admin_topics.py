@@ -152,7 +152,11 @@ def test_edited_runtime_settings_survive_handler_sync(root):
 
 @pytest.mark.parametrize(
     ("field", "value", "text"),
-    [("cron", "every day", "5 fields"), ("next_topic", "Bad Name", "Invalid topic name")],
+    [
+        ("cron", "every day", "5 fields"),
+        ("cron", "0 0 30 2 *", "day-of-month"),  # could never run
+        ("next_topic", "Bad Name", "Invalid topic name"),
+    ],
 )
 def test_runtime_settings_are_validated(root, field, value, text):
     echo = Topic.objects.get(name="echo")
