@@ -1,0 +1,1 @@
+"""Every change of a job's status, in one place: see :mod:`jobqueue.transitions.table`."""
