@@ -84,22 +84,22 @@ def enqueue_floor(n: int) -> float | None:
 
     from django.db import connection
 
-    from jobqueue import statements
     from jobqueue.engine import TopicKeys, get_redis
     from jobqueue.engine.scripts import script
     from jobqueue.models import Job
+    from jobqueue.transitions import fastsql
 
     if connection.vendor != "postgresql":
         return None
     reset()
     job, _ = Job.objects.build("noop", {})
-    params = statements._prep_row(Job, statements.JOB_FIELDS, job, connection)
-    insert = statements._insert_sql(Job, connection.alias)
-    at = [f.attname for f in statements.JOB_FIELDS].index("id")
+    params = fastsql._prep_row(Job, fastsql.JOB_FIELDS, job, connection)
+    insert = fastsql.statement("insert_job", connection.alias)
+    at = [f.attname for f in fastsql.JOB_FIELDS].index("id")
     r, k = get_redis(), TopicKeys("noop")
     keys = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake]
     push = script(r, "push")
-    with statements._cursor(connection) as cursor:
+    with fastsql._cursor(connection) as cursor:
         def one() -> None:
             params[at] = uuid.uuid4()
             cursor.execute(insert, params)

@@ -54,7 +54,6 @@ from django.db import transaction
 
 from . import registry
 from .exceptions import DuplicateJob, InvalidJob, InvalidPayload
-from .signals import SCOPED_RECEIVERS, job_finished, job_started
 from .tasks_compat import (
     BaseTaskBackend,
     InvalidTask,
@@ -70,6 +69,7 @@ from .tasks_compat import (
     task_finished,
     task_started,
 )
+from .transitions.hooks import hooks
 from .validation import validate_entity_id, validate_positive_int, validate_topic_name
 
 logger = logging.getLogger("jobqueue.tasks")
@@ -561,11 +561,21 @@ def _send(signal: Any, backend: JobQueueBackend, result: Any) -> None:
             logger.error("Receiver %r of a task signal failed for task %s: %r", receiver, result.id, outcome)
 
 
+class _TaskBridge:
+    """Tells the tasks framework when a task job starts and finishes (a transitions hook)."""
+
+    def acts_on(self, job: Any) -> bool:
+        return _task_backend_of(job) is not None
+
+    def started(self, job: Any) -> None:
+        _on_job_started(None, job)
+
+    def finished(self, job: Any) -> None:
+        _on_job_finished(None, job)
+
+
 def connect_signals() -> None:
-    job_started.connect(_on_job_started, dispatch_uid="jobqueue.backends.started")
-    job_finished.connect(_on_job_finished, dispatch_uid="jobqueue.backends.finished")
-    # Jobs of other topics may skip the signals (the worker's one-statement success).
-    SCOPED_RECEIVERS["jobqueue.backends.finished"] = lambda job: _task_backend_of(job) is not None
+    hooks.add("jobqueue.tasks", _TaskBridge())
 
 
 __all__ = [

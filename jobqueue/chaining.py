@@ -1,8 +1,11 @@
 """Chaining: a succeeded job's ``Next(...)`` (or its topic's ``next_topic``) becomes a new job.
 
-The receiver runs inside the transaction that records the success, so a
-finished job never lacks its successor, and a retried acknowledgement (which
-finds the job already succeeded) never creates two.
+This module is the data side: what a handler's return value asks for and how it
+is stored and sent between processes. The successors are created by the
+``succeed`` transition (:func:`jobqueue.transitions.followups.chain`), inside the
+transaction that records the success, so a finished job never lacks its
+successor, and a retried acknowledgement (which finds the job already
+succeeded) never creates two.
 
 A chain read from data (a result ``{"next_topic": ..., "data": ...}``, a script's
 ``output.json``) may come from whoever wrote the payload, so it never leads into a
@@ -78,28 +81,3 @@ def from_wire(data: Any) -> Any:
             (Next.read if n["from_data"] else Next)(n["topic"], n["data"], **n["options"]) for n in data["next"]
         ]
     return data["value"]
-
-
-def on_job_succeeded(sender: Any, job: Any, result: Any = None, **kwargs: Any) -> None:
-    from .exceptions import ProtectedTopic
-    from .models import Job
-    from .permissions import is_protected
-
-    items = next_jobs(result)
-    if not items and job.topic.next_topic:
-        data = result if result is not None else job.payload
-        items = [Next(job.topic.next_topic, data)]
-    for item in items:
-        if item.from_data and is_protected(item.topic):
-            raise ProtectedTopic(
-                f"The result asks to chain into {item.topic!r}, which is or leads into a topic whose jobs need "
-                f"a permission: a chain read from a result never does (return Next(...) from code, or set the "
-                f"topic's next_topic)."
-            )
-        Job.objects.enqueue(item.topic, item.data, parent=job, **item.options)
-
-
-def connect_chaining() -> None:
-    from .signals import CHAINING_UID, job_succeeded
-
-    job_succeeded.connect(on_job_succeeded, dispatch_uid=CHAINING_UID)

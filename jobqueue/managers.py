@@ -10,14 +10,12 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
-import logging
 import operator
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-import redis
 from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import Count
 from django.utils import timezone
@@ -35,8 +33,6 @@ from .validation import (
 
 if TYPE_CHECKING:
     from .models import Job, Topic
-
-logger = logging.getLogger("jobqueue")
 
 #: Seconds a resolved Topic row is reused by enqueue() in this process (saves a query per job).
 TOPIC_CACHE_SECONDS = 2.0
@@ -140,7 +136,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         timeout: int | None = None,
     ) -> tuple[Job, list[Any]]:
         """Validate everything and return an unsaved Job plus its dependency ids."""
-        from .models import JobStatus, Topic
+        from .models import FRESH_JOB, JobStatus, Topic
 
         if (topic.name if isinstance(topic, Topic) else topic) == "shell":
             from .shell import check_enqueue  # refused while the shell topic is off
@@ -172,29 +168,20 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         else:
             status = JobStatus.QUEUED
         values = {
+            **FRESH_JOB,
             "id": uuid.uuid4(),
             "topic_id": topic_obj.name,
             "status": status,
             "priority": priority,
             "payload": payload,
-            "result": None,
-            "error": "",
-            "progress": 0,
-            "progress_message": "",
-            "stage": "",
             "entity_id": entity_id,
             "parent_id": parent_id,
-            "has_dependents": False,
-            "attempts": 0,
             "max_attempts": max_attempts,
             "run_after": when,
             "timeout": timeout,
-            "worker_id": "",
             "created_at": now,
             "updated_at": now,
             "queued_at": now if status == JobStatus.QUEUED else None,
-            "started_at": None,
-            "finished_at": None,
         }
         # Positional construction skips Model.__init__'s keyword and default handling,
         # which dominates the cost of enqueue_many() for thousands of jobs.
@@ -218,13 +205,13 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         """
         job, dep_ids = self.build(topic, payload, **kwargs)
         db = router.db_for_write(self.model)
+        from .transitions import create  # the transitions sit above the models
+
         if not job.entity_id and not dep_ids:
             # One INSERT: in autocommit it commits (and pushes) at once, inside a
             # transaction the push waits for its commit.
-            from .statements import insert_job
-
-            insert_job(job, db)
-            self._after_create([job], db)
+            create.insert(job, db)
+            create.created([job], db)
             return job
         with transaction.atomic(using=db):
             if job.entity_id:
@@ -233,7 +220,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
                     return self._merge_duplicate(existing, job, raise_priority)
             try:
                 with transaction.atomic(using=db):
-                    job.save(force_insert=True, using=db)
+                    create.insert(job, db, fast=False)
             except IntegrityError:
                 existing = self._active_for_entity(job) if job.entity_id else None
                 if existing is None:
@@ -241,7 +228,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
                 return self._merge_duplicate(existing, job, raise_priority)
             if dep_ids:
                 self._add_dependencies(job, dep_ids)
-            self._after_create([job], db)
+            create.created([job], db)
         return job
 
     def enqueue_many(self, items: Iterable[Mapping[str, Any] | Sequence[Any]]) -> list[Job]:
@@ -286,10 +273,12 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         for offset, job in enumerate(simple):
             if job.status == JobStatus.QUEUED:
                 job.queued_at = base + dt.timedelta(microseconds=offset)
+        from .transitions import create  # the transitions sit above the models
+
         db = router.db_for_write(self.model)
         with transaction.atomic(using=db):
             created = self._insert_many(simple, db)
-            self._after_create(created, db)
+            create.created(created, db)
             deduped = [self.enqueue(**kwargs) for kwargs in special]
         plain, other = iter(created), iter(deduped)
         return [next(other) if flag else next(plain) for flag in is_special]
@@ -401,30 +390,3 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         through = self.model.depends_on.through
         through.objects.bulk_create([through(from_job_id=job.pk, to_job_id=dep) for dep in dep_ids])
         self.filter(pk__in=dep_ids, has_dependents=False).update(has_dependents=True)
-
-    def _after_create(self, jobs: list[Job], db: str) -> None:
-        from .signals import job_enqueued
-
-        for job in jobs:
-            job_enqueued.send(sender=self.model, job=job)
-        pushable = [job for job in jobs if job.status in ("queued", "scheduled")]
-        if pushable:
-            transaction.on_commit(lambda: push_committed(pushable), using=db)
-
-
-def push_committed(jobs: list[Job]) -> None:
-    """Push jobs whose rows just committed. If Redis cannot be reached, the jobs are safe
-    in the database and a worker pushes them within about ``RECONCILE_SECONDS`` (no retry
-    here: a blip outlasts an immediate one, and the caller's request should not wait)."""
-    from . import engine
-
-    try:
-        if len(jobs) == 1:
-            engine.push_job(jobs[0])
-        else:
-            engine.push_jobs(jobs)
-    except redis.RedisError as exc:
-        shown = ", ".join(str(job.pk) for job in jobs[:3]) + (f" and {len(jobs) - 3} more" if len(jobs) > 3 else "")
-        logger.warning("Redis unavailable after committing job(s) %s (%s): they are kept in the database, and "
-                       "a worker pushes them within about %s s (a scheduled job once it is due).",
-                       shown, exc, settings.RECONCILE_SECONDS)

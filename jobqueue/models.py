@@ -11,15 +11,15 @@ import uuid
 from typing import Any
 
 from django.core.validators import RegexValidator
-from django.db import IntegrityError, models, transaction
+from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .conf import settings
-from .exceptions import DuplicateJob, InvalidTransition
+from .exceptions import InvalidTransition  # noqa: F401 - documented in the methods' docstrings
 from .managers import JobManager, TopicManager
-from .validation import TOPIC_NAME_RE, validate_priority
+from .validation import TOPIC_NAME_RE
 
 
 class Isolation(models.TextChoices):
@@ -233,17 +233,8 @@ class Job(models.Model):
             return self.finished_at - self.started_at
         return None
 
-    # -- state transitions -------------------------------------------------------------
-
-    def _guarded_update(self, from_statuses: tuple[str, ...] | list[str], **values: Any) -> bool:
-        """Apply ``values`` only if the row is still in one of ``from_statuses``."""
-        values.setdefault("updated_at", timezone.now())
-        won = type(self)._default_manager.filter(pk=self.pk, status__in=list(from_statuses)).update(**values)
-        if won:
-            for name, value in values.items():
-                if not hasattr(value, "resolve_expression"):
-                    setattr(self, name, value)
-        return bool(won)
+    # -- state transitions: see jobqueue.transitions --------------------------------------
+    # The imports below are inside the methods: the transitions sit above the models.
 
     def cancel(self, reason: str = "") -> bool:
         """Cancel a pending job now, or ask a running one to abort.
@@ -251,78 +242,27 @@ class Job(models.Model):
         Returns ``True`` if the job is (or will be) cancelled; raises
         :class:`InvalidTransition` for a finished job.
         """
-        from . import engine
+        from .transitions import manual
 
-        now = timezone.now()
-        message = reason or "cancelled"
-        if self._guarded_update(PENDING_STATUSES, status=JobStatus.CANCELLED, finished_at=now, error=message):
-            topic, job_id, entity = self.topic_id, str(self.pk), self.entity_id
-            transaction.on_commit(lambda: engine.safe_call(engine.remove, topic, job_id, entity))
-            from .signals import send_finished
-
-            # This object may predate its dependents; their cancellation must not wait for a sweep.
-            self.refresh_from_db(fields=["has_dependents"])
-            send_finished(self)
-            return True
-        self.refresh_from_db(fields=["status"])
-        if self.status == JobStatus.RUNNING:
-            topic, job_id = self.topic_id, str(self.pk)
-            transaction.on_commit(lambda: engine.safe_call(engine.request_abort, topic, job_id))
-            return True
-        raise InvalidTransition(f"Job {self.pk} is {self.status}; only a pending or running job can be cancelled.")
+        return manual.cancel(self, reason)
 
     def requeue(self, *, reset_attempts: bool = True) -> None:
         """Put a failed or cancelled job back in its queue."""
-        from . import engine
+        from .transitions import manual
 
-        now = timezone.now()
-        values: dict[str, Any] = {
-            "status": JobStatus.QUEUED,
-            "queued_at": now,
-            "finished_at": None,
-            "error": "",
-            "worker_id": "",
-            "run_after": None,
-        }
-        if reset_attempts:
-            values["attempts"] = 0
-        try:
-            with transaction.atomic():  # a savepoint: the caller's transaction survives a refusal
-                won = self._guarded_update((JobStatus.FAILED, JobStatus.CANCELLED), **values)
-        except IntegrityError:
-            active = type(self)._default_manager.filter(
-                topic_id=self.topic_id, entity_id=self.entity_id, status__in=ACTIVE_STATUSES
-            )
-            raise DuplicateJob(
-                f"Entity {self.entity_id!r} already has an active job in topic {self.topic_id!r}; "
-                f"job {self.pk} cannot be requeued.",
-                existing_id=active.values_list("pk", flat=True).first(),
-            ) from None
-        if not won:
-            self.refresh_from_db(fields=["status"])
-            raise InvalidTransition(f"Job {self.pk} is {self.status}; only a failed or cancelled job can be requeued.")
-        transaction.on_commit(lambda: engine.safe_call(engine.push_job, self))
+        manual.requeue(self, reset_attempts=reset_attempts)
 
     def run_now(self) -> None:
         """Move a scheduled job to the front of its wait: queue it now."""
-        from . import engine
+        from .transitions import manual
 
-        now = timezone.now()
-        if not self._guarded_update((JobStatus.SCHEDULED,), status=JobStatus.QUEUED, queued_at=now, run_after=None):
-            self.refresh_from_db(fields=["status"])
-            raise InvalidTransition(f"Job {self.pk} is {self.status}; only a scheduled job can be run now.")
-        transaction.on_commit(lambda: engine.safe_call(engine.push_job, self))
+        manual.run_now(self)
 
     def set_priority(self, priority: int) -> None:
         """Change the priority of a pending job, in the database and in its Redis queue."""
-        from . import engine
+        from .transitions import manual
 
-        validate_priority(priority)
-        if not self._guarded_update(PENDING_STATUSES, priority=priority):
-            self.refresh_from_db(fields=["status"])
-            raise InvalidTransition(f"Job {self.pk} is {self.status}; only a pending job's priority can change.")
-        topic, job_id = self.topic_id, str(self.pk)
-        transaction.on_commit(lambda: engine.safe_call(engine.change_priority, topic, job_id, priority))
+        manual.set_priority(self, priority)
 
     def set_progress(self, percent: float | None = None, message: str = "", stage: str = "") -> None:
         """Record progress (0-100) with an optional message and stage; throttled while running."""
@@ -407,12 +347,24 @@ class Execution(models.Model):
         return f"{self.job_id} #{self.attempt} {self.outcome}"
 
 
+#: The columns ``enqueue()`` sets on every new job (from the topic, its arguments and the clock).
+ENQUEUE_SETS = frozenset({
+    "id", "topic_id", "status", "priority", "payload", "max_attempts", "timeout", "created_at", "updated_at",
+    "queued_at",
+})
+#: What a new job holds in every other column unless an argument says otherwise
+#: (``entity_id``, ``parent``, ``run_after``): the model's own defaults.
+FRESH_JOB: dict[str, Any] = {
+    f.attname: f.get_default() for f in Job._meta.concrete_fields if f.attname not in ENQUEUE_SETS
+}
+
 __all__ = [
     "ACTIVE_STATUSES",
     "FINISHED_STATUSES",
     "PENDING_STATUSES",
     "Execution",
     "ExecutionOutcome",
+    "FRESH_JOB",
     "Isolation",
     "Job",
     "JobStatus",

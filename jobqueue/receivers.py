@@ -13,13 +13,11 @@ def sync_topics_after_migrate(sender: Any, using: str = "default", **kwargs: Any
 
 
 def connect() -> None:
-    """Connect chaining (a finished job's next topic) and the Topic cache invalidation."""
+    """Connect the Topic cache invalidation."""
     from django.db.models.signals import post_delete, post_save
 
-    from .chaining import connect_chaining
     from .managers import clear_topic_cache
     from .models import Topic
 
-    connect_chaining()
     post_save.connect(clear_topic_cache, sender=Topic, dispatch_uid="jobqueue.topic_cache.save")
     post_delete.connect(clear_topic_cache, sender=Topic, dispatch_uid="jobqueue.topic_cache.delete")

@@ -12,12 +12,12 @@
 
 A job whose dependencies are not all finished is ``waiting``; it is queued when
 all succeeded. One that failed or was cancelled cancels its dependents (and
-theirs), each with an ``error`` naming the dependency.
+theirs), each with an ``error`` naming the dependency (both done by the
+transitions: :func:`jobqueue.transitions.followups.release_dependents`).
 """
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -52,43 +52,6 @@ def status_for_dependencies(manager: JobManager, dep_ids: list[uuid.UUID]) -> st
     return JobStatus.WAITING
 
 
-def release_dependents(job: Any) -> None:
-    """After ``job`` finished: queue dependents whose dependencies all succeeded, or
-    cancel them (with the reason) if ``job`` failed or was cancelled.
-
-    Cancelling a dependent sends its own ``job_finished``, which cancels its
-    dependents in turn: a failure travels down the whole graph.
-    """
-    from django.db import transaction
-    from django.db.models import Exists, OuterRef
-    from django.utils import timezone
-
-    from . import engine
-    from .models import Job, JobStatus
-
-    waiting = Job.objects.filter(depends_on=job, status=JobStatus.WAITING)
-    if job.status != JobStatus.SUCCEEDED:
-        from .signals import send_finished
-
-        reason = f"Cancelled: dependency {job.pk} ({job.topic_id}) {job.status}"
-        for dependent in waiting:
-            if dependent._guarded_update(
-                (JobStatus.WAITING,), status=JobStatus.CANCELLED, finished_at=timezone.now(), error=reason
-            ):
-                send_finished(dependent)
-        return
-    unfinished = Job.depends_on.through.objects.filter(
-        from_job=OuterRef("pk"), to_job__status__in=[s for s in JobStatus.values if s != JobStatus.SUCCEEDED]
-    )
-    ready = list(waiting.exclude(Exists(unfinished)))
-    now = timezone.now()
-    for dependent in ready:
-        due = dependent.run_after is None or dependent.run_after <= now
-        status = JobStatus.QUEUED if due else JobStatus.SCHEDULED
-        if dependent._guarded_update((JobStatus.WAITING,), status=status, queued_at=now if due else None):
-            transaction.on_commit(functools.partial(engine.safe_call, engine.push_job, dependent))
-
-
 # -- dependencies of existing jobs ---------------------------------------------------
 
 
@@ -117,8 +80,8 @@ def add_dependencies(job: Job, depends_on: Iterable[Job | uuid.UUID | str]) -> J
     """
     from django.db import router, transaction
 
-    from . import engine
     from .models import PENDING_STATUSES, Job, JobStatus
+    from .transitions import manual
 
     manager = Job.objects
     dep_ids = list(dict.fromkeys(manager._job_id(d, "depends_on") for d in depends_on))
@@ -138,11 +101,7 @@ def add_dependencies(job: Job, depends_on: Iterable[Job | uuid.UUID | str]) -> J
         manager._add_dependencies(job, [d for d in dep_ids if d not in known])
         if status == JobStatus.WAITING and job.status != JobStatus.WAITING:
             # Guarded: if a worker took the job meanwhile, the new edges roll back.
-            if not job._guarded_update((JobStatus.QUEUED, JobStatus.SCHEDULED), status=JobStatus.WAITING,
-                                       queued_at=None):
-                raise InvalidTransition(f"Job {job.pk} started before its new dependencies were recorded.")
-            topic, job_id, entity = job.topic_id, str(job.pk), job.entity_id
-            transaction.on_commit(lambda: engine.safe_call(engine.remove, topic, job_id, entity))
+            manual.hold(job)
     return job
 
 

@@ -17,6 +17,7 @@ from jobqueue.exceptions import DuplicateJob, InvalidJob, InvalidPayload, Payloa
 from jobqueue.managers import JobManager
 from jobqueue.models import Job, JobStatus
 from jobqueue.signals import job_enqueued
+from tests.states import force
 
 # Real commits, so on-commit pushes run as in production. Tests that need no commit are
 # marked plain django_db instead: flushing the database after each test is slow.
@@ -287,7 +288,7 @@ def test_same_entity_while_scheduled_returns_the_scheduled_job(redis_client):
 
 def test_same_entity_while_running_is_refused():
     first = Job.objects.enqueue("echo", entity_id="e")
-    assert first._guarded_update((JobStatus.QUEUED,), status=JobStatus.RUNNING)
+    assert force(first, (JobStatus.QUEUED,), status=JobStatus.RUNNING)
     with pytest.raises(DuplicateJob) as info:
         Job.objects.enqueue("echo", entity_id="e", priority=50)
     assert info.value.existing_id == first.pk
@@ -297,7 +298,7 @@ def test_same_entity_while_running_is_refused():
 
 def test_same_entity_after_the_job_finished_is_a_new_job():
     first = Job.objects.enqueue("echo", entity_id="e")
-    assert first._guarded_update((JobStatus.QUEUED,), status=JobStatus.SUCCEEDED)
+    assert force(first, (JobStatus.QUEUED,), status=JobStatus.SUCCEEDED)
     second = Job.objects.enqueue("echo", entity_id="e")
     assert second.pk != first.pk
     assert engine.queue_ids("echo") == ids([first, second])  # the finished id is the worker's to ack

@@ -10,9 +10,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from jobqueue import engine, statements
+from jobqueue import engine
 from jobqueue.models import Execution, Job, JobStatus
 from jobqueue.signals import job_started
+from jobqueue.transitions import fastsql
 from jobqueue.worker import Worker
 
 from .workerutil import jobqueue_settings, run_worker
@@ -155,7 +156,7 @@ def test_hot_statements_are_prepared_on_postgresql_only():
         # Django's own statements are not prepared (Django leaves preparing off for poolers).
         assert not any("django_" in s or "auth_" in s for s in prepared)
     else:
-        with statements._cursor(connection) as cursor:
+        with fastsql._cursor(connection) as cursor:
             assert type(cursor).__module__.startswith("django.")
 
 
@@ -164,7 +165,7 @@ def test_prepared_statements_can_be_turned_off():
     with jobqueue_settings(PREPARED_STATEMENTS=False):
         Job.objects.enqueue("echo", {"x": 1})
         run_worker("echo")
-        with statements._cursor(connection) as cursor:
+        with fastsql._cursor(connection) as cursor:
             assert type(cursor).__module__.startswith("django.")
     if POSTGRES:
         assert prepared_statements() == []
@@ -178,7 +179,7 @@ def test_a_pooler_setting_of_the_database_keeps_statements_unprepared(monkeypatc
     if not POSTGRES:
         options.pop("prepare_threshold")  # not a SQLite option
     Job.objects.enqueue("echo", {"x": 1})
-    with statements._cursor(connection) as cursor:
+    with fastsql._cursor(connection) as cursor:
         assert type(cursor).__module__.startswith("django.")
     if POSTGRES:
         assert prepared_statements() == []
@@ -198,7 +199,7 @@ def test_failed_statement_raises_django_errors_and_leaves_the_connection_usable(
     twin, _ = Job.objects.build("echo", {"x": 2})
     twin.pk = job.pk
     with pytest.raises(IntegrityError):
-        statements.insert_job(twin, "default")
+        fastsql.insert_job(twin, "default")
     assert Job.objects.filter(pk=job.pk).count() == 1
     assert Job.objects.enqueue("echo", {"x": 3}).status == JobStatus.QUEUED
 
@@ -208,8 +209,8 @@ def test_parameters_are_what_django_would_send():
     job.entity_id = "e-1"
     execution = Execution(job=job, attempt=2, worker_id="w", hostname="h", pid=7, started_at=timezone.now(),
                           finished_at=timezone.now(), outcome="succeeded", duration=0.5)
-    for model, fields, obj in ((Job, statements.JOB_FIELDS, job), (Execution, statements.EXECUTION_FIELDS, execution)):
-        ours = statements._prep_row(model, fields, obj, connection)
+    for model, fields, obj in ((Job, fastsql.JOB_FIELDS, job), (Execution, fastsql.EXECUTION_FIELDS, execution)):
+        ours = fastsql._prep_row(model, fields, obj, connection)
         django = [f.get_db_prep_save(getattr(obj, f.attname), connection) for f in fields]
         for field, mine, theirs in zip(fields, ours, django, strict=True):
             # JSON goes through Django either way (its adapter object has no equality).
@@ -224,7 +225,7 @@ def test_a_naive_datetime_still_goes_through_django(settings):
     naive = dt.datetime(2030, 1, 1, 12, 0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # Django warns about naive datetimes
-        prepared = statements._prep(Job, "run_after", naive, connection)
+        prepared = fastsql._prep(Job, "run_after", naive, connection)
         expected = Job._meta.get_field("run_after").get_db_prep_save(naive, connection)
     assert prepared == expected
     if POSTGRES:
@@ -238,10 +239,10 @@ def test_a_plain_job_is_inserted_with_its_fresh_columns_as_constants():
         later = Job.objects.enqueue("echo", {"x": 2}, delay=60)
     inserts = [sql for sql in log.sql if sql.startswith('INSERT INTO "jobqueue_job"')]
     assert len(inserts) == 2
-    assert inserts[0].count("%s") == len(statements.JOB_FIELDS) - len(statements.FRESH_JOB)
-    assert inserts[1].count("%s") == len(statements.JOB_FIELDS)  # run_after set: the full INSERT
+    assert inserts[0].count("%s") == len(fastsql.JOB_FIELDS) - len(fastsql.FRESH_JOB)
+    assert inserts[1].count("%s") == len(fastsql.JOB_FIELDS)  # run_after set: the full INSERT
     row = Job.objects.get(pk=plain.pk)
-    assert {name: getattr(row, name) for name in statements.FRESH_JOB} == statements.FRESH_JOB
+    assert {name: getattr(row, name) for name in fastsql.FRESH_JOB} == fastsql.FRESH_JOB
     assert (row.payload, row.priority, row.status, row.max_attempts, row.timeout) == ({"x": 1}, 7, "queued", 2, 30)
     assert Job.objects.get(pk=later.pk).run_after == later.run_after
 

@@ -8,6 +8,8 @@ from django.db import IntegrityError, transaction
 from jobqueue import engine
 from jobqueue.exceptions import DuplicateJob, InvalidJob, InvalidTransition
 from jobqueue.models import Job, JobStatus, Topic
+from jobqueue.transitions.guard import move
+from tests.states import force
 
 # Real commits, so on-commit pushes run as in production. Tests that need no commit are
 # marked plain django_db instead: flushing the database after each test is slow.
@@ -19,7 +21,7 @@ def ids(jobs):
 
 
 def set_status(job, old, new):
-    assert job._guarded_update((old,), status=new)
+    assert force(job, (old,), status=new)
 
 
 # -- constraints ----------------------------------------------------------------------
@@ -162,7 +164,7 @@ def test_a_cancel_inside_a_rolled_back_transaction_leaves_redis_alone():
 def test_requeue_a_failed_job():
     job = Job.objects.enqueue("echo")
     engine.pop("echo")
-    assert job._guarded_update((JobStatus.QUEUED,), status=JobStatus.FAILED, attempts=2, error="boom")
+    assert force(job, (JobStatus.QUEUED,), status=JobStatus.FAILED, attempts=2, error="boom")
     job.requeue()
     job.refresh_from_db()
     assert (job.status, job.attempts, job.error, job.finished_at) == ("queued", 0, "", None)
@@ -172,7 +174,7 @@ def test_requeue_a_failed_job():
 
 def test_requeue_a_cancelled_job_keeping_its_attempts():
     job = Job.objects.enqueue("echo")
-    assert job._guarded_update((JobStatus.QUEUED,), attempts=1)
+    assert force(job, (JobStatus.QUEUED,), attempts=1)
     job.cancel()
     job.requeue(reset_attempts=False)
     job.refresh_from_db()
@@ -183,7 +185,7 @@ def test_requeue_a_cancelled_job_keeping_its_attempts():
 def test_requeue_when_the_entity_has_a_new_active_job_is_refused_cleanly():
     old = Job.objects.enqueue("echo", entity_id="e")
     engine.ack("echo", engine.pop("echo")[0], "e")  # run and failed
-    assert old._guarded_update((JobStatus.QUEUED,), status=JobStatus.FAILED)
+    assert force(old, (JobStatus.QUEUED,), status=JobStatus.FAILED)
     new = Job.objects.enqueue("echo", entity_id="e")
     with transaction.atomic():
         with pytest.raises(DuplicateJob) as info:
@@ -223,7 +225,7 @@ def test_two_cancels_race_and_only_one_wins():
     stale = Job.objects.get(pk=job.pk)
     set_status(job, JobStatus.QUEUED, JobStatus.RUNNING)
     # The stale copy still says "queued"; the guarded UPDATE sees the real status.
-    assert not stale._guarded_update((JobStatus.QUEUED,), status=JobStatus.CANCELLED)
+    assert not move(stale, "cancel", error="too late")
     assert Job.objects.get(pk=job.pk).status == JobStatus.RUNNING
 
 

@@ -12,6 +12,7 @@ from django.db import transaction
 from jobqueue import engine
 from jobqueue.engine import TopicKeys
 from jobqueue.models import Job, JobStatus, Topic
+from tests.states import force
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -64,11 +65,11 @@ def test_resync_twice_changes_nothing_the_second_time():
 def test_stale_ids_are_dropped():
     kept = Job.objects.enqueue("echo")
     cancelled = Job.objects.enqueue("echo")
-    assert cancelled._guarded_update((JobStatus.QUEUED,), status=JobStatus.CANCELLED)  # Redis not told
+    assert force(cancelled, (JobStatus.QUEUED,), status=JobStatus.CANCELLED)  # Redis not told
     ghost = str(uuid.uuid4())
     engine.push("echo", [(ghost, 9, None)])
     later = Job.objects.enqueue("echo", delay=600)
-    assert later._guarded_update((JobStatus.SCHEDULED,), status=JobStatus.CANCELLED)
+    assert force(later, (JobStatus.SCHEDULED,), status=JobStatus.CANCELLED)
     ghost_scheduled = str(uuid.uuid4())
     engine.schedule("echo", [(ghost_scheduled, time.time() + 60, 0, None)])
 
@@ -116,7 +117,7 @@ def test_running_rows_without_a_lease_get_one(redis_client):
     leased = Job.objects.enqueue("echo")
     engine.pop("echo", count=2, lease_seconds=600, now_ms=int(time.time() * 1000))
     for job in (lost, leased):
-        assert job._guarded_update((JobStatus.QUEUED,), status=JobStatus.RUNNING)
+        assert force(job, (JobStatus.QUEUED,), status=JobStatus.RUNNING)
     k = TopicKeys("echo")
     kept_deadline = redis_client.zscore(k.leases, str(leased.pk))
     redis_client.zrem(k.leases, str(lost.pk))
@@ -133,7 +134,7 @@ def test_running_rows_without_a_lease_get_one(redis_client):
 
 def test_a_running_row_still_in_the_queue_is_taken_out_and_leased():
     job = Job.objects.enqueue("echo")
-    assert job._guarded_update((JobStatus.QUEUED,), status=JobStatus.RUNNING)
+    assert force(job, (JobStatus.QUEUED,), status=JobStatus.RUNNING)
     report = engine.resync(["echo"])
     assert report.dropped == {"echo": 1} and report.leases == {"echo": 1}
     assert engine.depths("echo") == {"queued": 0, "leased": 1, "scheduled": 0}

@@ -42,6 +42,9 @@ class Hooks:
     def __contains__(self, key: str) -> bool:
         return key in self._hooks
 
+    def __len__(self) -> int:
+        return len(self._hooks)
+
     def acts_on(self, job: Any) -> bool:
         return any(hook.acts_on(job) for hook in self._hooks.values())
 

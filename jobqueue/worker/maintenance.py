@@ -10,12 +10,11 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from django.utils import timezone
-
 from .. import engine
 from ..conf import settings
-from ..models import Job, JobStatus
-from .lifecycle import recover
+from ..models import FINISHED_STATUSES, Job, JobStatus
+from ..transitions import recovery
+from ..transitions.followups import release_dependents
 from .reconcile import reconcile as reconcile  # one of the steps, kept in its own module
 
 logger = logging.getLogger("jobqueue.worker")
@@ -26,15 +25,7 @@ HOOKS: list[Callable[[Any], None]] = []
 
 def promote(topics: Iterable[str]) -> int:
     """Queue scheduled jobs that are due; returns how many were promoted."""
-    total = 0
-    for topic in topics:
-        ids = engine.promote_due(topic)
-        if ids:
-            Job.objects.filter(pk__in=ids, status=JobStatus.SCHEDULED).update(
-                status=JobStatus.QUEUED, queued_at=timezone.now(), updated_at=timezone.now()
-            )
-            total += len(ids)
-    return total
+    return sum(recovery.promote(topic) for topic in topics)
 
 
 def reap(topics: Iterable[str]) -> int:
@@ -42,7 +33,7 @@ def reap(topics: Iterable[str]) -> int:
     total = 0
     for topic in topics:
         for job_id in engine.claim_expired(topic, grace_seconds=settings.LEASE_SECONDS):
-            recover(topic, job_id)
+            recovery.recover(topic, job_id)
             total += 1
     return total
 
@@ -53,9 +44,6 @@ def sweep_waiting(limit: int = 100) -> int:
     The finishing worker releases dependents itself; this catches a dependent
     added while its dependency was finishing.
     """
-    from ..models import FINISHED_STATUSES
-    from ..workflow import release_dependents
-
     done = (
         Job.objects.filter(has_dependents=True, status__in=FINISHED_STATUSES, dependents__status=JobStatus.WAITING)
         .distinct()[:limit]

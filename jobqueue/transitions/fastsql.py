@@ -1,9 +1,11 @@
-"""Precompiled statements for the hot paths: enqueueing a job, and the worker's
-claim, success and execution row.
+"""The fast path of the hot transitions: enqueue, and the worker's claim, success and
+Execution row, as the named statements of ``queries.sql``.
 
 Compiling a queryset costs more than running its statement here, so the
-statements every job needs are built once per database alias from the models'
-metadata and run through Django's cursor. Values go through each field's
+statements every job needs are rendered once per database alias from the models'
+metadata and run through Django's cursor. Each has an ORM twin in the transition
+that uses it (:func:`enabled` says which runs; :func:`orm_only` forces the ORM, as
+the property test does). Values go through each field's
 ``get_db_prep_save`` and rows come back through the same converters the ORM uses,
 so SQLite and PostgreSQL behave exactly as with querysets.
 
@@ -19,14 +21,17 @@ import datetime as dt
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
+from importlib import resources
+from types import SimpleNamespace
 from typing import Any, cast
 
 from django.db import connections, router, transaction
 from django.db.models import Field, Model
 
-from .conf import settings
-from .models import Execution, Job, JobStatus
+from ..conf import settings
+from ..models import FRESH_JOB, Execution, Job, JobStatus
 
 try:
     import psycopg
@@ -38,52 +43,55 @@ def _db() -> str:
     return router.db_for_write(Job)
 
 
-@cache
-def _claim_sql(alias: str) -> str:
-    conn = connections[alias]
-    qn = conn.ops.quote_name
-    meta = Job._meta
-    columns = ", ".join(qn(str(f.column)) for f in meta.concrete_fields)
-    # The job's highest Execution number comes back too (see lifecycle.claim): it can be above
-    # ``attempts`` once a requeue reset them or an aborted attempt was not counted.
-    last_execution = (
-        f"(SELECT MAX({qn('attempt')}) FROM {qn(Execution._meta.db_table)} "
-        f"WHERE {qn('job_id')} = {qn(meta.db_table)}.{qn(str(meta.pk.column))})"
-    )
-    return (
-        f"UPDATE {qn(meta.db_table)} SET {qn('status')} = %s, {qn('attempts')} = {qn('attempts')} + 1, "
-        f"{qn('started_at')} = %s, {qn('finished_at')} = NULL, {qn('worker_id')} = %s, {qn('updated_at')} = %s "
-        f"WHERE {qn(str(meta.pk.column))} = %s AND {qn('status')} IN (%s, %s) RETURNING {columns}, {last_execution}"
-    )
-
-
-@cache
-def _succeed_sql(alias: str) -> str:
-    conn = connections[alias]
-    qn = conn.ops.quote_name
-    meta = Job._meta
-    return (
-        f"UPDATE {qn(meta.db_table)} SET {qn('status')} = %s, {qn('result')} = %s, {qn('finished_at')} = %s, "
-        f"{qn('progress')} = 100, {qn('error')} = '', {qn('updated_at')} = %s "
-        f"WHERE {qn(str(meta.pk.column))} = %s AND {qn('status')} = %s AND {qn('attempts')} = %s"
-    )
-
-
 EXECUTION_FIELDS = [f for f in Execution._meta.concrete_fields if not f.primary_key]
 JOB_FIELDS = list(Job._meta.concrete_fields)
+_FRESH_VARYING = [f for f in JOB_FIELDS if f.attname not in FRESH_JOB]
+
+
+def _parse(text: str) -> dict[str, str]:
+    """The statements of ``queries.sql`` by name, comments dropped."""
+    queries: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("-- name: "):
+            current = queries.setdefault(line[len("-- name: "):].strip(), [])
+        elif current is not None and line.strip() and not line.lstrip().startswith("--"):
+            current.append(line.strip())
+    return {name: " ".join(lines) for name, lines in queries.items()}
+
+
+QUERIES = _parse(resources.files(__package__).joinpath("queries.sql").read_text(encoding="utf-8"))
+
+
+class _Table:
+    """A model's quoted names for a template: ``{job.status}``, ``{job.table}``, ``{job.columns}``..."""
+
+    def __init__(self, model: type[Model], fields: list[Any], conn: Any):
+        qn = conn.ops.quote_name
+        self.table = qn(model._meta.db_table)
+        for f in model._meta.concrete_fields:
+            setattr(self, f.attname, qn(str(f.column)))
+        self.columns = ", ".join(qn(str(f.column)) for f in fields)
+        self.marks = ", ".join("%s" for _ in fields)
+        # A parameter in a SELECT list has no column to take its type from.
+        self.typed_marks = ", ".join(f"CAST(%s AS {f.cast_db_type(conn)})" for f in fields)
+        if model is Job:
+            self.fresh_marks = ", ".join(
+                _constant(FRESH_JOB[f.attname]) if f.attname in FRESH_JOB else "%s" for f in fields
+            )
 
 
 @cache
-def _insert_sql(model: type[Model], alias: str, fresh: bool = False) -> str:
-    """``INSERT`` of every column; with ``fresh`` (jobs only) the :data:`FRESH_JOB`
-    columns are SQL constants instead of parameters."""
+def statement(name: str, alias: str) -> str:
+    """The statement ``name`` of ``queries.sql``, rendered for database ``alias``."""
     conn = connections[alias]
-    qn = conn.ops.quote_name
-    fields = EXECUTION_FIELDS if model is Execution else JOB_FIELDS
-    constants = FRESH_JOB if fresh else {}
-    columns = ", ".join(qn(str(f.column)) for f in fields)
-    marks = ", ".join(_constant(constants[f.attname]) if f.attname in constants else "%s" for f in fields)
-    return f"INSERT INTO {qn(model._meta.db_table)} ({columns}) VALUES ({marks})"
+    names = {"job": _Table(Job, JOB_FIELDS, conn), "execution": _Table(Execution, EXECUTION_FIELDS, conn)}
+    rendered: dict[str, str] = {}
+    for query, text in QUERIES.items():  # in file order: a statement may use those above it
+        rendered[query] = text.format(q=SimpleNamespace(**rendered), **names)
+        if query == name:
+            return rendered[query]
+    raise KeyError(f"No statement {name!r} in queries.sql")
 
 
 @contextmanager
@@ -214,14 +222,44 @@ def _from_row(model: type[Model], row: Any, connection: Any) -> Any:
     return model.from_db(connection.alias, [name for name, _, _ in converters], values)
 
 
+_orm_only: ContextVar[bool] = ContextVar("jobqueue_orm_only", default=False)
+
+
+def enabled(using: str | None = None) -> bool:
+    """Whether the transitions take the fast path on this database (it needs ``RETURNING``)."""
+    if _orm_only.get():
+        return False
+    return bool(connections[using or _db()].features.can_return_rows_from_bulk_insert)
+
+
+def can_fuse() -> bool:
+    """Whether one statement can hold several changes (PostgreSQL's data-modifying CTEs)."""
+    return enabled() and connections[_db()].vendor == "postgresql"
+
+
+@contextmanager
+def orm_only() -> Iterator[None]:
+    """Within this block every transition takes its ORM path."""
+    token = _orm_only.set(True)
+    try:
+        yield
+    finally:
+        _orm_only.reset(token)
+
+
+def _run(name: str, params: list[Any], connection: Any) -> tuple[int, Any]:
+    """Run statement ``name``; returns its row count and first row (``None`` without rows)."""
+    with _cursor(connection) as cursor:
+        cursor.execute(statement(name, connection.alias), params)
+        return cursor.rowcount, (cursor.fetchone() if cursor.description else None)
+
+
 def claim_job(job_id: str, worker_id: str, now: Any) -> Job | None:
-    """``UPDATE ... SET status = 'running' WHERE status IN ('queued', 'scheduled') RETURNING *``;
-    the job's highest Execution number so far is set on it as ``last_execution``."""
+    """``claim``: queued|scheduled -> running, returning the row; the job's highest
+    Execution number so far is set on it as ``last_execution``."""
     connection = connections[_db()]
     params = _claim_params(job_id, worker_id, _prep(Job, "started_at", now, connection), connection)
-    with _cursor(connection) as cursor:
-        cursor.execute(_claim_sql(connection.alias), params)
-        row = cursor.fetchone()
+    _, row = _run("claim", params, connection)
     return _claimed(row, connection) if row else None
 
 
@@ -233,7 +271,6 @@ def _claimed(row: Any, connection: Any) -> Job:
 
 
 def _claim_params(job_id: str, worker_id: str, when: Any, connection: Any) -> list[Any]:
-    """The parameters of the claim ``UPDATE`` (see :func:`_claim_sql`)."""
     return [
         JobStatus.RUNNING.value,
         when,
@@ -246,15 +283,13 @@ def _claim_params(job_id: str, worker_id: str, when: Any, connection: Any) -> li
 
 
 def mark_succeeded(job: Job, result: Any, now: Any) -> bool:
-    """The success ``UPDATE``, guarded by the running state and this attempt."""
+    """``succeed``: running -> succeeded, guarded by this attempt."""
     connection = connections[_db()]
-    with _cursor(connection) as cursor:
-        cursor.execute(_succeed_sql(connection.alias), _succeed_params(job, result, now, connection))
-        return cursor.rowcount == 1
+    count, _ = _run("succeed", _succeed_params(job, result, now, connection), connection)
+    return bool(count == 1)
 
 
 def _succeed_params(job: Job, result: Any, now: Any, connection: Any) -> list[Any]:
-    """The parameters of the success ``UPDATE`` (see :func:`_succeed_sql`)."""
     when = _prep(Job, "finished_at", now, connection)
     return [
         JobStatus.SUCCEEDED.value,
@@ -265,27 +300,6 @@ def _succeed_params(job: Job, result: Any, now: Any, connection: Any) -> list[An
         JobStatus.RUNNING.value,
         job.attempts,
     ]
-
-
-@cache
-def _insert_execution_from_sql(alias: str, source: str) -> str:
-    """``INSERT`` an Execution row for each row of ``source`` (values are parameters)."""
-    conn = connections[alias]
-    qn = conn.ops.quote_name
-    columns = ", ".join(qn(str(f.column)) for f in EXECUTION_FIELDS)
-    # Typed: a parameter in a SELECT list has no column to take its type from.
-    marks = ", ".join(f"CAST(%s AS {f.cast_db_type(conn)})" for f in EXECUTION_FIELDS)
-    return f"INSERT INTO {qn(Execution._meta.db_table)} ({columns}) SELECT {marks} FROM {source}"
-
-
-def _done_cte(alias: str) -> str:
-    pk = connections[alias].ops.quote_name(str(Job._meta.pk.column))
-    return f"done AS ({_succeed_sql(alias)} RETURNING {pk})"
-
-
-@cache
-def _succeed_with_execution_sql(alias: str) -> str:
-    return f"WITH {_done_cte(alias)} {_insert_execution_from_sql(alias, 'done')}"
 
 
 def succeed_with_execution(job: Job, result: Any, now: Any, execution: Execution) -> bool:
@@ -300,30 +314,14 @@ def succeed_with_execution(job: Job, result: Any, now: Any, execution: Execution
             return True
     params = _succeed_params(job, result, now, connection)
     params += _prep_row(Execution, EXECUTION_FIELDS, execution, connection)
-    with _cursor(connection) as cursor:
-        cursor.execute(_succeed_with_execution_sql(connection.alias), params)
-        return cursor.rowcount == 1
-
-
-def can_succeed_and_claim() -> bool:
-    """Whether :func:`succeed_and_claim` is available (PostgreSQL: data-modifying CTEs)."""
-    return connections[_db()].vendor == "postgresql"
-
-
-@cache
-def _succeed_and_claim_sql(alias: str) -> str:
-    qn = connections[alias].ops.quote_name
-    return (
-        f"WITH {_done_cte(alias)}, logged AS ({_insert_execution_from_sql(alias, 'done')}), "
-        f"claimed AS ({_claim_sql(alias)} AS {qn('last_execution')}) "
-        "SELECT (SELECT COUNT(*) FROM done), claimed.* FROM (SELECT 1) AS one LEFT JOIN claimed ON TRUE"
-    )
+    count, _ = _run("succeed_with_execution", params, connection)
+    return bool(count == 1)
 
 
 def succeed_and_claim(job: Job, result: Any, now: Any, execution: Execution, next_id: str,
                       worker_id: str, started: Any) -> tuple[bool, Job | None]:
     """Record a success with its Execution row and claim the next job, in one statement
-    (PostgreSQL only; see :func:`can_succeed_and_claim`).
+    (PostgreSQL only; see :func:`can_fuse`).
 
     Returns whether the success was this attempt's, and the claimed job (``None`` if
     ``next_id`` is not claimable), as :func:`succeed_with_execution` and :func:`claim_job`;
@@ -334,9 +332,7 @@ def succeed_and_claim(job: Job, result: Any, now: Any, execution: Execution, nex
     params = _succeed_params(job, result, now, connection)
     params += _prep_row(Execution, EXECUTION_FIELDS, execution, connection)
     params += _claim_params(next_id, worker_id, when, connection)
-    with _cursor(connection) as cursor:
-        cursor.execute(_succeed_and_claim_sql(connection.alias), params)
-        row = cursor.fetchone()
+    _, row = _run("succeed_and_claim", params, connection)
     # The claim matched no row if its id column is NULL (never otherwise).
     return bool(row[0]), (_claimed(row[1:], connection) if row[1] is not None else None)
 
@@ -344,19 +340,7 @@ def succeed_and_claim(job: Job, result: Any, now: Any, execution: Execution, nex
 def insert_execution(execution: Execution) -> None:
     """Write an attempt's Execution row (its id is not read back)."""
     connection = connections[_db()]
-    params = _prep_row(Execution, EXECUTION_FIELDS, execution, connection)
-    with _cursor(connection) as cursor:
-        cursor.execute(_insert_sql(Execution, connection.alias), params)
-
-
-#: What every job built by ``JobManager.build()`` without a parent, entity or delay holds
-#: in these columns. :func:`insert_job` writes them as SQL constants: fewer parameters
-#: to prepare, send and adapt. A job holding anything else gets the full ``INSERT``.
-FRESH_JOB: dict[str, Any] = {
-    "result": None, "error": "", "progress": 0, "progress_message": "", "stage": "", "entity_id": None,
-    "parent_id": None, "has_dependents": False, "attempts": 0, "run_after": None, "worker_id": "",
-    "started_at": None, "finished_at": None,
-}
+    _run("insert_execution", _prep_row(Execution, EXECUTION_FIELDS, execution, connection), connection)
 
 
 def _constant(value: Any) -> str:
@@ -371,19 +355,14 @@ def _constant(value: Any) -> str:
     raise ValueError(f"No SQL constant for {value!r}")
 
 
-_FRESH_VARYING = [f for f in JOB_FIELDS if f.attname not in FRESH_JOB]
-
-
 def insert_job(job: Job, using: str) -> None:
-    """Insert a new job built by ``JobManager.build()``; like ``save(force_insert=True)``
-    without the per-call compilation (and without ``pre_save``/``post_save``: listen
-    to ``job_enqueued`` instead)."""
+    """``enqueue``: insert a new job built by ``JobManager.build()``; like
+    ``save(force_insert=True)`` without the per-call compilation (and without
+    ``pre_save``/``post_save``: listen to ``job_enqueued`` instead)."""
     connection = connections[using]
     if all(getattr(job, name) == value for name, value in FRESH_JOB.items()):
-        sql, params = _insert_sql(Job, connection.alias, True), _prep_row(Job, _FRESH_VARYING, job, connection)
+        _run("insert_fresh_job", _prep_row(Job, _FRESH_VARYING, job, connection), connection)
     else:
-        sql, params = _insert_sql(Job, connection.alias), _prep_row(Job, JOB_FIELDS, job, connection)
-    with _cursor(connection) as cursor:
-        cursor.execute(sql, params)
+        _run("insert_job", _prep_row(Job, JOB_FIELDS, job, connection), connection)
     job._state.adding = False
     job._state.db = using

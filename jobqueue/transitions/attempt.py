@@ -1,0 +1,241 @@
+"""The worker's transitions: ``claim`` a job, then end the attempt with ``succeed``,
+``retry``, ``fail``, ``abort`` or ``interrupt`` (or ``unclaim`` one never started).
+
+Each is one transaction whose ``UPDATE`` guards the state it leaves and the attempt
+it closes (``WHERE status = 'running' AND attempts = n``), so a worker whose job was
+reclaimed after a lost lease can never overwrite the new attempt; Redis is told only
+after the commit. The attempt's :class:`~jobqueue.models.Execution` row arrives filled
+in (by the worker, from what the handler did) and is written with the job's row.
+
+``claim`` and ``succeed`` have a fast path (:mod:`.fastsql`): when nothing follows a
+success (:func:`.followups.quiet`) one statement records it with its Execution row,
+and on PostgreSQL also claims the worker's next job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from .. import engine
+from ..models import Execution, ExecutionOutcome, Job, JobStatus
+from . import fastsql, followups
+from .guard import move, rows
+
+logger = logging.getLogger("jobqueue.worker")
+
+HOSTNAME = socket.gethostname()
+
+
+@dataclass
+class NextJob:
+    """A worker's offer to claim its next job in the statement that records a success.
+
+    ``lease`` leases the next job id in Redis (``None``: nothing to run next); after
+    the statement, ``claimed`` holds the started job, or ``id`` the leased id that
+    could not be claimed (cancelled meanwhile). Neither is set if no statement ran.
+    ``stranded`` says the job was claimed but could not be started (a ``job_started``
+    receiver raised): as after any claim, its lease recovers it.
+    """
+
+    lease: Callable[[], str | None]
+    worker_id: str
+    pid: int
+    topics: dict[str, Any]
+    id: str | None = None
+    claimed: tuple[Job, Execution] | None = None
+    stranded: bool = False
+
+
+# -- claim -------------------------------------------------------------------------------
+
+
+def claim(job_id: str, worker_id: str, pid: int, topics: dict[str, Any] | None = None) -> tuple[Job, Execution] | None:
+    """``claim``: mark a popped job running; ``None`` if it is not claimable (cancelled
+    or deleted since it was queued).
+
+    Returns the job and its (unsaved) Execution: the row is written once, when the
+    attempt ends, or by the reaper as ``lost`` if the worker dies first. ``topics``
+    is the worker's cache of Topic rows, saving a query per job.
+    """
+    now = timezone.now()
+    job = fastsql.claim_job(job_id, worker_id, now) if fastsql.enabled() else _claim_orm(job_id, worker_id, now)
+    if job is None:
+        return None
+    return _started(job, worker_id, pid, topics, now)
+
+
+def _claim_orm(job_id: str, worker_id: str, now: Any) -> Job | None:
+    """The ORM twin of the fast ``claim`` statement."""
+    with transaction.atomic():
+        won = rows("claim", pk=job_id).update(
+            status=JobStatus.RUNNING, attempts=F("attempts") + 1, started_at=now, finished_at=None,
+            worker_id=worker_id, updated_at=now,
+        )
+        return Job.objects.get(pk=job_id) if won else None
+
+
+def _started(job: Job, worker_id: str, pid: int, topics: dict[str, Any] | None, now: Any) -> tuple[Job, Execution]:
+    """A claimed job and its new (unsaved) Execution; its start is announced."""
+    topic = (topics or {}).get(job.topic_id)
+    if topic is not None:
+        job.topic = topic
+    execution = Execution(
+        job=job, attempt=execution_number(job), worker_id=worker_id, hostname=HOSTNAME, pid=pid, started_at=now
+    )
+    followups.started(job)
+    return job, execution
+
+
+def execution_number(job: Job) -> int:
+    """The number of the attempt now running, for its Execution row.
+
+    It is ``job.attempts`` unless earlier Execution rows already use that number:
+    a requeue resets ``attempts`` and an aborted attempt is not counted, while every
+    Execution row is kept (numbered in order, one per attempt ever made).
+    """
+    last = getattr(job, "last_execution", None)
+    if last is None:
+        last = Execution.objects.filter(job_id=job.pk).aggregate(last=Max("attempt"))["last"] or 0
+    return max(job.attempts, last + 1)
+
+
+# -- the end of an attempt ----------------------------------------------------------------
+
+
+def succeed(job: Job, execution: Execution, result: Any, returned: Any, defer_ack: bool = False,
+            next_job: NextJob | None = None) -> str:
+    """``succeed``: record the storable ``result`` (the handler ``returned`` it) and the
+    attempt's Execution row; returns ``"succeeded"``, or ``"lost"`` if the job was no
+    longer this attempt's.
+
+    With ``defer_ack`` Redis is not acknowledged: the caller does it (the worker fuses
+    it with its next pop); until then the lease stands. With ``next_job``, a success
+    that nothing follows also claims the worker's next job in the same statement.
+    """
+    now = timezone.now()
+    if fastsql.enabled() and followups.quiet(job, returned):
+        next_id = next_job.lease() if next_job is not None and fastsql.can_fuse() else None
+        if next_id is not None and next_id != str(job.pk):
+            assert next_job is not None
+            started = timezone.now()  # after this attempt's end: attempts of a slot never overlap
+            won, claimed = fastsql.succeed_and_claim(job, result, now, execution, next_id, next_job.worker_id,
+                                                     started)
+            next_job.id = next_id
+            if claimed is not None:
+                try:
+                    next_job.claimed = _started(claimed, next_job.worker_id, next_job.pid, next_job.topics, started)
+                except Exception:
+                    # This job's success stands; the next one is left to its lease, as a
+                    # claim whose start announcement fails is.
+                    logger.exception("Job %s was claimed but could not be started.", claimed.pk)
+                    next_job.stranded = True
+        else:
+            won = fastsql.succeed_with_execution(job, result, now, execution)
+        if not won:
+            return not_ours(job, execution)
+    else:
+        with transaction.atomic():
+            if fastsql.enabled():
+                won = fastsql.mark_succeeded(job, result, now)
+                if won:
+                    job.status, job.result, job.finished_at, job.progress, job.error = (
+                        JobStatus.SUCCEEDED, result, now, 100, "")
+            else:
+                won = move(job, "succeed", attempt=job.attempts, result=result, finished_at=now, progress=100,
+                           error="", updated_at=now)
+            if not won:
+                return not_ours(job, execution)
+            write_execution(execution)
+            # Successors are created in this same transaction: never a success without them.
+            followups.succeeded(job, returned)
+    job.status, job.result, job.finished_at, job.progress = JobStatus.SUCCEEDED, result, now, 100
+    if not defer_ack:
+        engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id)
+    return JobStatus.SUCCEEDED
+
+
+def fail(job: Job, execution: Execution, error: str, retry_at: dt.datetime | None) -> str:
+    """``retry`` (scheduled again at ``retry_at``) or, without ``retry_at``, ``fail``;
+    returns the job's new status, or ``"lost"``."""
+    now = timezone.now()
+    with transaction.atomic():
+        if retry_at is not None:
+            won = move(job, "retry", attempt=job.attempts, run_after=retry_at, error=error, worker_id="",
+                       updated_at=now)
+        else:
+            won = move(job, "fail", attempt=job.attempts, error=error, finished_at=now, updated_at=now)
+        if not won:
+            return not_ours(job, execution)
+        write_execution(execution)
+        followups.failed(job, error, will_retry=retry_at is not None)
+    if retry_at is not None:
+        engine.safe_call(
+            engine.schedule, job.topic_id, [(str(job.pk), retry_at.timestamp(), job.priority, job.entity_id)]
+        )
+    else:
+        engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id)
+    return job.status
+
+
+def abort(job: Job, execution: Execution) -> str:
+    """``abort``: a running job saw its cancel request; it ends ``cancelled``."""
+    now = timezone.now()
+    with transaction.atomic():
+        if not move(job, "abort", attempt=job.attempts, finished_at=now, error="cancelled while running",
+                    updated_at=now):
+            return not_ours(job, execution)
+        write_execution(execution)
+        followups.finished(job)
+    engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id)
+    return JobStatus.CANCELLED
+
+
+def interrupt(job: Job, execution: Execution) -> str:
+    """``interrupt``: the worker was stopped mid-job; the attempt is aborted and not counted."""
+    now = timezone.now()
+    with transaction.atomic():
+        if not move(job, "interrupt", attempt=job.attempts, queued_at=now, worker_id="", updated_at=now,
+                    attempts=F("attempts") - 1):
+            return not_ours(job, execution)
+        job.attempts -= 1
+        write_execution(execution)
+    engine.safe_call(engine.push_job, job)
+    return JobStatus.QUEUED
+
+
+def unclaim(job: Job) -> bool:
+    """``unclaim``: queue again a job this worker claimed but never started (it stopped
+    first): the attempt is not counted and leaves no Execution row. False if the job
+    moved on."""
+    won = move(job, "unclaim", attempt=job.attempts, started_at=None, worker_id="", updated_at=timezone.now(),
+               attempts=F("attempts") - 1)
+    if won:
+        job.attempts -= 1
+        engine.safe_call(engine.push_job, job)
+    return won
+
+
+def not_ours(job: Job, execution: Execution) -> str:
+    """The row moved on without us (our lease expired and the job was reclaimed)."""
+    logger.warning("Job %s attempt %s finished after it was reclaimed; result discarded.", job.pk, job.attempts)
+    if not Execution.objects.filter(job=job, attempt=execution.attempt).exists():
+        execution.outcome = ExecutionOutcome.LOST
+        write_execution(execution)
+    return "lost"
+
+
+def write_execution(execution: Execution) -> None:
+    """Write an attempt's Execution row (fast statement, or its ORM twin)."""
+    if fastsql.enabled():
+        fastsql.insert_execution(execution)
+    else:
+        execution.save(force_insert=True)

@@ -1,0 +1,86 @@
+"""The Redis side of the transitions, told only once the database change commits.
+
+The database is the truth: if Redis cannot be reached, the change stands and the
+workers' reconcile pass (or ``jobs resync``) repairs Redis.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis
+from django.db import router, transaction
+
+from .. import engine
+from ..models import Job
+
+logger = logging.getLogger("jobqueue")
+
+#: What one chunk of a bulk transition asks of Redis, as a function of a pipeline.
+Calls = Callable[[Any], None]
+
+
+def after_commit(func: Callable[..., Any], *args: Any) -> None:
+    """``func(*args)`` once the current transaction commits (now, in autocommit)."""
+    transaction.on_commit(functools.partial(engine.safe_call, func, *args), using=router.db_for_write(Job))
+
+
+def push(job: Job) -> None:
+    after_commit(engine.push_job, job)
+
+
+def remove(job: Job) -> None:
+    after_commit(engine.remove, job.topic_id, str(job.pk), job.entity_id)
+
+
+def pipeline_after_commit(calls: Calls) -> None:
+    """Run ``calls(pipe)`` on one Redis pipeline after the current transaction commits."""
+
+    def run() -> None:
+        try:
+            with engine.get_redis().pipeline(transaction=False) as pipe:
+                calls(pipe)
+                pipe.execute()
+        except redis.RedisError as exc:
+            logger.warning("Redis unavailable after a bulk change (%s); `jobs resync` repairs it.", exc)
+
+    transaction.on_commit(run, using=router.db_for_write(Job))
+
+
+def removals(items: Sequence[tuple[str, Any, str | None]]) -> Calls:
+    def calls(pipe: Any) -> None:
+        for topic, pk, entity in items:
+            engine.remove(topic, str(pk), entity, client=pipe)
+
+    return calls
+
+
+def abort_requests(rows: Sequence[tuple[Any, ...]]) -> Calls:
+    def calls(pipe: Any) -> None:
+        for pk, topic in rows:
+            engine.request_abort(topic, str(pk), client=pipe)
+
+    return calls
+
+
+def pushes(rows: Sequence[tuple[Any, ...]]) -> Calls:
+    by_topic: dict[str, list[tuple[str, int, str | None]]] = {}
+    for pk, topic, priority, entity in rows:
+        by_topic.setdefault(topic, []).append((str(pk), priority, entity))
+
+    def calls(pipe: Any) -> None:
+        for topic, items in by_topic.items():
+            engine.push(topic, items, client=pipe)
+
+    return calls
+
+
+def priority_changes(rows: Sequence[tuple[Any, ...]], priority: int) -> Calls:
+    def calls(pipe: Any) -> None:
+        for pk, topic in rows:
+            engine.change_priority(topic, str(pk), priority, client=pipe)
+
+    return calls

@@ -1,0 +1,55 @@
+-- The hot statements of the job state machine, by name (``-- name: x`` opens one).
+--
+-- Each is a template read by jobqueue/transitions/fastsql.py: {job.status} and the like
+-- become the quoted table and column names of the models (so a renamed column cannot
+-- drift), {job.columns} every concrete column in field order, {q.other} a statement
+-- above; %s are parameters. Every statement has an ORM twin in the transition that runs
+-- it, and tests/test_fast_path.py checks that both leave the same rows and Redis state.
+
+-- name: claim
+-- claim: queued|scheduled -> running for one worker. Returns the row and the job's
+-- highest Execution number (above ``attempts`` once a requeue reset them).
+-- Parameters: running, started_at, worker_id, updated_at, id, queued, scheduled.
+UPDATE {job.table}
+SET {job.status} = %s, {job.attempts} = {job.attempts} + 1, {job.started_at} = %s,
+    {job.finished_at} = NULL, {job.worker_id} = %s, {job.updated_at} = %s
+WHERE {job.id} = %s AND {job.status} IN (%s, %s)
+RETURNING {job.columns},
+    (SELECT MAX({execution.attempt}) FROM {execution.table}
+     WHERE {execution.job_id} = {job.table}.{job.id})
+
+-- name: succeed
+-- succeed: running -> succeeded, guarded by this attempt's number.
+-- Parameters: succeeded, result, finished_at, updated_at, id, running, attempts.
+UPDATE {job.table}
+SET {job.status} = %s, {job.result} = %s, {job.finished_at} = %s, {job.progress} = 100,
+    {job.error} = '', {job.updated_at} = %s
+WHERE {job.id} = %s AND {job.status} = %s AND {job.attempts} = %s
+
+-- name: insert_execution
+-- An attempt's Execution row. Parameters: every column but the id, in field order.
+INSERT INTO {execution.table} ({execution.columns}) VALUES ({execution.marks})
+
+-- name: succeed_with_execution
+-- succeed and its Execution row in one statement (PostgreSQL).
+WITH done AS ({q.succeed} RETURNING {job.id})
+INSERT INTO {execution.table} ({execution.columns}) SELECT {execution.typed_marks} FROM done
+
+-- name: succeed_and_claim
+-- succeed with its Execution row, and claim the worker's next job, in one statement
+-- (PostgreSQL). Returns how many jobs succeeded (0 or 1) and the claimed row (NULLs if
+-- the next job was not claimable).
+WITH done AS ({q.succeed} RETURNING {job.id}),
+     logged AS (INSERT INTO {execution.table} ({execution.columns})
+                SELECT {execution.typed_marks} FROM done),
+     claimed AS ({q.claim} AS last_execution)
+SELECT (SELECT COUNT(*) FROM done), claimed.* FROM (SELECT 1) AS one LEFT JOIN claimed ON TRUE
+
+-- name: insert_job
+-- enqueue: a new job. Parameters: every column, in field order.
+INSERT INTO {job.table} ({job.columns}) VALUES ({job.marks})
+
+-- name: insert_fresh_job
+-- enqueue: a new job whose columns in fastsql.FRESH_JOB hold their defaults, written as
+-- constants (fewer parameters to send). Parameters: the other columns, in field order.
+INSERT INTO {job.table} ({job.columns}) VALUES ({job.fresh_marks})

@@ -1,0 +1,86 @@
+"""The transitions no person asks for: ``promote`` a due scheduled job, and ``lose`` a
+running job whose worker stopped renewing its lease (run by any worker's maintenance)."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from .. import engine
+from ..models import Execution, ExecutionOutcome, Job, JobStatus
+from . import followups
+from .attempt import execution_number
+from .guard import move, move_many
+
+logger = logging.getLogger("jobqueue.worker")
+
+
+def promote(topic: str) -> int:
+    """``promote``: queue the scheduled jobs of ``topic`` that are due (Redis moves them
+    first, atomically); returns how many."""
+    ids = engine.promote_due(topic)
+    if ids:
+        now = timezone.now()
+        move_many("promote", ids, queued_at=now, updated_at=now)
+    return len(ids)
+
+
+def recover(topic: str, job_id: str) -> str:
+    """Handle a job whose lease expired (its worker died or hung).
+
+    Running -> ``lose``: its open Execution is marked lost and the job requeued (the
+    attempt counts) or failed if no attempts are left. A job already finished (the
+    worker died between commit and acknowledgement) is only acknowledged; a queued or
+    scheduled one is put back where it belongs.
+    """
+    try:
+        uuid.UUID(job_id)
+    except ValueError:
+        engine.ack(topic, job_id)
+        return "dropped"
+    now = timezone.now()
+    with transaction.atomic():
+        found = Job.objects.filter(pk=job_id)
+        job = (found.select_for_update() if connection.features.has_select_for_update else found).first()
+        if job is None:
+            engine.ack(topic, job_id)
+            return "dropped"
+        if job.status != JobStatus.RUNNING:
+            _put_back(job, topic)
+            return f"already {job.status}"
+        Execution.objects.get_or_create(
+            job=job,
+            attempt=execution_number(job),
+            defaults={
+                "outcome": ExecutionOutcome.LOST,
+                "worker_id": job.worker_id,
+                "started_at": job.started_at or now,
+                "finished_at": now,
+                "error": "lease expired: the worker stopped responding",
+            },
+        )
+        if job.attempts < job.max_attempts:
+            move(job, "lose", JobStatus.QUEUED, queued_at=now, worker_id="", updated_at=now)
+            transaction.on_commit(lambda: engine.push_job(job))
+            result = "requeued"
+        else:
+            error = "lost: the worker stopped responding and no attempts are left"
+            move(job, "lose", JobStatus.FAILED, finished_at=now, error=error, updated_at=now)
+            followups.failed(job, error, will_retry=False)
+            transaction.on_commit(lambda: engine.ack(topic, job_id, job.entity_id))
+            result = "failed"
+    logger.warning("Recovered job %s of topic %s from an expired lease: %s", job_id, topic, result)
+    return result
+
+
+def _put_back(job: Job, topic: str) -> None:
+    """A job whose lease expired but that is not running: only Redis needs repair."""
+    if job.status == JobStatus.QUEUED:
+        transaction.on_commit(lambda: engine.push_job(job))
+    elif job.status == JobStatus.SCHEDULED:
+        transaction.on_commit(lambda: engine.push_jobs([job]))
+    else:
+        transaction.on_commit(lambda: engine.ack(topic, str(job.pk), job.entity_id))
