@@ -19,7 +19,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from ..exceptions import DuplicateJob, InvalidJob, InvalidTransition
-from ..models import PENDING_STATUSES, Job, JobStatus
+from ..models import Job, JobStatus
+from ..transitions.table import allows
 from . import bulk
 from .changelist import BoundedPaginator
 from .forms import PriorityForm
@@ -57,15 +58,15 @@ class JobActionsMixin:
     def operations(self, request: HttpRequest, obj: Job) -> list[dict[str, Any]]:
         """The buttons of the detail page: the transitions this user may apply now."""
         ops: list[dict[str, Any]] = []
-        if obj.status in (*PENDING_STATUSES, JobStatus.RUNNING) and self.has_cancel_permission(request):
-            ops.append(
-                {"name": "cancel", "label": _("Cancel") if obj.status != JobStatus.RUNNING else _("Abort")}
-            )
-        if obj.status in bulk.REQUEUEABLE and self.has_requeue_permission(request):
+        if allows("cancel", obj.status) and self.has_cancel_permission(request):
+            ops.append({"name": "cancel", "label": _("Cancel")})
+        elif allows("abort", obj.status) and self.has_cancel_permission(request):
+            ops.append({"name": "cancel", "label": _("Abort")})
+        if allows("requeue", obj.status) and self.has_requeue_permission(request):
             ops.append({"name": "requeue", "label": _("Requeue")})
-        if obj.status == JobStatus.SCHEDULED and self.has_run_now_permission(request):
+        if allows("run_now", obj.status) and self.has_run_now_permission(request):
             ops.append({"name": "run_now", "label": _("Run now")})
-        if obj.status in PENDING_STATUSES and self.has_change_priority_permission(request):
+        if allows("set_priority", obj.status) and self.has_change_priority_permission(request):
             ops.append({"name": "priority", "label": _("Set priority"), "priority": obj.priority})
         for op in ops:
             op["url"] = reverse("admin:jobqueue_job_operation", args=[obj.pk, op["name"]])

@@ -80,6 +80,11 @@ def sources_of(name: str) -> tuple[str, ...]:
     return TRANSITIONS[name].sources if name in TRANSITIONS else SAME_STATUS[name]
 
 
+def allows(name: str, status: str) -> bool:
+    """Whether transition (or same-status change) ``name`` may start from ``status``."""
+    return status in sources_of(name)
+
+
 def markdown_table() -> str:
     """The table as Markdown (what ``docs/architecture.md`` shows)."""
     lines = ["| transition | from | to | triggered by |", "|---|---|---|---|"]
