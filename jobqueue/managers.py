@@ -20,8 +20,11 @@ from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import Count
 from django.utils import timezone
 
+from . import engine, registry
 from .conf import settings
 from .exceptions import DuplicateJob, InvalidJob, InvalidTransition, UnknownTopic
+from .shell import check_enqueue as check_shell_enqueue
+from .states import ACTIVE_STATUSES, FINISHED_STATUSES, PENDING_STATUSES, JobStatus
 from .validation import (
     encode_payload,
     resolve_run_after,
@@ -48,11 +51,27 @@ def clear_topic_cache(*args: Any, **kwargs: Any) -> None:
 COPY_THRESHOLD = 100
 
 
-@functools.cache
-def _job_attnames() -> list[str]:
-    from .models import Job
+#: The columns ``enqueue()`` sets on every new job (from the topic, its arguments and the clock).
+ENQUEUE_SETS = frozenset({
+    "id", "topic_id", "status", "priority", "payload", "max_attempts", "timeout", "created_at", "updated_at",
+    "queued_at",
+})
 
-    return [f.attname for f in Job._meta.concrete_fields]
+
+def fresh_job_defaults(model: type[models.Model]) -> dict[str, Any]:
+    """What a new job holds in every column enqueue() does not always set, unless an
+    argument says otherwise (``entity_id``, ``parent``, ``run_after``): the model's defaults."""
+    return {f.attname: f.get_default() for f in model._meta.concrete_fields if f.attname not in ENQUEUE_SETS}
+
+
+@functools.cache
+def _fresh(model: type[models.Model]) -> dict[str, Any]:
+    return fresh_job_defaults(model)
+
+
+@functools.cache
+def _attnames(model: type[models.Model]) -> list[str]:
+    return [f.attname for f in model._meta.concrete_fields]
 
 
 class TopicManager(models.Manager["Topic"]):
@@ -70,8 +89,6 @@ class TopicManager(models.Manager["Topic"]):
 
         Raises :class:`UnknownTopic` (listing the known topics) otherwise.
         """
-        from . import registry
-
         validate_topic_name(name)
         cached = _topic_cache.get(name)
         if cached is not None and cached[1] > time.monotonic():
@@ -95,18 +112,12 @@ class TopicManager(models.Manager["Topic"]):
 
 class JobQuerySet(models.QuerySet["Job"]):
     def active(self) -> JobQuerySet:
-        from .models import ACTIVE_STATUSES
-
         return self.filter(status__in=ACTIVE_STATUSES)
 
     def pending(self) -> JobQuerySet:
-        from .models import PENDING_STATUSES
-
         return self.filter(status__in=PENDING_STATUSES)
 
     def finished(self) -> JobQuerySet:
-        from .models import FINISHED_STATUSES
-
         return self.filter(status__in=FINISHED_STATUSES)
 
     def queued(self) -> JobQuerySet:
@@ -136,13 +147,10 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         timeout: int | None = None,
     ) -> tuple[Job, list[Any]]:
         """Validate everything and return an unsaved Job plus its dependency ids."""
-        from .models import FRESH_JOB, JobStatus, Topic
-
-        if (topic.name if isinstance(topic, Topic) else topic) == "shell":
-            from .shell import check_enqueue  # refused while the shell topic is off
-
-            check_enqueue(payload)
-        topic_obj = topic if isinstance(topic, Topic) else self._resolve_topic(topic)
+        topic_model = self._topic_model()
+        if (topic.name if isinstance(topic, topic_model) else topic) == "shell":
+            check_shell_enqueue(payload)  # refused while the shell topic is off
+        topic_obj = topic if isinstance(topic, topic_model) else self._resolve_topic(topic)
         payload = {} if payload is None else payload
         payload_json = encode_payload(payload)
         priority = topic_obj.default_priority if priority is None else validate_priority(priority)
@@ -158,9 +166,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
 
         now = timezone.now()
         if dep_ids:
-            from .workflow import status_for_dependencies
-
-            status = status_for_dependencies(self, dep_ids) or JobStatus.WAITING
+            status = self.status_for_dependencies(dep_ids)
             if status == JobStatus.QUEUED and when is not None and when > now:
                 status = JobStatus.SCHEDULED
         elif when is not None and when > now:
@@ -168,7 +174,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         else:
             status = JobStatus.QUEUED
         values = {
-            **FRESH_JOB,
+            **_fresh(self.model),
             "id": uuid.uuid4(),
             "topic_id": topic_obj.name,
             "status": status,
@@ -185,7 +191,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         }
         # Positional construction skips Model.__init__'s keyword and default handling,
         # which dominates the cost of enqueue_many() for thousands of jobs.
-        job = self.model(*[values[name] for name in _job_attnames()])
+        job = self.model(*[values[name] for name in _attnames(self.model)])
         self.model.topic.field.set_cached_value(job, topic_obj)
         job._payload_json = payload_json  # reused by COPY in enqueue_many
         return job, dep_ids
@@ -239,8 +245,6 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         go through :meth:`enqueue` one by one so dedupe and dependencies hold; they are
         queued after the other items. The jobs are returned in the order of ``items``.
         """
-        from .models import JobStatus
-
         topics: dict[str, Topic] = {}
         simple: list[Job] = []
         special: list[dict[str, Any]] = []
@@ -312,8 +316,6 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
 
     def set_priority(self, topic: str, entity_id: str, priority: int) -> Job:
         """Change the priority of the pending job of ``topic`` with this entity id."""
-        from .models import PENDING_STATUSES
-
         job = self.filter(topic_id=topic, entity_id=entity_id, status__in=PENDING_STATUSES).first()
         if job is None:
             raise InvalidTransition(f"No pending job for entity {entity_id!r} in topic {topic!r}.")
@@ -322,9 +324,6 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
 
     def queue_status(self, topic: str) -> dict[str, Any]:
         """Counts by status and, for queued jobs, by priority (highest first)."""
-        from . import engine
-        from .models import JobStatus
-
         rows = self.filter(topic_id=topic).values_list("status").annotate(n=Count("pk")).order_by()
         by_status = {s.value: 0 for s in JobStatus}
         by_status.update({status: n for status, n in rows})
@@ -340,10 +339,30 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _resolve_topic(self, name: Any) -> Topic:
-        from .models import Topic
+    def _topic_model(self) -> type[Topic]:
+        return self.model._meta.get_field("topic").related_model  # type: ignore[return-value]
 
-        return Topic.objects.resolve(name)
+    def _resolve_topic(self, name: Any) -> Topic:
+        return self._topic_model().objects.resolve(name)
+
+    def status_for_dependencies(self, dep_ids: list[uuid.UUID]) -> str:
+        """The status a new job with these dependencies starts in.
+
+        ``queued`` when all have succeeded already, ``waiting`` otherwise. A missing
+        dependency, or one that failed or was cancelled, is refused.
+        """
+        statuses = dict(self.filter(pk__in=dep_ids).values_list("pk", "status"))
+        missing = [str(d) for d in dep_ids if d not in statuses]
+        if missing:
+            raise InvalidJob(f"depends_on: no job with id {', '.join(missing)}.")
+        dead = [str(pk) for pk, status in statuses.items() if status in (JobStatus.FAILED, JobStatus.CANCELLED)]
+        if dead:
+            raise InvalidJob(
+                f"depends_on: job {', '.join(dead)} failed or was cancelled; nothing can wait for it."
+            )
+        if all(status == JobStatus.SUCCEEDED for status in statuses.values()):
+            return JobStatus.QUEUED
+        return JobStatus.WAITING
 
     def _job_id(self, value: Any, what: str) -> uuid.UUID:
         if isinstance(value, self.model):
@@ -354,8 +373,6 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             raise InvalidJob(f"{what}: {value!r} is not a job id.") from None
 
     def _active_for_entity(self, job: Job) -> Job | None:
-        from .models import ACTIVE_STATUSES
-
         qs = self.filter(topic_id=job.topic_id, entity_id=job.entity_id, status__in=ACTIVE_STATUSES)
         conn = transaction.get_connection(router.db_for_write(self.model))
         if conn.features.has_select_for_update:
@@ -369,8 +386,6 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         return qs.first()
 
     def _merge_duplicate(self, existing: Job, new: Job, raise_priority: bool) -> Job:
-        from .models import JobStatus
-
         if existing.status == JobStatus.RUNNING:
             raise DuplicateJob(
                 f"Entity {existing.entity_id!r} already has a running job {existing.pk} in topic "

@@ -7,6 +7,7 @@ State changes are methods whose ``UPDATE`` names the state it leaves
 from __future__ import annotations
 
 import datetime as dt
+import os
 import uuid
 from typing import Any
 
@@ -16,9 +17,12 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from . import engine
 from .conf import settings
 from .exceptions import InvalidTransition  # noqa: F401 - documented in the methods' docstrings
-from .managers import JobManager, TopicManager
+from .managers import JobManager, TopicManager, fresh_job_defaults
+from .progress import record_progress
+from .states import ACTIVE_STATUSES, FINISHED_STATUSES, PENDING_STATUSES, ExecutionOutcome, JobStatus
 from .validation import TOPIC_NAME_RE
 
 
@@ -84,8 +88,6 @@ class Topic(models.Model):
 
     def set_paused(self, paused: bool) -> None:
         """Pause or resume the topic: workers stop (or start) taking its jobs within a heartbeat."""
-        from . import engine
-
         type(self).objects.filter(pk=self.pk).update(is_paused=paused, updated_at=timezone.now())
         self.is_paused = paused
         topic = self.name
@@ -93,30 +95,11 @@ class Topic(models.Model):
 
     def unlock(self) -> list[Any]:
         """Free every slot of this topic by force (a crashed worker's too); returns the holders."""
-        from .engine import TopicLock
-
-        return TopicLock.force_release(self.name)
+        return engine.TopicLock.force_release(self.name)
 
     def holders(self) -> list[Any]:
         """Who holds this topic's slots now (``engine.Holder`` objects)."""
-        from .engine import TopicLock
-
-        return TopicLock.holders(self.name)
-
-
-class JobStatus(models.TextChoices):
-    WAITING = "waiting", _("waiting")
-    SCHEDULED = "scheduled", _("scheduled")
-    QUEUED = "queued", _("queued")
-    RUNNING = "running", _("running")
-    SUCCEEDED = "succeeded", _("succeeded")
-    FAILED = "failed", _("failed")
-    CANCELLED = "cancelled", _("cancelled")
-
-
-ACTIVE_STATUSES = (JobStatus.WAITING, JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RUNNING)
-PENDING_STATUSES = (JobStatus.WAITING, JobStatus.SCHEDULED, JobStatus.QUEUED)
-FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+        return engine.TopicLock.holders(self.name)
 
 
 class Job(models.Model):
@@ -266,14 +249,10 @@ class Job(models.Model):
 
     def set_progress(self, percent: float | None = None, message: str = "", stage: str = "") -> None:
         """Record progress (0-100) with an optional message and stage; throttled while running."""
-        from .progress import record_progress
-
         record_progress(self, percent, message, stage)
 
     def should_abort(self) -> bool:
         """True once someone asked this running job to stop (``job.cancel()``)."""
-        from . import engine
-
         requested = bool(engine.safe_call(engine.abort_requested, self.topic_id, str(self.pk)))
         if requested:
             self._abort_seen = True  # the worker records the attempt as cancelled, whatever it returns
@@ -282,8 +261,6 @@ class Job(models.Model):
     @property
     def position_in_queue(self) -> int | None:
         """0-based place in its topic's queue (0 runs next), or ``None`` if not queued."""
-        from . import engine
-
         if self.status != JobStatus.QUEUED:
             return None
         return engine.position(self.topic_id, str(self.pk))
@@ -291,21 +268,8 @@ class Job(models.Model):
     @property
     def data_dir(self) -> str | None:
         """The job's folder under ``JOBQUEUE["DATA_DIR"]``, or ``None`` when that is unset."""
-        import os
-
         base = settings.DATA_DIR
         return os.path.join(str(base), str(self.pk)) if base else None
-
-
-class ExecutionOutcome(models.TextChoices):
-    RUNNING = "running", _("running")
-    SUCCEEDED = "succeeded", _("succeeded")
-    FAILED = "failed", _("failed")
-    RETRY = "retry", _("failed, will retry")
-    TIMEOUT = "timeout", _("timed out")
-    LOST = "lost", _("lost (worker died)")
-    ABORTED = "aborted", _("aborted")
-    CANCELLED = "cancelled", _("cancelled")
 
 
 class Execution(models.Model):
@@ -347,16 +311,8 @@ class Execution(models.Model):
         return f"{self.job_id} #{self.attempt} {self.outcome}"
 
 
-#: The columns ``enqueue()`` sets on every new job (from the topic, its arguments and the clock).
-ENQUEUE_SETS = frozenset({
-    "id", "topic_id", "status", "priority", "payload", "max_attempts", "timeout", "created_at", "updated_at",
-    "queued_at",
-})
-#: What a new job holds in every other column unless an argument says otherwise
-#: (``entity_id``, ``parent``, ``run_after``): the model's own defaults.
-FRESH_JOB: dict[str, Any] = {
-    f.attname: f.get_default() for f in Job._meta.concrete_fields if f.attname not in ENQUEUE_SETS
-}
+#: What a new job holds in the columns enqueue() does not always set: the model's own defaults.
+FRESH_JOB: dict[str, Any] = fresh_job_defaults(Job)
 
 __all__ = [
     "ACTIVE_STATUSES",

@@ -21,44 +21,19 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
+
+from django.db import router, transaction
 
 from .exceptions import DependencyCycle, InvalidJob, InvalidTransition
-
-if TYPE_CHECKING:
-    from .managers import JobManager
-    from .models import Job
-
-
-def status_for_dependencies(manager: JobManager, dep_ids: list[uuid.UUID]) -> str | None:
-    """The status a new job with these dependencies starts in.
-
-    ``queued`` when all have succeeded already, ``waiting`` otherwise. A missing
-    dependency, or one that failed or was cancelled, is refused.
-    """
-    from .models import JobStatus
-
-    statuses = dict(manager.filter(pk__in=dep_ids).values_list("pk", "status"))
-    missing = [str(d) for d in dep_ids if d not in statuses]
-    if missing:
-        raise InvalidJob(f"depends_on: no job with id {', '.join(missing)}.")
-    dead = [str(pk) for pk, status in statuses.items() if status in (JobStatus.FAILED, JobStatus.CANCELLED)]
-    if dead:
-        raise InvalidJob(
-            f"depends_on: job {', '.join(dead)} failed or was cancelled; nothing can wait for it."
-        )
-    if all(status == JobStatus.SUCCEEDED for status in statuses.values()):
-        return JobStatus.QUEUED
-    return JobStatus.WAITING
-
+from .models import PENDING_STATUSES, Job, JobStatus
+from .transitions import manual
 
 # -- dependencies of existing jobs ---------------------------------------------------
 
 
 def _upstream_contains(target: uuid.UUID, start: Iterable[uuid.UUID]) -> bool:
     """Whether ``target`` is among ``start`` or anything they (transitively) depend on."""
-    from .models import Job
-
     through = Job.depends_on.through
     seen: set[uuid.UUID] = set()
     frontier = set(start)
@@ -78,11 +53,6 @@ def add_dependencies(job: Job, depends_on: Iterable[Job | uuid.UUID | str]) -> J
     dependency already depends on ``job``, and :class:`InvalidTransition` if
     ``job`` is running or finished.
     """
-    from django.db import router, transaction
-
-    from .models import PENDING_STATUSES, Job, JobStatus
-    from .transitions import manual
-
     manager = Job.objects
     dep_ids = list(dict.fromkeys(manager._job_id(d, "depends_on") for d in depends_on))
     if not dep_ids:
@@ -91,7 +61,7 @@ def add_dependencies(job: Job, depends_on: Iterable[Job | uuid.UUID | str]) -> J
         if _upstream_contains(job.pk, dep_ids):
             raise DependencyCycle(f"Job {job.pk} cannot depend on {', '.join(map(str, dep_ids))}: "
                                   "that would make it wait for itself.")
-        status = status_for_dependencies(manager, dep_ids)
+        status = manager.status_for_dependencies(dep_ids)
         job.refresh_from_db(fields=["status"])
         if job.status not in PENDING_STATUSES:
             raise InvalidTransition(
@@ -193,10 +163,6 @@ class Workflow:
         Jobs whose dependencies are unfinished start ``waiting``; the others are
         queued (or scheduled) and reach Redis when the transaction commits.
         """
-        from django.db import router, transaction
-
-        from .models import Job
-
         self._check_open()
         ordered = self.order()
         with transaction.atomic(using=router.db_for_write(Job)):
@@ -233,8 +199,6 @@ def graph(job: Job, limit: int = GRAPH_LIMIT) -> dict[str, Any]:
     ``children`` (jobs it chained into), ``depends_on`` and ``dependents``, each a list
     of ``(id, topic, status)`` tuples, oldest first, at most ``limit`` each; ``counts``
     gives the full number of each."""
-    from .models import Job
-
     def nodes(qs: Any) -> list[Node]:
         rows = qs.order_by("created_at", "id").values_list("id", "topic_id", "status")[:limit]
         return [Node(*row) for row in rows]

@@ -1,0 +1,32 @@
+"""A job's states and an attempt's outcomes: plain choices every layer may import."""
+
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class JobStatus(models.TextChoices):
+    WAITING = "waiting", _("waiting")
+    SCHEDULED = "scheduled", _("scheduled")
+    QUEUED = "queued", _("queued")
+    RUNNING = "running", _("running")
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+    CANCELLED = "cancelled", _("cancelled")
+
+
+ACTIVE_STATUSES = (JobStatus.WAITING, JobStatus.SCHEDULED, JobStatus.QUEUED, JobStatus.RUNNING)
+PENDING_STATUSES = (JobStatus.WAITING, JobStatus.SCHEDULED, JobStatus.QUEUED)
+FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class ExecutionOutcome(models.TextChoices):
+    RUNNING = "running", _("running")
+    SUCCEEDED = "succeeded", _("succeeded")
+    FAILED = "failed", _("failed")
+    RETRY = "retry", _("failed, will retry")
+    TIMEOUT = "timeout", _("timed out")
+    LOST = "lost", _("lost (worker died)")
+    ABORTED = "aborted", _("aborted")
+    CANCELLED = "cancelled", _("cancelled")
