@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from jobqueue import engine
-from jobqueue.admin import bulk
+from jobqueue.transitions import bulk
 from jobqueue.admin.changelist import BoundedPaginator
 from jobqueue.models import Execution, Job
 
