@@ -340,7 +340,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
     # -- helpers -----------------------------------------------------------------------
 
     def _topic_model(self) -> type[Topic]:
-        return self.model._meta.get_field("topic").related_model  # type: ignore[return-value]
+        return self.model._meta.get_field("topic").related_model
 
     def _resolve_topic(self, name: Any) -> Topic:
         return self._topic_model().objects.resolve(name)

@@ -12,9 +12,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from jobqueue import engine
-from jobqueue.transitions import bulk
 from jobqueue.admin.changelist import BoundedPaginator
 from jobqueue.models import Execution, Job
+from jobqueue.transitions import bulk
 
 from .test_admin_support import (
     JOB_CHANGELIST,
