@@ -70,14 +70,12 @@ from .tasks_compat import (
     task_started,
 )
 from .transitions.hooks import hooks
-from .validation import validate_entity_id, validate_positive_int, validate_topic_name
+from .validation import MAX_INT, validate_entity_id, validate_positive_int, validate_topic_name
 
 logger = logging.getLogger("jobqueue.tasks")
 
 #: Attempts a task gets unless its backend or the task says otherwise (django.tasks runs a task once).
 DEFAULT_TASK_MAX_ATTEMPTS = 1
-#: The largest attempts count or timeout a database integer column holds.
-MAX_INT = 2**31 - 1
 
 STATUS_MAP = {
     "waiting": TaskResultStatus.READY,
