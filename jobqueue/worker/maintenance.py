@@ -13,6 +13,7 @@ from typing import Any
 from .. import engine
 from ..conf import settings
 from ..models import FINISHED_STATUSES, Job, JobStatus
+from ..resync import resync
 from ..transitions import recovery
 from ..transitions.followups import release_dependents
 from .reconcile import reconcile as reconcile  # one of the steps, kept in its own module
@@ -67,7 +68,7 @@ def ensure_redis_state(topics: Iterable[str], force: bool = False) -> bool:
     r = engine.get_redis()
     if not force and r.exists(sentinel_key()):
         return False
-    report = engine.resync(list(topics))
+    report = resync(list(topics))
     r.set(sentinel_key(), "1")
     if report.total():
         logger.warning("Rebuilt Redis from the database: pushed %s, scheduled %s, dropped %s",
