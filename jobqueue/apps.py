@@ -19,11 +19,10 @@ class JobQueueConfig(AppConfig):
         post_migrate.connect(receivers.sync_topics_after_migrate, sender=self)
         receivers.connect()
         # Handlers for the shell topic and TOPICS_DIR scripts; the cron scheduler runs in workers.
-        from . import cron, scripts_topics, shell
+        from . import scripts_topics, shell
 
         registry.add_resolver(shell.resolve_handler)
         registry.add_resolver(scripts_topics.resolve_handler)
-        cron.install()
         # The django.tasks backend, when TASKS names it: its queues become topics now.
         from .tasks_compat import connect_configured_backends
 

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .cron_schedule import CronSchedule
 from .validation import validate_priority, validate_topic_name
 
 if TYPE_CHECKING:
@@ -67,8 +68,6 @@ def handler(topic: str, **options: Any) -> Callable[[Callable[..., Any]], Callab
     if defaults.get("next_topic"):
         validate_topic_name(defaults["next_topic"])
     if defaults.get("cron"):
-        from .cron import CronSchedule
-
         CronSchedule(defaults["cron"])
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .. import engine
+from .. import cron, engine
 from ..conf import settings
 from ..models import FINISHED_STATUSES, Job, JobStatus
 from ..resync import resync
@@ -20,8 +20,8 @@ from .reconcile import reconcile as reconcile  # one of the steps, kept in its o
 
 logger = logging.getLogger("jobqueue.worker")
 
-#: Callables run with the worker on every maintenance pass (e.g. the cron scheduler).
-HOOKS: list[Callable[[Any], None]] = []
+#: Callables run with the worker on every maintenance pass; the cron scheduler is the first.
+HOOKS: list[Callable[[Any], None]] = [cron.run_scheduler]
 
 
 def promote(topics: Iterable[str]) -> int:
