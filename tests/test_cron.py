@@ -48,7 +48,7 @@ def report():
         return {"made_for": job.payload["scheduled_for"]}
 
     spec = registry.register("cron-report", make_report, cron="*/5 * * * *")
-    registry.sync_topic(spec)
+    Topic.objects.sync(spec)
     yield Topic.objects.get(name="cron-report")
     registry.unregister("cron-report")
 

@@ -261,7 +261,7 @@ class TopicAdmin(admin.ModelAdmin):
             topic.save(update_fields=["operator_overrides", "updated_at"])
             spec = registry.get(topic.name)
             if spec is not None:
-                registry.sync_topic(spec)
+                Topic.objects.sync(spec)
         self._say(request, "Reset %(n)s topic.", "Reset %(n)s topics.", len(topics))
 
     # -- buttons on the topic's page ---------------------------------------------------
