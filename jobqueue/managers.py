@@ -85,6 +85,24 @@ class TopicManager(models.Manager["Topic"]):
             "isolation": settings.DEFAULT_ISOLATION,
         }
 
+    def sync(self, spec: registry.HandlerSpec) -> Topic:
+        """Create or update the Topic row of a registered handler, keeping fields an operator changed."""
+        defaults = {**self.setting_defaults(), **spec.defaults}
+        topic, created = self.get_or_create(name=spec.topic, defaults=defaults)
+        if created:
+            return topic
+        overrides = set(topic.operator_overrides or [])
+        changed = [f for f, v in spec.defaults.items() if f not in overrides and getattr(topic, f) != v]
+        if changed:
+            for field in changed:
+                setattr(topic, field, spec.defaults[field])
+            topic.save(update_fields=[*changed, "updated_at"])
+        return topic
+
+    def sync_registered(self) -> list[Topic]:
+        """Make sure every registered handler's topic has its row (see :meth:`sync`)."""
+        return [self.sync(spec) for spec in registry.specs()]
+
     def resolve(self, name: Any) -> Topic:
         """The Topic row for ``name``, created from its handler if it has one.
 
@@ -104,7 +122,7 @@ class TopicManager(models.Manager["Topic"]):
             return topic
         spec = registry.get(name)
         if spec is not None:
-            return registry.sync_topic(spec)
+            return self.sync(spec)
         if settings.ALLOW_UNREGISTERED_TOPICS:
             return self.get_or_create(name=name, defaults=self.setting_defaults())[0]
         known = sorted(set(self.values_list("name", flat=True)) | set(registry.topics()))

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import PermissionDenied
+
+from . import registry
 from .constants import SHELL_PERMISSION, SHELL_TOPIC
+from .models import Topic
 from .validation import TOPIC_NAME_RE
 
 #: Who may see a job (and so what a pending entity's job holds).
@@ -29,9 +33,6 @@ def static_chain(name: str) -> list[str]:
 
     A topic's ``next_topic`` is its row's, else its handler's (the row it gets on first use).
     """
-    from . import registry
-    from .models import Topic
-
     chain: list[str] = []
     current = name
     while isinstance(current, str) and TOPIC_NAME_RE.match(current) and current not in chain:
@@ -57,8 +58,6 @@ def enqueue_refusal(user: Any, name: str) -> str | None:
 
 def check_may_enqueue(user: Any, name: str) -> None:
     """Django's ``PermissionDenied`` unless ``user`` may enqueue a job of topic ``name``."""
-    from django.core.exceptions import PermissionDenied
-
     refusal = enqueue_refusal(user, name)
     if refusal is not None:
         raise PermissionDenied(refusal)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from django.utils.module_loading import autodiscover_modules
+
+from .cron_schedule import CronSchedule
 from .states import Isolation
 from .validation import validate_priority, validate_topic_name
-
-if TYPE_CHECKING:
-    from .models import Topic
 
 #: A topic's runtime settings: how its jobs run. The admin edits them under that heading.
 RUNTIME_FIELDS = (
@@ -69,8 +69,6 @@ def handler(topic: str, **options: Any) -> Callable[[Callable[..., Any]], Callab
     if defaults.get("next_topic"):
         validate_topic_name(defaults["next_topic"])
     if defaults.get("cron"):
-        from .cron import CronSchedule
-
         CronSchedule(defaults["cron"])
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -121,30 +119,11 @@ def unregister(topic: str) -> None:
     _registry.pop(topic, None)
 
 
-def sync_topic(spec: HandlerSpec) -> Topic:
-    """Create or update the Topic row of ``spec``, keeping fields an operator changed."""
-    from .models import Topic
-
-    defaults = {**Topic.objects.setting_defaults(), **spec.defaults}
-    topic, created = Topic.objects.get_or_create(name=spec.topic, defaults=defaults)
-    if created:
-        return topic
-    overrides = set(topic.operator_overrides or [])
-    changed = [f for f, v in spec.defaults.items() if f not in overrides and getattr(topic, f) != v]
-    if changed:
-        for field in changed:
-            setattr(topic, field, spec.defaults[field])
-        topic.save(update_fields=[*changed, "updated_at"])
-    return topic
-
-
-def sync_topics() -> list[Topic]:
-    """Make sure every registered topic has its Topic row."""
-    return [sync_topic(spec) for spec in _registry.values()]
+def specs() -> list[HandlerSpec]:
+    """Every handler registered with :func:`handler` or :func:`register` (not resolvers')."""
+    return list(_registry.values())
 
 
 def autodiscover() -> None:
     """Import the ``jobs`` module of every installed app."""
-    from django.utils.module_loading import autodiscover_modules
-
     autodiscover_modules("jobs")

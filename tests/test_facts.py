@@ -23,7 +23,7 @@ from django.urls import reverse
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from jobqueue import conf, constants, registry, shell
+from jobqueue import conf, constants, registry, scripts_topics, shell
 from jobqueue.admin.forms import PriorityForm, TopicForm
 from jobqueue.admin.topics import TopicAdmin
 from jobqueue.api.schema import build_schema
@@ -174,7 +174,7 @@ def test_the_shell_permission_is_the_one_the_models_declare():
     assert User.objects.get(pk=user.pk).has_perm(constants.SHELL_PERMISSION)
     assert PROTECTED_TOPICS == {constants.SHELL_TOPIC: constants.SHELL_PERMISSION}
     assert shell.PERMISSION == constants.SHELL_PERMISSION
-    assert registry.get(constants.SHELL_TOPIC).func is shell.run_shell
+    assert registry.get(constants.SHELL_TOPIC).func is scripts_topics.run_shell
 
 
 # -- a topic's runtime fields ---------------------------------------------------------------
@@ -254,7 +254,7 @@ django.setup()
 
 from django.core.management import load_command_class
 
-from jobqueue import permissions, registry, shell, validation
+from jobqueue import permissions, registry, scripts_topics, shell, validation
 from jobqueue.api.schema import build_schema
 from jobqueue.api.errors import ApiError
 from jobqueue.api.serializers import enqueue_arguments
@@ -306,7 +306,7 @@ print(json.dumps({
     "succeed_sql": fastsql.statement("succeed", "default"),
     "permissions": [list(p) for p in Job._meta.permissions],
     "protected": permissions.PROTECTED_TOPICS,
-    "shell_spec": getattr(registry.get("sh"), "func", None) is shell.run_shell,
+    "shell_spec": getattr(registry.get("sh"), "func", None) is scripts_topics.run_shell,
     "shell_refused": refused(Job.objects.build, "sh", {"command": "true"}),
     "w002": [m for m in warnings if "SHELL_TOPIC" in m],
     "defaults": [Topic._meta.get_field("max_attempts").default, Job._meta.get_field("max_attempts").default,

@@ -11,6 +11,7 @@ from django.utils.translation import gettext_lazy as _
 from .. import registry
 from ..conf import settings
 from ..constants import SHELL_PERMISSION, SHELL_TOPIC
+from ..cron_schedule import CronSchedule
 from ..exceptions import DuplicateJob, InvalidJob, InvalidPayload, UnknownTopic
 from ..models import Job, Topic
 from ..permissions import CHANGE_PRIORITY, enqueue_refusal
@@ -204,8 +205,6 @@ class TopicForm(forms.ModelForm):
     def clean_cron(self) -> str:
         value = (self.cleaned_data.get("cron") or "").strip()
         if value:
-            from ..cron import CronSchedule
-
             try:
                 CronSchedule(value)
             except ValueError as exc:

@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from .. import registry
+from ..cron import next_run
 from ..dashboard import TopicStats, topic_stats
 from ..models import PENDING_STATUSES, Job, JobStatus, Topic
 from . import bulk, display
@@ -159,8 +160,6 @@ class TopicAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("next cron run"))
     def next_run_display(self, obj: Topic) -> Any:
-        from ..cron import next_run
-
         when = next_run(obj) if obj.cron else None
         if when is None:
             return display.EMPTY
@@ -253,7 +252,7 @@ class TopicAdmin(admin.ModelAdmin):
             topic.save(update_fields=["operator_overrides", "updated_at"])
             spec = registry.get(topic.name)
             if spec is not None:
-                registry.sync_topic(spec)
+                Topic.objects.sync(spec)
         self._say(request, "Reset %(n)s topic.", "Reset %(n)s topics.", len(topics))
 
     # -- buttons on the topic's page ---------------------------------------------------

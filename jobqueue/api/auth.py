@@ -11,6 +11,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from django.middleware.csrf import CsrfViewMiddleware
 
+from ..models_api import ApiToken
 from .errors import ApiError
 
 #: The ``WWW-Authenticate`` challenge sent with every 401.
@@ -19,8 +20,6 @@ CHALLENGE = 'Bearer realm="jobqueue"'
 
 def authenticate(request: HttpRequest) -> Any:
     """The user making the request; :class:`ApiError` (401/403) otherwise."""
-    from ..models_api import ApiToken
-
     header = request.META.get("HTTP_AUTHORIZATION", "")
     if header:
         scheme, _, key = header.partition(" ")

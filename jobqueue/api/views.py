@@ -12,7 +12,7 @@ from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 
-from .. import engine
+from .. import engine, registry
 from ..constants import MAX_PROGRESS, MIN_PROGRESS, PROGRESS_MESSAGE_MAX_LENGTH, STAGE_MAX_LENGTH
 from ..models import FINISHED_STATUSES, Job, JobStatus, Topic
 from ..permissions import CHANGE_PRIORITY, VIEW_JOB, check_may_enqueue
@@ -246,8 +246,6 @@ def stats(request: HttpRequest) -> HttpResponse:
 
 def topic_stats(request: HttpRequest, topic: str) -> HttpResponse:
     """``GET /stats/{topic}``: counts by status and priority, Redis depths, slot holders."""
-    from .. import registry
-
     row = Topic.objects.filter(name=topic).first() if TOPIC_NAME_RE.match(topic) else None
     if row is None and (not TOPIC_NAME_RE.match(topic) or registry.get(topic) is None):
         raise ApiError(404, "not_found", f"No topic {topic!r}.")

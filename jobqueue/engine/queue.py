@@ -66,9 +66,13 @@ def _announce(topic: str, client: Any) -> None:
         _announced.add((key, topic))
 
 
-def forget_announced() -> None:
-    """Forget which topics this process announced (after FLUSHDB, e.g. in resync)."""
-    _announced.clear()
+def forget_announced(topic: str | None = None) -> None:
+    """Forget that this process announced ``topic`` (every topic by default), e.g. in a
+    resync after a FLUSHDB: its next push announces it again."""
+    if topic is None:
+        _announced.clear()
+    else:
+        _announced.discard((topics_key(), topic))
 
 
 def push(topic: str, items: Iterable[tuple[str, int, str | None]], client: Any = None) -> int:

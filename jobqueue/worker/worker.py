@@ -397,7 +397,7 @@ class Worker:
     # -- slots, maintenance, outages -------------------------------------------------
 
     def _resolve_topics(self) -> list[str]:
-        self._call_with_retry(registry.sync_topics)
+        self._call_with_retry(Topic.objects.sync_registered)
         if self.requested_topics is None:
             topics = registry.topics()
             if not topics:

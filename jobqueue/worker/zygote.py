@@ -27,7 +27,9 @@ from typing import Any
 
 from django.db import connections
 
+from .. import engine, registry
 from ..chaining import to_wire
+from ..models import Job
 from ..progress import flush_progress
 from ..storable import encode_json
 from .runner import _outcome_from_exception
@@ -74,9 +76,6 @@ def _child_main(job_r: int, out_w: int, err_w: int, res_w: int) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _set_aside_connections()
-        from .. import engine, registry
-        from ..models import Job
-
         engine.reset_clients()
         chunks = []
         while True:
@@ -146,8 +145,6 @@ def zygote_main(sock: socket.socket) -> None:
         signal.set_wakeup_fd(wake_w)  # a SIGCHLD makes wake_r readable, waking the select below
         signal.signal(signal.SIGCHLD, _on_sigchld)
         _set_aside_connections()
-        from .. import engine
-
         engine.reset_clients()
         exit_pipes: dict[int, int] = {}  # child pid -> write end of its exit pipe
         waiting_on: list[Any] = [sock, wake_r]

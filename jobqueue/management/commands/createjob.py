@@ -11,6 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...exceptions import DuplicateJob, InvalidJob, InvalidPayload
+from ...models import Job
 from ...validation import parse_json
 from ._utils import aware_datetime, duration, job_id, one_line_errors, positive_int, priority
 
@@ -63,8 +64,6 @@ class Command(BaseCommand):
             raise CommandError(f"Invalid JSON in {source}: {exc}") from None
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from ...models import Job
-
         payload = self.read_data(options["data"])
         try:
             job = Job.objects.enqueue(
