@@ -295,6 +295,12 @@ class Execution(models.Model):
     stdout = models.TextField(_("stdout"), blank=True)
     stderr = models.TextField(_("stderr"), blank=True)
     error = models.TextField(_("error"), blank=True)
+    error_class = models.CharField(
+        _("error class"),
+        max_length=255,
+        blank=True,
+        help_text=_("The dotted path of the exception that ended the attempt, such as builtins.ValueError."),
+    )
     traceback = models.TextField(_("traceback"), blank=True)
     duration = models.FloatField(_("duration (seconds)"), null=True, blank=True)
 
