@@ -25,6 +25,6 @@ class JobQueueConfig(AppConfig):
         registry.add_resolver(scripts_topics.resolve_handler)
         cron.install()
         # The django.tasks backend, when TASKS names it: its queues become topics now.
-        from .tasks_compat import connect_configured_backends
+        from .contrib.tasks.compat import connect_configured_backends
 
         connect_configured_backends()

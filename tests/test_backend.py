@@ -14,10 +14,8 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from jobqueue import engine, registry
-from jobqueue.backends import JobQueueBackend, JobQueueTask, run_task_job
-from jobqueue.exceptions import DuplicateJob, InvalidPayload
-from jobqueue.models import Execution, Job, Topic
-from jobqueue.tasks_compat import (
+from jobqueue.contrib.tasks import JobQueueBackend, JobQueueTask, run_task_job
+from jobqueue.contrib.tasks.compat import (
     InvalidTask,
     TaskResultDoesNotExist,
     TaskResultMismatch,
@@ -29,6 +27,8 @@ from jobqueue.tasks_compat import (
     task_finished,
     task_started,
 )
+from jobqueue.exceptions import DuplicateJob, InvalidPayload
+from jobqueue.models import Execution, Job, Topic
 from jobqueue.worker import Worker
 from tests.tasks_app import tasks
 from tests.workerutil import WorkerPool, nested, wait_for
@@ -338,7 +338,7 @@ def test_cancelled_task_is_failed_with_a_cancelled_error():
     Job.objects.get(pk=result.id).cancel()
     result.refresh()
     assert result.status == TaskResultStatus.FAILED
-    assert result.errors[0].exception_class_path == "jobqueue.backends.TaskCancelled"
+    assert result.errors[0].exception_class_path == "jobqueue.contrib.tasks.exceptions.TaskCancelled"
 
 
 # -- attempts: worker_ids and errors ---------------------------------------------------------
@@ -384,7 +384,7 @@ def test_a_requeued_task_cancelled_before_it_runs_again_ends_with_a_cancelled_er
     result.refresh()
     assert result.status == TaskResultStatus.FAILED and result.worker_ids == ["worker-A"]
     paths = [e.exception_class_path for e in result.errors]
-    assert paths == ["tests.tasks_app.tasks.CustomError", "jobqueue.backends.TaskCancelled"]
+    assert paths == ["tests.tasks_app.tasks.CustomError", "jobqueue.contrib.tasks.exceptions.TaskCancelled"]
 
 
 def test_a_claim_put_back_before_the_task_ran_is_no_attempt():
