@@ -269,6 +269,40 @@ def test_builtin_exception_class_path():
     assert error.exception_class is ValueError
 
 
+@pytest.mark.parametrize("isolation", ["inline", "process"])
+def test_errors_report_the_class_the_worker_stored(isolation):
+    # The message looks like another exception's line of a traceback: the class is not read from the text.
+    result = tasks.fail.enqueue("boom\nKeyError: not this one")
+    run_worker(isolation=isolation)
+    assert Execution.objects.get(job_id=result.id).error_class == "tests.tasks_app.tasks.CustomError"
+    [error] = default_task_backend.get_result(result.id).errors
+    assert error.exception_class_path == "tests.tasks_app.tasks.CustomError"
+    assert error.exception_class is tasks.CustomError
+    assert "KeyError: not this one" in error.traceback
+
+
+def test_an_attempt_stored_without_its_class_reports_a_plain_exception():
+    # As a row written before Execution.error_class existed: its traceback is not parsed.
+    result = tasks.fail_builtin.enqueue()
+    run_worker()
+    Execution.objects.filter(job_id=result.id).update(error_class="")
+    [error] = default_task_backend.get_result(result.id).errors
+    assert error.exception_class_path == "builtins.Exception"
+    assert "ValueError: bad value" in error.traceback
+
+
+def test_the_classes_an_outcome_implies_are_the_worker_and_backend_classes():
+    from django.utils.module_loading import import_string
+
+    from jobqueue.contrib.tasks import TaskCancelled, TaskLost
+    from jobqueue.contrib.tasks.results import OUTCOME_ERROR_CLASSES
+    from jobqueue.worker.runner import JobTimeout, WorkerInterrupted
+
+    classes = {outcome: import_string(path) for outcome, path in OUTCOME_ERROR_CLASSES.items()}
+    assert classes == {"timeout": JobTimeout, "aborted": WorkerInterrupted, "lost": TaskLost,
+                       "cancelled": TaskCancelled}
+
+
 def test_retries_with_backoff_and_attempt_in_context():
     result = tasks.flaky.enqueue(3)
     run_worker()

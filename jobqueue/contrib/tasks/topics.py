@@ -41,6 +41,8 @@ class TaskTopics:
 
     def discard_prefix(self, prefix: str) -> None:
         self._prefixes.pop(prefix, None)
+        if not self._prefixes:
+            registry.remove_resolver(self.resolve)
 
     def resolve(self, topic: str) -> registry.HandlerSpec | None:
         """The handler of ``topic`` if it falls under a prefix (a :mod:`~jobqueue.registry` resolver)."""
