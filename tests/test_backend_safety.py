@@ -146,7 +146,7 @@ def test_check_reports_jobqueue_missing_from_installed_apps():
 
 
 def test_a_task_on_a_handler_topic_is_refused():
-    clash = {"default": {"BACKEND": "jobqueue.backends.JobQueueBackend", "QUEUES": ["echo"]}}
+    clash = {"default": {"BACKEND": "jobqueue.contrib.tasks.JobQueueBackend", "QUEUES": ["echo"]}}
     with override_settings(TASKS=clash):
         from tests.tasks_app import tasks
 
