@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from . import engine, registry
 from .conf import settings
+from .constants import SHELL_TOPIC
 from .exceptions import DuplicateJob, InvalidJob, InvalidTransition, UnknownTopic
 from .shell import check_enqueue as check_shell_enqueue
 from .states import ACTIVE_STATUSES, FINISHED_STATUSES, PENDING_STATUSES, JobStatus
@@ -148,7 +149,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
     ) -> tuple[Job, list[Any]]:
         """Validate everything and return an unsaved Job plus its dependency ids."""
         topic_model = self._topic_model()
-        if (topic.name if isinstance(topic, topic_model) else topic) == "shell":
+        if (topic.name if isinstance(topic, topic_model) else topic) == SHELL_TOPIC:
             check_shell_enqueue(payload)  # refused while the shell topic is off
         topic_obj = topic if isinstance(topic, topic_model) else self._resolve_topic(topic)
         payload = {} if payload is None else payload

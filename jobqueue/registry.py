@@ -11,14 +11,14 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .states import Isolation
 from .validation import validate_priority, validate_topic_name
 
 if TYPE_CHECKING:
     from .models import Topic
 
-#: Topic fields a handler may set; an operator's change in the admin wins over them.
-TOPIC_FIELDS = (
-    "description",
+#: A topic's runtime settings: how its jobs run. The admin edits them under that heading.
+RUNTIME_FIELDS = (
     "concurrency",
     "default_priority",
     "max_attempts",
@@ -28,6 +28,8 @@ TOPIC_FIELDS = (
     "next_topic",
     "cron",
 )
+#: Topic fields a handler may set; an operator's change in the admin wins over them.
+TOPIC_FIELDS = ("description", *RUNTIME_FIELDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +64,8 @@ def handler(topic: str, **options: Any) -> Callable[[Callable[..., Any]], Callab
         defaults[field] = value
     if "default_priority" in defaults:
         validate_priority(defaults["default_priority"])
-    if defaults.get("isolation") not in (None, "inline", "process"):
-        raise ValueError(f"@handler({topic!r}): isolation must be 'inline' or 'process'")
+    if defaults.get("isolation") not in (None, *Isolation.values):
+        raise ValueError(f"@handler({topic!r}): isolation must be {' or '.join(map(repr, Isolation.values))}")
     if defaults.get("next_topic"):
         validate_topic_name(defaults["next_topic"])
     if defaults.get("cron"):

@@ -20,13 +20,13 @@ import shlex
 from typing import Any
 
 from .conf import settings
+from .constants import SHELL_PERMISSION, SHELL_TOPIC
 from .exceptions import InvalidJob
 from .registry import HandlerSpec
 
-#: The topic's name.
-SHELL_TOPIC = "shell"
-#: The permission a user needs to enqueue a shell job (``user.has_perm(...)``).
-PERMISSION = "jobqueue.enqueue_shell_job"
+#: The permission a user needs to enqueue a shell job (``user.has_perm(...)``); an older
+#: name of :data:`jobqueue.constants.SHELL_PERMISSION`.
+PERMISSION = SHELL_PERMISSION
 
 
 class ShellTopicDisabled(InvalidJob):
@@ -77,8 +77,8 @@ def check_enqueue(payload: Any) -> None:
 
 def user_may_enqueue(user: Any) -> bool:
     """Whether ``user`` (a Django user) may enqueue shell jobs: the topic is on and the user
-    holds :data:`PERMISSION`."""
-    return is_enabled() and bool(user is not None and user.has_perm(PERMISSION))
+    holds :data:`SHELL_PERMISSION`."""
+    return is_enabled() and bool(user is not None and user.has_perm(SHELL_PERMISSION))
 
 
 def check_permission(user: Any) -> None:
@@ -88,7 +88,7 @@ def check_permission(user: Any) -> None:
 
     check_enabled()
     if not user_may_enqueue(user):
-        raise PermissionDenied(f"Enqueueing a shell job needs the {PERMISSION} permission.")
+        raise PermissionDenied(f"Enqueueing a shell job needs the {SHELL_PERMISSION} permission.")
 
 
 def run_shell(job: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from jobqueue import registry
+from jobqueue import constants, registry
 from jobqueue.models import Execution, Job
 from tests.workerutil import run_worker
 
@@ -67,8 +67,9 @@ def test_a_class_path_longer_than_the_column_is_cut_to_fit():
         registry.unregister("long-class")
     [(outcome, error_class)] = attempts(job)
     assert outcome == "failed"
-    assert error_class == f"{__name__}.{long_name}"[:255]
-    assert len(error_class) == Execution._meta.get_field("error_class").max_length == 255
+    size = constants.ERROR_CLASS_MAX_LENGTH
+    assert Execution._meta.get_field("error_class").max_length == size < len(f"{__name__}.{long_name}")
+    assert error_class == f"{__name__}.{long_name}"[:size]
 
 
 def test_the_admin_shows_the_class_on_the_job_and_execution_pages():

@@ -59,16 +59,7 @@ class TopicAdmin(admin.ModelAdmin):
     list_filter = ("is_paused", "isolation")
     search_fields = ("name", "description")
     actions = ["pause", "resume", "unlock", "requeue_failed", "purge_queued", "reset_overrides"]
-    runtime_fields = (
-        "concurrency",
-        "default_priority",
-        "max_attempts",
-        "timeout",
-        "retry_backoff",
-        "isolation",
-        "next_topic",
-        "cron",
-    )
+    runtime_fields = registry.RUNTIME_FIELDS
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets: list[tuple[Any, dict[str, Any]]] = [

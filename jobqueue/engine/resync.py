@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from ..conf import settings
 from .connection import get_redis
 from .keys import TopicKeys
-from .queue import PRIORITY_SHIFT, PUSH_CHUNK, _s, change_priority, forget_announced, push, schedule, set_paused
+from .queue import PUSH_CHUNK, _s, change_priority, forget_announced, push, schedule, score_priority, set_paused
 
 
 @dataclass
@@ -64,7 +64,7 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
         # A priority change that reached the database but not Redis (e.g. it raced the push).
         for pk, priority, _entity in queued:
             score = scores.get(str(pk))
-            if score is not None and 100 - int(score) // PRIORITY_SHIFT != priority:
+            if score is not None and score_priority(score) != priority:
                 change_priority(topic, str(pk), priority)
                 report.reprioritised[topic] = report.reprioritised.get(topic, 0) + 1
         for start in range(0, len(missing), PUSH_CHUNK):

@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from ..chaining import storable_result
 from ..conf import settings
+from ..constants import ERROR_CLASS_MAX_LENGTH
 from ..models import Execution, ExecutionOutcome, Job, JobStatus
 from ..progress import flush_progress
 from ..storable import exception_class_path, exception_text, storable_json, storable_text
@@ -26,8 +27,6 @@ from ..transitions.attempt import HOSTNAME, NextJob, claim, unclaim
 from ..transitions.recovery import recover
 
 logger = logging.getLogger("jobqueue.worker")
-
-ERROR_CLASS_MAX_LENGTH = Execution._meta.get_field("error_class").max_length
 
 __all__ = ["HOSTNAME", "NextJob", "Outcome", "backoff_delay", "claim", "finish", "recover", "unclaim"]
 

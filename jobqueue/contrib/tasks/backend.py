@@ -50,7 +50,7 @@ from django.core import checks
 from ... import registry
 from ...exceptions import InvalidJob, InvalidPayload
 from ...transitions.hooks import hooks
-from ...validation import validate_entity_id, validate_positive_int, validate_topic_name
+from ...validation import MAX_INT, validate_entity_id, validate_positive_int, validate_topic_name
 from .bridge import HOOK_KEY, TaskBridge
 from .compat import (
     BaseTaskBackend,
@@ -69,8 +69,6 @@ from .topics import TaskTopics
 
 #: Attempts a task gets unless its backend or the task says otherwise (django.tasks runs a task once).
 DEFAULT_TASK_MAX_ATTEMPTS = 1
-#: The largest attempts count or timeout a database integer column holds.
-MAX_INT = 2**31 - 1
 
 #: Backend OPTIONS that set the defaults of its queues' topics.
 TOPIC_OPTIONS = {

@@ -25,9 +25,11 @@ class Command(BaseCommand):
         return one_line_errors(super().create_parser(prog_name, subcommand, **kwargs))
 
     def add_arguments(self, parser: CommandParser) -> None:
+        from ...models import Job
+
         parser.add_argument("topic")
         parser.add_argument("data", nargs="?", default="{}", help="JSON text, a path to a .json file, or -.")
-        parser.add_argument("--priority", type=priority, help="-100..100; higher runs first.")
+        parser.add_argument("--priority", type=priority, help=str(Job._meta.get_field("priority").help_text))
         parser.add_argument("--entity-id", help="Dedupe key: one active job per entity and topic.")
         parser.add_argument("--parent-job-id", type=job_id, help="The job this one follows from.")
         when = parser.add_mutually_exclusive_group()
