@@ -24,6 +24,6 @@ class JobQueueConfig(AppConfig):
         registry.add_resolver(scripts_topics.resolve_shell_handler)
         registry.add_resolver(scripts_topics.resolve_handler)
         # The django.tasks backend, when TASKS names it: its queues become topics now.
-        from .tasks_compat import connect_configured_backends
+        from .contrib.tasks.compat import connect_configured_backends
 
         connect_configured_backends()

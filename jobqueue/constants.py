@@ -29,6 +29,8 @@ STAGE_MAX_LENGTH = 100
 PROGRESS_MESSAGE_MAX_LENGTH = 255
 #: The size of a job's ``entity_id`` column, in characters (``ENTITY_ID_MAX_LENGTH`` may accept fewer).
 ENTITY_ID_COLUMN_LENGTH = 255
+#: The size of an Execution's ``error_class`` column (an exception class's dotted path), in characters.
+ERROR_CLASS_MAX_LENGTH = 255
 
 #: The built-in topic that runs command lines (:mod:`jobqueue.shell`).
 SHELL_TOPIC = "shell"

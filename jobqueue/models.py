@@ -22,6 +22,7 @@ from . import engine
 from .conf import DEFAULT_ISOLATION, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT, settings
 from .constants import (
     ENTITY_ID_COLUMN_LENGTH,
+    ERROR_CLASS_MAX_LENGTH,
     MAX_PRIORITY,
     MAX_PROGRESS,
     MIN_PRIORITY,
@@ -313,6 +314,12 @@ class Execution(models.Model):
     stdout = models.TextField(_("stdout"), blank=True)
     stderr = models.TextField(_("stderr"), blank=True)
     error = models.TextField(_("error"), blank=True)
+    error_class = models.CharField(
+        _("error class"),
+        max_length=ERROR_CLASS_MAX_LENGTH,
+        blank=True,
+        help_text=_("The dotted path of the exception that ended the attempt, such as builtins.ValueError."),
+    )
     traceback = models.TextField(_("traceback"), blank=True)
     duration = models.FloatField(_("duration (seconds)"), null=True, blank=True)
 

@@ -99,6 +99,12 @@ def add_resolver(resolver: Callable[[str], HandlerSpec | None]) -> None:
         _resolvers.append(resolver)
 
 
+def remove_resolver(resolver: Callable[[str], HandlerSpec | None]) -> None:
+    """Take back a resolver given to :func:`add_resolver` (nothing if it was not there)."""
+    if resolver in _resolvers:
+        _resolvers.remove(resolver)
+
+
 def get(topic: str) -> HandlerSpec | None:
     """The handler of ``topic``: a registered one, else one a resolver provides."""
     spec = _registry.get(topic)

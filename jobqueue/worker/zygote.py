@@ -31,7 +31,7 @@ from .. import engine, registry
 from ..chaining import to_wire
 from ..models import Job
 from ..progress import flush_progress
-from ..storable import encode_json
+from ..storable import encode_json, exception_class_path
 from .runner import _outcome_from_exception
 
 #: The inherited database connections of a child, kept referenced until ``os._exit``.
@@ -95,8 +95,8 @@ def _child_main(job_r: int, out_w: int, err_w: int, res_w: int) -> None:
         except BaseException as exc:  # noqa: BLE001 - sys.exit(n) fails the attempt with its exit code
             o = _outcome_from_exception(exc)
             exit_code = _exit_status(exc.code) if isinstance(exc, SystemExit) else 1
-            payload = {"ok": False, "error": o.error, "traceback": o.traceback, "retry_delay": o.retry_delay,
-                       "exit_code": exit_code}
+            payload = {"ok": False, "error": o.error, "error_class": o.error_class, "traceback": o.traceback,
+                       "retry_delay": o.retry_delay, "exit_code": exit_code}
             traceback.print_exc()
         try:
             flush_progress(job)  # the last report, if the throttle held it back
@@ -106,7 +106,7 @@ def _child_main(job_r: int, out_w: int, err_w: int, res_w: int) -> None:
             data = encode_json(payload).encode()
         except (TypeError, ValueError) as exc:
             data = json.dumps({"ok": False, "error": f"Handler returned a result that is not JSON: {exc}",
-                               "exit_code": 1}).encode()
+                               "error_class": exception_class_path(exc), "exit_code": 1}).encode()
             exit_code = 1
         sys.stdout.flush()
         sys.stderr.flush()
