@@ -26,8 +26,6 @@ class Command(BaseCommand):
         return one_line_errors(super().create_parser(prog_name, subcommand, **kwargs))
 
     def add_arguments(self, parser: CommandParser) -> None:
-        from ...models import Job
-
         parser.add_argument("topic")
         parser.add_argument("data", nargs="?", default="{}", help="JSON text, a path to a .json file, or -.")
         parser.add_argument("--priority", type=priority, help=str(Job._meta.get_field("priority").help_text))
