@@ -30,7 +30,8 @@ from ..storable import exception_class_path
 from . import datadir, maintenance
 from .forking import ForkRunner
 from .heartbeat import Heartbeat
-from .lifecycle import NextJob, Outcome, claim, finish, recover, unclaim
+from .lifecycle import NextJob, Outcome, claim, finish
+from .readahead import ReadAhead, Stage
 from .runner import INTERRUPTED_CLASS, WorkerInterrupted, run_inline
 from .watchdog import Watchdog
 
@@ -105,10 +106,7 @@ class Worker:
         self._next_slot_try = 0.0
         self._next_maintenance = 0.0
         self._next_sweep = 0.0
-        self._pending_ack: Job | None = None
-        # The next job, leased (and maybe claimed) while the last success was recorded.
-        self._leased: tuple[str, str] | None = None
-        self._claimed: tuple[Job, Any] | None = None
+        self.readahead = ReadAhead()
         self._idle_since: float | None = None
         self._outage_since: float | None = None
         self.watchdog = Watchdog(self)
@@ -145,10 +143,7 @@ class Worker:
         finally:
             self.fork_runner.close()
             self.heartbeat.stop()
-            if self._pending_ack is not None:
-                job = self._pending_ack
-                engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id)
-            self._put_back_next()
+            self.readahead.give_back()
             self._release_slots()
             engine.safe_call(engine.forget, self.worker_id)
             logger.info("Worker %s stopped after %s jobs.", self.worker_id, self.processed)
@@ -182,8 +177,8 @@ class Worker:
             if now >= self._next_maintenance:
                 self._maintain()
                 self._next_maintenance = now + MAINTENANCE_SECONDS
-            if self._claimed is not None:
-                (job, execution), self._claimed = self._claimed, None
+            if self.readahead.stage is Stage.CLAIMED:
+                job, execution = self.readahead.take()
                 self._idle_since = None
                 self._run(job, execution)
                 return True
@@ -226,12 +221,10 @@ class Worker:
                 conn.close_if_unusable_or_obsolete()
 
     def _fetch(self) -> tuple[str | None, str]:
-        if self._leased is not None:  # leased for us, but the statement claiming it failed
-            (job_id, topic), self._leased = self._leased, None
-            return job_id, topic
-        pending, self._pending_ack = self._pending_ack, None
-        if pending is not None:
-            job = pending
+        if self.readahead.stage is Stage.LEASED:  # leased for us, but the statement claiming it failed
+            return self.readahead.take_lease()
+        job = self.readahead.take_ack()
+        if job is not None:
             lock = self.slots.get(job.topic_id)
             if lock is not None and len(self.slots) == 1:
                 # One round trip acknowledges the last job and leases the next.
@@ -337,16 +330,8 @@ class Worker:
             try:
                 next_job = NextJob(lambda: self._lease_next(job), self.worker_id, os.getpid(), self.topic_rows)
                 if finish(job, execution, outcome, defer_ack=True, next_job=next_job) == JobStatus.SUCCEEDED:
-                    earlier, self._pending_ack = self._pending_ack, job
-                    if earlier is not None:  # not taken by a lease: acknowledge it alone
-                        engine.safe_call(engine.ack, earlier.topic_id, str(earlier.pk), earlier.entity_id)
-                if next_job.claimed is not None:
-                    self._leased, self._claimed = None, next_job.claimed
-                elif next_job.stranded:
-                    self._leased = None  # claimed under its lease, which recovers it
-                elif next_job.id is not None:  # cancelled since it was queued
-                    self._leased = None
-                    engine.safe_call(engine.ack, job.topic_id, next_job.id)
+                    self.readahead.hold_ack(job)
+                self.readahead.settle(next_job)
                 return
             except (OperationalError, InterfaceError) as exc:
                 if time.monotonic() > deadline:
@@ -360,43 +345,16 @@ class Worker:
                 delay = min(delay * 2, 5.0)
 
     def _lease_next(self, job: Job) -> str | None:
-        """Lease the job to run after ``job`` (acknowledging the success before it in the
-        same call), so that recording ``job``'s success claims it too. Only for a worker
-        holding one topic slot, that goes on running jobs."""
-        if self._leased is not None:  # leased on an earlier try of this same step
-            return self._leased[0]
+        """Lease the job to run after ``job`` (see :mod:`.readahead`), so that recording
+        ``job``'s success claims it too. Only for a worker holding one topic slot, that
+        goes on running jobs."""
+        if self.readahead.stage is Stage.LEASED:  # leased on an earlier try of this same step
+            return self.readahead.leased_id
         lock = self.slots.get(job.topic_id)
         if (lock is None or len(self.slots) != 1 or self.stopping
                 or (self.max_jobs is not None and self.processed + 1 >= self.max_jobs)):
             return None
-        pending = self._pending_ack
-        try:
-            if pending is not None and pending.topic_id == job.topic_id:
-                ids = engine.ack_and_pop(job.topic_id, str(pending.pk), pending.entity_id, 1, slot_token=lock.token)
-                self._pending_ack = None
-            else:
-                ids = engine.pop(job.topic_id, 1, slot_token=lock.token)
-        except redis.RedisError:
-            return None  # record the success alone; the loop meets the outage next
-        if not ids:
-            return None
-        self._leased = (ids[0], job.topic_id)
-        return ids[0]
-
-    def _put_back_next(self) -> None:
-        """On the way out, return a next job claimed or leased for us but never run."""
-        if self._claimed is not None:
-            (job, _execution), self._claimed = self._claimed, None
-            try:
-                unclaim(job)
-            except DatabaseError:
-                logger.exception("Could not put back job %s; its lease will recover it.", job.pk)
-        elif self._leased is not None:
-            (job_id, topic), self._leased = self._leased, None
-            try:
-                recover(topic, job_id)  # still queued: back in its queue, no longer leased
-            except (DatabaseError, redis.RedisError):
-                logger.exception("Could not put back job %s; its lease will recover it.", job_id)
+        return self.readahead.lease_next(job.topic_id, lock.token)
 
     # -- slots, maintenance, outages -------------------------------------------------
 
