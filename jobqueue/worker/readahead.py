@@ -2,10 +2,10 @@
 success is recorded, and that success's Redis acknowledgement, held back to ride on the
 next pop.
 
-A worker holding one topic slot asks Redis and the database once per job, not twice:
-while it records a success it leases the next job id, acknowledging the success before
-it in the same Redis call (``ack_and_pop``), and on PostgreSQL the statement recording
-the success also claims that job (:class:`~jobqueue.transitions.attempt.NextJob`).
+A worker holding one topic slot calls Redis once per job, not twice: while it records
+a success it leases the next job id, acknowledging the success before it in the same
+call (``ack_and_pop``). On PostgreSQL the statement recording the success also claims
+that job (:class:`~jobqueue.transitions.attempt.NextJob`): one statement, not two.
 
 The next job goes through explicit stages (:class:`Stage`)::
 
