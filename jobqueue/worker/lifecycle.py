@@ -48,6 +48,8 @@ class Outcome:
     interrupted: bool = False  # the worker was told to stop now (second signal)
     retry_delay: float | None = None  # the handler raised Retry(delay=...)
     extra: dict[str, Any] = field(default_factory=dict)
+    # What an inline handler raised (a forked child's stays in the child): for tracing.
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
 
 def _fill_execution(execution: Execution, outcome: Outcome, result_outcome: str) -> None:

@@ -22,7 +22,7 @@ from django.db import DatabaseError, InterfaceError, OperationalError, close_old
 from django.db.backends.signals import connection_created
 from django.utils import timezone
 
-from .. import engine, registry
+from .. import engine, registry, tracing
 from ..conf import settings
 from ..engine import TopicLock, topic_keys
 from ..models import Job, JobStatus, Topic
@@ -277,14 +277,18 @@ class Worker:
         self.abort_current.clear()
         self.current = job
         try:
-            outcome = self._execute(job, execution)
-            if self.watchdog.abandoned:
-                return  # its attempt was recorded when the watchdog gave up on it
-            if outcome.interrupted:
-                self.stopping = True  # also when a real SIGINT reached a worker without signal handlers
-            if not outcome.interrupted and (self.abort_current.is_set() or self._abort_seen(job, outcome)):
-                outcome.aborted = True
-            self._finish(job, execution, outcome)
+            # The span is current while the outcome is recorded: chained jobs continue its trace.
+            with tracing.job_span(job, execution.attempt) as span:
+                outcome = self._execute(job, execution)
+                if self.watchdog.abandoned:
+                    span.ended(execution, outcome.exception)
+                    return  # its attempt was recorded when the watchdog gave up on it
+                if outcome.interrupted:
+                    self.stopping = True  # also when a real SIGINT reached a worker without signal handlers
+                if not outcome.interrupted and (self.abort_current.is_set() or self._abort_seen(job, outcome)):
+                    outcome.aborted = True
+                self._finish(job, execution, outcome)
+                span.ended(execution, outcome.exception)
             datadir.write_output(job, execution, outcome)
         finally:
             self.current = None
