@@ -78,7 +78,8 @@ class JobSpan:
         """Record the attempt's outcome (``execution.outcome``); a failure also as an
         exception event (``exception``, or one made from the Execution's error and
         traceback when the handler ran in another process) and status ERROR."""
-        if self.span is None or not self.span.is_recording():
+        api = self.api
+        if api is None or not self.span.is_recording():
             return
         outcome = str(execution.outcome)
         self.span.set_attribute("jobqueue.job.outcome", outcome)
@@ -88,11 +89,10 @@ class JobSpan:
         attributes: dict[str, str] = {}
         if exception is None:
             exception = JobFailed(error)
-            attributes["exception.type"] = _exception_type(execution.traceback) or "jobqueue.JobFailed"
+            attributes["exception.type"] = _exception_type(execution.traceback) or "jobqueue.tracing.JobFailed"
             attributes["exception.stacktrace"] = str(execution.traceback or "")
         self.span.record_exception(exception, attributes=attributes or None)
-        status = self.api.trace.Status(self.api.trace.StatusCode.ERROR, error.splitlines()[0][:300] if error else "")
-        self.span.set_status(status)
+        self.span.set_status(api.trace.Status(api.trace.StatusCode.ERROR, error.splitlines()[0][:300]))
 
 
 class JobFailed(Exception):  # noqa: N818 - recorded on a span, read as "the job failed"

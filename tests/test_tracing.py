@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from jobqueue import handler, tracing
+from jobqueue.managers import COPY_THRESHOLD
 from jobqueue.models import Job
 
 from .workerutil import REPO_ROOT, child_env, jobqueue_settings, run_worker
@@ -45,46 +46,49 @@ class _Switch(SimpleSpanProcessor):
             super().on_end(span)
 
 
-class _BatchSwitch(BatchSpanProcessor):
+class _HeldUntilFlushed(SpanProcessor):
+    """Holds ended spans until a flush, then appends them as JSON lines to ``path``: as a
+    batching processor sends spans, without its thread; how a forked child's spans reach
+    the test."""
+
+    def __init__(self) -> None:
+        self.path: Path | None = None
+        self.held: list[ReadableSpan] = []
+
     def on_end(self, span: ReadableSpan) -> None:
         if _Listening.on:
-            super().on_end(span)
+            self.held.append(span)
 
-
-class _FileExporter(SpanExporter):
-    """Appends spans as JSON lines to ``path``: how a forked child's spans reach the test."""
-
-    path: Path | None = None
-
-    def export(self, spans) -> SpanExportResult:
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        held, self.held = self.held, []
         if self.path is not None:
             with open(self.path, "a") as out:
-                for span in spans:
+                for span in held:
                     parent = span.parent.span_id if span.parent else None
                     out.write(json.dumps({"name": span.name, "trace_id": span.context.trace_id,
                                           "parent_span_id": parent}) + "\n")
-        return SpanExportResult.SUCCESS
+        return True
 
 
 _EXPORTER = InMemorySpanExporter()
-_FILE_EXPORTER = _FileExporter()
+_HELD = _HeldUntilFlushed()
 
 
 @pytest.fixture
 def spans(tmp_path):
-    """The SDK's in-memory exporter, behind the process's tracer provider; spans exported
-    in batches (only a flush sends them) go to ``_FILE_EXPORTER.path``."""
+    """The SDK's in-memory exporter, behind the process's tracer provider; spans that
+    ``_HELD`` holds reach ``_HELD.path`` when flushed."""
     if not isinstance(trace.get_tracer_provider(), TracerProvider):
         provider = TracerProvider()
         provider.add_span_processor(_Switch(_EXPORTER))
-        provider.add_span_processor(_BatchSwitch(_FILE_EXPORTER, schedule_delay_millis=600_000))
+        provider.add_span_processor(_HELD)
         trace.set_tracer_provider(provider)
     _EXPORTER.clear()
-    _FILE_EXPORTER.path = tmp_path / "batched.jsonl"
+    _HELD.held, _HELD.path = [], tmp_path / "flushed.jsonl"
     _Listening.on = True
     yield _EXPORTER
     _Listening.on = False
-    _FILE_EXPORTER.path = None
+    _HELD.held, _HELD.path = [], None
     _EXPORTER.clear()
 
 
@@ -94,7 +98,11 @@ def job_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
 
 def traceparent(job: Job) -> tuple[int, int]:
     """The trace id and parent span id stored with ``job``."""
-    _version, trace_id, span_id, _flags = job.trace_context["traceparent"].split("-")
+    return traceparent_of(job.trace_context)
+
+
+def traceparent_of(carrier: dict[str, str]) -> tuple[int, int]:
+    _version, trace_id, span_id, _flags = carrier["traceparent"].split("-")
     return int(trace_id, 16), int(span_id, 16)
 
 
@@ -178,7 +186,7 @@ def test_a_handler_in_a_child_process_runs_inside_the_workers_span(spans):
     trace_id = request.get_span_context().trace_id
     assert traceparent(spawned) == (trace_id, span.context.span_id)
     # The child's own span, exported by the flush before it exits.
-    exported = [json.loads(line) for line in _FILE_EXPORTER.path.read_text().splitlines()]
+    exported = [json.loads(line) for line in _HELD.path.read_text().splitlines()]
     assert {"name": "inside the handler", "trace_id": trace_id, "parent_span_id": span.context.span_id} in exported
 
 
@@ -186,9 +194,12 @@ def test_without_an_active_span_nothing_is_stored(spans):
     job = Job.objects.enqueue("echo", {})
     assert job.trace_context is None
     assert Job.objects.get(pk=job.pk).trace_context is None
-    with trace.get_tracer("tests").start_as_current_span("request"):
-        many = Job.objects.enqueue_many([("echo", {"i": i}) for i in range(3)])
-    assert all(Job.objects.get(pk=j.pk).trace_context["traceparent"] for j in many)
+    with trace.get_tracer("tests").start_as_current_span("request") as request:
+        # Enough jobs for COPY on PostgreSQL (managers.COPY_THRESHOLD).
+        many = Job.objects.enqueue_many([("echo", {"i": i}) for i in range(COPY_THRESHOLD)])
+    trace_id = request.get_span_context().trace_id
+    stored = Job.objects.filter(pk__in=[j.pk for j in many]).values_list("trace_context", flat=True)
+    assert [traceparent_of(c)[0] for c in stored] == [trace_id] * COPY_THRESHOLD
 
 
 def test_the_setting_turns_tracing_off(spans):
@@ -197,7 +208,7 @@ def test_the_setting_turns_tracing_off(spans):
             first = Job.objects.enqueue("stage1", {"n": 0})
         run_worker("stage1", "stage2", "stage3")
     assert first.trace_context is None
-    assert not Job.objects.exclude(trace_context=None).exists()
+    assert not Job.objects.filter(trace_context__isnull=False).exists()
     assert Job.objects.filter(status="succeeded").count() == 3
     assert job_spans(spans) == []
 
