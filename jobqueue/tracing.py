@@ -110,7 +110,7 @@ _NO_SPAN = JobSpan()
 
 
 @contextmanager
-def job_span(job: Any, attempt: int) -> Iterator[JobSpan]:
+def job_span(job: Any) -> Iterator[JobSpan]:
     """Run an attempt of ``job`` inside a span that continues the job's trace (a new
     trace when the job has none), current for what the worker does meanwhile: chained
     jobs and jobs enqueued by the handler take their context from it."""
@@ -122,7 +122,7 @@ def job_span(job: Any, attempt: int) -> Iterator[JobSpan]:
     attributes = {
         "jobqueue.topic": job.topic_id,
         "jobqueue.job.id": str(job.pk),
-        "jobqueue.job.attempt": attempt,
+        "jobqueue.job.attempt": job.attempts,
         "messaging.system": "jobqueue",
         "messaging.operation.type": "process",
         "messaging.destination.name": job.topic_id,

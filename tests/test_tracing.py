@@ -243,7 +243,7 @@ def test_the_seams_do_nothing_when_tracing_is_off(spans):
         with trace.get_tracer("tests").start_as_current_span("request"):
             assert tracing.capture() is None
         job = Job(topic_id="echo", trace_context={"traceparent": "00-" + "1" * 32 + "-" + "2" * 16 + "-01"})
-        with tracing.job_span(job, 1) as span:
+        with tracing.job_span(job) as span:
             assert not trace.get_current_span().get_span_context().is_valid
             assert span.span is None
         with tracing.attached(job.trace_context):

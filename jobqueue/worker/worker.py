@@ -25,6 +25,7 @@ from django.utils import timezone
 from .. import engine, registry, tracing
 from ..conf import settings
 from ..engine import TopicLock, topic_keys
+from ..logging import job_extra, job_id_extra
 from ..models import Job, JobStatus, Topic
 from ..storable import exception_class_path
 from . import datadir, maintenance
@@ -278,7 +279,7 @@ class Worker:
         self.current = job
         try:
             # The span is current while the outcome is recorded: chained jobs continue its trace.
-            with tracing.job_span(job, execution.attempt) as span:
+            with tracing.job_span(job) as span:
                 outcome = self._execute(job, execution)
                 if self.watchdog.abandoned:
                     span.ended(execution, outcome.exception)
@@ -355,9 +356,10 @@ class Worker:
             except (OperationalError, InterfaceError) as exc:
                 if time.monotonic() > deadline:
                     logger.error("Could not record the outcome of job %s: %s; the reaper will recover it.",
-                                 job.pk, exc)
+                                 job.pk, exc, extra=job_extra(job))
                     return
-                logger.warning("Database unavailable while finishing job %s (%s); retrying.", job.pk, exc)
+                logger.warning("Database unavailable while finishing job %s (%s); retrying.", job.pk, exc,
+                               extra=job_extra(job))
                 for conn in connections.all(initialized_only=True):
                     conn.close()
                 time.sleep(delay)
@@ -394,13 +396,15 @@ class Worker:
             try:
                 unclaim(job)
             except DatabaseError:
-                logger.exception("Could not put back job %s; its lease will recover it.", job.pk)
+                logger.exception("Could not put back job %s; its lease will recover it.", job.pk,
+                                 extra=job_extra(job))
         elif self._leased is not None:
             (job_id, topic), self._leased = self._leased, None
             try:
                 recover(topic, job_id)  # still queued: back in its queue, no longer leased
             except (DatabaseError, redis.RedisError):
-                logger.exception("Could not put back job %s; its lease will recover it.", job_id)
+                logger.exception("Could not put back job %s; its lease will recover it.", job_id,
+                                 extra=job_id_extra(job_id, topic))
 
     # -- slots, maintenance, outages -------------------------------------------------
 
