@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from types import SimpleNamespace
 from typing import Any
 
@@ -42,13 +43,15 @@ def _load() -> SimpleNamespace | None:
         from opentelemetry import context, propagate, trace
     except ImportError:
         return None
-    from . import __version__
-
+    try:
+        version: str | None = metadata.version("django-jobqueue")
+    except metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        version = None
     return SimpleNamespace(
         context=context,
         propagate=propagate,
         trace=trace,
-        tracer=trace.get_tracer("jobqueue", __version__),
+        tracer=trace.get_tracer("jobqueue", version),
     )
 
 
@@ -89,7 +92,9 @@ class JobSpan:
         attributes: dict[str, str] = {}
         if exception is None:
             exception = JobFailed(error)
-            attributes["exception.type"] = _exception_type(execution.traceback) or "jobqueue.tracing.JobFailed"
+            # As the SDK names a type: its dotted path, without "builtins.".
+            error_class = str(getattr(execution, "error_class", "") or "").removeprefix("builtins.")
+            attributes["exception.type"] = error_class or "jobqueue.tracing.JobFailed"
             attributes["exception.stacktrace"] = str(execution.traceback or "")
         self.span.record_exception(exception, attributes=attributes or None)
         self.span.set_status(api.trace.Status(api.trace.StatusCode.ERROR, error.splitlines()[0][:300]))
@@ -97,13 +102,6 @@ class JobSpan:
 
 class JobFailed(Exception):  # noqa: N818 - recorded on a span, read as "the job failed"
     """Stands for a failure whose exception object is in another process (a forked child)."""
-
-
-def _exception_type(traceback: str) -> str:
-    """The exception's type from the last line of a Python traceback (``ValueError: ...``)."""
-    last = (traceback or "").strip().splitlines()[-1:] or [""]
-    name = last[0].split(":", 1)[0].strip()
-    return name if name and " " not in name else ""
 
 
 _NO_SPAN = JobSpan()

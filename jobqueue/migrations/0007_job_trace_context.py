@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('jobqueue', '0004_apitoken_issue_token_for_others'),
+        ('jobqueue', '0006_execution_error_class'),
     ]
 
     operations = [
