@@ -6,17 +6,36 @@ PYTHON ?= python3
 TOOLS_VENV := .venv-tools
 BENCH_VENV := .venv-bench
 TOX := $(TOOLS_VENV)/bin/tox
+# The admin's browser test drives this Chromium (Playwright's own browser download is not used).
+JOBQUEUE_TEST_CHROMIUM ?= /usr/bin/chromium
+export JOBQUEUE_TEST_CHROMIUM
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench clean chromium
 
 demo:
 	./scripts/demo.sh
 
-test: $(TOX)
+test: $(TOX) chromium
 	$(TOX) $(TOX_ARGS)
 
-test-fast: $(TOX)
+test-fast: $(TOX) chromium
 	$(TOX) -e py311-django52-sqlite $(TOX_ARGS)
+
+# Debian's chromium, installed when it is missing and we may (root, apt-get); else a clear stop.
+chromium:
+	@if [ -x "$(JOBQUEUE_TEST_CHROMIUM)" ]; then \
+		:; \
+	elif [ "$(JOBQUEUE_TEST_CHROMIUM)" = /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 \
+			&& [ "$$(id -u)" = 0 ]; then \
+		echo "make: installing Debian's chromium for the admin's browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+			&& [ -x /usr/bin/chromium ]; \
+	else \
+		echo "make: the admin's browser test needs Chromium at $(JOBQUEUE_TEST_CHROMIUM)." >&2; \
+		echo "      Install Debian's chromium package (apt-get install chromium, as root), or set" >&2; \
+		echo "      JOBQUEUE_TEST_CHROMIUM to a Chromium binary." >&2; \
+		exit 1; \
+	fi
 
 lint: $(TOX)
 	$(TOX) -e ruff,mypy,lint-imports,migrations

@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from .cron_schedule import CronSchedule
 from .engine import TopicKeys, get_redis
+from .logging import job_extra
 from .models import Job, Topic
 
 logger = logging.getLogger("jobqueue.cron")
@@ -102,7 +103,7 @@ def enqueue_period(topic: Topic, now: dt.datetime | None = None) -> Job | None:
     except Exception:
         r.delete(claim)  # let the next pass (of any worker) try again
         raise
-    logger.info("Cron: enqueued %s for %s (job %s).", topic.name, period.isoformat(), job.pk)
+    logger.info("Cron: enqueued %s for %s (job %s).", topic.name, period.isoformat(), job.pk, extra=job_extra(job))
     return job
 
 

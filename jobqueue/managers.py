@@ -20,7 +20,7 @@ from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from . import engine, registry
+from . import engine, registry, tracing
 from .conf import settings
 from .constants import SHELL_TOPIC
 from .exceptions import DuplicateJob, InvalidJob, InvalidTransition, UnknownTopic
@@ -207,6 +207,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             "created_at": now,
             "updated_at": now,
             "queued_at": now if status == JobStatus.QUEUED else None,
+            "trace_context": tracing.capture(),
         }
         # Positional construction skips Model.__init__'s keyword and default handling,
         # which dominates the cost of enqueue_many() for thousands of jobs.

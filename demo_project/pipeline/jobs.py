@@ -45,7 +45,7 @@ def ingest(job: Any) -> Next:
 
 @handler("count", timeout=120, max_attempts=3, isolation="process")
 def count(job: Any) -> Next:
-    """Count the words, chunk by chunk, in a forked child process (``isolation="process"``)."""
+    """Count the words, chunk by chunk, in a forked child process (isolation="process")."""
     words = text.split_words(job.payload["text"])
     counts: Counter[str] = Counter()
     chunks = list(text.chunked(words, 5)) or [[]]

@@ -18,6 +18,8 @@ from .changelist import BoundedPaginator, FastChangeList
 class ExecutionDisplay:
     """Columns shared by the inline and the execution admin; output is always escaped."""
 
+    empty_value_display = display.EMPTY
+
     @admin.display(description=gettext_lazy("outcome"), ordering="outcome")
     def outcome_badge(self, obj: Execution) -> Any:
         return display.status_badge(obj.outcome, obj.get_outcome_display())
@@ -85,9 +87,8 @@ class ExecutionInline(ExecutionDisplay, admin.StackedInline):
 
 class ExecutionAdmin(ExecutionDisplay, admin.ModelAdmin):
     list_display = (
-        "__str__",
+        "attempt_label",
         "job_link",
-        "attempt",
         "outcome_badge",
         "worker_id",
         "hostname",
@@ -109,6 +110,11 @@ class ExecutionAdmin(ExecutionDisplay, admin.ModelAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type:
         return FastChangeList
+
+    @admin.display(description=gettext_lazy("attempt"))
+    def attempt_label(self, obj: Execution) -> str:
+        """The link to the execution: its number (the job is the next column)."""
+        return f"#{obj.attempt}"
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str

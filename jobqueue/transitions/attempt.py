@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from .. import engine
 from ..constants import MAX_PROGRESS
+from ..logging import job_extra
 from ..models import Execution, ExecutionOutcome, Job, JobStatus
 from . import fastsql, followups
 from .guard import move, rows
@@ -93,6 +94,9 @@ def _started(job: Job, worker_id: str, pid: int, topics: dict[str, Any] | None, 
         job=job, attempt=execution_number(job), worker_id=worker_id, hostname=HOSTNAME, pid=pid, started_at=now
     )
     followups.started(job)
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("Job %s of topic %s started (attempt %s/%s).", job.pk, job.topic_id, job.attempts,
+                     job.max_attempts, extra=job_extra(job))
     return job, execution
 
 
@@ -137,7 +141,8 @@ def succeed(job: Job, execution: Execution, result: Any, returned: Any, defer_ac
                 except Exception:
                     # This job's success stands; the next one is left to its lease, as a
                     # claim whose start announcement fails is.
-                    logger.exception("Job %s was claimed but could not be started.", claimed.pk)
+                    logger.exception("Job %s was claimed but could not be started.", claimed.pk,
+                                     extra=job_extra(claimed))
                     next_job.stranded = True
         else:
             won = fastsql.succeed_with_execution(job, result, now, execution)
@@ -227,7 +232,8 @@ def unclaim(job: Job) -> bool:
 
 def not_ours(job: Job, execution: Execution) -> str:
     """The row moved on without us (our lease expired and the job was reclaimed)."""
-    logger.warning("Job %s attempt %s finished after it was reclaimed; result discarded.", job.pk, job.attempts)
+    logger.warning("Job %s attempt %s finished after it was reclaimed; result discarded.", job.pk, job.attempts,
+                   extra=job_extra(job))
     if not Execution.objects.filter(job=job, attempt=execution.attempt).exists():
         execution.outcome = ExecutionOutcome.LOST
         write_execution(execution)

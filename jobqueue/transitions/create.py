@@ -13,6 +13,7 @@ from django.db import transaction
 
 from .. import engine
 from ..conf import settings
+from ..logging import job_extra
 from ..models import Job, JobStatus
 from ..signals import job_enqueued
 from . import fastsql
@@ -53,4 +54,4 @@ def push_committed(jobs: list[Job]) -> None:
         shown = ", ".join(str(job.pk) for job in jobs[:3]) + (f" and {len(jobs) - 3} more" if len(jobs) > 3 else "")
         logger.warning("Redis unavailable after committing job(s) %s (%s): they are kept in the database, and "
                        "a worker pushes them within about %s s (a scheduled job once it is due).",
-                       shown, exc, settings.RECONCILE_SECONDS)
+                       shown, exc, settings.RECONCILE_SECONDS, extra=job_extra(jobs[0]) if len(jobs) == 1 else None)

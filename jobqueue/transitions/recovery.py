@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from .. import engine
+from ..logging import job_extra
 from ..models import Execution, ExecutionOutcome, Job, JobStatus
 from . import followups
 from .attempt import execution_number
@@ -72,7 +73,8 @@ def recover(topic: str, job_id: str) -> str:
             followups.failed(job, error, will_retry=False)
             transaction.on_commit(lambda: engine.ack(topic, job_id, job.entity_id))
             result = "failed"
-    logger.warning("Recovered job %s of topic %s from an expired lease: %s", job_id, topic, result)
+    logger.warning("Recovered job %s of topic %s from an expired lease: %s", job_id, topic, result,
+                   extra=job_extra(job))
     return result
 
 

@@ -29,11 +29,12 @@ from typing import Any
 
 from django.db import connections
 
+from .. import tracing
 from ..chaining import from_wire
 from ..conf import settings
 from .lifecycle import Outcome
 from .runner import INTERRUPTED_CLASS, TIMEOUT_CLASS, _Capture
-from .zygote import close_fds, zygote_main
+from .zygote import TRACE_KEY, close_fds, zygote_main
 
 #: Seconds the worker waits for the exit code of a child that ended without a result.
 EXIT_CODE_WAIT_SECONDS = 2.0
@@ -151,7 +152,8 @@ class ForkRunner:
         self.requested = 0
 
     def run(self, job: Any, timeout: float | None, should_stop: Callable[[], Any]) -> Outcome:
-        data = json.dumps(job_to_wire(job)).encode()
+        # The child runs its handler inside the worker's span (see tracing.attached).
+        data = json.dumps({**job_to_wire(job), TRACE_KEY: tracing.capture()}).encode()
         for attempt in range(2):
             child = self._next_child()
             try:

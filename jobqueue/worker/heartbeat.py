@@ -17,6 +17,7 @@ import redis
 
 from .. import engine
 from ..conf import settings
+from ..logging import job_extra
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -64,7 +65,8 @@ class Heartbeat(threading.Thread):
         if current is not None:
             lost = engine.extend_leases(current.topic_id, [str(current.pk)])
             if lost:
-                logger.warning("The lease of job %s was reclaimed; its result will be discarded.", current.pk)
+                logger.warning("The lease of job %s was reclaimed; its result will be discarded.", current.pk,
+                               extra=job_extra(current))
         engine.beat(w.worker_id, w.info())
 
     def check_abort(self) -> None:

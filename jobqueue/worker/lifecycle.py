@@ -19,6 +19,7 @@ from django.utils import timezone
 from ..chaining import storable_result
 from ..conf import settings
 from ..constants import ERROR_CLASS_MAX_LENGTH
+from ..logging import job_extra
 from ..models import Execution, ExecutionOutcome, Job, JobStatus
 from ..progress import flush_progress
 from ..storable import exception_class_path, exception_text, storable_json, storable_text
@@ -48,6 +49,8 @@ class Outcome:
     interrupted: bool = False  # the worker was told to stop now (second signal)
     retry_delay: float | None = None  # the handler raised Retry(delay=...)
     extra: dict[str, Any] = field(default_factory=dict)
+    # What an inline handler raised (a forked child's stays in the child): for tracing.
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
 
 def _fill_execution(execution: Execution, outcome: Outcome, result_outcome: str) -> None:
@@ -84,6 +87,16 @@ def finish(job: Job, execution: Execution, outcome: Outcome, defer_ack: bool = F
     With ``next_job``, a success that nothing follows also claims the worker's next
     job, in the same statement (PostgreSQL): see :class:`NextJob`.
     """
+    status = _record(job, execution, outcome, defer_ack, next_job)
+    if logger.isEnabledFor(logging.DEBUG):
+        logger.debug("Job %s of topic %s, attempt %s/%s: %s (%.3fs); the job is %s now.", job.pk, job.topic_id,
+                     job.attempts, job.max_attempts, execution.get_outcome_display(), execution.duration or 0.0,
+                     status, extra={**job_extra(job), "outcome": execution.outcome, "duration": execution.duration})
+    return status
+
+
+def _record(job: Job, execution: Execution, outcome: Outcome, defer_ack: bool, next_job: NextJob | None) -> str:
+    """Write the attempt's Execution row and the transition its outcome calls for."""
     # An inline handler's last progress report may still be held back by the throttle.
     flush_progress(job)
     if outcome.ok and not outcome.aborted:
@@ -104,7 +117,8 @@ def finish(job: Job, execution: Execution, outcome: Outcome, defer_ack: bool = F
                 # A successor that cannot be created (or a failing receiver) rolled the
                 # success back: the attempt fails with the reason instead.
                 job.status, job.result, job.finished_at, job.progress, job.error = before
-                logger.warning("Job %s succeeded but its success could not be recorded: %s", job.pk, exc)
+                logger.warning("Job %s succeeded but its success could not be recorded: %s", job.pk, exc,
+                               extra=job_extra(job))
                 outcome = Outcome(ok=False, error=f"The success could not be recorded: {exception_text(exc)}",
                                   error_class=exception_class_path(exc), traceback=traceback.format_exc(),
                                   exit_code=outcome.exit_code, stdout=outcome.stdout, stderr=outcome.stderr)
@@ -135,9 +149,9 @@ def _fail(job: Job, execution: Execution, outcome: Outcome) -> str:
     status = attempt.fail(job, execution, error, retry_at)
     if status == JobStatus.SCHEDULED:
         logger.info("Job %s failed (attempt %s/%s), retrying in %.1fs: %s", job.pk, job.attempts,
-                    job.max_attempts, delay, error.splitlines()[0] if error else "")
+                    job.max_attempts, delay, error.splitlines()[0] if error else "", extra=job_extra(job))
     elif status == JobStatus.FAILED:
-        logger.warning("Job %s failed after %s attempt(s): %s", job.pk, job.attempts, error)
+        logger.warning("Job %s failed after %s attempt(s): %s", job.pk, job.attempts, error, extra=job_extra(job))
     return status
 
 

@@ -28,6 +28,7 @@ import redis
 from django.db import DatabaseError
 
 from .. import engine
+from ..logging import job_extra, job_id_extra
 from .lifecycle import NextJob, recover, unclaim
 
 if TYPE_CHECKING:
@@ -172,10 +173,12 @@ class ReadAhead:
             try:
                 unclaim(job)
             except DatabaseError:
-                logger.exception("Could not put back job %s; its lease will recover it.", job.pk)
+                logger.exception("Could not put back job %s; its lease will recover it.", job.pk,
+                                 extra=job_extra(job))
         elif self._stage is Stage.LEASED:
             job_id, topic = self.take_lease()
             try:
                 recover(topic, job_id)  # still queued: back in its queue, no longer leased
             except (DatabaseError, redis.RedisError):
-                logger.exception("Could not put back job %s; its lease will recover it.", job_id)
+                logger.exception("Could not put back job %s; its lease will recover it.", job_id,
+                                 extra=job_id_extra(job_id, topic))

@@ -38,13 +38,13 @@ def _outcome_from_exception(exc: BaseException) -> Outcome:
     error_class = exception_class_path(exc)
     if isinstance(exc, Retry):
         return Outcome(ok=False, error=f"Retry requested: {exception_message(exc)}", error_class=error_class,
-                       traceback=tb, retry_delay=exc.delay)
+                       traceback=tb, retry_delay=exc.delay, exception=exc)
     if isinstance(exc, JobTimeout):
-        return Outcome(ok=False, error=str(exc), error_class=error_class, traceback=tb, timed_out=True)
+        return Outcome(ok=False, error=str(exc), error_class=error_class, traceback=tb, timed_out=True, exception=exc)
     if isinstance(exc, WorkerInterrupted):
         return Outcome(ok=False, error="aborted: the worker was stopped", error_class=error_class, traceback=tb,
-                       interrupted=True)
-    return Outcome(ok=False, error=exception_text(exc), error_class=error_class, traceback=tb)
+                       interrupted=True, exception=exc)
+    return Outcome(ok=False, error=exception_text(exc), error_class=error_class, traceback=tb, exception=exc)
 
 
 def _interrupt(signum: int, frame: Any) -> None:

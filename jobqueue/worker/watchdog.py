@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from django.db import connections
 
 from .. import engine
+from ..logging import job_extra
 from .lifecycle import Outcome, finish
 from .runner import INTERRUPTED_CLASS, TIMEOUT_CLASS
 from .slots import release_slots
@@ -91,13 +92,14 @@ class Watchdog:
                 f"Timed out after {job.timeout}s: the handler ran on and was abandoned "
                 f"{ABANDON_AFTER_SECONDS:.0f}s later"))
         logger.error("The handler of job %s ignored %s for %.0fs; abandoning it%s.", job.pk, ignored,
-                     ABANDON_AFTER_SECONDS, " and exiting" if owns_process else "")
+                     ABANDON_AFTER_SECONDS, " and exiting" if owns_process else "", extra=job_extra(job))
         try:
             execution = getattr(job, "execution", None)
             if execution is not None:
                 finish(job, execution, outcome)
         except Exception:
-            logger.exception("Could not record the abandoned attempt of job %s; its lease will recover it.", job.pk)
+            logger.exception("Could not record the abandoned attempt of job %s; its lease will recover it.", job.pk,
+                             extra=job_extra(job))
         finally:
             worker.stopping = True
             worker.heartbeat.stop()

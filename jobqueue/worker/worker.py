@@ -24,9 +24,10 @@ import redis
 from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
 
-from .. import engine, registry
+from .. import engine, registry, tracing
 from ..conf import settings
 from ..engine import TopicLock, topic_keys
+from ..logging import job_extra, job_id_extra
 from ..models import Job, JobStatus, Topic
 from ..storable import exception_class_path
 from . import connections, datadir, maintenance
@@ -253,14 +254,18 @@ class Worker:
         self.abort_current.clear()
         self.current = job
         try:
-            outcome = self._execute(job, execution)
-            if self.watchdog.abandoned:
-                return  # its attempt was recorded when the watchdog gave up on it
-            if outcome.interrupted:
-                self.stopping = True  # also when a real SIGINT reached a worker without signal handlers
-            if not outcome.interrupted and (self.abort_current.is_set() or self._abort_seen(job, outcome)):
-                outcome.aborted = True
-            self._finish(job, execution, outcome)
+            # The span is current while the outcome is recorded: chained jobs continue its trace.
+            with tracing.job_span(job) as span:
+                outcome = self._execute(job, execution)
+                if self.watchdog.abandoned:
+                    span.ended(execution, outcome.exception)
+                    return  # its attempt was recorded when the watchdog gave up on it
+                if outcome.interrupted:
+                    self.stopping = True  # also when a real SIGINT reached a worker without signal handlers
+                if not outcome.interrupted and (self.abort_current.is_set() or self._abort_seen(job, outcome)):
+                    outcome.aborted = True
+                self._finish(job, execution, outcome)
+                span.ended(execution, outcome.exception)
             datadir.write_output(job, execution, outcome)
         finally:
             self.current = None
@@ -319,9 +324,10 @@ class Worker:
             except (OperationalError, InterfaceError) as exc:
                 if time.monotonic() > deadline:
                     logger.error("Could not record the outcome of job %s: %s; the reaper will recover it.",
-                                 job.pk, exc)
+                                 job.pk, exc, extra=job_extra(job))
                     return
-                logger.warning("Database unavailable while finishing job %s (%s); retrying.", job.pk, exc)
+                logger.warning("Database unavailable while finishing job %s (%s); retrying.", job.pk, exc,
+                               extra=job_extra(job))
                 connections.close_all()
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -27,7 +27,7 @@ from typing import Any
 
 from django.db import connections
 
-from .. import engine, registry
+from .. import engine, registry, tracing
 from ..chaining import to_wire
 from ..models import Job
 from ..progress import flush_progress
@@ -36,6 +36,8 @@ from .runner import _outcome_from_exception
 
 #: The inherited database connections of a child, kept referenced until ``os._exit``.
 _SET_ASIDE: list[Any] = []
+#: The key of a child's job message that holds the worker's trace context (not a field).
+TRACE_KEY = "_trace_context"
 
 
 def job_from_wire(model: Any, data: dict[str, Any]) -> Any:
@@ -85,12 +87,16 @@ def _child_main(job_r: int, out_w: int, err_w: int, res_w: int) -> None:
             chunks.append(chunk)
         if not chunks:  # the worker stopped before giving us a job
             os._exit(0)
-        job = job_from_wire(Job, json.loads(b"".join(chunks)))
+        message = json.loads(b"".join(chunks))
+        carrier = message.pop(TRACE_KEY, None)
+        job = job_from_wire(Job, message)
         spec = registry.get(job.topic_id)
         try:
             if spec is None:
                 raise LookupError(f"No handler is registered for topic {job.topic_id!r}.")
-            payload = {"ok": True, "result": to_wire(spec.func(job)), "exit_code": 0}
+            with tracing.attached(carrier):
+                result = spec.func(job)
+            payload = {"ok": True, "result": to_wire(result), "exit_code": 0}
             exit_code = 0
         except BaseException as exc:  # noqa: BLE001 - sys.exit(n) fails the attempt with its exit code
             o = _outcome_from_exception(exc)
@@ -123,6 +129,10 @@ def _child_main(job_r: int, out_w: int, err_w: int, res_w: int) -> None:
         for conn in connections.all(initialized_only=True):
             if conn.connection is not None:  # the handler's own connection
                 conn.close()
+        try:
+            tracing.flush()  # the handler's spans: os._exit skips every exit handler
+        except Exception:  # noqa: BLE001 - an exporter's trouble must not change the exit code
+            pass
         os._exit(exit_code)
 
 
