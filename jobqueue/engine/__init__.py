@@ -6,6 +6,7 @@ Redis holds ids, never payloads; :func:`resync` rebuilds it from the database.
 from .connection import ConfigurationError, get_redis, reset_clients
 from .keys import TopicKeys, topic_keys, topics_key, workers_key
 from .locks import Holder, TopicLock
+from .metrics import tally
 from .queue import (
     abort_requested,
     ack,
@@ -70,6 +71,7 @@ __all__ = [
     "save_reconcile_cursors",
     "schedule",
     "set_paused",
+    "tally",
     "topic_keys",
     "topics_key",
     "workers_key",
