@@ -29,7 +29,7 @@ from ..models import Job, JobStatus, Topic
 from . import datadir, maintenance
 from .forking import ForkRunner
 from .heartbeat import Heartbeat
-from .lifecycle import NextJob, Outcome, claim, finish, recover, unclaim
+from .lifecycle import NextJob, Outcome, claim, finish, recover, success_tally, unclaim
 from .runner import WorkerInterrupted, run_inline
 from .watchdog import Watchdog
 
@@ -146,7 +146,7 @@ class Worker:
             self.heartbeat.stop()
             if self._pending_ack is not None:
                 job = self._pending_ack
-                engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id)
+                engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id, success_tally(job))
             self._put_back_next()
             self._release_slots()
             engine.safe_call(engine.forget, self.worker_id)
@@ -234,11 +234,12 @@ class Worker:
             lock = self.slots.get(job.topic_id)
             if lock is not None and len(self.slots) == 1:
                 # One round trip acknowledges the last job and leases the next.
-                ids = engine.ack_and_pop(job.topic_id, str(job.pk), job.entity_id, 1, slot_token=lock.token)
+                ids = engine.ack_and_pop(job.topic_id, str(job.pk), job.entity_id, 1, slot_token=lock.token,
+                                         tally=success_tally(job))
                 if ids:
                     return ids[0], job.topic_id
             else:
-                engine.ack(job.topic_id, str(job.pk), job.entity_id)
+                engine.ack(job.topic_id, str(job.pk), job.entity_id, success_tally(job))
         owned = [t for t in self.topics if t in self.slots]
         for i in range(len(owned)):
             topic = owned[(self._rr + i) % len(owned)]
@@ -335,7 +336,8 @@ class Worker:
                 if finish(job, execution, outcome, defer_ack=True, next_job=next_job) == JobStatus.SUCCEEDED:
                     earlier, self._pending_ack = self._pending_ack, job
                     if earlier is not None:  # not taken by a lease: acknowledge it alone
-                        engine.safe_call(engine.ack, earlier.topic_id, str(earlier.pk), earlier.entity_id)
+                        engine.safe_call(engine.ack, earlier.topic_id, str(earlier.pk), earlier.entity_id,
+                                         success_tally(earlier))
                 if next_job.claimed is not None:
                     self._leased, self._claimed = None, next_job.claimed
                 elif next_job.stranded:
@@ -368,7 +370,8 @@ class Worker:
         pending = self._pending_ack
         try:
             if pending is not None and pending.topic_id == job.topic_id:
-                ids = engine.ack_and_pop(job.topic_id, str(pending.pk), pending.entity_id, 1, slot_token=lock.token)
+                ids = engine.ack_and_pop(job.topic_id, str(pending.pk), pending.entity_id, 1, slot_token=lock.token,
+                                         tally=success_tally(pending))
                 self._pending_ack = None
             else:
                 ids = engine.pop(job.topic_id, 1, slot_token=lock.token)
