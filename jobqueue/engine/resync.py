@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ..conf import settings
 from .connection import get_redis
 from .keys import TopicKeys
+from .metrics import replace, unbuilt
 from .queue import PRIORITY_SHIFT, PUSH_CHUNK, _s, change_priority, forget_announced, push, schedule, set_paused
 
 
@@ -23,6 +24,8 @@ class ResyncReport:
     dropped: dict[str, int] = field(default_factory=dict)
     leases: dict[str, int] = field(default_factory=dict)
     reprioritised: dict[str, int] = field(default_factory=dict)
+    #: Topics whose metrics were rebuilt from the database (their Redis hash was missing).
+    metrics: list[str] = field(default_factory=list)
 
     def total(self) -> int:
         return sum(self.pushed.values()) + sum(self.scheduled.values()) + sum(self.dropped.values())
@@ -35,8 +38,10 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
     time queued), so after a FLUSHDB the pop order is what it was; ids whose row
     is no longer queued are dropped; scheduled rows are rescheduled; a running
     row without a lease gets one, so the reaper recovers it if no worker renews it;
-    a topic's paused flag follows its row.
+    a topic's paused flag follows its row; a topic's metrics hash, if Redis lost it,
+    is rebuilt from the jobs and executions tables.
     """
+    from ..counting import counted
     from ..models import Job, JobStatus, Topic
 
     forget_announced()
@@ -100,4 +105,7 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
             report.dropped[topic] = len(stale) + len(sched_stale)
         if unleased:
             report.leases[topic] = len(unleased)
+    report.metrics = unbuilt(names)
+    if report.metrics:
+        replace(counted(report.metrics))
     return report
