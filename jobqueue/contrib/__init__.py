@@ -1,0 +1,1 @@
+"""Optional parts built on jobqueue's public layers (nothing below imports them)."""

@@ -1,0 +1,13 @@
+"""Prometheus metrics of every topic: ``pip install django-jobqueue[prometheus]``, then
+
+.. code-block:: python
+
+    # urls.py
+    path("metrics", include("jobqueue.contrib.metrics.urls")),
+
+The view answers only a logged-in user or an API token (``Authorization: Bearer jq_...``)
+holding ``jobqueue.view_job``, as the JSON API does. Its numbers come from Redis (the
+counters and histograms the transitions keep, queue sizes, the worker registry) and the
+database (waiting jobs, the oldest queued job), read at each scrape, so every web
+process answers the same whatever the number of workers and machines.
+"""

@@ -1,0 +1,123 @@
+"""A ``prometheus_client`` collector reading Redis and the database at each scrape.
+
+Nothing is counted in the web process: the counters and histograms live in Redis,
+kept by the transitions (:mod:`jobqueue.engine.metrics`), so the numbers are the
+same whichever process answers and however many workers run on however many machines.
+A scrape costs one Redis round trip per batch of topics, one for the worker registry,
+and three small queries (topics, waiting jobs, the queue heads' ages).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from django.db.models import Count, Min
+from django.db.models.functions import Coalesce
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from ...conf import settings
+from ...engine import metrics
+from ...models import Job, JobStatus, Topic
+
+#: The counters, by field of the Redis hash: (metric name, help).
+COUNTERS = {
+    "enqueued": ("jobqueue_jobs_enqueued", "Jobs created."),
+    "succeeded": ("jobqueue_jobs_succeeded", "Jobs that succeeded."),
+    "failed": ("jobqueue_jobs_failed", "Jobs that failed for good (their last attempt failed or was lost)."),
+    "retried": ("jobqueue_jobs_retried", "Failed attempts scheduled to run again."),
+    "lost": ("jobqueue_jobs_lost", "Attempts lost with their worker (lease expired)."),
+}
+#: The histograms, by name in the Redis hash: (metric name, help).
+HISTOGRAMS = {
+    "wait": ("jobqueue_job_wait_seconds", "Time from being queued (or due) to starting, per attempt."),
+    "run": ("jobqueue_job_run_seconds", "Time from starting to the end of the attempt."),
+}
+_LE = [*(floatToGoString(bound) for bound in metrics.BUCKETS), "+Inf"]
+
+
+@dataclass
+class Snapshot:
+    """Everything one scrape reports."""
+
+    topics: dict[str, metrics.TopicReading]
+    waiting: dict[str, int] = field(default_factory=dict)
+    oldest_age: dict[str, float] = field(default_factory=dict)
+    workers: int = 0
+    topic_workers: dict[str, int] = field(default_factory=dict)
+
+
+def gather() -> Snapshot:
+    """Read Redis and the database once for every topic."""
+    names = sorted(Topic.objects.values_list("name", flat=True))
+    snapshot = Snapshot(topics=metrics.read(names))
+    waiting = Job.objects.filter(status=JobStatus.WAITING).values_list("topic").annotate(n=Count("pk")).order_by()
+    snapshot.waiting = dict(waiting)
+    heads = [pk for reading in snapshot.topics.values() for pk in reading.heads if _is_uuid(pk)]
+    if heads:
+        # The head of each priority: the topic's longest-queued job is one of them.
+        oldest = (Job.objects.filter(pk__in=heads, status=JobStatus.QUEUED).values_list("topic")
+                  .annotate(since=Min(Coalesce("queued_at", "created_at"))).order_by())
+        now = time.time()
+        snapshot.oldest_age = {topic: max(0.0, now - since.timestamp()) for topic, since in oldest}
+    stale = settings.WORKER_STALE_SECONDS
+    for beat in metrics.worker_beats():
+        if beat["age"] > stale:
+            continue
+        snapshot.workers += 1
+        for topic in beat.get("topics") or ():
+            snapshot.topic_workers[topic] = snapshot.topic_workers.get(topic, 0) + 1
+    return snapshot
+
+
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def families(snapshot: Snapshot) -> Iterator[Metric]:
+    """The metric families of a snapshot, each sample labelled with its topic."""
+    jobs = GaugeMetricFamily("jobqueue_jobs", "Jobs by status: queued, scheduled, running (leased), waiting "
+                             "(for dependencies).", labels=["topic", "status"])
+    oldest = GaugeMetricFamily("jobqueue_oldest_queued_job_age_seconds",
+                               "Age of the topic's longest-queued job (0 when none is queued).", labels=["topic"])
+    counters = {key: CounterMetricFamily(name, text, labels=["topic"]) for key, (name, text) in COUNTERS.items()}
+    histograms = {key: HistogramMetricFamily(name, text, labels=["topic"]) for key, (name, text) in HISTOGRAMS.items()}
+    workers = GaugeMetricFamily("jobqueue_topic_workers", "Live workers holding a slot of the topic.",
+                                labels=["topic"])
+    for topic, reading in snapshot.topics.items():
+        jobs.add_metric([topic, "queued"], reading.queued)
+        jobs.add_metric([topic, "scheduled"], reading.scheduled)
+        jobs.add_metric([topic, "running"], reading.running)
+        jobs.add_metric([topic, "waiting"], snapshot.waiting.get(topic, 0))
+        oldest.add_metric([topic], snapshot.oldest_age.get(topic, 0.0))
+        for key, counter in counters.items():
+            counter.add_metric([topic], reading.counters[key])
+        for key, family in histograms.items():
+            histogram = reading.histograms[key]
+            family.add_metric([topic], list(zip(_LE, histogram.buckets, strict=True)), histogram.sum)
+        workers.add_metric([topic], snapshot.topic_workers.get(topic, 0))
+    yield jobs
+    yield oldest
+    yield from counters.values()
+    yield from histograms.values()
+    yield workers
+    yield GaugeMetricFamily("jobqueue_workers", "Live workers (a heartbeat within WORKER_STALE_SECONDS).",
+                            value=snapshot.workers)
+
+
+class JobQueueCollector(Collector):
+    """Register it in a ``CollectorRegistry`` (the view does) to expose every topic."""
+
+    def collect(self) -> Iterator[Metric]:
+        return families(gather())
+
+    def describe(self) -> Iterator[Metric]:
+        return iter(())  # registering must not scrape Redis and the database
