@@ -9,9 +9,13 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.test import Client
 from django.utils.crypto import get_random_string
-from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 
+from jobqueue import engine
+from jobqueue.contrib.metrics.collector import JobQueueCollector, families, gather
+from jobqueue.contrib.metrics.exposition import render
 from jobqueue.engine import metrics
 from jobqueue.models import Execution, Job, Topic
 from jobqueue.models_api import ApiToken
@@ -95,15 +99,36 @@ def test_a_token_or_a_session_holding_view_job_reads_every_topic():
     assert scrape(session)["jobqueue_jobs_enqueued"] == samples["jobqueue_jobs_enqueued"]
 
 
-def test_openmetrics_is_served_to_a_scraper_that_asks_for_it():
-    Job.objects.enqueue("echo")
-    response = Client().get(URL, HTTP_ACCEPT="application/openmetrics-text; version=1.0.0",
-                            **bearer(user("view_job")))
-    assert response.status_code == 200
-    assert response["Content-Type"].startswith("application/openmetrics-text")
-    families = {f.name: f for f in parse_openmetrics(response.content.decode())}
-    enqueued = [s for s in families["jobqueue_jobs_enqueued"].samples if s.labels == {"topic": "echo"}]
-    assert [s.value for s in enqueued if s.name == "jobqueue_jobs_enqueued_total"] == [1]
+def parsed(text: str) -> list[tuple]:
+    return sorted(
+        (f.name, f.type, f.documentation, sorted((s.name, sorted(s.labels.items()), s.value) for s in f.samples))
+        for f in text_string_to_metric_families(text)
+    )
+
+
+def test_the_view_writes_what_prometheus_client_writes_for_the_collector():
+    Job.objects.enqueue_many([("echo", {}), ("flaky", {"succeed_on": 2}), ("other", {})])
+    run_worker("flaky")
+    Job.objects.enqueue("echo", depends_on=[Job.objects.enqueue("other", delay=60)])
+    engine.beat("w-live", {"topics": ["echo"]})
+    snapshot = gather()
+
+    class Fixed(Collector):
+        def collect(self):
+            return families(snapshot)
+
+    fixed = CollectorRegistry(auto_describe=False)
+    fixed.register(Fixed())
+    assert parsed(render(snapshot)) == parsed(generate_latest(fixed).decode())
+    assert len(parsed(render(snapshot))) == 11  # 4 gauges, 5 counters, 2 histograms
+
+    # The collector itself, registered in a registry of one's own, reads the same state.
+    registry = CollectorRegistry()
+    registry.register(JobQueueCollector())
+    text = generate_latest(registry).decode()
+    assert 'jobqueue_jobs_retried_total{topic="flaky"} 1.0' in text
+    assert 'jobqueue_jobs{status="waiting",topic="echo"} 1.0' in text
+    assert "jobqueue_workers 1.0" in text
 
 
 def test_only_get_is_allowed():

@@ -113,16 +113,34 @@ def _fields(raw: dict[Any, Any]) -> dict[str, float]:
     return out
 
 
+@dataclass
+class Reading:
+    """One scrape's worth of Redis: every topic's :class:`TopicReading`, and the worker
+    registry's records, each with ``age``, seconds since its last beat."""
+
+    topics: dict[str, TopicReading]
+    workers: list[dict[str, Any]]
+
+
 def read(topics: list[str], max_heads: int = MAX_HEADS) -> dict[str, TopicReading]:
-    """Every topic's queue sizes, metrics hash and queue heads: one round trip per
-    :data:`READ_BATCH` topics (the script's SHA is sent; it is loaded only if Redis lacks it)."""
+    """Every topic's queue sizes, metrics hash and queue heads (see :func:`scrape`)."""
+    return scrape(topics, max_heads).topics
+
+
+def scrape(topics: list[str], max_heads: int = MAX_HEADS) -> Reading:
+    """Every topic's queue sizes, metrics hash and queue heads, and the worker registry:
+    one round trip per :data:`READ_BATCH` topics (the script goes by its SHA, and is loaded
+    only if Redis lacks it). The registry is read as it stands, never pruned."""
     r = get_redis()
     heads = script(r, "queue_heads")
     out: dict[str, TopicReading] = {}
-    for start in range(0, len(topics), READ_BATCH):
+    workers: list[dict[str, Any]] = []
+    for start in range(0, max(len(topics), 1), READ_BATCH):
         batch = topics[start : start + READ_BATCH]
         for attempt in range(2):
             with r.pipeline(transaction=False) as pipe:
+                if start == 0:
+                    pipe.hgetall(workers_key())
                 for topic in batch:
                     k = topic_keys(topic)
                     pipe.zcard(k.queue)
@@ -137,6 +155,8 @@ def read(topics: list[str], max_heads: int = MAX_HEADS) -> dict[str, TopicReadin
             break
         for error in (reply for reply in replies if isinstance(reply, Exception)):
             raise error
+        if start == 0:
+            workers = _beats(replies.pop(0))
         for i, topic in enumerate(batch):
             queued, scheduled, running, raw, ids = replies[i * 5 : i * 5 + 5]
             fields = _fields(raw)
@@ -146,15 +166,13 @@ def read(topics: list[str], max_heads: int = MAX_HEADS) -> dict[str, TopicReadin
                 counters={name: fields.get(name, 0.0) for name in COUNTERS},
                 histograms=histograms(fields), heads=[_s(i) for i in ids], since=since,
             )
-    return out
+    return Reading(out, workers)
 
 
-def worker_beats() -> list[dict[str, Any]]:
-    """The worker registry's records as they stand, each with ``age`` in seconds since its
-    last beat (a scrape reads it without pruning, unlike ``live_workers()``)."""
+def _beats(registry: dict[Any, Any]) -> list[dict[str, Any]]:
     now = time.time()
     out = []
-    for key, raw in get_redis().hgetall(workers_key()).items():
+    for key, raw in registry.items():
         try:
             record = json.loads(_s(raw))
         except ValueError:

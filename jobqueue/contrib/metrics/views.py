@@ -5,28 +5,21 @@ from __future__ import annotations
 
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
-from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
 
 from ...api.auth import CHALLENGE, authenticate, require
 from ...api.errors import ApiError
 from ...permissions import VIEW_JOB
-from .collector import JobQueueCollector
+from .collector import gather
+from .exposition import CONTENT_TYPE, render
 
 #: What a caller must hold to read the metrics (they tell what the jobs are doing, as the API's stats do).
 PERMISSION = VIEW_JOB
 
 
-def registry() -> CollectorRegistry:
-    """A registry holding only jobqueue's collector (not the web process's own metrics)."""
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(JobQueueCollector())
-    return reg
-
-
 @csrf_exempt
 def metrics(request: HttpRequest) -> HttpResponse:
-    """``GET``: the metrics in Prometheus's text format (OpenMetrics if the scraper asks)."""
+    """``GET``: every topic's metrics in Prometheus's text format (and nothing of the web
+    process itself)."""
     if request.method not in ("GET", "HEAD"):
         response = HttpResponse("Use GET.\n", status=405, content_type="text/plain; charset=utf-8")
         response["Allow"] = "GET, HEAD"
@@ -38,5 +31,4 @@ def metrics(request: HttpRequest) -> HttpResponse:
         if exc.status == 401:
             response["WWW-Authenticate"] = CHALLENGE
         return response
-    encoder, content_type = choose_encoder(request.META.get("HTTP_ACCEPT", ""))
-    return HttpResponse(encoder(registry()), content_type=content_type)
+    return HttpResponse(render(gather()), content_type=CONTENT_TYPE)
