@@ -50,6 +50,14 @@ READ_BATCH = 250
 MAX_HEADS = 32
 
 
+def field_names() -> list[str]:
+    """Every field of a metrics hash but :data:`SINCE`."""
+    return [*COUNTERS, *(f"{name}:{part}" for name in HISTOGRAMS for part in (*LABELS, "us"))]
+
+
+_READ_FIELDS = [*field_names(), SINCE]
+
+
 def observe(name: str, seconds: float) -> str:
     """The tally of one observation of histogram ``name``."""
     seconds = max(0.0, seconds)
@@ -103,16 +111,6 @@ def histograms(fields: dict[str, float]) -> dict[str, Histogram]:
     return out
 
 
-def _fields(raw: dict[Any, Any]) -> dict[str, float]:
-    out = {}
-    for key, value in raw.items():
-        try:
-            out[_s(key)] = float(_s(value))
-        except ValueError:
-            continue
-    return out
-
-
 @dataclass
 class Reading:
     """One scrape's worth of Redis: every topic's :class:`TopicReading`, and the worker
@@ -146,7 +144,7 @@ def scrape(topics: list[str], max_heads: int = MAX_HEADS) -> Reading:
                     pipe.zcard(k.queue)
                     pipe.zcard(k.scheduled)
                     pipe.zcard(k.leases)
-                    pipe.hgetall(k.metrics)
+                    pipe.hmget(k.metrics, _READ_FIELDS)
                     pipe.evalsha(heads.sha, 1, k.queue, max_heads)
                 replies = pipe.execute(raise_on_error=False)
             if attempt == 0 and any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
@@ -158,8 +156,8 @@ def scrape(topics: list[str], max_heads: int = MAX_HEADS) -> Reading:
         if start == 0:
             workers = _beats(replies.pop(0))
         for i, topic in enumerate(batch):
-            queued, scheduled, running, raw, ids = replies[i * 5 : i * 5 + 5]
-            fields = _fields(raw)
+            queued, scheduled, running, values, ids = replies[i * 5 : i * 5 + 5]
+            fields = {name: float(value) for name, value in zip(_READ_FIELDS, values, strict=True) if value is not None}
             since = fields.pop(SINCE, None)
             out[topic] = TopicReading(
                 queued=queued, scheduled=scheduled, running=running,
@@ -194,9 +192,6 @@ def unbuilt(topics: list[str]) -> list[str]:
     return [topic for topic, ok in zip(topics, built, strict=True) if not ok]
 
 
-def field_names() -> list[str]:
-    """Every field of a metrics hash but :data:`SINCE`."""
-    return [*COUNTERS, *(f"{name}:{part}" for name in HISTOGRAMS for part in (*LABELS, "us"))]
 
 
 def replace(values: dict[str, dict[str, int]], since: float | None = None) -> None:

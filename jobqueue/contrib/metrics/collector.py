@@ -68,7 +68,7 @@ def gather() -> Snapshot:
     """Read Redis and the database once for every topic."""
     waiting = Job.objects.filter(topic=OuterRef("name"), status=JobStatus.WAITING).order_by().values("topic")
     rows = Topic.objects.order_by("name").values_list(
-        "name", Subquery(waiting.annotate(n=Count("pk")).values("n")))  # the (topic, status) index, per topic
+        "name", Subquery(waiting.annotate(n=Count("*")).values("n")))  # the (topic, status) index alone, per topic
     names = [name for name, _ in rows]
     reading = metrics.scrape(names)
     snapshot = Snapshot(topics=reading.topics, waiting={name: n for name, n in rows if n})
