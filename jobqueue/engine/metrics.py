@@ -46,7 +46,7 @@ HISTOGRAMS = ("wait", "run")
 SINCE = "since"
 #: Topics read per pipeline by :func:`read`.
 READ_BATCH = 250
-#: Priorities per topic whose queue head :func:`read` returns (see ``queue_heads.lua``).
+#: Priorities per topic whose queue head :func:`read` returns (see ``scrape_topic.lua``).
 MAX_HEADS = 32
 
 
@@ -55,7 +55,8 @@ def field_names() -> list[str]:
     return [*COUNTERS, *(f"{name}:{part}" for name in HISTOGRAMS for part in (*LABELS, "us"))]
 
 
-_READ_FIELDS = [*field_names(), SINCE]
+#: A metrics hash's field names as Redis may return them (bytes, or str) -> as str.
+_FIELD_NAMES: dict[Any, str] = {form: name for name in [*field_names(), SINCE] for form in (name, name.encode())}
 
 
 def observe(name: str, seconds: float) -> str:
@@ -130,7 +131,7 @@ def scrape(topics: list[str], max_heads: int = MAX_HEADS) -> Reading:
     one round trip per :data:`READ_BATCH` topics (the script goes by its SHA, and is loaded
     only if Redis lacks it). The registry is read as it stands, never pruned."""
     r = get_redis()
-    heads = script(r, "queue_heads")
+    one_topic = script(r, "scrape_topic")
     out: dict[str, TopicReading] = {}
     workers: list[dict[str, Any]] = []
     for start in range(0, max(len(topics), 1), READ_BATCH):
@@ -141,23 +142,19 @@ def scrape(topics: list[str], max_heads: int = MAX_HEADS) -> Reading:
                     pipe.hgetall(workers_key())
                 for topic in batch:
                     k = topic_keys(topic)
-                    pipe.zcard(k.queue)
-                    pipe.zcard(k.scheduled)
-                    pipe.zcard(k.leases)
-                    pipe.hmget(k.metrics, _READ_FIELDS)
-                    pipe.evalsha(heads.sha, 1, k.queue, max_heads)
+                    pipe.evalsha(one_topic.sha, 4, k.queue, k.scheduled, k.leases, k.metrics, max_heads)
                 replies = pipe.execute(raise_on_error=False)
             if attempt == 0 and any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
-                r.script_load(heads.script)
+                r.script_load(one_topic.script)
                 continue
             break
         for error in (reply for reply in replies if isinstance(reply, Exception)):
             raise error
         if start == 0:
             workers = _beats(replies.pop(0))
-        for i, topic in enumerate(batch):
-            queued, scheduled, running, values, ids = replies[i * 5 : i * 5 + 5]
-            fields = {name: float(value) for name, value in zip(_READ_FIELDS, values, strict=True) if value is not None}
+        for topic, (queued, scheduled, running, flat, ids) in zip(batch, replies, strict=True):
+            pairs = zip(flat[::2], flat[1::2], strict=True)
+            fields = {_FIELD_NAMES.get(key, key): float(value) for key, value in pairs}
             since = fields.pop(SINCE, None)
             out[topic] = TopicReading(
                 queued=queued, scheduled=scheduled, running=running,

@@ -26,7 +26,7 @@ SCRIPT_NAMES = (
     "lock_renew",
     "lock_release",
     "lock_holders",
-    "queue_heads",
+    "scrape_topic",
 )
 
 

@@ -11,3 +11,10 @@ counters and histograms the transitions keep, queue sizes, the worker registry) 
 database (waiting jobs, the oldest queued job), read at each scrape, so every web
 process answers the same whatever the number of workers and machines.
 """
+
+try:
+    import prometheus_client  # noqa: F401
+except ImportError as exc:  # pragma: no cover - the extra is installed wherever the tests run
+    raise ImportError(
+        "jobqueue.contrib.metrics needs prometheus_client: pip install 'django-jobqueue[prometheus]'"
+    ) from exc
