@@ -1,5 +1,6 @@
 # Common tasks. `make test` runs every tox environment: both databases, both Django
-# lines, ruff, mypy and the migrations check. It needs PostgreSQL and Redis on 127.0.0.1.
+# lines, ruff, mypy, the import layers and the migrations check. It needs PostgreSQL
+# and Redis on 127.0.0.1.
 
 PYTHON ?= python3
 TOOLS_VENV := .venv-tools
@@ -18,7 +19,7 @@ test-fast: $(TOX)
 	$(TOX) -e py311-django52-sqlite $(TOX_ARGS)
 
 lint: $(TOX)
-	$(TOX) -e ruff,mypy,migrations
+	$(TOX) -e ruff,mypy,lint-imports,migrations
 
 $(TOX):
 	$(PYTHON) -m venv $(TOOLS_VENV)
@@ -34,6 +35,6 @@ $(BENCH_VENV)/.installed: requirements/bench.txt requirements/test.txt requireme
 	touch $@
 
 clean:
-	rm -rf build dist *.egg-info .tox .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf build dist *.egg-info .tox .pytest_cache .mypy_cache .ruff_cache .hypothesis .grimp_cache .import_linter_cache
 	rm -rf $(TOOLS_VENV) $(BENCH_VENV)
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

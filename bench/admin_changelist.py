@@ -267,11 +267,12 @@ def bench_actions(client: Any, count: int) -> list[tuple[str, dict[str, Any]]]:
 
     from jobqueue import engine
     from jobqueue.models import Job
+    from jobqueue.resync import resync
 
     Job.objects.filter(topic_id=ACTION_TOPIC).delete()
     engine.get_redis().flushdb()
     fill(count, [ACTION_TOPIC], status_sql="'queued'", span_days=1)
-    engine.resync([ACTION_TOPIC])
+    resync([ACTION_TOPIC])
     some = list(Job.objects.filter(topic_id=ACTION_TOPIC).values_list("pk", flat=True)[:2])
     results = []
     for label, query, action in (

@@ -129,6 +129,7 @@ def main() -> None:
     from jobqueue import engine
     from jobqueue.models import Job, Topic
     from jobqueue.models_api import ApiToken
+    from jobqueue.resync import counted, resync
 
     admin_changelist.urlpatterns.append(path("metrics", include("jobqueue.contrib.metrics.urls")))
     call_command("migrate", verbosity=0)
@@ -143,11 +144,9 @@ def main() -> None:
     r = engine.get_redis()
     r.flushdb()
     start = time.perf_counter()
-    report = engine.resync(topics)
+    report = resync(topics)
     resync_s = time.perf_counter() - start
     start = time.perf_counter()
-    from jobqueue.counting import counted
-
     counted(topics)
     rebuild_s = time.perf_counter() - start
     register_workers(20, topics)

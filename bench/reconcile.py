@@ -109,6 +109,7 @@ def main() -> None:
     from jobqueue import engine
     from jobqueue.conf import settings
     from jobqueue.models import Job
+    from jobqueue.resync import resync
     from jobqueue.worker import reconcile
 
     call_command("migrate", verbosity=0)
@@ -126,7 +127,7 @@ def main() -> None:
 
     engine.get_redis().flushdb()
     start = time.perf_counter()
-    engine.resync([BACKLOG, RECENT])
+    resync([BACKLOG, RECENT])
     resync_s = time.perf_counter() - start
     rows = []
     rows.append((f"{args.jobs:,} queued, all in Redis", timed_passes(BACKLOG, now, args.passes)))

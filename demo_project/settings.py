@@ -91,6 +91,16 @@ JOBQUEUE = {
     "PROGRESS_THROTTLE_SECONDS": 0.2,
 }
 
+# django.tasks (Django >= 6.0, or the django-tasks backport) runs @task functions on the
+# same workers: each queue is the topic "tasks.<queue>".
+TASKS = {
+    "default": {
+        "BACKEND": "jobqueue.contrib.tasks.JobQueueBackend",
+        "QUEUES": ["default"],
+        "OPTIONS": {"TOPIC_PREFIX": "tasks."},
+    }
+}
+
 AUTH_PASSWORD_VALIDATORS: list[dict[str, str]] = []  # the demo's admin password is "admin"
 
 LANGUAGE_CODE = "en-us"

@@ -8,6 +8,8 @@ from django.conf import settings as django_settings
 from django.core.checks import CheckMessage, Error, Warning
 
 from .conf import DEFAULTS
+from .constants import SHELL_PERMISSION
+from .states import Isolation
 
 #: The most MAX_PAYLOAD_DEPTH may be: Python's json cannot read or write much deeper.
 MAX_PAYLOAD_DEPTH_LIMIT = 500
@@ -113,10 +115,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="jobqueue.E007",
             )
         )
-    if user.get("DEFAULT_ISOLATION", "inline") not in ("inline", "process"):
+    if user.get("DEFAULT_ISOLATION", DEFAULTS["DEFAULT_ISOLATION"]) not in Isolation.values:
         errors.append(
             Error(
-                "JOBQUEUE['DEFAULT_ISOLATION'] must be 'inline' or 'process'.",
+                f"JOBQUEUE['DEFAULT_ISOLATION'] must be {' or '.join(map(repr, Isolation.values))}.",
                 hint="'process' forks a child per job.",
                 id="jobqueue.E008",
             )
@@ -138,7 +140,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
     if user.get("SHELL_TOPIC"):
         errors.append(
             Warning(
-                "JOBQUEUE['SHELL_TOPIC'] is on: users with the enqueue_shell_job permission can run commands.",
+                f"JOBQUEUE['SHELL_TOPIC'] is on: users with the {SHELL_PERMISSION} permission can run commands.",
                 hint="Turn it off unless you need it.",
                 id="jobqueue.W002",
             )

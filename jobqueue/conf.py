@@ -10,6 +10,8 @@ from typing import Any
 
 from django.conf import settings as django_settings
 
+from .constants import ENTITY_ID_COLUMN_LENGTH
+
 #: Seconds a popped job stays leased without a heartbeat before it is reclaimed.
 LEASE_SECONDS = 60
 #: Seconds a topic slot is held without renewal before it frees itself.
@@ -20,12 +22,21 @@ HEARTBEAT_SECONDS = 5
 MAX_PAYLOAD_BYTES = 1024 * 1024
 #: Deepest accepted nesting of objects and arrays in a payload, in levels (``{"a": []}`` is 2).
 MAX_PAYLOAD_DEPTH = 100
-#: Longest accepted entity id, in characters.
-ENTITY_ID_MAX_LENGTH = 255
+#: Longest accepted entity id, in characters (at most the column's size).
+ENTITY_ID_MAX_LENGTH = ENTITY_ID_COLUMN_LENGTH
 #: Bytes of stdout and of stderr kept per execution.
 MAX_OUTPUT_BYTES = 64 * 1024
 #: Seconds between two checks (by one worker per topic) for queued jobs missing from Redis.
 RECONCILE_SECONDS = 15
+#: A topic's attempts per job, unless its handler or an operator says otherwise (also the
+#: default of the Topic and Job columns).
+DEFAULT_MAX_ATTEMPTS = 3
+#: A topic's timeout per attempt, in seconds (likewise).
+DEFAULT_TIMEOUT = 300
+#: A topic's base of the exponential retry delay, in seconds (likewise).
+DEFAULT_RETRY_BACKOFF = 2.0
+#: Where a topic's jobs run: "inline" in the worker, or "process" in a forked child (likewise).
+DEFAULT_ISOLATION = "inline"
 
 DEFAULTS: dict[str, Any] = {
     # Redis: a django-redis (or Django's RedisCache) CACHES alias, unless REDIS_URL is set.
@@ -40,11 +51,11 @@ DEFAULTS: dict[str, Any] = {
     "ENTITY_ID_MAX_LENGTH": ENTITY_ID_MAX_LENGTH,
     "MAX_OUTPUT_BYTES": MAX_OUTPUT_BYTES,
     # Topic defaults, used when a handler or Topic row says nothing.
-    "DEFAULT_MAX_ATTEMPTS": 3,
-    "DEFAULT_TIMEOUT": 300,
-    "DEFAULT_RETRY_BACKOFF": 2.0,
+    "DEFAULT_MAX_ATTEMPTS": DEFAULT_MAX_ATTEMPTS,
+    "DEFAULT_TIMEOUT": DEFAULT_TIMEOUT,
+    "DEFAULT_RETRY_BACKOFF": DEFAULT_RETRY_BACKOFF,
     "MAX_RETRY_DELAY": 3600,
-    "DEFAULT_ISOLATION": "inline",
+    "DEFAULT_ISOLATION": DEFAULT_ISOLATION,
     # Worker.
     "WORKER_STALE_SECONDS": 30,
     "PROGRESS_THROTTLE_SECONDS": 0.5,

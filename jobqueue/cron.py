@@ -6,11 +6,7 @@ to ``SET <topic cron key>:<period> NX`` in Redis is the only one that enqueues.
 Missed periods are not replayed: a worker that starts late enqueues only the most
 recent due period, and a schedule first seen now starts with the current minute.
 Schedules read the current time zone (``TIME_ZONE``); a paused topic is skipped.
-
-Expressions are read and searched by ``cronsim``, the cron library of healthchecks.io:
-small, typed, without dependencies, able to search backwards, and faithful to Debian's
-Vixie cron, DST transitions included (``croniter``, maintained again by pallets-eco,
-reads ``*/9`` in a day field unlike Vixie cron and needs ``python-dateutil``).
+Expressions are read by :class:`~jobqueue.cron_schedule.CronSchedule`.
 """
 
 from __future__ import annotations
@@ -18,43 +14,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cronsim import CronSim, CronSimError
+from django.conf import settings as django_settings
+from django.utils import timezone
 
-if TYPE_CHECKING:
-    from .models import Job, Topic
+from .cron_schedule import CronSchedule
+from .engine import TopicKeys, get_redis
+from .models import Job, Topic
 
 logger = logging.getLogger("jobqueue.cron")
-
-
-class CronSchedule:
-    """``CronSchedule("*/5 * * * *").next_after(now)`` gives the next matching minute."""
-
-    def __init__(self, expression: str):
-        if len(expression.split()) != 5:
-            raise ValueError(
-                f"Cron expression {expression!r} must have 5 fields (minute hour day month weekday)."
-            )
-        try:
-            CronSim(expression, dt.datetime(2000, 1, 1))
-        except CronSimError as exc:
-            raise ValueError(f"Invalid cron expression {expression!r}: {exc}.") from None
-        self.expression = expression
-
-    def next_after(self, when: dt.datetime) -> dt.datetime:
-        """The first matching minute strictly after ``when`` (same time zone)."""
-        try:
-            return next(CronSim(self.expression, when.replace(second=0, microsecond=0)))
-        except StopIteration:
-            raise ValueError(f"Cron expression {self.expression!r} never matches.") from None
-
-    def previous(self, when: dt.datetime) -> dt.datetime | None:
-        """The last matching minute at or before ``when`` (``None`` if none in 50 years)."""
-        # Backwards, cronsim starts strictly before its start: one second past the minute.
-        # (replace(), not arithmetic, keeps ``fold``: which pass of a repeated hour.)
-        start = when.replace(second=1, microsecond=0)
-        return next(CronSim(self.expression, start, reverse=True), None)
 
 
 #: Seconds a period's claim in Redis outlives the start of the next period.
@@ -62,9 +31,6 @@ CLAIM_MARGIN_SECONDS = 3600
 
 
 def _local(now: dt.datetime | None = None) -> dt.datetime:
-    from django.conf import settings as django_settings
-    from django.utils import timezone
-
     now = now or timezone.now()
     if django_settings.USE_TZ:
         return timezone.localtime(now)
@@ -89,8 +55,6 @@ _reported: set[tuple[str, str]] = set()
 def next_run(topic: Topic | str, now: dt.datetime | None = None) -> dt.datetime | None:
     """When ``topic``'s next cron period starts (in the current time zone), or ``None``
     if it has no valid schedule. Paused topics get a time too; they skip it."""
-    from .models import Topic
-
     row = topic if isinstance(topic, Topic) else Topic.objects.filter(name=topic).first()
     schedule = _schedule(row) if row is not None else None
     return schedule.next_after(_local(now)) if schedule is not None else None
@@ -116,9 +80,6 @@ def enqueue_period(topic: Topic, now: dt.datetime | None = None) -> Job | None:
     Returns the new job, or ``None`` (nothing due, already enqueued, or the period
     began before this schedule was first seen).
     """
-    from .engine import TopicKeys, get_redis
-    from .models import Job
-
     schedule = _schedule(topic)
     if schedule is None:
         return None
@@ -147,8 +108,6 @@ def enqueue_period(topic: Topic, now: dt.datetime | None = None) -> Job | None:
 
 def enqueue_due(topics: Iterable[str] | None = None, now: dt.datetime | None = None) -> list[Job]:
     """Enqueue the due period of every cron topic (or of ``topics``) that is not paused."""
-    from .models import Topic
-
     rows = Topic.objects.exclude(cron="").filter(is_paused=False)
     if topics is not None:
         rows = rows.filter(name__in=list(topics))
@@ -165,10 +124,3 @@ def run_scheduler(worker: Any = None) -> None:
     topics = getattr(worker, "topics", None) if worker is not None else None
     enqueue_due(topics)
 
-
-def install() -> None:
-    """Run :func:`run_scheduler` in every worker's maintenance pass."""
-    from .worker import maintenance
-
-    if run_scheduler not in maintenance.HOOKS:
-        maintenance.HOOKS.append(run_scheduler)

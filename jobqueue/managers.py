@@ -22,6 +22,7 @@ from django.utils import timezone
 
 from . import engine, registry
 from .conf import settings
+from .constants import SHELL_TOPIC
 from .exceptions import DuplicateJob, InvalidJob, InvalidTransition, UnknownTopic
 from .shell import check_enqueue as check_shell_enqueue
 from .states import ACTIVE_STATUSES, FINISHED_STATUSES, PENDING_STATUSES, JobStatus
@@ -84,6 +85,24 @@ class TopicManager(models.Manager["Topic"]):
             "isolation": settings.DEFAULT_ISOLATION,
         }
 
+    def sync(self, spec: registry.HandlerSpec) -> Topic:
+        """Create or update the Topic row of a registered handler, keeping fields an operator changed."""
+        defaults = {**self.setting_defaults(), **spec.defaults}
+        topic, created = self.get_or_create(name=spec.topic, defaults=defaults)
+        if created:
+            return topic
+        overrides = set(topic.operator_overrides or [])
+        changed = [f for f, v in spec.defaults.items() if f not in overrides and getattr(topic, f) != v]
+        if changed:
+            for field in changed:
+                setattr(topic, field, spec.defaults[field])
+            topic.save(update_fields=[*changed, "updated_at"])
+        return topic
+
+    def sync_registered(self) -> list[Topic]:
+        """Make sure every registered handler's topic has its row (see :meth:`sync`)."""
+        return [self.sync(spec) for spec in registry.specs()]
+
     def resolve(self, name: Any) -> Topic:
         """The Topic row for ``name``, created from its handler if it has one.
 
@@ -103,7 +122,7 @@ class TopicManager(models.Manager["Topic"]):
             return topic
         spec = registry.get(name)
         if spec is not None:
-            return registry.sync_topic(spec)
+            return self.sync(spec)
         if settings.ALLOW_UNREGISTERED_TOPICS:
             return self.get_or_create(name=name, defaults=self.setting_defaults())[0]
         known = sorted(set(self.values_list("name", flat=True)) | set(registry.topics()))
@@ -148,7 +167,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
     ) -> tuple[Job, list[Any]]:
         """Validate everything and return an unsaved Job plus its dependency ids."""
         topic_model = self._topic_model()
-        if (topic.name if isinstance(topic, topic_model) else topic) == "shell":
+        if (topic.name if isinstance(topic, topic_model) else topic) == SHELL_TOPIC:
             check_shell_enqueue(payload)  # refused while the shell topic is off
         topic_obj = topic if isinstance(topic, topic_model) else self._resolve_topic(topic)
         payload = {} if payload is None else payload

@@ -15,20 +15,28 @@ from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from . import engine
-from .conf import settings
+from .conf import DEFAULT_ISOLATION, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BACKOFF, DEFAULT_TIMEOUT, settings
+from .constants import (
+    ENTITY_ID_COLUMN_LENGTH,
+    ERROR_CLASS_MAX_LENGTH,
+    MAX_PRIORITY,
+    MAX_PROGRESS,
+    MIN_PRIORITY,
+    MIN_PROGRESS,
+    PROGRESS_MESSAGE_MAX_LENGTH,
+    SHELL_PERMISSION_CODENAME,
+    STAGE_MAX_LENGTH,
+    TOPIC_NAME_MAX_LENGTH,
+)
 from .exceptions import InvalidTransition  # noqa: F401 - documented in the methods' docstrings
 from .managers import JobManager, TopicManager, fresh_job_defaults
 from .progress import record_progress
-from .states import ACTIVE_STATUSES, FINISHED_STATUSES, PENDING_STATUSES, ExecutionOutcome, JobStatus
+from .states import ACTIVE_STATUSES, FINISHED_STATUSES, PENDING_STATUSES, ExecutionOutcome, Isolation, JobStatus
 from .validation import TOPIC_NAME_RE
-
-
-class Isolation(models.TextChoices):
-    INLINE = "inline", _("inline (in the worker process)")
-    PROCESS = "process", _("process (a forked child per job)")
 
 
 class Topic(models.Model):
@@ -36,9 +44,14 @@ class Topic(models.Model):
 
     name = models.CharField(
         _("name"),
-        max_length=100,
+        max_length=TOPIC_NAME_MAX_LENGTH,
         unique=True,
-        validators=[RegexValidator(TOPIC_NAME_RE, _("Lowercase letters, digits, '_', '.' and '-'."))],
+        validators=[
+            RegexValidator(
+                TOPIC_NAME_RE,
+                _("Lowercase letters, digits, '_', '-' and single dots, starting with a letter or digit."),
+            )
+        ],
     )
     description = models.TextField(_("description"), blank=True)
     is_paused = models.BooleanField(_("paused"), default=False)
@@ -46,13 +59,13 @@ class Topic(models.Model):
         _("concurrency"), default=1, help_text=_("Jobs of this topic that may run at once, across all workers.")
     )
     default_priority = models.SmallIntegerField(_("default priority"), default=0)
-    max_attempts = models.PositiveIntegerField(_("max attempts"), default=3)
-    timeout = models.PositiveIntegerField(_("timeout (seconds)"), default=300)
+    max_attempts = models.PositiveIntegerField(_("max attempts"), default=DEFAULT_MAX_ATTEMPTS)
+    timeout = models.PositiveIntegerField(_("timeout (seconds)"), default=DEFAULT_TIMEOUT)
     retry_backoff = models.FloatField(
-        _("retry backoff (seconds)"), default=2.0, help_text=_("Base of the exponential retry delay.")
+        _("retry backoff (seconds)"), default=DEFAULT_RETRY_BACKOFF, help_text=_("Base of the exponential retry delay.")
     )
-    isolation = models.CharField(_("isolation"), max_length=16, choices=Isolation.choices, default=Isolation.INLINE)
-    next_topic = models.CharField(_("next topic"), max_length=100, blank=True)
+    isolation = models.CharField(_("isolation"), max_length=16, choices=Isolation.choices, default=DEFAULT_ISOLATION)
+    next_topic = models.CharField(_("next topic"), max_length=TOPIC_NAME_MAX_LENGTH, blank=True)
     cron = models.CharField(_("cron schedule"), max_length=100, blank=True)
     operator_overrides = models.JSONField(
         _("fields set by an operator"),
@@ -76,7 +89,7 @@ class Topic(models.Model):
         ]
         constraints = [
             models.CheckConstraint(
-                condition=Q(default_priority__gte=-100, default_priority__lte=100),
+                condition=Q(default_priority__gte=MIN_PRIORITY, default_priority__lte=MAX_PRIORITY),
                 name="jobqueue_topic_priority_range",
             ),
             models.CheckConstraint(condition=Q(concurrency__gte=1), name="jobqueue_topic_concurrency_min"),
@@ -116,15 +129,21 @@ class Job(models.Model):
         db_index=False,  # covered by the (topic, status) index
     )
     status = models.CharField(_("status"), max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
-    priority = models.SmallIntegerField(_("priority"), default=0, help_text=_("-100..100; higher runs first."))
+    priority = models.SmallIntegerField(
+        _("priority"),
+        default=0,
+        help_text=format_lazy(_("{low}..{high}; higher runs first."), low=MIN_PRIORITY, high=MAX_PRIORITY),
+    )
     payload = models.JSONField(_("payload"), default=dict, blank=True)
     result = models.JSONField(_("result"), null=True, blank=True)
     error = models.TextField(_("error"), blank=True)
-    progress = models.PositiveSmallIntegerField(_("progress"), default=0)
-    progress_message = models.CharField(_("progress message"), max_length=255, blank=True)
-    stage = models.CharField(_("stage"), max_length=100, blank=True)
+    progress = models.PositiveSmallIntegerField(_("progress"), default=MIN_PROGRESS)
+    progress_message = models.CharField(_("progress message"), max_length=PROGRESS_MESSAGE_MAX_LENGTH, blank=True)
+    stage = models.CharField(_("stage"), max_length=STAGE_MAX_LENGTH, blank=True)
     # NULL, not "", for "no entity": the partial unique constraint must ignore such jobs.
-    entity_id = models.CharField(_("entity id"), max_length=255, null=True, blank=True)  # noqa: DJ001
+    entity_id = models.CharField(  # noqa: DJ001
+        _("entity id"), max_length=ENTITY_ID_COLUMN_LENGTH, null=True, blank=True
+    )
     parent = models.ForeignKey(
         "self",
         verbose_name=_("parent"),
@@ -142,9 +161,9 @@ class Job(models.Model):
         help_text=_("Some job depends on this one (saves a query when a job without dependents finishes)."),
     )
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
-    max_attempts = models.PositiveIntegerField(_("max attempts"), default=3)
+    max_attempts = models.PositiveIntegerField(_("max attempts"), default=DEFAULT_MAX_ATTEMPTS)
     run_after = models.DateTimeField(_("run after"), null=True, blank=True)
-    timeout = models.PositiveIntegerField(_("timeout (seconds)"), default=300)
+    timeout = models.PositiveIntegerField(_("timeout (seconds)"), default=DEFAULT_TIMEOUT)
     worker_id = models.CharField(_("worker"), max_length=200, blank=True)
     created_at = models.DateTimeField(_("created"), default=timezone.now)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
@@ -164,14 +183,14 @@ class Job(models.Model):
             ("cancel_job", _("Can cancel a job")),
             ("change_priority_job", _("Can change a job's priority")),
             ("run_now_job", _("Can run a scheduled job now")),
-            ("enqueue_shell_job", _("Can enqueue a shell-topic job")),
+            (SHELL_PERMISSION_CODENAME, _("Can enqueue a shell-topic job")),
         ]
         constraints = [
             models.CheckConstraint(
-                condition=Q(priority__gte=-100, priority__lte=100), name="jobqueue_job_priority_range"
+                condition=Q(priority__gte=MIN_PRIORITY, priority__lte=MAX_PRIORITY), name="jobqueue_job_priority_range"
             ),
             models.CheckConstraint(
-                condition=Q(progress__gte=0, progress__lte=100), name="jobqueue_job_progress_range"
+                condition=Q(progress__gte=MIN_PROGRESS, progress__lte=MAX_PROGRESS), name="jobqueue_job_progress_range"
             ),
             models.UniqueConstraint(
                 fields=["topic", "entity_id"],
@@ -295,6 +314,12 @@ class Execution(models.Model):
     stdout = models.TextField(_("stdout"), blank=True)
     stderr = models.TextField(_("stderr"), blank=True)
     error = models.TextField(_("error"), blank=True)
+    error_class = models.CharField(
+        _("error class"),
+        max_length=ERROR_CLASS_MAX_LENGTH,
+        blank=True,
+        help_text=_("The dotted path of the exception that ended the attempt, such as builtins.ValueError."),
+    )
     traceback = models.TextField(_("traceback"), blank=True)
     duration = models.FloatField(_("duration (seconds)"), null=True, blank=True)
 

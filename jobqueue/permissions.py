@@ -1,7 +1,7 @@
 """The permissions the admin and the API check when a user enqueues a job or sets up a chain.
 
 Some topics need a permission to enqueue (the shell topic needs
-``jobqueue.enqueue_shell_job``). A job of a topic whose static chain (its
+``jobqueue.enqueue_shell_job``, :data:`jobqueue.constants.SHELL_PERMISSION`). A job of a topic whose static chain (its
 ``next_topic``, then that topic's, ...) leads into one of them becomes a job of
 it, so enqueueing it, or pointing a ``next_topic`` at it, needs that permission
 too. Code and management commands are trusted: ``Job.objects.enqueue()`` checks
@@ -13,7 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import shell
+from django.core.exceptions import PermissionDenied
+
+from . import registry
+from .constants import SHELL_PERMISSION, SHELL_TOPIC
+from .models import Topic
 from .validation import TOPIC_NAME_RE
 
 #: Who may see a job (and so what a pending entity's job holds).
@@ -21,7 +25,7 @@ VIEW_JOB = "jobqueue.view_job"
 #: Who may change a job's priority, also by enqueueing a pending entity again.
 CHANGE_PRIORITY = "jobqueue.change_priority_job"
 #: Topics whose jobs only users holding the permission may enqueue, directly or through a chain.
-PROTECTED_TOPICS = {shell.SHELL_TOPIC: shell.PERMISSION}
+PROTECTED_TOPICS = {SHELL_TOPIC: SHELL_PERMISSION}
 
 
 def static_chain(name: str) -> list[str]:
@@ -29,9 +33,6 @@ def static_chain(name: str) -> list[str]:
 
     A topic's ``next_topic`` is its row's, else its handler's (the row it gets on first use).
     """
-    from . import registry
-    from .models import Topic
-
     chain: list[str] = []
     current = name
     while isinstance(current, str) and TOPIC_NAME_RE.match(current) and current not in chain:
@@ -57,8 +58,6 @@ def enqueue_refusal(user: Any, name: str) -> str | None:
 
 def check_may_enqueue(user: Any, name: str) -> None:
     """Django's ``PermissionDenied`` unless ``user`` may enqueue a job of topic ``name``."""
-    from django.core.exceptions import PermissionDenied
-
     refusal = enqueue_refusal(user, name)
     if refusal is not None:
         raise PermissionDenied(refusal)

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 from .conf import settings
+from .constants import MAX_PROGRESS, MIN_PROGRESS, PROGRESS_MESSAGE_MAX_LENGTH, STAGE_MAX_LENGTH
 from .storable import storable_text
 
 _last_write: dict[Any, float] = {}
@@ -23,16 +24,16 @@ def record_progress(job: Any, percent: float | None, message: str = "", stage: s
     """
     if percent is not None:
         if isinstance(percent, bool) or not isinstance(percent, (int, float)) or percent != percent:
-            raise ValueError(f"progress must be a number from 0 to 100, not {percent!r}")
-        job.progress = max(0, min(100, int(percent)))
-    stage = storable_text(str(stage)[:100]) if stage else ""
+            raise ValueError(f"progress must be a number from {MIN_PROGRESS} to {MAX_PROGRESS}, not {percent!r}")
+        job.progress = max(MIN_PROGRESS, min(MAX_PROGRESS, int(percent)))
+    stage = storable_text(str(stage)[:STAGE_MAX_LENGTH]) if stage else ""
     stage_changed = bool(stage) and stage != job.stage
-    job.progress_message = storable_text(str(message)[:255])
+    job.progress_message = storable_text(str(message)[:PROGRESS_MESSAGE_MAX_LENGTH])
     if stage:
         job.stage = stage
     now = time.monotonic()
     last = _last_write.get(job.pk, 0.0)
-    if not stage_changed and job.progress < 100 and now - last < settings.PROGRESS_THROTTLE_SECONDS:
+    if not stage_changed and job.progress < MAX_PROGRESS and now - last < settings.PROGRESS_THROTTLE_SECONDS:
         _unwritten.add(job.pk)
         return False
     _last_write[job.pk] = now

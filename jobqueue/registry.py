@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from django.utils.module_loading import autodiscover_modules
+
+from .cron_schedule import CronSchedule
+from .states import Isolation
 from .validation import validate_priority, validate_topic_name
 
-if TYPE_CHECKING:
-    from .models import Topic
-
-#: Topic fields a handler may set; an operator's change in the admin wins over them.
-TOPIC_FIELDS = (
-    "description",
+#: A topic's runtime settings: how its jobs run. The admin edits them under that heading.
+RUNTIME_FIELDS = (
     "concurrency",
     "default_priority",
     "max_attempts",
@@ -28,6 +28,8 @@ TOPIC_FIELDS = (
     "next_topic",
     "cron",
 )
+#: Topic fields a handler may set; an operator's change in the admin wins over them.
+TOPIC_FIELDS = ("description", *RUNTIME_FIELDS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,13 +64,11 @@ def handler(topic: str, **options: Any) -> Callable[[Callable[..., Any]], Callab
         defaults[field] = value
     if "default_priority" in defaults:
         validate_priority(defaults["default_priority"])
-    if defaults.get("isolation") not in (None, "inline", "process"):
-        raise ValueError(f"@handler({topic!r}): isolation must be 'inline' or 'process'")
+    if defaults.get("isolation") not in (None, *Isolation.values):
+        raise ValueError(f"@handler({topic!r}): isolation must be {' or '.join(map(repr, Isolation.values))}")
     if defaults.get("next_topic"):
         validate_topic_name(defaults["next_topic"])
     if defaults.get("cron"):
-        from .cron import CronSchedule
-
         CronSchedule(defaults["cron"])
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -99,6 +99,12 @@ def add_resolver(resolver: Callable[[str], HandlerSpec | None]) -> None:
         _resolvers.append(resolver)
 
 
+def remove_resolver(resolver: Callable[[str], HandlerSpec | None]) -> None:
+    """Take back a resolver given to :func:`add_resolver` (nothing if it was not there)."""
+    if resolver in _resolvers:
+        _resolvers.remove(resolver)
+
+
 def get(topic: str) -> HandlerSpec | None:
     """The handler of ``topic``: a registered one, else one a resolver provides."""
     spec = _registry.get(topic)
@@ -119,30 +125,11 @@ def unregister(topic: str) -> None:
     _registry.pop(topic, None)
 
 
-def sync_topic(spec: HandlerSpec) -> Topic:
-    """Create or update the Topic row of ``spec``, keeping fields an operator changed."""
-    from .models import Topic
-
-    defaults = {**Topic.objects.setting_defaults(), **spec.defaults}
-    topic, created = Topic.objects.get_or_create(name=spec.topic, defaults=defaults)
-    if created:
-        return topic
-    overrides = set(topic.operator_overrides or [])
-    changed = [f for f, v in spec.defaults.items() if f not in overrides and getattr(topic, f) != v]
-    if changed:
-        for field in changed:
-            setattr(topic, field, spec.defaults[field])
-        topic.save(update_fields=[*changed, "updated_at"])
-    return topic
-
-
-def sync_topics() -> list[Topic]:
-    """Make sure every registered topic has its Topic row."""
-    return [sync_topic(spec) for spec in _registry.values()]
+def specs() -> list[HandlerSpec]:
+    """Every handler registered with :func:`handler` or :func:`register` (not resolvers')."""
+    return list(_registry.values())
 
 
 def autodiscover() -> None:
     """Import the ``jobs`` module of every installed app."""
-    from django.utils.module_loading import autodiscover_modules
-
     autodiscover_modules("jobs")

@@ -10,6 +10,10 @@ attempt's Execution; a non-zero exit fails the attempt, the job's timeout kills 
 The interpreter is ``JOBQUEUE["SCRIPT_INTERPRETER"]`` (e.g. ``["uv", "run"]``),
 by default the worker's own Python. A topic whose script resolves outside
 ``TOPICS_DIR`` (``..``, an absolute path, a symlink leading out) is never run.
+
+The shell topic's handler (:func:`run_shell`) runs its command the same way; what
+enqueueing a shell job checks is in :mod:`jobqueue.shell`. Like any handler, these
+sit above the worker that runs them: a timeout raises the worker's ``JobTimeout``.
 """
 
 from __future__ import annotations
@@ -30,10 +34,15 @@ from typing import Any
 
 from django.core.exceptions import ImproperlyConfigured
 
+from . import shell
+from .chaining import Next
 from .conf import settings
+from .constants import SHELL_TOPIC
 from .exceptions import InvalidJob, JobQueueError
 from .registry import HandlerSpec
+from .script import INPUT_FILE, OUTPUT_FILE
 from .validation import validate_topic_name
+from .worker.runner import JobTimeout
 
 logger = logging.getLogger("jobqueue.scripts")
 
@@ -167,8 +176,6 @@ def run_process(job: Any, argv: Sequence[str], *, cwd: str, env: dict[str, str] 
     Returns the result of an exit 0; raises :class:`ProcessFailed` for a non-zero exit,
     ``JobTimeout`` once ``job.timeout`` passes, and an error after ``job.cancel()``.
     """
-    from .worker.runner import JobTimeout
-
     limit = settings.MAX_OUTPUT_BYTES
     timeout = float(job.timeout) if job.timeout else None
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -245,8 +252,6 @@ def _write_json(path: str, data: Any) -> None:
 
 
 def _read_output(path: str, topic: str) -> Any:
-    from .chaining import Next
-
     if not os.path.exists(path):
         return None
     try:
@@ -262,8 +267,6 @@ def _read_output(path: str, topic: str) -> Any:
 
 def run_script(job: Any) -> Any:
     """The handler of every script topic: run ``TOPICS_DIR/<topic>.py`` for ``job``."""
-    from .script import INPUT_FILE, OUTPUT_FILE
-
     topic = job.topic_id
     path = script_path(topic)  # again: the file may have changed since the job was enqueued
     if path is None:
@@ -286,3 +289,28 @@ def run_script(job: Any) -> Any:
         )
         run_process(job, [*interpreter(), path], cwd=folder, env=env, what=f"script {topic!r}")
         return _read_output(output_path, topic)
+
+
+# -- the shell topic's handler --------------------------------------------------------
+
+
+def run_shell(job: Any) -> dict[str, Any]:
+    """The handler of the shell topic (:mod:`jobqueue.shell`)."""
+    # Checked again here: a job queued while the topic was on must not run once it is off.
+    shell.check_enabled()
+    argv = shell.command_argv(job.payload)
+    with WorkingFolder(job, prefix="jobqueue-shell-") as folder:
+        result = run_process(job, argv, cwd=folder, what=f"command {argv[0]!r}")
+    return {"exit_code": result.exit_code}
+
+
+def resolve_shell_handler(topic: str) -> HandlerSpec | None:
+    """Registry resolver: the shell topic's handler (also while off, so a worker refuses
+    its jobs with a clear error instead of not knowing the topic)."""
+    if topic != SHELL_TOPIC:
+        return None
+    return HandlerSpec(
+        topic=SHELL_TOPIC,
+        func=run_shell,
+        defaults={"description": "Runs a command line (no shell)", "max_attempts": 1, "isolation": "inline"},
+    )

@@ -12,6 +12,9 @@ redirections and ``$VARS`` are plain arguments. The command runs in the job's
 ``DATA_DIR`` folder (else a temporary folder) with the job's timeout; stdout,
 stderr and the exit code are recorded on the Execution, and a non-zero exit fails
 the attempt. The result is ``{"exit_code": 0}``.
+
+This module holds what enqueueing checks; the handler, which runs the process the
+way a script topic does, is :func:`jobqueue.scripts_topics.run_shell`.
 """
 
 from __future__ import annotations
@@ -19,14 +22,15 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from .conf import settings
-from .exceptions import InvalidJob
-from .registry import HandlerSpec
+from django.core.exceptions import PermissionDenied
 
-#: The topic's name.
-SHELL_TOPIC = "shell"
-#: The permission a user needs to enqueue a shell job (``user.has_perm(...)``).
-PERMISSION = "jobqueue.enqueue_shell_job"
+from .conf import settings
+from .constants import SHELL_PERMISSION
+from .exceptions import InvalidJob
+
+#: The permission a user needs to enqueue a shell job (``user.has_perm(...)``); an older
+#: name of :data:`jobqueue.constants.SHELL_PERMISSION`.
+PERMISSION = SHELL_PERMISSION
 
 
 class ShellTopicDisabled(InvalidJob):
@@ -77,39 +81,13 @@ def check_enqueue(payload: Any) -> None:
 
 def user_may_enqueue(user: Any) -> bool:
     """Whether ``user`` (a Django user) may enqueue shell jobs: the topic is on and the user
-    holds :data:`PERMISSION`."""
-    return is_enabled() and bool(user is not None and user.has_perm(PERMISSION))
+    holds :data:`SHELL_PERMISSION`."""
+    return is_enabled() and bool(user is not None and user.has_perm(SHELL_PERMISSION))
 
 
 def check_permission(user: Any) -> None:
     """Raise :class:`ShellTopicDisabled`, or Django's ``PermissionDenied``, unless
     :func:`user_may_enqueue`."""
-    from django.core.exceptions import PermissionDenied
-
     check_enabled()
     if not user_may_enqueue(user):
-        raise PermissionDenied(f"Enqueueing a shell job needs the {PERMISSION} permission.")
-
-
-def run_shell(job: Any) -> dict[str, Any]:
-    """The handler of the shell topic."""
-    from .scripts_topics import WorkingFolder, run_process
-
-    # Checked again here: a job queued while the topic was on must not run once it is off.
-    check_enabled()
-    argv = command_argv(job.payload)
-    with WorkingFolder(job, prefix="jobqueue-shell-") as folder:
-        result = run_process(job, argv, cwd=folder, what=f"command {argv[0]!r}")
-    return {"exit_code": result.exit_code}
-
-
-def resolve_handler(topic: str) -> HandlerSpec | None:
-    """Registry resolver: the shell topic's handler (also while off, so a worker refuses
-    its jobs with a clear error instead of not knowing the topic)."""
-    if topic != SHELL_TOPIC:
-        return None
-    return HandlerSpec(
-        topic=SHELL_TOPIC,
-        func=run_shell,
-        defaults={"description": "Runs a command line (no shell)", "max_attempts": 1, "isolation": "inline"},
-    )
+        raise PermissionDenied(f"Enqueueing a shell job needs the {SHELL_PERMISSION} permission.")

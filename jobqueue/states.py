@@ -1,4 +1,4 @@
-"""A job's states and an attempt's outcomes: plain choices every layer may import."""
+"""A job's states, an attempt's outcomes and a topic's isolations: plain choices every layer may import."""
 
 from __future__ import annotations
 
@@ -30,3 +30,8 @@ class ExecutionOutcome(models.TextChoices):
     LOST = "lost", _("lost (worker died)")
     ABORTED = "aborted", _("aborted")
     CANCELLED = "cancelled", _("cancelled")
+
+
+class Isolation(models.TextChoices):
+    INLINE = "inline", _("inline (in the worker process)")
+    PROCESS = "process", _("process (a forked child per job)")

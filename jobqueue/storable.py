@@ -70,3 +70,9 @@ def exception_message(exc: BaseException) -> str:
         return storable_text(str(exc))
     except Exception:  # noqa: BLE001 - any error of the handler's __str__
         return f"<unprintable {type(exc).__name__}>"
+
+
+def exception_class_path(exc: BaseException | type[BaseException]) -> str:
+    """The dotted path of an exception's class: ``builtins.ValueError``, ``myapp.mail.Bounced``."""
+    cls = exc if isinstance(exc, type) else type(exc)
+    return f"{cls.__module__}.{cls.__qualname__}"

@@ -16,19 +16,26 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from .conf import settings
+from .constants import MAX_INT, MAX_PRIORITY, MIN_PRIORITY, TOPIC_NAME_MAX_LENGTH
 from .exceptions import InvalidJob, InvalidPayload, PayloadTooLarge
 
-TOPIC_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,99}\Z")
-MIN_PRIORITY = -100
-MAX_PRIORITY = 100
+#: A topic name, but for its length: lowercase ASCII letters, digits, '_', '-' and single
+#: dots, starting with a letter or digit. Without lookarounds, so that JSON schema tools can
+#: read the pattern built from it.
+_TOPIC_NAME = r"[a-z0-9][a-z0-9_-]*(\.[a-z0-9_-]+)*\.?"
+#: The topic name's pattern as the API's JSON schema states it (with ``maxLength``
+#: ``TOPIC_NAME_MAX_LENGTH``); ``$`` there is the end of the string.
+TOPIC_NAME_PATTERN = f"^{_TOPIC_NAME}$"
+#: A whole topic name: the pattern, and at most ``TOPIC_NAME_MAX_LENGTH`` characters.
+TOPIC_NAME_RE = re.compile(rf"^(?=.{{1,{TOPIC_NAME_MAX_LENGTH}}}\Z){_TOPIC_NAME}\Z")
 
 
 def validate_topic_name(name: Any) -> str:
-    """Return ``name`` if it is a valid topic name (``^[a-z0-9][a-z0-9_.-]{0,99}$``)."""
-    if not isinstance(name, str) or not TOPIC_NAME_RE.match(name) or ".." in name:
+    """Return ``name`` if it is a valid topic name (:data:`TOPIC_NAME_RE`)."""
+    if not isinstance(name, str) or not TOPIC_NAME_RE.match(name):
         raise InvalidJob(
-            f"Invalid topic name {name!r}: use 1-100 lowercase ASCII letters, digits, '_', '.' "
-            "or '-', starting with a letter or digit."
+            f"Invalid topic name {name!r}: use 1-{TOPIC_NAME_MAX_LENGTH} lowercase ASCII letters, digits, "
+            "'_', '.' or '-', starting with a letter or digit, with no two dots in a row."
         )
     return name
 
@@ -109,10 +116,6 @@ def validate_entity_id(entity_id: Any) -> str | None:
     if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in entity_id):
         raise InvalidJob("Entity id must not contain control characters or line breaks.")
     return entity_id
-
-
-#: The largest value an integer column holds on every supported database.
-MAX_INT = 2**31 - 1
 
 
 def validate_positive_int(value: Any, name: str) -> int | None:

@@ -101,7 +101,7 @@ for _name in ("HEARTBEAT_SECONDS", "LOCK_TTL_SECONDS", "RECONCILE_SECONDS"):
 # django.tasks (Django >= 6.0, or the django-tasks backport on 5.2) runs on jobqueue.
 TASKS = {
     "default": {
-        "BACKEND": "jobqueue.backends.JobQueueBackend",
+        "BACKEND": "jobqueue.contrib.tasks.JobQueueBackend",
         "QUEUES": ["default", "emails"],
         "OPTIONS": {"TOPIC_PREFIX": "tasks.", "RETRY_BACKOFF": 0.05},
     }

@@ -10,6 +10,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from jobqueue import registry
 from jobqueue.models import Job, Topic
 
 JOB_CHANGELIST = "/admin/jobqueue/job/"
@@ -52,9 +53,7 @@ def set_status(job: Job, status: str, **values: Any) -> Job:
 
 def topic_form(topic: Topic, **changes: Any) -> dict[str, Any]:
     """The fields of a topic's change form as it stands, with ``changes`` made."""
-    fields = ["description", "concurrency", "default_priority", "max_attempts", "timeout", "retry_backoff",
-              "isolation", "next_topic", "cron"]
-    return {**{name: getattr(topic, name) for name in fields}, **changes}
+    return {**{name: getattr(topic, name) for name in registry.TOPIC_FIELDS}, **changes}
 
 
 def topic_url(topic: Topic) -> str:

@@ -141,7 +141,7 @@ def test_edited_runtime_settings_survive_handler_sync(root):
     echo.refresh_from_db()
     assert (echo.concurrency, echo.max_attempts) == (4, 9)
     assert echo.operator_overrides == ["concurrency", "max_attempts"]
-    registry.sync_topic(registry.get("echo"))  # the handler says max_attempts=2
+    Topic.objects.sync(registry.get("echo"))  # the handler says max_attempts=2
     echo.refresh_from_db()
     assert (echo.concurrency, echo.max_attempts) == (4, 9)
 

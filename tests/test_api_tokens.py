@@ -15,7 +15,7 @@ from django.urls import include, path
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
-from jobqueue.api.admin import ApiTokenAdmin
+from jobqueue.admin import ApiTokenAdmin
 from jobqueue.models import Job
 from jobqueue.models_api import ApiToken
 

@@ -14,10 +14,8 @@ from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from jobqueue import engine, registry
-from jobqueue.backends import JobQueueBackend, JobQueueTask, run_task_job
-from jobqueue.exceptions import DuplicateJob, InvalidPayload
-from jobqueue.models import Execution, Job, Topic
-from jobqueue.tasks_compat import (
+from jobqueue.contrib.tasks import JobQueueBackend, JobQueueTask, run_task_job
+from jobqueue.contrib.tasks.compat import (
     InvalidTask,
     TaskResultDoesNotExist,
     TaskResultMismatch,
@@ -29,6 +27,8 @@ from jobqueue.tasks_compat import (
     task_finished,
     task_started,
 )
+from jobqueue.exceptions import DuplicateJob, InvalidPayload
+from jobqueue.models import Execution, Job, Topic
 from jobqueue.worker import Worker
 from tests.tasks_app import tasks
 from tests.workerutil import WorkerPool, nested, wait_for
@@ -269,6 +269,40 @@ def test_builtin_exception_class_path():
     assert error.exception_class is ValueError
 
 
+@pytest.mark.parametrize("isolation", ["inline", "process"])
+def test_errors_report_the_class_the_worker_stored(isolation):
+    # The message looks like another exception's line of a traceback: the class is not read from the text.
+    result = tasks.fail.enqueue("boom\nKeyError: not this one")
+    run_worker(isolation=isolation)
+    assert Execution.objects.get(job_id=result.id).error_class == "tests.tasks_app.tasks.CustomError"
+    [error] = default_task_backend.get_result(result.id).errors
+    assert error.exception_class_path == "tests.tasks_app.tasks.CustomError"
+    assert error.exception_class is tasks.CustomError
+    assert "KeyError: not this one" in error.traceback
+
+
+def test_an_attempt_stored_without_its_class_reports_a_plain_exception():
+    # As a row written before Execution.error_class existed: its traceback is not parsed.
+    result = tasks.fail_builtin.enqueue()
+    run_worker()
+    Execution.objects.filter(job_id=result.id).update(error_class="")
+    [error] = default_task_backend.get_result(result.id).errors
+    assert error.exception_class_path == "builtins.Exception"
+    assert "ValueError: bad value" in error.traceback
+
+
+def test_the_classes_an_outcome_implies_are_the_worker_and_backend_classes():
+    from django.utils.module_loading import import_string
+
+    from jobqueue.contrib.tasks import TaskCancelled, TaskLost
+    from jobqueue.contrib.tasks.results import OUTCOME_ERROR_CLASSES
+    from jobqueue.worker.runner import JobTimeout, WorkerInterrupted
+
+    classes = {outcome: import_string(path) for outcome, path in OUTCOME_ERROR_CLASSES.items()}
+    assert classes == {"timeout": JobTimeout, "aborted": WorkerInterrupted, "lost": TaskLost,
+                       "cancelled": TaskCancelled}
+
+
 def test_retries_with_backoff_and_attempt_in_context():
     result = tasks.flaky.enqueue(3)
     run_worker()
@@ -338,7 +372,7 @@ def test_cancelled_task_is_failed_with_a_cancelled_error():
     Job.objects.get(pk=result.id).cancel()
     result.refresh()
     assert result.status == TaskResultStatus.FAILED
-    assert result.errors[0].exception_class_path == "jobqueue.backends.TaskCancelled"
+    assert result.errors[0].exception_class_path == "jobqueue.contrib.tasks.exceptions.TaskCancelled"
 
 
 # -- attempts: worker_ids and errors ---------------------------------------------------------
@@ -384,7 +418,7 @@ def test_a_requeued_task_cancelled_before_it_runs_again_ends_with_a_cancelled_er
     result.refresh()
     assert result.status == TaskResultStatus.FAILED and result.worker_ids == ["worker-A"]
     paths = [e.exception_class_path for e in result.errors]
-    assert paths == ["tests.tasks_app.tasks.CustomError", "jobqueue.backends.TaskCancelled"]
+    assert paths == ["tests.tasks_app.tasks.CustomError", "jobqueue.contrib.tasks.exceptions.TaskCancelled"]
 
 
 def test_a_claim_put_back_before_the_task_ran_is_no_attempt():

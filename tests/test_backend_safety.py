@@ -11,10 +11,10 @@ import pytest
 from django.core import checks
 from django.test.utils import override_settings
 
-from jobqueue import backends, registry
-from jobqueue.backends import JobQueueBackend, TaskNotAllowed, load_task
+from jobqueue import registry
+from jobqueue.contrib.tasks import JobQueueBackend, TaskNotAllowed, load_task, run_task_job, task_topics
+from jobqueue.contrib.tasks.compat import InvalidTask, TaskResultStatus, task_backends
 from jobqueue.models import Job
-from jobqueue.tasks_compat import InvalidTask, TaskResultStatus, task_backends
 from jobqueue.worker import Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -120,7 +120,7 @@ def errors_of(alias, params):
 
 def test_check_reports_a_queue_that_is_a_handler_topic():
     assert errors_of("clash", {"QUEUES": ["echo"]}) == {"jobqueue.E203"}
-    assert registry.get("echo").func is not backends.run_task_job  # the handler keeps its topic
+    assert registry.get("echo").func is not run_task_job  # the handler keeps its topic
 
 
 def test_check_reports_bad_configuration():
@@ -130,8 +130,7 @@ def test_check_reports_bad_configuration():
     assert errors_of("typo", {"QUEUES": ["x-ok"], "OPTIONS": options}) == {"jobqueue.E201"}
     options = {"TOPIC_PREFIX": "t.", "ISOLATION": "thread"}
     assert errors_of("iso", {"QUEUES": ["x-ok"], "OPTIONS": options}) == {"jobqueue.E204"}
-    registry.unregister("t.x-ok")
-    backends._task_topics.discard("t.x-ok")
+    task_topics.discard("t.x-ok")
 
 
 def test_check_reports_jobqueue_missing_from_installed_apps():
@@ -147,7 +146,7 @@ def test_check_reports_jobqueue_missing_from_installed_apps():
 
 
 def test_a_task_on_a_handler_topic_is_refused():
-    clash = {"default": {"BACKEND": "jobqueue.backends.JobQueueBackend", "QUEUES": ["echo"]}}
+    clash = {"default": {"BACKEND": "jobqueue.contrib.tasks.JobQueueBackend", "QUEUES": ["echo"]}}
     with override_settings(TASKS=clash):
         from tests.tasks_app import tasks
 
@@ -160,14 +159,14 @@ def open_backend():
     """A backend accepting any queue under the prefix ``dyn.``."""
     tasks_setting = {
         "default": {
-            "BACKEND": "jobqueue.backends.JobQueueBackend",
+            "BACKEND": "jobqueue.contrib.tasks.JobQueueBackend",
             "QUEUES": [],
             "OPTIONS": {"TOPIC_PREFIX": "dyn.", "MAX_ATTEMPTS": 2, "TIMEOUT": 7},
         }
     }
     with override_settings(TASKS=tasks_setting):
         yield task_backends["default"]
-    backends._dynamic_prefixes.pop("dyn.", None)
+    task_topics.discard_prefix("dyn.")
 
 
 def test_any_queue_under_the_prefix_becomes_a_topic_on_demand(open_backend):
@@ -243,12 +242,12 @@ import django
 
 django.setup()
 from django_tasks import exceptions
-from jobqueue import tasks_compat
+from jobqueue.contrib.tasks import compat
 from tests.tasks_app import tasks
 
 assert not hasattr(exceptions, "InvalidTaskError")
-assert tasks_compat.PACKAGE == "django_tasks", tasks_compat.PACKAGE
-assert tasks_compat.InvalidTask is exceptions.InvalidTask
+assert compat.PACKAGE == "django_tasks", compat.PACKAGE
+assert compat.InvalidTask is exceptions.InvalidTask
 try:
     tasks.add.using(priority=1000)
 except exceptions.InvalidTask as exc:

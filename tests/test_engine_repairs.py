@@ -4,6 +4,7 @@ import uuid
 
 from jobqueue import engine
 from jobqueue.engine import TopicLock
+from jobqueue.resync import resync
 
 
 def test_pop_needs_a_live_slot_when_given_a_token():
@@ -45,6 +46,6 @@ def test_resync_repairs_a_priority_redis_missed(db):
     engine.push("echo", [(str(job.pk), 0, None), (str(other.pk), 0, None)])
     # The database says 50, Redis still has 0 (a change that raced the push).
     Job.objects.filter(pk=other.pk).update(priority=50)
-    report = engine.resync(["echo"])
+    report = resync(["echo"])
     assert report.reprioritised == {"echo": 1}
     assert engine.queue_ids("echo")[0] == str(other.pk)

@@ -16,6 +16,7 @@ from jobqueue import engine
 from jobqueue.exceptions import DuplicateJob, InvalidJob, InvalidPayload, PayloadTooLarge, UnknownTopic
 from jobqueue.managers import JobManager
 from jobqueue.models import Job, JobStatus
+from jobqueue.resync import resync
 from jobqueue.signals import job_enqueued
 from tests.states import force
 
@@ -76,7 +77,7 @@ def test_redis_down_at_commit_keeps_the_job_and_resync_pushes_it(caplog):
     assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
     assert Job.objects.get(pk=scheduled.pk).status == JobStatus.SCHEDULED
     assert engine.queue_ids("echo") == []
-    report = engine.resync(["echo"])
+    report = resync(["echo"])
     assert report.pushed == {"echo": 1} and report.scheduled == {"echo": 1}
     assert engine.queue_ids("echo") == [str(job.pk)]
     assert scheduled_ids("echo") == [str(scheduled.pk)]

@@ -16,6 +16,7 @@ from jobqueue import conf, engine
 from jobqueue.contrib.metrics.collector import gather
 from jobqueue.engine import metrics
 from jobqueue.models import Execution, Job
+from jobqueue.resync import resync
 from jobqueue.worker import maintenance
 from jobqueue.worker.lifecycle import claim
 from tests.workerutil import run_worker
@@ -126,7 +127,7 @@ def test_after_flushdb_a_worker_rebuilds_the_counters_from_the_tables(redis_clie
 
     # Counting goes on from the rebuilt values; a resync leaves a built hash alone.
     Job.objects.enqueue("echo")
-    report = engine.resync(["flaky", "echo"])
+    report = resync(["flaky", "echo"])
     assert report.metrics == []
     assert counters("echo")["enqueued"] == 3
 
@@ -138,7 +139,7 @@ def test_a_rebuild_counts_what_the_tables_hold_for_jobs_never_counted(redis_clie
     Job.objects.enqueue("echo", delay=60)
     redis_client.delete(engine.topic_keys("echo").metrics)
     Job.objects.enqueue("echo")  # counted live into a hash that was never built
-    report = engine.resync(["echo"])
+    report = resync(["echo"])
     assert report.metrics == ["echo"]
     assert counters("echo") == {**NOTHING, "enqueued": 3, "succeeded": 1}
 

@@ -25,7 +25,7 @@ def fresh_handler():
 @pytest.mark.django_db
 def test_a_registered_topic_takes_setting_defaults_under_its_own_options(settings, fresh_handler):
     with override_settings(JOBQUEUE={**settings.JOBQUEUE, **SETTINGS}):
-        topic = registry.sync_topic(registry.get(fresh_handler))
+        topic = Topic.objects.sync(registry.get(fresh_handler))
     assert (topic.max_attempts, topic.isolation, topic.retry_backoff) == (7, "process", 0.5)
     assert topic.timeout == 9  # the handler's option, not DEFAULT_TIMEOUT
 

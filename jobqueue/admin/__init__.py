@@ -8,11 +8,11 @@ your own site with ``my_site.register(Job, JobAdmin)`` and so on.
 
 from django.contrib import admin
 
-from ..api.admin import ApiTokenAdmin
 from ..models import Execution, Job, Topic
 from ..models_api import ApiToken
 from .executions import ExecutionAdmin
 from .jobs import JobAdmin
+from .tokens import ApiTokenAdmin
 from .topics import TopicAdmin
 
 admin.site.register(Job, JobAdmin)
@@ -20,4 +20,4 @@ admin.site.register(Topic, TopicAdmin)
 admin.site.register(Execution, ExecutionAdmin)
 admin.site.register(ApiToken, ApiTokenAdmin)  # the JSON API's tokens, issued here
 
-__all__ = ["ExecutionAdmin", "JobAdmin", "TopicAdmin"]
+__all__ = ["ApiTokenAdmin", "ExecutionAdmin", "JobAdmin", "TopicAdmin"]

@@ -20,6 +20,8 @@ from django.utils.http import urlencode
 from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 
+from ..constants import MAX_PROGRESS, MIN_PROGRESS
+
 EMPTY = "–"
 
 
@@ -45,13 +47,14 @@ def status_badge(status: str, label: str | None = None) -> SafeString:
 
 def progress_bar(percent: int, message: str = "", stage: str = "", status: str = "") -> SafeString:
     """A ``<progress>`` bar with its percentage, stage and message below, coloured by ``status``."""
-    percent = max(0, min(100, int(percent or 0)))
+    percent = max(MIN_PROGRESS, min(MAX_PROGRESS, int(percent or 0)))
     note = " · ".join(part for part in (stage, message) if part)
     tone = status if status in ("succeeded", "failed", "cancelled") else "active"
     return format_html(
-        '<div class="jq-progress jq-progress-{}"><progress max="100" value="{}" title="{}">{}%</progress>'
+        '<div class="jq-progress jq-progress-{}"><progress max="{}" value="{}" title="{}">{}%</progress>'
         '<span class="jq-progress-pct">{}%</span>{}</div>',
         tone,
+        MAX_PROGRESS,
         percent,
         note,
         percent,

@@ -57,6 +57,7 @@ READ_ONLY_FIELDS = (
     "finished_at",
     "duration_display",
     "exit_code",
+    "error_class",
     "error_text",
     "stdout_text",
     "stderr_text",

@@ -8,8 +8,10 @@ from django import forms
 from django.contrib.admin import helpers
 from django.utils.translation import gettext_lazy as _
 
-from .. import registry, shell
+from .. import registry
 from ..conf import settings
+from ..constants import SHELL_PERMISSION, SHELL_TOPIC
+from ..cron_schedule import CronSchedule
 from ..exceptions import DuplicateJob, InvalidJob, InvalidPayload, UnknownTopic
 from ..models import Job, Topic
 from ..permissions import CHANGE_PRIORITY, enqueue_refusal
@@ -62,14 +64,14 @@ class JobAddForm(forms.Form):
         self.user = user
         names = set(Topic.objects.values_list("name", flat=True)) | set(registry.topics())
         if not self.may_use_shell():
-            names.discard(shell.SHELL_TOPIC)
+            names.discard(SHELL_TOPIC)
         elif settings.SHELL_TOPIC is True:
-            names.add(shell.SHELL_TOPIC)  # offered before its first job creates the Topic row
+            names.add(SHELL_TOPIC)  # offered before its first job creates the Topic row
         topic = cast(forms.ChoiceField, self.fields["topic"])
         topic.choices = [("", "---------")] + [(n, n) for n in sorted(names)]
 
     def may_use_shell(self) -> bool:
-        return bool(self.user is not None and self.user.has_perm(shell.PERMISSION))
+        return bool(self.user is not None and self.user.has_perm(SHELL_PERMISSION))
 
     def clean_topic(self) -> str:
         name = self.cleaned_data["topic"]
@@ -168,7 +170,12 @@ class JobAddForm(forms.Form):
 class PriorityForm(forms.Form):
     """The intermediate page of the "change priority" action."""
 
-    priority = forms.IntegerField(label=_("New priority"), min_value=MIN_PRIORITY, max_value=MAX_PRIORITY)
+    priority = forms.IntegerField(
+        label=_("New priority"),
+        min_value=MIN_PRIORITY,
+        max_value=MAX_PRIORITY,
+        help_text=Job._meta.get_field("priority").help_text,
+    )
 
 
 class TopicForm(forms.ModelForm):
@@ -179,18 +186,7 @@ class TopicForm(forms.ModelForm):
 
     class Meta:
         model = Topic
-        fields = [
-            "name",
-            "description",
-            "concurrency",
-            "default_priority",
-            "max_attempts",
-            "timeout",
-            "retry_backoff",
-            "isolation",
-            "next_topic",
-            "cron",
-        ]
+        fields = ["name", *registry.TOPIC_FIELDS]
 
     def clean_next_topic(self) -> str:
         value = self.cleaned_data.get("next_topic", "")
@@ -209,8 +205,6 @@ class TopicForm(forms.ModelForm):
     def clean_cron(self) -> str:
         value = (self.cleaned_data.get("cron") or "").strip()
         if value:
-            from ..cron import CronSchedule
-
             try:
                 CronSchedule(value)
             except ValueError as exc:

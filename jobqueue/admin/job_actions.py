@@ -18,6 +18,7 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
+from ..constants import MAX_PRIORITY, MIN_PRIORITY
 from ..exceptions import DuplicateJob, InvalidJob, InvalidTransition
 from ..models import Job, JobStatus
 from ..transitions.table import allows
@@ -67,7 +68,8 @@ class JobActionsMixin:
         if allows("run_now", obj.status) and self.has_run_now_permission(request):
             ops.append({"name": "run_now", "label": _("Run now")})
         if allows("set_priority", obj.status) and self.has_change_priority_permission(request):
-            ops.append({"name": "priority", "label": _("Set priority"), "priority": obj.priority})
+            ops.append({"name": "priority", "label": _("Set priority"), "priority": obj.priority,
+                        "min": MIN_PRIORITY, "max": MAX_PRIORITY})
         for op in ops:
             op["url"] = reverse("admin:jobqueue_job_operation", args=[obj.pk, op["name"]])
         return ops

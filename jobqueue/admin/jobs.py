@@ -17,6 +17,7 @@ from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
+from .. import engine
 from ..models import PENDING_STATUSES, Job, JobStatus
 from . import display
 from .changelist import BoundedPaginator, FastChangeList
@@ -229,8 +230,6 @@ class JobAdmin(JobActionsMixin, admin.ModelAdmin):
     def queue_position(self, obj: Job) -> str:
         if obj.status != JobStatus.QUEUED:
             return display.EMPTY
-        from .. import engine
-
         position = engine.safe_call(engine.position, obj.topic_id, str(obj.pk))
         if position is None:
             return _("not in Redis (run `jobs resync`)")

@@ -19,6 +19,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
 
 from .. import registry
+from ..cron import next_run
 from ..dashboard import TopicStats, topic_stats
 from ..models import PENDING_STATUSES, Job, JobStatus, Topic
 from . import bulk, display
@@ -59,16 +60,7 @@ class TopicAdmin(admin.ModelAdmin):
     list_filter = ("is_paused", "isolation")
     search_fields = ("name", "description")
     actions = ["pause", "resume", "unlock", "requeue_failed", "purge_queued", "reset_overrides"]
-    runtime_fields = (
-        "concurrency",
-        "default_priority",
-        "max_attempts",
-        "timeout",
-        "retry_backoff",
-        "isolation",
-        "next_topic",
-        "cron",
-    )
+    runtime_fields = registry.RUNTIME_FIELDS
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         fieldsets: list[tuple[Any, dict[str, Any]]] = [
@@ -168,8 +160,6 @@ class TopicAdmin(admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("next cron run"))
     def next_run_display(self, obj: Topic) -> Any:
-        from ..cron import next_run
-
         when = next_run(obj) if obj.cron else None
         if when is None:
             return display.EMPTY
@@ -262,7 +252,7 @@ class TopicAdmin(admin.ModelAdmin):
             topic.save(update_fields=["operator_overrides", "updated_at"])
             spec = registry.get(topic.name)
             if spec is not None:
-                registry.sync_topic(spec)
+                Topic.objects.sync(spec)
         self._say(request, "Reset %(n)s topic.", "Reset %(n)s topics.", len(topics))
 
     # -- buttons on the topic's page ---------------------------------------------------

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.utils.dateparse import parse_datetime
 
+from ..constants import MAX_INT
 from .errors import ApiError
 
 JOB_FIELDS = (
@@ -27,6 +28,8 @@ JOB_FIELDS = (
     "worker_id",
 )
 JOB_TIMES = ("run_after", "created_at", "updated_at", "queued_at", "started_at", "finished_at")
+#: The keys of a job's JSON (:func:`job_data`), in order.
+JOB_KEYS = ("id", *JOB_FIELDS, "parent", *JOB_TIMES)
 EXECUTION_FIELDS = (
     "attempt",
     "worker_id",
@@ -39,10 +42,15 @@ EXECUTION_FIELDS = (
     "duration",
 )
 
-#: The largest attempts count or timeout a database integer column holds.
-MAX_INT = 2**31 - 1
 #: The longest delay accepted, in seconds (about 31 years).
 MAX_DELAY = 10**9
+#: Jobs per page of a list unless ``page_size`` says otherwise, and the most it may say.
+PAGE_SIZE = 50
+MAX_PAGE_SIZE = 100
+#: The highest page number a list accepts.
+MAX_PAGE = 10**9
+#: The longest reason a cancel request may give, in characters.
+MAX_REASON_LENGTH = 1000
 
 #: What ``POST /jobs/`` accepts.
 CREATE_FIELDS = frozenset(

@@ -3,13 +3,14 @@
 from django.urls import path, re_path
 from django.views.decorators.csrf import csrf_exempt
 
+from ..permissions import VIEW_JOB
 from . import views
 from .endpoint import endpoint
 from .schema import schema_view
 
 app_name = "jobqueue_api"
 
-VIEW = ("jobqueue.view_job",)
+VIEW = (VIEW_JOB,)
 
 urlpatterns = [
     path(

@@ -12,17 +12,23 @@ from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 
-from .. import engine
+from .. import engine, registry
+from ..constants import MAX_PROGRESS, MIN_PROGRESS, PROGRESS_MESSAGE_MAX_LENGTH, STAGE_MAX_LENGTH
 from ..models import FINISHED_STATUSES, Job, JobStatus, Topic
 from ..permissions import CHANGE_PRIORITY, VIEW_JOB, check_may_enqueue
 from ..validation import TOPIC_NAME_RE, validate_entity_id, validate_topic_name
 from .endpoint import only_fields, read_json, refuse_unstorable_text
 from .errors import ApiError, error_response
-from .serializers import CREATE_FIELDS, enqueue_arguments, job_data, job_detail
-
-#: Jobs per page unless ``page_size`` says otherwise, and the most it may say.
-PAGE_SIZE = 50
-MAX_PAGE_SIZE = 100
+from .serializers import (
+    CREATE_FIELDS,
+    MAX_PAGE,
+    MAX_PAGE_SIZE,
+    MAX_REASON_LENGTH,
+    PAGE_SIZE,
+    enqueue_arguments,
+    job_data,
+    job_detail,
+)
 
 
 def _job(job_id: str) -> Job:
@@ -78,7 +84,7 @@ def list_jobs(request: HttpRequest) -> HttpResponse:
         jobs = jobs.filter(topic_id=validate_topic_name(request.GET["topic"]))
     if request.GET.get("entity_id"):
         jobs = jobs.filter(entity_id=validate_entity_id(request.GET["entity_id"]))
-    page = _int_param(request, "page", 1, 1, 10**9)
+    page = _int_param(request, "page", 1, 1, MAX_PAGE)
     size = _int_param(request, "page_size", PAGE_SIZE, 1, MAX_PAGE_SIZE)
     count = jobs.count()
     offset = (page - 1) * size
@@ -156,10 +162,14 @@ def set_progress(request: HttpRequest, job_id: str) -> HttpResponse:
     values: dict[str, Any] = {}
     progress = data.get("progress")
     if progress is not None:
-        if isinstance(progress, bool) or not isinstance(progress, (int, float)) or not 0 <= progress <= 100:
-            raise ApiError(400, "invalid", f"progress must be a number from 0 to 100, not {progress!r}.")
+        number = isinstance(progress, (int, float)) and not isinstance(progress, bool)
+        if not number or not MIN_PROGRESS <= progress <= MAX_PROGRESS:
+            raise ApiError(
+                400, "invalid", f"progress must be a number from {MIN_PROGRESS} to {MAX_PROGRESS}, not {progress!r}."
+            )
         values["progress"] = int(progress)
-    for field, column, limit in (("message", "progress_message", 255), ("stage", "stage", 100)):
+    limits = (("message", "progress_message", PROGRESS_MESSAGE_MAX_LENGTH), ("stage", "stage", STAGE_MAX_LENGTH))
+    for field, column, limit in limits:
         value = data.get(field)
         if value is not None:
             if not isinstance(value, str) or len(value) > limit:
@@ -183,8 +193,8 @@ def cancel_job(request: HttpRequest, job_id: str) -> HttpResponse:
     data = read_json(request, required=False)
     only_fields(data, {"reason"})
     reason = data.get("reason", "")
-    if not isinstance(reason, str) or len(reason) > 1000:
-        raise ApiError(400, "invalid", "reason must be a string of at most 1000 characters.")
+    if not isinstance(reason, str) or len(reason) > MAX_REASON_LENGTH:
+        raise ApiError(400, "invalid", f"reason must be a string of at most {MAX_REASON_LENGTH} characters.")
     job.cancel(reason)
     job.refresh_from_db()
     return JsonResponse(job_data(job), status=202 if job.status == JobStatus.RUNNING else 200)
@@ -236,8 +246,6 @@ def stats(request: HttpRequest) -> HttpResponse:
 
 def topic_stats(request: HttpRequest, topic: str) -> HttpResponse:
     """``GET /stats/{topic}``: counts by status and priority, Redis depths, slot holders."""
-    from .. import registry
-
     row = Topic.objects.filter(name=topic).first() if TOPIC_NAME_RE.match(topic) else None
     if row is None and (not TOPIC_NAME_RE.match(topic) or registry.get(topic) is None):
         raise ApiError(404, "not_found", f"No topic {topic!r}.")

@@ -1,1 +1,5 @@
-"""Optional parts built on jobqueue's public layers (nothing below imports them)."""
+"""Bridges between jobqueue and other frameworks and tools (``contrib.tasks``:
+``django.tasks``; ``contrib.metrics``: Prometheus).
+
+Each sits above the transitions layer and reaches jobs only through it (or reads them).
+"""

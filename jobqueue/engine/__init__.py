@@ -1,6 +1,7 @@
 """The Redis engine: priority queues, leases, topic semaphores, all in Lua.
 
-Redis holds ids, never payloads; :func:`resync` rebuilds it from the database.
+Redis holds ids, never payloads; :func:`jobqueue.resync.resync` rebuilds it from the
+database (through :class:`TopicResync`). Nothing here imports the models.
 """
 
 from .connection import ConfigurationError, get_redis, reset_clients
@@ -31,7 +32,7 @@ from .queue import (
     set_paused,
 )
 from .reconcile import reconcile_cursors, reconcile_turns, restore, save_reconcile_cursors
-from .resync import ResyncReport, resync
+from .resync import ResyncReport, TopicResync, TopicRows
 from .workers import beat, forget, live_workers
 
 __all__ = [
@@ -40,6 +41,8 @@ __all__ = [
     "ResyncReport",
     "TopicKeys",
     "TopicLock",
+    "TopicResync",
+    "TopicRows",
     "abort_requested",
     "ack",
     "ack_and_pop",
@@ -66,7 +69,6 @@ __all__ = [
     "request_abort",
     "reset_clients",
     "restore",
-    "resync",
     "safe_call",
     "save_reconcile_cursors",
     "schedule",

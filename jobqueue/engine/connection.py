@@ -7,6 +7,9 @@ import threading
 from typing import Any, cast
 
 import redis
+from django.conf import settings as django_settings
+from django.core.cache import caches
+from django_redis import get_redis_connection
 
 from ..conf import settings
 
@@ -19,16 +22,11 @@ class ConfigurationError(Exception):
 
 
 def _client_from_cache(alias: str) -> redis.Redis:
-    from django.conf import settings as django_settings
-    from django.core.cache import caches
-
     if alias not in django_settings.CACHES:
         raise ConfigurationError(f"JOBQUEUE['CACHE_ALIAS'] = {alias!r} is not in settings.CACHES.")
     config = cast(dict[str, Any], django_settings.CACHES[alias])
     backend = str(config.get("BACKEND", ""))
     if backend.startswith("django_redis."):
-        from django_redis import get_redis_connection
-
         return get_redis_connection(alias)
     if backend == "django.core.cache.backends.redis.RedisCache":
         return caches[alias]._cache.get_client(write=True)  # type: ignore[attr-defined]

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import redis
 
 from ..conf import settings
+from ..constants import MAX_PRIORITY
 from .connection import get_redis
 from .keys import topic_keys, topics_key
 from .scripts import script
@@ -18,8 +19,15 @@ logger = logging.getLogger("jobqueue.engine")
 
 T = TypeVar("T")
 
-#: A queued job's score is (100 - priority) * PRIORITY_SHIFT + its push sequence (see push.lua).
+#: A queued job's score is (MAX_PRIORITY - priority) * PRIORITY_SHIFT + its push sequence, so
+#: the highest priority sorts first (see push.lua). The scripts that score a job write both
+#: numbers as literals; tests/test_facts.py checks that they are these.
 PRIORITY_SHIFT = 2**44
+
+
+def score_priority(score: float) -> int:
+    """The priority that a queued job's score encodes."""
+    return MAX_PRIORITY - int(score) // PRIORITY_SHIFT
 
 #: Ids pushed per Lua call when pushing in bulk.
 PUSH_CHUNK = 1000
@@ -58,9 +66,13 @@ def _announce(topic: str, client: Any) -> None:
         _announced.add((key, topic))
 
 
-def forget_announced() -> None:
-    """Forget which topics this process announced (after FLUSHDB, e.g. in resync)."""
-    _announced.clear()
+def forget_announced(topic: str | None = None) -> None:
+    """Forget that this process announced ``topic`` (every topic by default), e.g. in a
+    resync after a FLUSHDB: its next push announces it again."""
+    if topic is None:
+        _announced.clear()
+    else:
+        _announced.discard((topics_key(), topic))
 
 
 def push(topic: str, items: Iterable[tuple[str, int, str | None]], client: Any = None, tally: str = "") -> int:

@@ -1,20 +1,21 @@
-"""Rebuild Redis from the database: the database is the truth, Redis only a fast copy.
+"""Redis's side of a resync: make one topic's Redis structures match rows it is given.
 
-Run by ``jobs resync`` and by every worker at start, so a flushed or restarted
-Redis loses nothing.
+The database is the truth and Redis only a fast copy; :func:`jobqueue.resync.resync`
+reads the rows and hands them to :class:`TopicResync`, which knows nothing of the
+models, only ids, priorities, entity ids and due times.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ..conf import settings
 from .connection import get_redis
 from .keys import TopicKeys
-from .metrics import replace, unbuilt
-from .queue import PRIORITY_SHIFT, PUSH_CHUNK, _s, change_priority, forget_announced, push, schedule, set_paused
+from .queue import PUSH_CHUNK, _s, change_priority, forget_announced, push, schedule, score_priority, set_paused
 
 
 @dataclass
@@ -31,66 +32,71 @@ class ResyncReport:
         return sum(self.pushed.values()) + sum(self.scheduled.values()) + sum(self.dropped.values())
 
 
-def resync(topics: Iterable[str] | None = None) -> ResyncReport:
-    """Make each topic's Redis structures match its rows.
+@dataclass(frozen=True)
+class TopicRows:
+    """What the database holds for one topic, read after :class:`TopicResync` looked at Redis."""
 
-    Queued rows missing from the queue are pushed in queue order (priority, then
-    time queued), so after a FLUSHDB the pop order is what it was; ids whose row
-    is no longer queued are dropped; scheduled rows are rescheduled; a running
-    row without a lease gets one, so the reaper recovers it if no worker renews it;
-    a topic's paused flag follows its row; a topic's metrics hash, if Redis lost it,
-    is rebuilt from the jobs and executions tables.
+    #: ``(job_id, priority, entity_id)`` of the queued rows, in queue order (priority, then time queued).
+    queued: Sequence[tuple[object, int, str | None]] = ()
+    #: ``(job_id, run_after, priority, entity_id)`` of the scheduled rows (``run_after`` ``None``: due now).
+    scheduled: Sequence[tuple[object, datetime | None, int, str | None]] = ()
+    #: Ids of the running rows.
+    running: Sequence[object] = ()
+
+
+class TopicResync:
+    """Repair one topic's queue, schedule and leases in two steps.
+
+    Creating it reads what Redis holds; :meth:`apply` then gets the rows, read *after*
+    that, and repairs the difference. In that order a job pushed or popped in between
+    is at worst pushed again (a no-op) or given a lease it already has, never dropped.
     """
-    from ..counting import counted
-    from ..models import Job, JobStatus, Topic
 
-    forget_announced()
-    report = ResyncReport()
-    names = list(topics) if topics is not None else list(Topic.objects.values_list("name", flat=True))
-    paused = dict(Topic.objects.filter(name__in=names).values_list("name", "is_paused"))
-    r = get_redis()
-    for topic in names:
-        k = TopicKeys(topic)
-        if topic in paused and paused[topic] != bool(r.exists(k.paused)):
-            set_paused(topic, paused[topic])
-        pairs: list[tuple[bytes, float]] = r.zrange(k.queue, 0, -1, withscores=True)  # type: ignore[assignment]
-        scores = {_s(i): score for i, score in pairs}
-        in_queue = set(scores)
-        leased = {_s(i) for i in r.zrange(k.leases, 0, -1)}
-        in_schedule = {_s(i) for i in r.zrange(k.scheduled, 0, -1)}
+    def __init__(self, topic: str, paused: bool | None = None):
+        self.topic = topic
+        forget_announced(topic)  # Redis may have lost the set of known topics: push announces it again
+        self.redis = get_redis()
+        self.keys = k = TopicKeys(topic)
+        if paused is not None and paused != bool(self.redis.exists(k.paused)):
+            set_paused(topic, paused)
+        pairs: list[tuple[bytes, float]] = self.redis.zrange(k.queue, 0, -1, withscores=True)  # type: ignore[assignment]
+        self.scores = {_s(i): score for i, score in pairs}
+        self.leased = {_s(i) for i in self.redis.zrange(k.leases, 0, -1)}
+        self.in_schedule = {_s(i) for i in self.redis.zrange(k.scheduled, 0, -1)}
 
-        rows = Job.objects.filter(topic_id=topic, status=JobStatus.QUEUED).in_queue_order()
-        queued = list(rows.values_list("pk", "priority", "entity_id"))
-        queued_ids = {str(pk) for pk, _, _ in queued}
-        missing = [(str(pk), p, e) for pk, p, e in queued if str(pk) not in in_queue and str(pk) not in leased]
+    def apply(self, rows: TopicRows, report: ResyncReport) -> None:
+        """Queued rows missing from the queue are pushed in queue order, so after a FLUSHDB
+        the pop order is what it was; ids whose row is no longer queued (or scheduled) are
+        dropped; scheduled rows are rescheduled; a running row without a lease gets one, so
+        the reaper recovers it if no worker renews it. Counts go to ``report``."""
+        topic, r, k = self.topic, self.redis, self.keys
+        in_queue = set(self.scores)
+        queued = [(str(pk), priority, entity) for pk, priority, entity in rows.queued]
+        queued_ids = {pk for pk, _, _ in queued}
+        missing = [item for item in queued if item[0] not in in_queue and item[0] not in self.leased]
         stale = [i for i in in_queue if i not in queued_ids]
         if stale:
             r.zrem(k.queue, *stale)
         # A priority change that reached the database but not Redis (e.g. it raced the push).
         for pk, priority, _entity in queued:
-            score = scores.get(str(pk))
-            if score is not None and 100 - int(score) // PRIORITY_SHIFT != priority:
-                change_priority(topic, str(pk), priority)
+            score = self.scores.get(pk)
+            if score is not None and score_priority(score) != priority:
+                change_priority(topic, pk, priority)
                 report.reprioritised[topic] = report.reprioritised.get(topic, 0) + 1
         for start in range(0, len(missing), PUSH_CHUNK):
             push(topic, missing[start : start + PUSH_CHUNK])
 
-        sched_rows = Job.objects.filter(topic_id=topic, status=JobStatus.SCHEDULED).values_list(
-            "pk", "run_after", "priority", "entity_id"
-        )
-        sched = [(str(pk), (ra.timestamp() if ra else time.time()), p, e) for pk, ra, p, e in sched_rows]
+        sched = [(str(pk), (ra.timestamp() if ra else time.time()), p, e) for pk, ra, p, e in rows.scheduled]
         sched_ids = {s[0] for s in sched}
-        sched_missing = [s for s in sched if s[0] not in in_schedule]
-        sched_stale = [i for i in in_schedule if i not in sched_ids]
+        sched_missing = [s for s in sched if s[0] not in self.in_schedule]
+        sched_stale = [i for i in self.in_schedule if i not in sched_ids]
         if sched_stale:
             r.zrem(k.scheduled, *sched_stale)
             r.hdel(k.schedprio, *sched_stale)
         if sched_missing:
             schedule(topic, sched_missing)
 
-        running_rows = Job.objects.filter(topic_id=topic, status=JobStatus.RUNNING).values_list("pk", flat=True)
-        running = [str(pk) for pk in running_rows]
-        unleased = [i for i in running if i not in leased]
+        unleased = [i for i in map(str, rows.running) if i not in self.leased]
         if unleased:
             # The Redis clock, as the Lua scripts use: a skewed local clock must not shorten the lease.
             seconds, micros = r.time()
@@ -105,7 +111,4 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
             report.dropped[topic] = len(stale) + len(sched_stale)
         if unleased:
             report.leases[topic] = len(unleased)
-    report.metrics = unbuilt(names)
-    if report.metrics:
-        replace(counted(report.metrics))
-    return report
+

@@ -29,6 +29,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from .. import engine
+from ..constants import MAX_PROGRESS
 from ..models import Execution, ExecutionOutcome, Job, JobStatus
 from . import fastsql, followups
 from .guard import move, rows
@@ -151,16 +152,16 @@ def succeed(job: Job, execution: Execution, result: Any, returned: Any, defer_ac
                 won = fastsql.mark_succeeded(job, result, now)
                 if won:
                     job.status, job.result, job.finished_at, job.progress, job.error = (
-                        JobStatus.SUCCEEDED, result, now, 100, "")
+                        JobStatus.SUCCEEDED, result, now, MAX_PROGRESS, "")
             else:
-                won = move(job, "succeed", attempt=job.attempts, result=result, finished_at=now, progress=100,
+                won = move(job, "succeed", attempt=job.attempts, result=result, finished_at=now, progress=MAX_PROGRESS,
                            error="", updated_at=now)
             if not won:
                 return not_ours(job, execution)
             write_execution(execution)
             # Successors are created in this same transaction: never a success without them.
             followups.succeeded(job, returned)
-    job.status, job.result, job.finished_at, job.progress = JobStatus.SUCCEEDED, result, now, 100
+    job.status, job.result, job.finished_at, job.progress = JobStatus.SUCCEEDED, result, now, MAX_PROGRESS
     if not defer_ack:
         engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id, success_tally(job))
     return JobStatus.SUCCEEDED

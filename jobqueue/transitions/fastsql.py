@@ -30,6 +30,7 @@ from typing import Any, cast
 from django.db import connections, router, transaction
 from django.db.models import Field, Model
 
+from .. import constants
 from ..conf import settings
 from ..models import FRESH_JOB, Execution, Job, JobStatus
 
@@ -88,7 +89,7 @@ def statement(name: str, alias: str) -> str:
     names = {"job": _Table(Job, JOB_FIELDS, conn), "execution": _Table(Execution, EXECUTION_FIELDS, conn)}
     rendered: dict[str, str] = {}
     for query, text in QUERIES.items():  # in file order: a statement may use those above it
-        rendered[query] = text.format(q=SimpleNamespace(**rendered), **names)
+        rendered[query] = text.format(q=SimpleNamespace(**rendered), const=constants, **names)
         if query == name:
             return rendered[query]
     raise KeyError(f"No statement {name!r} in queries.sql")

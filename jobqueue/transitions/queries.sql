@@ -3,7 +3,7 @@
 -- Each is a template read by jobqueue/transitions/fastsql.py: {job.status} and the like
 -- become the quoted table and column names of the models (so a renamed column cannot
 -- drift), {job.columns} every concrete column in field order, {q.other} a statement
--- above; %s are parameters. Every statement has an ORM twin in the transition that runs
+-- above, {const.NAME} a value of jobqueue/constants.py; %s are parameters. Every statement has an ORM twin in the transition that runs
 -- it, and tests/test_fast_path.py checks that both leave the same rows and Redis state.
 
 -- name: claim
@@ -22,7 +22,7 @@ RETURNING {job.columns},
 -- succeed: running -> succeeded, guarded by this attempt's number.
 -- Parameters: succeeded, result, finished_at, updated_at, id, running, attempts.
 UPDATE {job.table}
-SET {job.status} = %s, {job.result} = %s, {job.finished_at} = %s, {job.progress} = 100,
+SET {job.status} = %s, {job.result} = %s, {job.finished_at} = %s, {job.progress} = {const.MAX_PROGRESS},
     {job.error} = '', {job.updated_at} = %s
 WHERE {job.id} = %s AND {job.status} = %s AND {job.attempts} = %s
 

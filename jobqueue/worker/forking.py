@@ -32,7 +32,7 @@ from django.db import connections
 from ..chaining import from_wire
 from ..conf import settings
 from .lifecycle import Outcome
-from .runner import _Capture
+from .runner import INTERRUPTED_CLASS, TIMEOUT_CLASS, _Capture
 from .zygote import close_fds, zygote_main
 
 #: Seconds the worker waits for the exit code of a child that ended without a result.
@@ -210,9 +210,10 @@ class ForkRunner:
         }
         if timed_out:
             return Outcome(ok=False, error=f"Timed out after {timeout}s; the child process was killed",
-                           timed_out=True, **common)
+                           error_class=TIMEOUT_CLASS, timed_out=True, **common)
         if interrupted:
-            return Outcome(ok=False, error="aborted: the worker was stopped", interrupted=True, **common)
+            return Outcome(ok=False, error="aborted: the worker was stopped", error_class=INTERRUPTED_CLASS,
+                           interrupted=True, **common)
         if aborted:
             return Outcome(ok=False, error="cancelled while running; the child process was killed", aborted=True,
                            **common)
@@ -227,7 +228,9 @@ class ForkRunner:
             common["exit_code"] = payload.get("exit_code")
         if payload.get("ok"):
             return Outcome(ok=True, result=from_wire(payload.get("result")), **common)
+        error_class = payload.get("error_class")
         return Outcome(ok=False, error=payload.get("error", "failed"), traceback=payload.get("traceback", ""),
+                       error_class=error_class if isinstance(error_class, str) else "",
                        retry_delay=payload.get("retry_delay"), **common)
 
 

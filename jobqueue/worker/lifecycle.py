@@ -18,9 +18,10 @@ from django.utils import timezone
 
 from ..chaining import storable_result
 from ..conf import settings
+from ..constants import ERROR_CLASS_MAX_LENGTH
 from ..models import Execution, ExecutionOutcome, Job, JobStatus
 from ..progress import flush_progress
-from ..storable import exception_text, storable_json, storable_text
+from ..storable import exception_class_path, exception_text, storable_json, storable_text
 from ..transitions import attempt
 from ..transitions.attempt import HOSTNAME, NextJob, claim, success_tally, unclaim
 from ..transitions.recovery import recover
@@ -37,6 +38,7 @@ class Outcome:
     ok: bool
     result: Any = None
     error: str = ""
+    error_class: str = ""  # the dotted path of the exception that ended the attempt, if any
     traceback: str = ""
     exit_code: int | None = None
     stdout: str = ""
@@ -59,6 +61,7 @@ def _fill_execution(execution: Execution, outcome: Outcome, result_outcome: str)
     execution.stdout = storable_text((outcome.stdout or execution.stdout or "")[-limit:])
     execution.stderr = storable_text((outcome.stderr or execution.stderr or "")[-limit:])
     execution.error = storable_text(outcome.error)
+    execution.error_class = outcome.error_class[:ERROR_CLASS_MAX_LENGTH]
     execution.traceback = storable_text(outcome.traceback)
 
 
@@ -88,7 +91,8 @@ def finish(job: Job, execution: Execution, outcome: Outcome, defer_ack: bool = F
             result = storable_json(storable_result(outcome.result))
         except (TypeError, ValueError) as exc:
             outcome = Outcome(ok=False, error=f"Handler returned a result that is not JSON: {exc}",
-                              exit_code=outcome.exit_code, stdout=outcome.stdout, stderr=outcome.stderr)
+                              error_class=exception_class_path(exc), exit_code=outcome.exit_code,
+                              stdout=outcome.stdout, stderr=outcome.stderr)
         else:
             before = (job.status, job.result, job.finished_at, job.progress, job.error)
             try:
@@ -102,8 +106,8 @@ def finish(job: Job, execution: Execution, outcome: Outcome, defer_ack: bool = F
                 job.status, job.result, job.finished_at, job.progress, job.error = before
                 logger.warning("Job %s succeeded but its success could not be recorded: %s", job.pk, exc)
                 outcome = Outcome(ok=False, error=f"The success could not be recorded: {exception_text(exc)}",
-                                  traceback=traceback.format_exc(), exit_code=outcome.exit_code,
-                                  stdout=outcome.stdout, stderr=outcome.stderr)
+                                  error_class=exception_class_path(exc), traceback=traceback.format_exc(),
+                                  exit_code=outcome.exit_code, stdout=outcome.stdout, stderr=outcome.stderr)
     if outcome.aborted:
         _fill_execution(execution, outcome, ExecutionOutcome.CANCELLED)
         return attempt.abort(job, execution)

@@ -10,17 +10,18 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .. import engine
+from .. import cron, engine
 from ..conf import settings
 from ..models import FINISHED_STATUSES, Job, JobStatus
+from ..resync import resync
 from ..transitions import recovery
 from ..transitions.followups import release_dependents
 from .reconcile import reconcile as reconcile  # one of the steps, kept in its own module
 
 logger = logging.getLogger("jobqueue.worker")
 
-#: Callables run with the worker on every maintenance pass (e.g. the cron scheduler).
-HOOKS: list[Callable[[Any], None]] = []
+#: Callables run with the worker on every maintenance pass; the cron scheduler is the first.
+HOOKS: list[Callable[[Any], None]] = [cron.run_scheduler]
 
 
 def promote(topics: Iterable[str]) -> int:
@@ -67,7 +68,7 @@ def ensure_redis_state(topics: Iterable[str], force: bool = False) -> bool:
     r = engine.get_redis()
     if not force and r.exists(sentinel_key()):
         return False
-    report = engine.resync(list(topics))
+    report = resync(list(topics))
     r.set(sentinel_key(), "1")
     if report.total():
         logger.warning("Rebuilt Redis from the database: pushed %s, scheduled %s, dropped %s",

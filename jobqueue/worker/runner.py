@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import Retry
-from ..storable import exception_message, exception_text
+from ..storable import exception_class_path, exception_message, exception_text
 from .lifecycle import Outcome
 
 
@@ -27,16 +27,24 @@ class WorkerInterrupted(BaseException):
     """
 
 
+#: The classes recorded for attempts that the worker ended (inline they are raised in the
+#: handler; a forked child is killed instead).
+TIMEOUT_CLASS = exception_class_path(JobTimeout)
+INTERRUPTED_CLASS = exception_class_path(WorkerInterrupted)
+
+
 def _outcome_from_exception(exc: BaseException) -> Outcome:
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    error_class = exception_class_path(exc)
     if isinstance(exc, Retry):
-        return Outcome(ok=False, error=f"Retry requested: {exception_message(exc)}", traceback=tb,
-                       retry_delay=exc.delay)
+        return Outcome(ok=False, error=f"Retry requested: {exception_message(exc)}", error_class=error_class,
+                       traceback=tb, retry_delay=exc.delay)
     if isinstance(exc, JobTimeout):
-        return Outcome(ok=False, error=str(exc), traceback=tb, timed_out=True)
+        return Outcome(ok=False, error=str(exc), error_class=error_class, traceback=tb, timed_out=True)
     if isinstance(exc, WorkerInterrupted):
-        return Outcome(ok=False, error="aborted: the worker was stopped", traceback=tb, interrupted=True)
-    return Outcome(ok=False, error=exception_text(exc), traceback=tb)
+        return Outcome(ok=False, error="aborted: the worker was stopped", error_class=error_class, traceback=tb,
+                       interrupted=True)
+    return Outcome(ok=False, error=exception_text(exc), error_class=error_class, traceback=tb)
 
 
 def _interrupt(signum: int, frame: Any) -> None:
@@ -83,7 +91,7 @@ def run_inline(func: Callable[[Any], Any], job: Any, timeout: float | None) -> O
             signal.signal(signal.SIGINT, signal.default_int_handler)
     if fired and not (outcome.timed_out or outcome.interrupted):
         late = time.monotonic() - deadline
-        outcome = Outcome(ok=False, timed_out=True, traceback=outcome.traceback,
+        outcome = Outcome(ok=False, timed_out=True, error_class=TIMEOUT_CLASS, traceback=outcome.traceback,
                           error=f"Timed out after {timeout}s: the handler caught its JobTimeout and ended "
                                 f"{late:.1f}s later")
     return outcome

@@ -11,6 +11,8 @@ from typing import Any
 
 from django.db import connections
 
+from .. import engine
+
 logger = logging.getLogger("jobqueue.worker")
 
 #: Shortest time between two restarts of one worker slot (seconds), so a crash loop doesn't spin.
@@ -36,8 +38,6 @@ class Supervisor:
         if pid == 0:
             code = 1
             try:
-                from .. import engine
-
                 engine.reset_clients()
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -23,6 +23,7 @@ from django.db import connections
 
 from .. import engine
 from .lifecycle import Outcome, finish
+from .runner import INTERRUPTED_CLASS, TIMEOUT_CLASS
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -81,10 +82,11 @@ class Watchdog:
         owns_process = worker.signals_installed
         if self.stop_requested:
             ignored = "the stop request"
-            outcome = Outcome(ok=False, error="aborted: the handler ignored the stop request", interrupted=True)
+            outcome = Outcome(ok=False, error="aborted: the handler ignored the stop request",
+                              error_class=INTERRUPTED_CLASS, interrupted=True)
         else:
             ignored = "its timeout"
-            outcome = Outcome(ok=False, timed_out=True, error=(
+            outcome = Outcome(ok=False, timed_out=True, error_class=TIMEOUT_CLASS, error=(
                 f"Timed out after {job.timeout}s: the handler ran on and was abandoned "
                 f"{ABANDON_AFTER_SECONDS:.0f}s later"))
         logger.error("The handler of job %s ignored %s for %.0fs; abandoning it%s.", job.pk, ignored,

@@ -26,11 +26,12 @@ from .. import engine, registry
 from ..conf import settings
 from ..engine import TopicLock, topic_keys
 from ..models import Job, JobStatus, Topic
+from ..storable import exception_class_path
 from . import datadir, maintenance
 from .forking import ForkRunner
 from .heartbeat import Heartbeat
 from .lifecycle import NextJob, Outcome, claim, finish, recover, success_tally, unclaim
-from .runner import WorkerInterrupted, run_inline
+from .runner import INTERRUPTED_CLASS, WorkerInterrupted, run_inline
 from .watchdog import Watchdog
 
 logger = logging.getLogger("jobqueue.worker")
@@ -293,7 +294,9 @@ class Worker:
     def _execute(self, job: Job, execution: Any) -> Outcome:
         spec = registry.get(job.topic_id)
         if spec is None:
-            return Outcome(ok=False, error=f"No handler is registered for topic {job.topic_id!r}.")
+            # As a forked child reports it: a LookupError.
+            return Outcome(ok=False, error=f"No handler is registered for topic {job.topic_id!r}.",
+                           error_class=exception_class_path(LookupError))
         job.execution = execution  # type: ignore[attr-defined]  # handlers may record output on it
         datadir.write_input(job)
         isolation = self.isolation or job.topic.isolation
@@ -305,7 +308,8 @@ class Worker:
                 raise WorkerInterrupted()
             return run_inline(spec.func, job, job.timeout)
         except WorkerInterrupted:
-            return Outcome(ok=False, error="aborted: the worker was stopped", interrupted=True)
+            return Outcome(ok=False, error="aborted: the worker was stopped", error_class=INTERRUPTED_CLASS,
+                           interrupted=True)
         finally:
             self.watchdog.leave()
 
@@ -400,7 +404,7 @@ class Worker:
     # -- slots, maintenance, outages -------------------------------------------------
 
     def _resolve_topics(self) -> list[str]:
-        self._call_with_retry(registry.sync_topics)
+        self._call_with_retry(Topic.objects.sync_registered)
         if self.requested_topics is None:
             topics = registry.topics()
             if not topics:

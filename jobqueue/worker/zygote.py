@@ -27,9 +27,11 @@ from typing import Any
 
 from django.db import connections
 
+from .. import engine, registry
 from ..chaining import to_wire
+from ..models import Job
 from ..progress import flush_progress
-from ..storable import encode_json
+from ..storable import encode_json, exception_class_path
 from .runner import _outcome_from_exception
 
 #: The inherited database connections of a child, kept referenced until ``os._exit``.
@@ -74,9 +76,6 @@ def _child_main(job_r: int, out_w: int, err_w: int, res_w: int) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         _set_aside_connections()
-        from .. import engine, registry
-        from ..models import Job
-
         engine.reset_clients()
         chunks = []
         while True:
@@ -96,8 +95,8 @@ def _child_main(job_r: int, out_w: int, err_w: int, res_w: int) -> None:
         except BaseException as exc:  # noqa: BLE001 - sys.exit(n) fails the attempt with its exit code
             o = _outcome_from_exception(exc)
             exit_code = _exit_status(exc.code) if isinstance(exc, SystemExit) else 1
-            payload = {"ok": False, "error": o.error, "traceback": o.traceback, "retry_delay": o.retry_delay,
-                       "exit_code": exit_code}
+            payload = {"ok": False, "error": o.error, "error_class": o.error_class, "traceback": o.traceback,
+                       "retry_delay": o.retry_delay, "exit_code": exit_code}
             traceback.print_exc()
         try:
             flush_progress(job)  # the last report, if the throttle held it back
@@ -107,7 +106,7 @@ def _child_main(job_r: int, out_w: int, err_w: int, res_w: int) -> None:
             data = encode_json(payload).encode()
         except (TypeError, ValueError) as exc:
             data = json.dumps({"ok": False, "error": f"Handler returned a result that is not JSON: {exc}",
-                               "exit_code": 1}).encode()
+                               "error_class": exception_class_path(exc), "exit_code": 1}).encode()
             exit_code = 1
         sys.stdout.flush()
         sys.stderr.flush()
@@ -146,8 +145,6 @@ def zygote_main(sock: socket.socket) -> None:
         signal.set_wakeup_fd(wake_w)  # a SIGCHLD makes wake_r readable, waking the select below
         signal.signal(signal.SIGCHLD, _on_sigchld)
         _set_aside_connections()
-        from .. import engine
-
         engine.reset_clients()
         exit_pipes: dict[int, int] = {}  # child pid -> write end of its exit pipe
         waiting_on: list[Any] = [sock, wake_r]

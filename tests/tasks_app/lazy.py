@@ -1,6 +1,6 @@
 """A task module no test imports: only a worker, by the path a job records."""
 
-from jobqueue.tasks_compat import task
+from jobqueue.contrib.tasks.compat import task
 
 
 @task

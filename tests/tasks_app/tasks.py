@@ -3,7 +3,7 @@
 import asyncio
 import time
 
-from jobqueue.tasks_compat import task
+from jobqueue.contrib.tasks.compat import task
 
 
 class CustomError(Exception):

@@ -6,8 +6,7 @@ from __future__ import annotations
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from ...api.auth import CHALLENGE, authenticate, require
-from ...api.errors import ApiError
+from ...auth import CHALLENGE, Refused, authenticate, require
 from ...permissions import VIEW_JOB
 from .collector import gather
 from .exposition import CONTENT_TYPE, render
@@ -26,7 +25,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
         return response
     try:
         require(authenticate(request), PERMISSION)
-    except ApiError as exc:
+    except Refused as exc:
         response = HttpResponse(f"{exc.message}\n", status=exc.status, content_type="text/plain; charset=utf-8")
         if exc.status == 401:
             response["WWW-Authenticate"] = CHALLENGE

@@ -12,6 +12,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from ...constants import MAX_PRIORITY, MIN_PRIORITY
 from ...validation import parse_duration
 
 
@@ -30,8 +31,8 @@ def priority(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not -100 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"{value} is out of range (-100..100)")
+    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise argparse.ArgumentTypeError(f"{value} is out of range ({MIN_PRIORITY}..{MAX_PRIORITY})")
     return value
 
 

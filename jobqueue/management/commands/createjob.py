@@ -11,6 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ...exceptions import DuplicateJob, InvalidJob, InvalidPayload
+from ...models import Job
 from ...validation import parse_json
 from ._utils import aware_datetime, duration, job_id, one_line_errors, positive_int, priority
 
@@ -27,7 +28,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("topic")
         parser.add_argument("data", nargs="?", default="{}", help="JSON text, a path to a .json file, or -.")
-        parser.add_argument("--priority", type=priority, help="-100..100; higher runs first.")
+        parser.add_argument("--priority", type=priority, help=str(Job._meta.get_field("priority").help_text))
         parser.add_argument("--entity-id", help="Dedupe key: one active job per entity and topic.")
         parser.add_argument("--parent-job-id", type=job_id, help="The job this one follows from.")
         when = parser.add_mutually_exclusive_group()
@@ -61,8 +62,6 @@ class Command(BaseCommand):
             raise CommandError(f"Invalid JSON in {source}: {exc}") from None
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from ...models import Job
-
         payload = self.read_data(options["data"])
         try:
             job = Job.objects.enqueue(

@@ -6,9 +6,15 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db.models import Count
 from django.utils import timezone
 
+from ... import engine, registry
+from ...chaining import storable_result
 from ...exceptions import DuplicateJob, InvalidTransition
+from ...models import FINISHED_STATUSES, Job, JobStatus, Topic
+from ...resync import resync
+from ...worker.runner import run_inline
 from ._utils import duration, job_id, one_line_errors, positive_int, printable
 
 
@@ -31,8 +37,6 @@ class Command(BaseCommand):
         return one_line_errors(super().create_parser(prog_name, subcommand, **kwargs))
 
     def add_arguments(self, parser: CommandParser) -> None:
-        from ...models import JobStatus
-
         sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
         add_parser = sub.add_parser
         sub.add_parser = lambda *a, **kw: one_line_errors(add_parser(*a, **kw))  # type: ignore[method-assign]
@@ -61,16 +65,12 @@ class Command(BaseCommand):
         getattr(self, f"do_{options['action']}")(options)
 
     def _get(self, pk: Any) -> Any:
-        from ...models import Job
-
         try:
             return Job.objects.select_related("topic").get(pk=pk)
         except Job.DoesNotExist:
             raise CommandError(f"No job with id {pk}.") from None
 
     def do_list(self, options: dict[str, Any]) -> None:
-        from ...models import Job
-
         qs = Job.objects.order_by("-created_at")
         if options["status"]:
             qs = qs.filter(status=options["status"])
@@ -149,8 +149,6 @@ class Command(BaseCommand):
         self._each(options["ids"], remove, "removed")
 
     def do_purge(self, options: dict[str, Any]) -> None:
-        from ...models import FINISHED_STATUSES, Job
-
         try:
             cutoff = timezone.now() - options["older_than"]
         except OverflowError:
@@ -170,12 +168,9 @@ class Command(BaseCommand):
         self.stdout.write(f"deleted {deleted} job(s) finished before {_fmt_time(cutoff)}")
 
     def do_stats(self, options: dict[str, Any]) -> None:
-        from ... import engine
-        from ...models import Job, JobStatus, Topic
-
         topics = list(Topic.objects.values_list("name", flat=True))
         counts: dict[str, dict[str, int]] = {t: {s: 0 for s in JobStatus.values} for t in topics}
-        for topic, status, n in Job.objects.values_list("topic_id", "status").annotate(n=_count()).order_by():
+        for topic, status, n in Job.objects.values_list("topic_id", "status").annotate(n=Count("pk")).order_by():
             counts.setdefault(topic, {s: 0 for s in JobStatus.values})[status] = n
         workers = engine.safe_call(engine.live_workers) or []
         if options["json"]:
@@ -190,16 +185,13 @@ class Command(BaseCommand):
                               f"{w.get('processed', 0)} jobs, last beat {w['age']:.0f}s ago{flag}")
 
     def do_resync(self, options: dict[str, Any]) -> None:
-        from ... import engine
-        from ...models import Topic
-
         topics = options["topics"] or None
         if topics:
             known = set(Topic.objects.values_list("name", flat=True))
             unknown = [t for t in topics if t not in known]
             if unknown:
                 raise CommandError(f"Unknown topic(s): {', '.join(unknown)}.")
-        report = engine.resync(topics)
+        report = resync(topics)
         self.stdout.write(
             f"pushed {sum(report.pushed.values())}, scheduled {sum(report.scheduled.values())}, "
             f"dropped {sum(report.dropped.values())} stale, re-leased {sum(report.leases.values())} running"
@@ -207,10 +199,6 @@ class Command(BaseCommand):
 
     def do_rerun(self, options: dict[str, Any]) -> None:
         """Run the handler in this process for debugging; the job's state is not changed."""
-        from ... import registry
-        from ...chaining import storable_result
-        from ...worker.runner import run_inline
-
         job = self._get(options["ids"][0])
         spec = registry.get(job.topic_id)
         if spec is None:
@@ -221,12 +209,6 @@ class Command(BaseCommand):
         else:
             self.stderr.write(printable(outcome.traceback or outcome.error))
             raise CommandError(printable(f"Job {job.pk} failed when rerun: {outcome.error}"))
-
-
-def _count() -> Any:
-    from django.db.models import Count
-
-    return Count("pk")
 
 
 def _job_dict(job: Any) -> dict[str, Any]:

@@ -7,6 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ...validation import validate_topic_name
+from ...worker import Supervisor, Worker
 from ._utils import one_line_errors, positive_int
 
 
@@ -30,9 +32,6 @@ class Command(BaseCommand):
                             type=str.upper, help="Log level of the jobqueue loggers (default INFO).")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from ...validation import validate_topic_name
-        from ...worker import Supervisor, Worker
-
         self.check(tags=["jobqueue"])
         logger = logging.getLogger("jobqueue")
         logger.setLevel(options["log_level"])

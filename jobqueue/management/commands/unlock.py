@@ -7,6 +7,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from ... import registry
+from ...engine import TopicLock
+from ...models import Topic
 from ._utils import one_line_errors
 
 
@@ -22,10 +25,6 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="Only show who holds the slots.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from ... import registry
-        from ...engine import TopicLock
-        from ...models import Topic
-
         known = set(Topic.objects.values_list("name", flat=True)) | set(registry.topics())
         if options["all"]:
             if options["topics"]:

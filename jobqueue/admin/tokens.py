@@ -17,6 +17,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template import engines
+from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
 
 from ..models_api import ISSUE_FOR_OTHERS, KEY_PREFIX, SHOWN_CHARACTERS, hash_key, issue_refusal
@@ -86,8 +87,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
         key = getattr(request, "_jobqueue_new_key", None)
         if key is None:
             return super().response_add(request, obj, post_url_continue)
-        from django.urls import reverse
-
         context = {
             **self.admin_site.each_context(request),
             "title": _("API token issued"),

@@ -1,5 +1,9 @@
-"""The topics' metrics counted from the jobs and executions tables, to rebuild the Redis
-hashes of :mod:`jobqueue.engine.metrics` after Redis lost them (``resync()`` does).
+"""Rebuild Redis from the database: the database is the truth, Redis only a fast copy.
+
+Run by ``jobs resync`` and by every worker at start (and whenever a worker finds that
+Redis lost its data), so a flushed or restarted Redis loses nothing. This module reads
+the rows; :class:`jobqueue.engine.TopicResync` makes Redis match them, and
+:func:`jobqueue.engine.metrics.replace` puts back the metrics counted from them.
 
 The live counters count events as they happen; the tables give back what they still
 hold, so a rebuild is exact where no job was purged and no attempt numbering was reset:
@@ -25,8 +29,41 @@ from typing import Any
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.db.models.functions import Coalesce
 
-from .engine.metrics import BUCKETS, LABELS
-from .models import Execution, ExecutionOutcome, Job, JobStatus
+from .engine import ResyncReport, TopicResync, TopicRows
+from .engine.metrics import BUCKETS, LABELS, replace, unbuilt
+from .models import Execution, ExecutionOutcome, Job, JobStatus, Topic
+
+
+def resync(topics: Iterable[str] | None = None) -> ResyncReport:
+    """Make each topic's Redis structures match its rows (every topic with a row by default).
+
+    Queued rows missing from the queue are pushed in queue order (priority, then
+    time queued), so after a FLUSHDB the pop order is what it was; ids whose row
+    is no longer queued are dropped; scheduled rows are rescheduled; a running
+    row without a lease gets one, so the reaper recovers it if no worker renews it;
+    a topic's paused flag follows its row; a topic's metrics hash, if Redis lost it,
+    is rebuilt from the jobs and executions tables (:func:`counted`).
+    """
+    report = ResyncReport()
+    names = list(topics) if topics is not None else list(Topic.objects.values_list("name", flat=True))
+    paused = dict(Topic.objects.filter(name__in=names).values_list("name", "is_paused"))
+    for topic in names:
+        redis_side = TopicResync(topic, paused=paused.get(topic))  # Redis is read before the rows
+        jobs = Job.objects.filter(topic_id=topic)
+        redis_side.apply(
+            TopicRows(
+                queued=list(jobs.filter(status=JobStatus.QUEUED).in_queue_order()
+                            .values_list("pk", "priority", "entity_id")),
+                scheduled=list(jobs.filter(status=JobStatus.SCHEDULED)
+                               .values_list("pk", "run_after", "priority", "entity_id")),
+                running=list(jobs.filter(status=JobStatus.RUNNING).values_list("pk", flat=True)),
+            ),
+            report,
+        )
+    report.metrics = unbuilt(names)
+    if report.metrics:
+        replace(counted(report.metrics))
+    return report
 
 
 def _buckets(name: str, counts: dict[str, Any], total: int, seconds: float) -> dict[str, int]:
@@ -94,3 +131,6 @@ def counted(topics: Iterable[str]) -> dict[str, dict[str, int]]:
         seconds = row["waited_for"].total_seconds() if row["waited_for"] is not None else 0.0
         fields.update(_buckets("wait", row, row["started"], seconds))
     return out
+
+
+__all__ = ["ResyncReport", "counted", "resync"]
