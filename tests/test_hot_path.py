@@ -15,6 +15,7 @@ from jobqueue.models import Execution, Job, JobStatus
 from jobqueue.signals import job_started
 from jobqueue.transitions import fastsql
 from jobqueue.worker import Worker
+from jobqueue.worker.readahead import Stage
 
 from .workerutil import jobqueue_settings, run_worker
 
@@ -126,9 +127,9 @@ def test_a_job_leased_but_never_claimed_goes_back_when_the_worker_exits():
     job = Job.objects.enqueue("echo", {"x": 1})
     worker = Worker(topics=["echo"], burst=True, install_signals=False)
     assert engine.pop("echo") == [str(job.pk)]
-    worker._leased = (str(job.pk), "echo")
-    worker._put_back_next()
-    assert worker._leased is None
+    worker.readahead.lease(str(job.pk), "echo")
+    worker.readahead.give_back()
+    assert worker.readahead.stage is Stage.EMPTY
     assert engine.queue_ids("echo") == [str(job.pk)]
     assert engine.depths("echo")["leased"] == 0
     assert (Job.objects.get(pk=job.pk).status, Job.objects.get(pk=job.pk).attempts) == (JobStatus.QUEUED, 0)

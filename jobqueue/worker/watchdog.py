@@ -24,6 +24,7 @@ from django.db import connections
 from .. import engine
 from .lifecycle import Outcome, finish
 from .runner import INTERRUPTED_CLASS, TIMEOUT_CLASS
+from .slots import release_slots
 
 if TYPE_CHECKING:
     from .worker import Worker
@@ -100,7 +101,7 @@ class Watchdog:
         finally:
             worker.stopping = True
             worker.heartbeat.stop()
-            worker._release_slots()
+            release_slots(worker.slots)
             engine.safe_call(engine.forget, worker.worker_id)
             connections.close_all()  # this thread's
             if owns_process:

@@ -2,6 +2,11 @@
 
 First SIGTERM/SIGINT: finish the current job, release slots, exit 0. Second: abort
 the current job (its Execution marked aborted, the job requeued) and exit.
+
+This module is the loop; its parts live beside it: the topic slots (:mod:`.slots`),
+the next job read ahead (:mod:`.readahead`), outages (:mod:`.outage`), database
+connections (:mod:`.connections`), stop signals (:mod:`.stopping`), the heartbeat,
+the watchdog, the runners and maintenance.
 """
 
 from __future__ import annotations
@@ -9,8 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import random
-import signal
 import socket
 import threading
 import time
@@ -18,8 +21,7 @@ import uuid
 from typing import Any
 
 import redis
-from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections, connections
-from django.db.backends.signals import connection_created
+from django.db import InterfaceError, OperationalError, close_old_connections
 from django.utils import timezone
 
 from .. import engine, registry
@@ -27,11 +29,15 @@ from ..conf import settings
 from ..engine import TopicLock, topic_keys
 from ..models import Job, JobStatus, Topic
 from ..storable import exception_class_path
-from . import datadir, maintenance
+from . import connections, datadir, maintenance
 from .forking import ForkRunner
 from .heartbeat import Heartbeat
-from .lifecycle import NextJob, Outcome, claim, finish, recover, success_tally, unclaim
+from .lifecycle import NextJob, Outcome, claim, finish, success_tally
+from .outage import Outage, call_with_retry
+from .readahead import ReadAhead, Stage
 from .runner import INTERRUPTED_CLASS, WorkerInterrupted, run_inline
+from .slots import owned_topics, release_slots, resolve_topics, take_slots, topic_rows
+from .stopping import install_stop_signals
 from .watchdog import Watchdog
 
 logger = logging.getLogger("jobqueue.worker")
@@ -48,18 +54,6 @@ IDLE_CLOSE_SECONDS = 30.0
 IDLE_WAIT_SECONDS = 1.0
 #: A burst worker still waits for scheduled jobs due within this many seconds.
 BURST_SCHEDULE_HORIZON = 60.0
-
-
-def _relax_commit_durability(sender: Any, connection: Any, **kwargs: Any) -> None:
-    """On PostgreSQL, let the worker's commits return before their WAL is flushed.
-
-    Only the worker's own bookkeeping (claims, outcomes, successors) is affected; a
-    PostgreSQL crash can lose the last moments of it, and those jobs are then run
-    again (the lease and resync recover them) — at-least-once, never lost.
-    """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET synchronous_commit TO OFF")
 
 
 def default_worker_id() -> str:
@@ -105,12 +99,9 @@ class Worker:
         self._next_slot_try = 0.0
         self._next_maintenance = 0.0
         self._next_sweep = 0.0
-        self._pending_ack: Job | None = None
-        # The next job, leased (and maybe claimed) while the last success was recorded.
-        self._leased: tuple[str, str] | None = None
-        self._claimed: tuple[Job, Any] | None = None
+        self.readahead = ReadAhead()
         self._idle_since: float | None = None
-        self._outage_since: float | None = None
+        self.outage = Outage()
         self.watchdog = Watchdog(self)
         self.heartbeat = Heartbeat(self)
         self.fork_runner = ForkRunner()
@@ -121,15 +112,13 @@ class Worker:
         """Run until stopped; returns the process exit code (0 on a clean stop, 1 after
         abandoning a handler: see :mod:`.watchdog`)."""
         if not settings.WORKER_SYNCHRONOUS_COMMIT:
-            connection_created.connect(_relax_commit_durability, dispatch_uid="jobqueue.worker.commit")
-            for conn in connections.all(initialized_only=True):
-                if conn.connection is not None:
-                    _relax_commit_durability(conn.vendor, conn)
-        self.topics = self._resolve_topics()
+            connections.relax_commit_durability()
+        call_with_retry(Topic.objects.sync_registered, give_up=lambda: self.stopping)
+        self.topics = resolve_topics(self.requested_topics)
         if self.install_signals:
-            self._install_signal_handlers()
+            self.signals_installed = install_stop_signals(self)
         logger.info("Worker %s serving topics: %s", self.worker_id, ", ".join(self.topics))
-        self._call_with_retry(lambda: maintenance.ensure_redis_state(self.topics, force=True))
+        call_with_retry(lambda: maintenance.ensure_redis_state(self.topics, force=True), give_up=lambda: self.stopping)
         if self.isolation == "process" or (
             self.isolation is None and Topic.objects.filter(name__in=self.topics, isolation="process").exists()
         ):
@@ -145,11 +134,8 @@ class Worker:
         finally:
             self.fork_runner.close()
             self.heartbeat.stop()
-            if self._pending_ack is not None:
-                job = self._pending_ack
-                engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id, success_tally(job))
-            self._put_back_next()
-            self._release_slots()
+            self.readahead.give_back()
+            release_slots(self.slots)
             engine.safe_call(engine.forget, self.worker_id)
             logger.info("Worker %s stopped after %s jobs.", self.worker_id, self.processed)
         return 1 if self.watchdog.abandoned else 0
@@ -174,7 +160,7 @@ class Worker:
     def _iteration(self) -> bool:
         """One pass: returns False when a burst worker has nothing left to do."""
         try:
-            self._check_connections()
+            connections.drop_broken()
             now = time.monotonic()
             if now >= self._next_slot_try:
                 self._take_slots()
@@ -182,13 +168,13 @@ class Worker:
             if now >= self._next_maintenance:
                 self._maintain()
                 self._next_maintenance = now + MAINTENANCE_SECONDS
-            if self._claimed is not None:
-                (job, execution), self._claimed = self._claimed, None
+            if self.readahead.stage is Stage.CLAIMED:
+                job, execution = self.readahead.take()
                 self._idle_since = None
                 self._run(job, execution)
                 return True
             job_id, topic = self._fetch()
-            if self._outage_since is not None:
+            if self.outage.ongoing:
                 self._recovered()
             if job_id is None:
                 if self.burst and self._burst_done():
@@ -206,11 +192,10 @@ class Worker:
             self._idle_since = None
             self._process(topic, job_id)
         except redis.RedisError as exc:
-            self._outage("Redis", exc)
+            self.outage.back_off("Redis", exc)
         except (OperationalError, InterfaceError) as exc:
-            for conn in connections.all(initialized_only=True):
-                conn.close_if_unusable_or_obsolete()
-            self._outage("the database", exc)
+            connections.close_unusable()
+            self.outage.back_off("the database", exc)
         except Exception:
             # A bug outside a handler (a signal receiver, a hook) must not stop the worker;
             # the job it hit, if any, is recovered from its lease.
@@ -218,20 +203,11 @@ class Worker:
             time.sleep(1.0)
         return True
 
-    def _check_connections(self) -> None:
-        """Drop connections that broke; a busy worker otherwise keeps its connection
-        (with CONN_MAX_AGE = 0, closing it per job would reconnect for every job)."""
-        for conn in connections.all(initialized_only=True):
-            if conn.errors_occurred:
-                conn.close_if_unusable_or_obsolete()
-
     def _fetch(self) -> tuple[str | None, str]:
-        if self._leased is not None:  # leased for us, but the statement claiming it failed
-            (job_id, topic), self._leased = self._leased, None
-            return job_id, topic
-        pending, self._pending_ack = self._pending_ack, None
-        if pending is not None:
-            job = pending
+        if self.readahead.stage is Stage.LEASED:  # leased for us, but the statement claiming it failed
+            return self.readahead.take_lease()
+        job = self.readahead.take_ack()
+        if job is not None:
             lock = self.slots.get(job.topic_id)
             if lock is not None and len(self.slots) == 1:
                 # One round trip acknowledges the last job and leases the next.
@@ -241,7 +217,7 @@ class Worker:
                     return ids[0], job.topic_id
             else:
                 engine.ack(job.topic_id, str(job.pk), job.entity_id, success_tally(job))
-        owned = [t for t in self.topics if t in self.slots]
+        owned = owned_topics(self.topics, self.slots)
         for i in range(len(owned)):
             topic = owned[(self._rr + i) % len(owned)]
             lock = self.slots.get(topic)
@@ -255,7 +231,7 @@ class Worker:
 
     def _wait(self) -> None:
         """Block until a push wakes us (BLPOP on the owned topics' wake lists), at most a second."""
-        keys = [topic_keys(t).wake for t in self.topics if t in self.slots]
+        keys = [topic_keys(t).wake for t in owned_topics(self.topics, self.slots)]
         timeout = max(0.05, min(IDLE_WAIT_SECONDS, self._next_maintenance - time.monotonic()))
         if not keys:
             time.sleep(min(timeout, 0.5))
@@ -338,17 +314,8 @@ class Worker:
             try:
                 next_job = NextJob(lambda: self._lease_next(job), self.worker_id, os.getpid(), self.topic_rows)
                 if finish(job, execution, outcome, defer_ack=True, next_job=next_job) == JobStatus.SUCCEEDED:
-                    earlier, self._pending_ack = self._pending_ack, job
-                    if earlier is not None:  # not taken by a lease: acknowledge it alone
-                        engine.safe_call(engine.ack, earlier.topic_id, str(earlier.pk), earlier.entity_id,
-                                         success_tally(earlier))
-                if next_job.claimed is not None:
-                    self._leased, self._claimed = None, next_job.claimed
-                elif next_job.stranded:
-                    self._leased = None  # claimed under its lease, which recovers it
-                elif next_job.id is not None:  # cancelled since it was queued
-                    self._leased = None
-                    engine.safe_call(engine.ack, job.topic_id, next_job.id)
+                    self.readahead.hold_ack(job)
+                self.readahead.settle(next_job)
                 return
             except (OperationalError, InterfaceError) as exc:
                 if time.monotonic() > deadline:
@@ -356,85 +323,27 @@ class Worker:
                                  job.pk, exc)
                     return
                 logger.warning("Database unavailable while finishing job %s (%s); retrying.", job.pk, exc)
-                for conn in connections.all(initialized_only=True):
-                    conn.close()
+                connections.close_all()
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     def _lease_next(self, job: Job) -> str | None:
-        """Lease the job to run after ``job`` (acknowledging the success before it in the
-        same call), so that recording ``job``'s success claims it too. Only for a worker
-        holding one topic slot, that goes on running jobs."""
-        if self._leased is not None:  # leased on an earlier try of this same step
-            return self._leased[0]
+        """Lease the job to run after ``job`` (see :mod:`.readahead`), so that recording
+        ``job``'s success claims it too. Only for a worker holding one topic slot, that
+        goes on running jobs."""
+        if self.readahead.stage is Stage.LEASED:  # leased on an earlier try of this same step
+            return self.readahead.leased_id
         lock = self.slots.get(job.topic_id)
         if (lock is None or len(self.slots) != 1 or self.stopping
                 or (self.max_jobs is not None and self.processed + 1 >= self.max_jobs)):
             return None
-        pending = self._pending_ack
-        try:
-            if pending is not None and pending.topic_id == job.topic_id:
-                ids = engine.ack_and_pop(job.topic_id, str(pending.pk), pending.entity_id, 1, slot_token=lock.token,
-                                         tally=success_tally(pending))
-                self._pending_ack = None
-            else:
-                ids = engine.pop(job.topic_id, 1, slot_token=lock.token)
-        except redis.RedisError:
-            return None  # record the success alone; the loop meets the outage next
-        if not ids:
-            return None
-        self._leased = (ids[0], job.topic_id)
-        return ids[0]
-
-    def _put_back_next(self) -> None:
-        """On the way out, return a next job claimed or leased for us but never run."""
-        if self._claimed is not None:
-            (job, _execution), self._claimed = self._claimed, None
-            try:
-                unclaim(job)
-            except DatabaseError:
-                logger.exception("Could not put back job %s; its lease will recover it.", job.pk)
-        elif self._leased is not None:
-            (job_id, topic), self._leased = self._leased, None
-            try:
-                recover(topic, job_id)  # still queued: back in its queue, no longer leased
-            except (DatabaseError, redis.RedisError):
-                logger.exception("Could not put back job %s; its lease will recover it.", job_id)
+        return self.readahead.lease_next(job.topic_id, lock.token)
 
     # -- slots, maintenance, outages -------------------------------------------------
 
-    def _resolve_topics(self) -> list[str]:
-        self._call_with_retry(Topic.objects.sync_registered)
-        if self.requested_topics is None:
-            topics = registry.topics()
-            if not topics:
-                raise ValueError("No topics to serve: no @handler is registered (give --topics).")
-            return topics
-        known = set(Topic.objects.values_list("name", flat=True)) | set(registry.topics())
-        # A resolver's topic (shell, a script, a task queue) may have no row before its first job.
-        unknown = [t for t in self.requested_topics if t not in known and registry.get(t) is None]
-        if unknown:
-            raise ValueError(f"Unknown topic(s): {', '.join(unknown)}. Known topics: {', '.join(sorted(known))}.")
-        return list(dict.fromkeys(self.requested_topics))
-
     def _take_slots(self) -> None:
-        self.topic_rows = {t.name: t for t in Topic.objects.filter(name__in=self.topics)}
-        for topic in self.topics:
-            row = self.topic_rows.get(topic)
-            limit = max(1, row.concurrency if row else 1)
-            if topic in self.slots:
-                continue
-            lock = TopicLock(topic, token=f"{self.worker_id}", worker_id=self.worker_id)
-            if lock.acquire(limit=limit):
-                self.slots[topic] = lock
-                logger.info("Worker %s took a slot of topic %s (%s allowed).", self.worker_id, topic, limit)
-            else:
-                logger.debug("Topic %s is at its concurrency limit (%s); will retry.", topic, limit)
-
-    def _release_slots(self) -> None:
-        for topic, lock in list(self.slots.items()):
-            engine.safe_call(lock.release)
-            self.slots.pop(topic, None)
+        self.topic_rows = topic_rows(self.topics)
+        take_slots(self.worker_id, self.topics, self.slots, self.topic_rows)
 
     def _maintain(self) -> None:
         maintenance.ensure_redis_state(self.topics)
@@ -448,59 +357,14 @@ class Worker:
 
     def _burst_done(self) -> bool:
         """Nothing queued in the topics we hold (unless paused), nothing scheduled soon."""
-        owned = [t for t in self.topics if t in self.slots]
+        owned = owned_topics(self.topics, self.slots)
         for topic in owned:
             if engine.depths(topic)["queued"] and not engine.is_paused(topic):
                 return False
         horizon = timezone.now() + dt.timedelta(seconds=BURST_SCHEDULE_HORIZON)
         return not Job.objects.filter(topic_id__in=owned, status=JobStatus.SCHEDULED, run_after__lt=horizon).exists()
 
-    def _outage(self, what: str, exc: Exception) -> None:
-        now = time.monotonic()
-        if self._outage_since is None:
-            self._outage_since = now
-            logger.error("Lost contact with %s: %s; retrying with backoff.", what, exc)
-        spent = now - self._outage_since
-        time.sleep(min(0.2 * 2 ** min(spent, 5), 5.0) * random.uniform(0.8, 1.2))
-
     def _recovered(self) -> None:
-        logger.warning("Connection restored after %.1fs; rebuilding Redis from the database.",
-                       time.monotonic() - (self._outage_since or time.monotonic()))
-        self._outage_since = None
+        self.outage.end()
         maintenance.ensure_redis_state(self.topics, force=True)
         self._next_slot_try = 0.0
-
-    def _call_with_retry(self, func: Any, attempts: int = 30) -> Any:
-        delay = 0.2
-        for attempt in range(attempts):
-            try:
-                return func()
-            except (redis.RedisError, DatabaseError) as exc:
-                if attempt == attempts - 1 or self.stopping:
-                    raise
-                logger.warning("Start-up step failed (%s); retrying.", exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    # -- signals ----------------------------------------------------------------------
-
-    def _install_signal_handlers(self) -> None:
-        if threading.current_thread() is not threading.main_thread():
-            return
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
-        self.signals_installed = True
-
-    def _on_signal(self, signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if not self.stopping:
-            self.stopping = True
-            logger.warning("%s received: finishing the current job, then stopping (again to abort it).", name)
-            return
-        self.interrupting = True
-        logger.warning("%s received again: aborting the current job.", name)
-        if self.watchdog.in_handler:
-            # A handler may swallow the interrupt (``except BaseException``): the watchdog
-            # abandons it if it does not stop soon.
-            self.watchdog.request_stop()
-            raise WorkerInterrupted()

@@ -1,0 +1,68 @@
+"""The topics a worker serves, and the topic slots it holds.
+
+A topic's ``concurrency`` says how many workers may run its jobs at once: each holds one
+of its slots (a :class:`~jobqueue.engine.TopicLock`, renewed by the heartbeat). A worker
+takes a slot of every topic it serves, tries again later for those at their limit, and
+releases them all when it stops. ``slots`` below is the worker's ``{topic: lock}``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .. import engine, registry
+from ..engine import TopicLock
+from ..models import Topic
+
+logger = logging.getLogger("jobqueue.worker")
+
+
+def resolve_topics(requested: list[str] | None) -> list[str]:
+    """The topics to serve: ``requested`` (each known), or every registered one.
+
+    Registered topics must have their rows already (``Topic.objects.sync_registered()``).
+    """
+    if requested is None:
+        topics = registry.topics()
+        if not topics:
+            raise ValueError("No topics to serve: no @handler is registered (give --topics).")
+        return topics
+    known = set(Topic.objects.values_list("name", flat=True)) | set(registry.topics())
+    # A resolver's topic (shell, a script, a task queue) may have no row before its first job.
+    unknown = [t for t in requested if t not in known and registry.get(t) is None]
+    if unknown:
+        raise ValueError(f"Unknown topic(s): {', '.join(unknown)}. Known topics: {', '.join(sorted(known))}.")
+    return list(dict.fromkeys(requested))
+
+
+def topic_rows(topics: list[str]) -> dict[str, Topic]:
+    """The rows of ``topics`` that have one (the worker's cache, refreshed with its slots)."""
+    return {t.name: t for t in Topic.objects.filter(name__in=topics)}
+
+
+def take_slots(worker_id: str, topics: list[str], slots: dict[str, TopicLock], rows: dict[str, Topic]) -> None:
+    """Take a slot of each of ``topics`` not held yet, within its concurrency (from its
+    row in ``rows``; 1 without one)."""
+    for topic in topics:
+        row = rows.get(topic)
+        limit = max(1, row.concurrency if row else 1)
+        if topic in slots:
+            continue
+        lock = TopicLock(topic, token=f"{worker_id}", worker_id=worker_id)
+        if lock.acquire(limit=limit):
+            slots[topic] = lock
+            logger.info("Worker %s took a slot of topic %s (%s allowed).", worker_id, topic, limit)
+        else:
+            logger.debug("Topic %s is at its concurrency limit (%s); will retry.", topic, limit)
+
+
+def release_slots(slots: dict[str, TopicLock]) -> None:
+    """Release every slot held (a Redis outage only leaves them to expire)."""
+    for topic, lock in list(slots.items()):
+        engine.safe_call(lock.release)
+        slots.pop(topic, None)
+
+
+def owned_topics(topics: list[str], slots: dict[str, TopicLock]) -> list[str]:
+    """The ``topics`` whose slot is held, in order."""
+    return [t for t in topics if t in slots]
