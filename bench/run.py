@@ -26,8 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-WORKLOADS = ("single", "bulk", "drain_inline", "drain_process", "latency", "scaling", "memory", "admin")
+WORKLOADS = ("single", "bulk", "drain_inline", "drain_process", "latency", "scaling", "memory", "admin", "metrics")
 ADMIN_SCRIPT = ROOT / "bench" / "admin_changelist.py"
+METRICS_SCRIPT = ROOT / "bench" / "metrics_scrape.py"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -254,6 +255,25 @@ class Bench:
             self.notes.append(f"admin: slowest page measured is \"{slowest}\", {pages[slowest]:,.0f} ms "
                               "(every page: `python bench/admin_changelist.py`).")
 
+    def metrics(self) -> None:
+        from bench.report import Row
+
+        output, error = run_script(METRICS_SCRIPT, "metrics: running bench/metrics_scrape.py (fills its own "
+                                   "database with 1,000,000 jobs once)")
+        row = next((cells for label, cells in parse_table(output or "").items() if label.startswith("scrape of")), None)
+        value = float(row[0].replace(",", "")) if row else None
+        self.raw["metrics"] = {"output": output, "error": error}
+        self.rows.append(Row(
+            label="Prometheus scrape, 100 topics, 1,000,000 jobs on PostgreSQL (server time, median of requests)",
+            cells={"jobqueue": "pending" if value is None else f"{value:,.1f} ms", "celery": "—", "rq": "—"},
+            target="< 50 ms", met=None if value is None else value < 50,
+        ))
+        if error:
+            self.failed = True
+            self.notes.append(f"metrics: {error}")
+        elif output:
+            self.notes.append("metrics: " + output.strip().splitlines()[-1])
+
     def run(self) -> None:
         from bench.procs import BenchError
 
@@ -273,30 +293,45 @@ class Bench:
 
 def run_admin_script() -> tuple[str | None, str]:
     """Run ``bench/admin_changelist.py`` if it exists: its output, or an error message."""
+    return run_script(ADMIN_SCRIPT, "admin: running bench/admin_changelist.py (fills its own database with "
+                      "1,000,000 jobs once)")
+
+
+def run_script(script: Path, message: str) -> tuple[str | None, str]:
+    """Run one of the benchmark's own scripts if it exists: its output, or an error message."""
     from bench.procs import worker_env
 
-    if not ADMIN_SCRIPT.exists():
+    if not script.exists():
         return None, ""
-    log("admin: running bench/admin_changelist.py (fills its own database with 1,000,000 jobs once)")
+    log(message)
     env = worker_env()
     env.pop("DJANGO_SETTINGS_MODULE")  # the script configures Django itself
-    done = subprocess.run([sys.executable, str(ADMIN_SCRIPT)], cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=4 * 3600)
     if done.returncode:
-        return None, f"bench/admin_changelist.py exited with {done.returncode}: {done.stderr.strip()[-300:]}"
+        name = script.relative_to(ROOT)
+        return None, f"{name} exited with {done.returncode}: {done.stderr.strip()[-300:]}"
     return done.stdout, ""
+
+
+def parse_table(output: str) -> dict[str, list[str]]:
+    """The cells after the label, by label, of a script's Markdown table rows."""
+    rows = {}
+    for line in output.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) > 1 and not line.startswith("| ---"):
+            rows[cells[0]] = cells[1:]
+    return rows
 
 
 def parse_admin_table(output: str) -> dict[str, float]:
     """Median ms by page from the script's Markdown table (``| page | median ms | ...``)."""
     pages = {}
-    for line in output.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and len(cells) > 1:
-            try:
-                pages[cells[0]] = float(cells[1].replace(",", ""))
-            except ValueError:
-                continue  # the header and the separator
+    for label, cells in parse_table(output).items():
+        try:
+            pages[label] = float(cells[0].replace(",", ""))
+        except ValueError:
+            continue  # the header
     return pages
 
 
@@ -311,9 +346,10 @@ def main(argv: list[str] | None = None) -> int:
     bench.run()  # each workload stops the workers it started (bench.procs.Procs)
     settings = {"N": args.n, "runs": args.runs, "bulk": args.bulk_jobs, "memory jobs": args.memory_jobs}
     text = document(bench.rows, machine(), settings, bench.notes)
-    admin_output = bench.raw.get("admin", {}).get("output")
-    if admin_output:
-        text += "\n" + admin_output.strip() + "\n"
+    for name in ("admin", "metrics"):
+        output = bench.raw.get(name, {}).get("output")
+        if output:
+            text += "\n" + output.strip() + "\n"
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)

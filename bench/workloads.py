@@ -97,13 +97,13 @@ def enqueue_floor(n: int) -> float | None:
     insert = fastsql.statement("insert_job", connection.alias)
     at = [f.attname for f in fastsql.JOB_FIELDS].index("id")
     r, k = get_redis(), TopicKeys("noop")
-    keys = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake]
+    keys = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake, k.metrics]
     push = script(r, "push")
     with fastsql._cursor(connection) as cursor:
         def one() -> None:
             params[at] = uuid.uuid4()
             cursor.execute(insert, params)
-            push(keys=keys, args=[str(params[at]), 0, ""], client=r)
+            push(keys=keys, args=["enqueued=1", str(params[at]), 0, ""], client=r)
 
         for _ in range(20):
             one()

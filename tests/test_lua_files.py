@@ -7,10 +7,11 @@ import uuid
 from importlib import resources
 
 import pytest
+from redis.client import Pipeline
 from redis.commands.core import Script
 
 from jobqueue import engine
-from jobqueue.engine import TopicLock
+from jobqueue.engine import TopicLock, metrics
 from jobqueue.engine.scripts import SCRIPT_NAMES, source
 
 LUA_DIR = resources.files("jobqueue.engine").joinpath("lua")
@@ -82,6 +83,7 @@ def call_every_wrapper() -> None:
     lock.renew()
     TopicLock.holders("lua")
     lock.release()
+    metrics.read(["lua"])
 
 
 def test_every_script_is_run_by_an_engine_function(monkeypatch, redis_client):
@@ -97,7 +99,20 @@ def test_every_script_is_run_by_an_engine_function(monkeypatch, redis_client):
             ran[name] = ran.get(name, 0) + 1
         return real_call(self, keys=keys, args=args, client=client)
 
+    # A scrape sends its script by SHA in a pipeline (one round trip), without Script.__call__.
+    by_sha = {Script(redis_client, source(name)).sha: name for name in SCRIPT_NAMES}
+    real_evalsha = Pipeline.evalsha
+
+    def evalsha_spy(self, sha, numkeys, *keys_and_args):
+        name = by_sha.get(sha)
+        if name is not None:
+            documented = {int(n) for n in re.findall(r"KEYS\[(\d+)\]", "\n".join(header(name)))}
+            assert numkeys == len(documented), f"{name}: called with {numkeys} keys"
+            ran[name] = ran.get(name, 0) + 1
+        return real_evalsha(self, sha, numkeys, *keys_and_args)
+
     monkeypatch.setattr(Script, "__call__", spy)
+    monkeypatch.setattr(Pipeline, "evalsha", evalsha_spy)
     call_every_wrapper()
     assert sorted(ran) == sorted(SCRIPT_NAMES)
     shas = [Script(redis_client, source(name)).sha for name in SCRIPT_NAMES]

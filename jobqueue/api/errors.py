@@ -7,17 +7,15 @@ from typing import Any
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
 
+from ..auth import Refused
 from ..exceptions import DuplicateJob, InvalidJob, InvalidTransition, PayloadTooLarge, UnknownTopic
 
 
-class ApiError(Exception):
-    """Raised by a view to answer with an error."""
+class ApiError(Refused):
+    """Raised by a view to answer with an error (any status, with details)."""
 
     def __init__(self, status: int, code: str, message: str, **details: Any):
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+        super().__init__(status, code, message)
         self.details = details
 
 
@@ -30,8 +28,8 @@ def error_response(status: int, code: str, message: str, **details: Any) -> Json
 
 def response_for(exc: Exception) -> JsonResponse | None:
     """The error response for an exception the API knows, else ``None`` (a server error)."""
-    if isinstance(exc, ApiError):
-        return error_response(exc.status, exc.code, exc.message, **exc.details)
+    if isinstance(exc, Refused):  # an ApiError, or the caller refused by authentication
+        return error_response(exc.status, exc.code, exc.message, **getattr(exc, "details", {}))
     if isinstance(exc, PayloadTooLarge):
         return error_response(413, "payload_too_large", str(exc))
     if isinstance(exc, UnknownTopic):

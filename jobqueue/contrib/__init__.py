@@ -1,4 +1,5 @@
-"""Bridges between jobqueue and other frameworks (``contrib.tasks``: ``django.tasks``).
+"""Bridges between jobqueue and other frameworks and tools (``contrib.tasks``:
+``django.tasks``; ``contrib.metrics``: Prometheus).
 
-Each sits above the transitions layer and reaches jobs only through it.
+Each sits above the transitions layer and reaches jobs only through it (or reads them).
 """

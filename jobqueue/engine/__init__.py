@@ -7,6 +7,7 @@ database (through :class:`TopicResync`). Nothing here imports the models.
 from .connection import ConfigurationError, get_redis, reset_clients
 from .keys import TopicKeys, topic_keys, topics_key, workers_key
 from .locks import Holder, TopicLock
+from .metrics import tally
 from .queue import (
     abort_requested,
     ack,
@@ -72,6 +73,7 @@ __all__ = [
     "save_reconcile_cursors",
     "schedule",
     "set_paused",
+    "tally",
     "topic_keys",
     "topics_key",
     "workers_key",

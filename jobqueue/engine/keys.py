@@ -30,10 +30,11 @@ class TopicKeys:
     cron = cached_property(lambda self: self._key("cron"))
     reconcile = cached_property(lambda self: self._key("reconcile"))
     reconcile_turn = cached_property(lambda self: self._key("reconcile:turn"))
+    metrics = cached_property(lambda self: self._key("metrics"))
 
     def all(self) -> list[str]:
         names = ["queue", "seq", "leases", "entities", "scheduled", "schedprio", "lock", "holders", "paused", "wake"]
-        return [getattr(self, name) for name in [*names, "abort", "cron", "reconcile", "reconcile_turn"]]
+        return [getattr(self, name) for name in [*names, "abort", "cron", "reconcile", "reconcile_turn", "metrics"]]
 
 
 def topic_keys(topic: str) -> TopicKeys:

@@ -75,59 +75,79 @@ def forget_announced(topic: str | None = None) -> None:
         _announced.discard((topics_key(), topic))
 
 
-def push(topic: str, items: Iterable[tuple[str, int, str | None]], client: Any = None) -> int:
-    """Queue ``(job_id, priority, entity_id)`` items; returns how many were added."""
+def push(topic: str, items: Iterable[tuple[str, int, str | None]], client: Any = None, tally: str = "") -> int:
+    """Queue ``(job_id, priority, entity_id)`` items; returns how many were added.
+
+    ``tally`` is added to the topic's metrics hash in the same call (see :mod:`.metrics`).
+    """
     k = topic_keys(topic)
     r = client if client is not None else get_redis()
-    argv: list[Any] = []
+    argv: list[Any] = [tally]
     for job_id, priority, entity in items:
         argv += [str(job_id), int(priority), entity or ""]
-    if not argv:
+    if len(argv) == 1:
         return 0
-    keys = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake]
+    keys = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake, k.metrics]
     result = script(get_redis(), "push")(keys=keys, args=argv, client=r)
     _announce(topic, r)
     return result if isinstance(result, int) else 0
 
 
-def schedule(topic: str, items: Iterable[tuple[str, float, int, str | None]], client: Any = None) -> None:
-    """Hold ``(job_id, due_epoch_seconds, priority, entity_id)`` items until due."""
+def schedule(topic: str, items: Iterable[tuple[str, float, int, str | None]], client: Any = None,
+             tally: str = "") -> None:
+    """Hold ``(job_id, due_epoch_seconds, priority, entity_id)`` items until due (and add
+    ``tally`` to the topic's metrics hash)."""
     k = topic_keys(topic)
     r = client if client is not None else get_redis()
-    argv: list[Any] = []
+    argv: list[Any] = [tally]
     for job_id, due, priority, entity in items:
         argv += [str(job_id), int(due * 1000), int(priority), entity or ""]
-    if argv:
-        script(get_redis(), "schedule")(keys=[k.scheduled, k.schedprio, k.entities, k.leases], args=argv, client=r)
+    if len(argv) > 1:
+        keys = [k.scheduled, k.schedprio, k.entities, k.leases, k.metrics]
+        script(get_redis(), "schedule")(keys=keys, args=argv, client=r)
         _announce(topic, r)
 
 
-def push_jobs(jobs: Iterable[Any]) -> None:
-    """Push queued jobs and schedule scheduled ones, one pipeline for all topics."""
+def push_jobs(jobs: Iterable[Any], enqueued: bool = False) -> None:
+    """Push queued jobs and schedule scheduled ones, one pipeline for all topics.
+
+    ``enqueued``: the jobs are new, and each (waiting ones too) counts as enqueued in its
+    topic's metrics.
+    """
     queued: dict[str, list[tuple[str, int, str | None]]] = defaultdict(list)
     scheduled: dict[str, list[tuple[str, float, int, str | None]]] = defaultdict(list)
+    waiting: dict[str, int] = defaultdict(int)
     for job in jobs:
         if job.status == "queued":
             queued[job.topic_id].append((str(job.pk), job.priority, job.entity_id))
         elif job.status == "scheduled" and job.run_after is not None:
             scheduled[job.topic_id].append((str(job.pk), job.run_after.timestamp(), job.priority, job.entity_id))
+        elif job.status == "waiting":
+            waiting[job.topic_id] += 1
     r = get_redis()
     with r.pipeline(transaction=False) as pipe:
         for topic, items in queued.items():
             for start in range(0, len(items), PUSH_CHUNK):
-                push(topic, items[start : start + PUSH_CHUNK], client=pipe)
+                chunk = items[start : start + PUSH_CHUNK]
+                push(topic, chunk, client=pipe, tally=f"enqueued={len(chunk)}" if enqueued else "")
         for topic, sitems in scheduled.items():
             for start in range(0, len(sitems), PUSH_CHUNK):
-                schedule(topic, sitems[start : start + PUSH_CHUNK], client=pipe)
-        pipe.execute()
+                due = sitems[start : start + PUSH_CHUNK]
+                schedule(topic, due, client=pipe, tally=f"enqueued={len(due)}" if enqueued else "")
+        if enqueued:
+            for topic, count in waiting.items():  # in no queue yet: only counted
+                pipe.hincrby(topic_keys(topic).metrics, "enqueued", count)
+        if len(pipe):
+            pipe.execute()
 
 
-def push_job(job: Any) -> None:
-    """Push one job: a single script call, no pipeline."""
+def push_job(job: Any, tally: str = "") -> None:
+    """Push one job: a single script call, no pipeline. ``tally`` goes to the topic's
+    metrics hash in the same call (see :mod:`.metrics`)."""
     if job.status == "queued":
-        push(job.topic_id, [(str(job.pk), job.priority, job.entity_id)])
-    else:
-        push_jobs([job])
+        push(job.topic_id, [(str(job.pk), job.priority, job.entity_id)], tally=tally)
+    elif job.status == "scheduled" and job.run_after is not None:
+        schedule(job.topic_id, [(str(job.pk), job.run_after.timestamp(), job.priority, job.entity_id)], tally=tally)
 
 
 def pop(topic: str, count: int = 1, lease_seconds: float | None = None, now_ms: int | None = None,
@@ -142,22 +162,23 @@ def pop(topic: str, count: int = 1, lease_seconds: float | None = None, now_ms: 
     return [_s(i) for i in ids]
 
 
-def ack(topic: str, job_id: str, entity_id: str | None = None) -> bool:
-    """Drop a finished job's lease and entity mapping."""
+def ack(topic: str, job_id: str, entity_id: str | None = None, tally: str = "") -> bool:
+    """Drop a finished job's lease and entity mapping (and add ``tally`` to the topic's metrics)."""
     k = topic_keys(topic)
     r = get_redis()
-    return bool(script(r, "ack")(keys=[k.leases, k.entities, k.abort], args=[str(job_id), entity_id or ""], client=r))
+    keys = [k.leases, k.entities, k.abort, k.metrics]
+    return bool(script(r, "ack")(keys=keys, args=[str(job_id), entity_id or "", tally], client=r))
 
 
 def ack_and_pop(topic: str, job_id: str, entity_id: str | None = None, count: int = 1,
                 lease_seconds: float | None = None, now_ms: int | None = None,
-                slot_token: str | None = None) -> list[str]:
+                slot_token: str | None = None, tally: str = "") -> list[str]:
     """:func:`ack` a finished job and :func:`pop` the topic's next ones, in one call."""
     k = topic_keys(topic)
     lease = settings.LEASE_SECONDS if lease_seconds is None else lease_seconds
     r = get_redis()
-    keys = [k.queue, k.leases, k.paused, k.entities, k.abort, k.lock]
-    args = [str(job_id), entity_id or "", lease, count, _now_arg(now_ms), slot_token or ""]
+    keys = [k.queue, k.leases, k.paused, k.entities, k.abort, k.lock, k.metrics]
+    args = [str(job_id), entity_id or "", lease, count, _now_arg(now_ms), slot_token or "", tally]
     return [_s(i) for i in script(r, "ack_pop")(keys=keys, args=args, client=r)]
 
 

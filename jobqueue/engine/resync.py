@@ -25,6 +25,8 @@ class ResyncReport:
     dropped: dict[str, int] = field(default_factory=dict)
     leases: dict[str, int] = field(default_factory=dict)
     reprioritised: dict[str, int] = field(default_factory=dict)
+    #: Topics whose metrics were rebuilt from the database (their Redis hash was missing).
+    metrics: list[str] = field(default_factory=list)
 
     def total(self) -> int:
         return sum(self.pushed.values()) + sum(self.scheduled.values()) + sum(self.dropped.values())

@@ -26,6 +26,7 @@ SCRIPT_NAMES = (
     "lock_renew",
     "lock_release",
     "lock_holders",
+    "scrape_topic",
 )
 
 

@@ -7,6 +7,9 @@ reclaimed after a lost lease can never overwrite the new attempt; Redis is told 
 after the commit. The attempt's :class:`~jobqueue.models.Execution` row arrives filled
 in (by the worker, from what the handler did) and is written with the job's row.
 
+Each end of an attempt also counts it in the topic's metrics (:func:`tally_of`), in the
+Redis call that acknowledges or reschedules the job: no extra round trip.
+
 ``claim`` and ``succeed`` have a fast path (:mod:`.fastsql`): when nothing follows a
 success (:func:`.followups.quiet`) one statement records it with its Execution row,
 and on PostgreSQL also claims the worker's next job.
@@ -165,7 +168,7 @@ def succeed(job: Job, execution: Execution, result: Any, returned: Any, defer_ac
             followups.succeeded(job, returned)
     job.status, job.result, job.finished_at, job.progress = JobStatus.SUCCEEDED, result, now, MAX_PROGRESS
     if not defer_ack:
-        engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id)
+        engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id, success_tally(job))
     return JobStatus.SUCCEEDED
 
 
@@ -185,10 +188,11 @@ def fail(job: Job, execution: Execution, error: str, retry_at: dt.datetime | Non
         followups.failed(job, error, will_retry=retry_at is not None)
     if retry_at is not None:
         engine.safe_call(
-            engine.schedule, job.topic_id, [(str(job.pk), retry_at.timestamp(), job.priority, job.entity_id)]
+            engine.schedule, job.topic_id, [(str(job.pk), retry_at.timestamp(), job.priority, job.entity_id)],
+            tally=tally_of(job, "retried", end=now),
         )
     else:
-        engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id)
+        engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id, tally_of(job, "failed", end=now))
     return job.status
 
 
@@ -201,7 +205,7 @@ def abort(job: Job, execution: Execution) -> str:
             return not_ours(job, execution)
         write_execution(execution)
         followups.finished(job)
-    engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id)
+    engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id, tally_of(job, end=now))
     return JobStatus.CANCELLED
 
 
@@ -228,6 +232,27 @@ def unclaim(job: Job) -> bool:
         job.attempts -= 1
         engine.safe_call(engine.push_job, job)
     return won
+
+
+def waited(job: Job) -> float | None:
+    """Seconds the running attempt of ``job`` waited: from being queued (or due) to its start."""
+    since = job.queued_at or job.run_after or job.created_at
+    return (job.started_at - since).total_seconds() if job.started_at and since else None
+
+
+def tally_of(job: Job, *counters: str, end: dt.datetime | None = None) -> str:
+    """The metrics tally of ``job``'s attempt ending at ``end`` (default: its
+    ``finished_at``): ``counters``, the time it waited and the time it ran."""
+    if job.started_at is None:
+        return engine.tally(*counters)
+    finished = end or job.finished_at or timezone.now()
+    return engine.tally(*counters, wait=waited(job), run=(finished - job.started_at).total_seconds())
+
+
+def success_tally(job: Job) -> str:
+    """The tally of a recorded success, for the acknowledgement that carries it (the
+    worker defers it, to fuse it with its next pop)."""
+    return tally_of(job, "succeeded")
 
 
 def not_ours(job: Job, execution: Execution) -> str:

@@ -2,6 +2,8 @@
 
 ``Job.objects.enqueue()`` validates, dedupes and builds the job (it is the public
 face of this transition); this module writes it and tells Redis and the listeners.
+The push also counts the job as enqueued in its topic's metrics; a job created waiting
+for dependencies, which no queue holds yet, is only counted.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from . import fastsql
 
 logger = logging.getLogger("jobqueue")
 
+#: The metrics tally of one new job.
+ENQUEUED = engine.tally("enqueued")
+
 
 def insert(job: Job, using: str, *, fast: bool = True) -> None:
     """Write a new job's row: the fast ``insert_job`` statement, or ``save()`` (needed
@@ -32,13 +37,12 @@ def insert(job: Job, using: str, *, fast: bool = True) -> None:
 
 def created(jobs: list[Job], using: str) -> None:
     """The rows of ``jobs`` were written: announce them, and push the queued and
-    scheduled ones when the transaction commits."""
+    scheduled ones when the transaction commits (counting them all as enqueued)."""
     if job_enqueued.has_listeners(Job):
         for job in jobs:
             job_enqueued.send(sender=Job, job=job)
-    pushable = [job for job in jobs if job.status in (JobStatus.QUEUED, JobStatus.SCHEDULED)]
-    if pushable:
-        transaction.on_commit(lambda: push_committed(pushable), using=using)
+    if jobs:
+        transaction.on_commit(lambda: push_committed(jobs), using=using)
 
 
 def push_committed(jobs: list[Job]) -> None:
@@ -46,10 +50,10 @@ def push_committed(jobs: list[Job]) -> None:
     in the database and a worker pushes them within about ``RECONCILE_SECONDS`` (no retry
     here: a blip outlasts an immediate one, and the caller's request should not wait)."""
     try:
-        if len(jobs) == 1:
-            engine.push_job(jobs[0])
+        if len(jobs) == 1 and jobs[0].status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+            engine.push_job(jobs[0], ENQUEUED)
         else:
-            engine.push_jobs(jobs)
+            engine.push_jobs(jobs, enqueued=True)
     except redis.RedisError as exc:
         shown = ", ".join(str(job.pk) for job in jobs[:3]) + (f" and {len(jobs) - 3} more" if len(jobs) > 3 else "")
         logger.warning("Redis unavailable after committing job(s) %s (%s): they are kept in the database, and "

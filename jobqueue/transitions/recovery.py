@@ -1,5 +1,7 @@
 """The transitions no person asks for: ``promote`` a due scheduled job, and ``lose`` a
-running job whose worker stopped renewing its lease (run by any worker's maintenance)."""
+running job whose worker stopped renewing its lease (run by any worker's maintenance).
+A lost attempt is counted in the topic's metrics by the Redis call that requeues or
+acknowledges the job."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from .. import engine
 from ..logging import job_extra
 from ..models import Execution, ExecutionOutcome, Job, JobStatus
 from . import followups
-from .attempt import execution_number
+from .attempt import execution_number, waited
 from .guard import move, move_many
 
 logger = logging.getLogger("jobqueue.worker")
@@ -63,15 +65,18 @@ def recover(topic: str, job_id: str) -> str:
                 "error": "lease expired: the worker stopped responding",
             },
         )
+        wait = waited(job)  # the run time of a lost attempt is unknown
         if job.attempts < job.max_attempts:
             move(job, "lose", JobStatus.QUEUED, queued_at=now, worker_id="", updated_at=now)
-            transaction.on_commit(lambda: engine.push_job(job))
+            tally = engine.tally("lost", wait=wait)
+            transaction.on_commit(lambda: engine.push_job(job, tally))
             result = "requeued"
         else:
             error = "lost: the worker stopped responding and no attempts are left"
             move(job, "lose", JobStatus.FAILED, finished_at=now, error=error, updated_at=now)
             followups.failed(job, error, will_retry=False)
-            transaction.on_commit(lambda: engine.ack(topic, job_id, job.entity_id))
+            tally = engine.tally("lost", "failed", wait=wait)
+            transaction.on_commit(lambda: engine.ack(topic, job_id, job.entity_id, tally))
             result = "failed"
     logger.warning("Recovered job %s of topic %s from an expired lease: %s", job_id, topic, result,
                    extra=job_extra(job))

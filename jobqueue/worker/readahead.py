@@ -29,7 +29,7 @@ from django.db import DatabaseError
 
 from .. import engine
 from ..logging import job_extra, job_id_extra
-from .lifecycle import NextJob, recover, unclaim
+from .lifecycle import NextJob, recover, success_tally, unclaim
 
 if TYPE_CHECKING:
     from ..models import Execution, Job
@@ -121,7 +121,8 @@ class ReadAhead:
         held = self._unacked
         try:
             if held is not None and held.topic_id == topic:
-                ids = engine.ack_and_pop(topic, str(held.pk), held.entity_id, 1, slot_token=slot_token)
+                ids = engine.ack_and_pop(topic, str(held.pk), held.entity_id, 1, slot_token=slot_token,
+                                         tally=success_tally(held))
                 self._unacked = None
             else:
                 ids = engine.pop(topic, 1, slot_token=slot_token)
@@ -151,7 +152,7 @@ class ReadAhead:
         held before it, that no pop took, is acknowledged alone now."""
         earlier, self._unacked = self._unacked, job
         if earlier is not None:
-            engine.safe_call(engine.ack, earlier.topic_id, str(earlier.pk), earlier.entity_id)
+            engine.safe_call(engine.ack, earlier.topic_id, str(earlier.pk), earlier.entity_id, success_tally(earlier))
 
     def take_ack(self) -> Job | None:
         """Hand over the held success (``None`` if there is none) for the caller to
@@ -167,7 +168,7 @@ class ReadAhead:
         be put back now is recovered from its lease."""
         held = self.take_ack()
         if held is not None:
-            engine.safe_call(engine.ack, held.topic_id, str(held.pk), held.entity_id)
+            engine.safe_call(engine.ack, held.topic_id, str(held.pk), held.entity_id, success_tally(held))
         if self._stage is Stage.CLAIMED:
             job, _execution = self.take()
             try:

@@ -27,13 +27,13 @@ from django.utils import timezone
 from .. import engine, registry, tracing
 from ..conf import settings
 from ..engine import TopicLock, topic_keys
-from ..logging import job_extra, job_id_extra
+from ..logging import job_extra
 from ..models import Job, JobStatus, Topic
 from ..storable import exception_class_path
 from . import connections, datadir, maintenance
 from .forking import ForkRunner
 from .heartbeat import Heartbeat
-from .lifecycle import NextJob, Outcome, claim, finish
+from .lifecycle import NextJob, Outcome, claim, finish, success_tally
 from .outage import Outage, call_with_retry
 from .readahead import ReadAhead, Stage
 from .runner import INTERRUPTED_CLASS, WorkerInterrupted, run_inline
@@ -212,11 +212,12 @@ class Worker:
             lock = self.slots.get(job.topic_id)
             if lock is not None and len(self.slots) == 1:
                 # One round trip acknowledges the last job and leases the next.
-                ids = engine.ack_and_pop(job.topic_id, str(job.pk), job.entity_id, 1, slot_token=lock.token)
+                ids = engine.ack_and_pop(job.topic_id, str(job.pk), job.entity_id, 1, slot_token=lock.token,
+                                         tally=success_tally(job))
                 if ids:
                     return ids[0], job.topic_id
             else:
-                engine.ack(job.topic_id, str(job.pk), job.entity_id)
+                engine.ack(job.topic_id, str(job.pk), job.entity_id, success_tally(job))
         owned = owned_topics(self.topics, self.slots)
         for i in range(len(owned)):
             topic = owned[(self._rr + i) % len(owned)]

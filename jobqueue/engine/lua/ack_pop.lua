@@ -6,18 +6,23 @@
 -- KEYS[4] entities  hash: entity id -> job id
 -- KEYS[5] abort     set of job ids asked to abort
 -- KEYS[6] lock      sorted set: slot owner token -> expiry (ms), the topic's semaphore
+-- KEYS[7] metrics   hash: the topic's counters and histogram buckets
 -- ARGV[1] finished job id
 -- ARGV[2] its entity id or ""
 -- ARGV[3] lease length in seconds
 -- ARGV[4] how many jobs to lease at most
 -- ARGV[5] now in ms, or "" for the Redis server's clock
 -- ARGV[6] the caller's slot token, or "" to pop without holding a slot
+-- ARGV[7] the finished job's tally for the metrics hash ("field=integer" pairs, as in push.lua), or ""
 -- Returns the leased job ids, best first (none if the caller's slot is gone).
 redis.call('ZREM', KEYS[2], ARGV[1])
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[4], ARGV[2]) == ARGV[1] then
   redis.call('HDEL', KEYS[4], ARGV[2])
 end
 redis.call('SREM', KEYS[5], ARGV[1])
+for field, amount in string.gmatch(ARGV[7], '(%S+)=(%S+)') do
+  redis.call('HINCRBY', KEYS[7], field, amount)
+end
 if redis.call('EXISTS', KEYS[3]) == 1 then
   return {}
 end
