@@ -101,6 +101,8 @@ class Signature:
         options: Mapping[str, Any] | None = None,
         immutable: bool = False,
     ):
+        if isinstance(args, (str, bytes)) or not isinstance(args, Sequence):
+            raise TypeError(f"Task args must be a list or tuple, not {type(args).__name__}.")
         self.task = task
         self.args = tuple(args)
         self.kwargs = dict(kwargs or {})

@@ -217,11 +217,6 @@ def shared_task(func: Callable[..., Any] | None = None, **options: Any) -> Any:
 def _make_task(func: Callable[..., Any], options: dict[str, Any]) -> Task:
     options = dict(options)
     name = options.pop("name", None) or task_name(func)
-    if not TOPIC_NAME_RE.match(name):
-        raise ValueError(
-            f"@shared_task: {name!r} is not a valid topic name (lowercase letters, digits, '_', '.' and '-', "
-            f"at most 100): give the task one with @shared_task(name='...')."
-        )
     bind = bool(options.pop("bind", False))
     default_retry_delay = options.pop("default_retry_delay", 180)
     topic: dict[str, Any] = {}
@@ -247,6 +242,11 @@ def _make_task(func: Callable[..., Any], options: dict[str, Any]) -> Task:
         elif key not in TOPIC_FIELDS and key != "priority":
             raise TypeError(f"@shared_task got an unexpected option {key!r}.")
     topic.update(options)
+    if not isinstance(name, str) or not TOPIC_NAME_RE.match(name):
+        raise ValueError(
+            f"@shared_task: {name!r} is not a valid topic name (lowercase letters, digits, '_', '.' and '-', "
+            f"at most 100): give the task one with @shared_task(name='...')."
+        )
     task = Task(func, name, bind=bind, default_retry_delay=default_retry_delay)
 
     def run_job(job: Any) -> Any:
