@@ -11,6 +11,8 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from django.utils import timezone
+
 
 def make_payload(args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The payload of a call ``f(*args, **kwargs)``."""
@@ -39,8 +41,6 @@ def iso_time(value: dt.datetime | float | int | str | None, what: str) -> str | 
 
     A number is seconds from now (as Celery's ``countdown`` and ``expires`` are).
     """
-    from django.utils import timezone
-
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
