@@ -23,7 +23,7 @@ BROKERS = {"rabbitmq": RABBITMQ_URL, "redis": REDIS_BROKER_URL}
 
 def unique_queue() -> str:
     """A queue no other test run consumes."""
-    return f"jqtest-{uuid.uuid4().hex[:12]}"
+    return f"jq-celery-test-{uuid.uuid4().hex[:12]}"
 
 
 def delete_queue(broker: str, name: str) -> None:
@@ -33,6 +33,9 @@ def delete_queue(broker: str, name: str) -> None:
         channel = conn.channel()
         Queue(name, Exchange(name, type="direct"), routing_key=name)(channel).delete()
         Exchange(name, type="direct")(channel).delete()
+    if broker.startswith("redis"):
+        # kombu's Redis transport keeps a queue's bindings in keys of their own.
+        redis.Redis.from_url(broker).delete(f"_kombu.binding.{name}", f"_kombu.binding_permanent.{name}")
 
 
 class CeleryFleet:

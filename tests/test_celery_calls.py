@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 
 import pytest
 from django.db import transaction
@@ -25,12 +27,53 @@ from jobqueue.contrib.celery import (
 from jobqueue.models import Job, Topic
 
 from .celery_tasks.tasks import add, boom, collect, flaky, mul, pid_and, prioritized
-from .workerutil import WorkerPool, run_worker
+from .workerutil import REPO_ROOT, WorkerPool, child_env, run_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ADD = "tests.celery_tasks.tasks.add"
 MUL = "tests.celery_tasks.tasks.mul"
+
+
+#: Run in a fresh process: what a tasks module's import does, then what starting Django does.
+IMPORT_THEN_SETUP = """
+import sys
+
+from jobqueue import registry
+from jobqueue.contrib.celery import shared_task
+
+@shared_task(name="celery-tests.fresh")
+def fresh(x):
+    return x
+
+assert "kombu" not in sys.modules and "celery" not in sys.modules, "a broker library imported"
+assert "jobqueue.models" not in sys.modules, "models imported"
+assert registry.get("celery.send") is None, "the sending topic registered before CeleryNext is used"
+assert fresh(3) == 3
+
+from jobqueue.contrib.celery import CeleryNext
+
+assert registry.get("celery.send") is not None and "kombu" not in sys.modules
+
+import django
+
+django.setup()
+print(fresh.delay(4).job.payload)
+"""
+
+
+@pytest.mark.slow
+def test_importing_needs_no_broker_library_and_no_models():
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_THEN_SETUP],
+        cwd=REPO_ROOT,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "{'args': [4], 'kwargs': {}}"
 
 
 # -- registration and direct calls ---------------------------------------------------

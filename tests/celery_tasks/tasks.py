@@ -19,7 +19,8 @@ def collect(*args, **kwargs):
     return {"args": list(args), "kwargs": kwargs}
 
 
-@shared_task(isolation="process")
+# Named: tests/test_facts.py starts the apps with topic names of at most 30 characters.
+@shared_task(name="celery-tests.pid-and", isolation="process")
 def pid_and(value):
     """Runs in a forked child."""
     import os
@@ -40,6 +41,6 @@ def flaky(self, succeed_on):
     return {"id": self.request.id, "retries": self.request.retries}
 
 
-@shared_task(priority=7, time_limit=42, queue="ignored")
+@shared_task(name="celery-tests.prioritized", priority=7, time_limit=42, queue="ignored")
 def prioritized():
     return "done"
