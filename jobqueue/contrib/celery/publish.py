@@ -93,13 +93,6 @@ def task_message(
     return headers, properties, body
 
 
-def safe_url(url: str) -> str:
-    """The broker URL without its password, for errors and results."""
-    from kombu import Connection
-
-    return str(Connection(url).as_uri())
-
-
 def publish(
     name: str,
     args: list[Any],
