@@ -41,6 +41,7 @@ def record(self, key, value, **kwargs):
         "root_id": self.request.root_id,
         "eta": self.request.eta,
         "retries": self.request.retries,
+        "origin": self.request.origin,  # gen<pid>@<host> of the process that published
     }
     redis.Redis.from_url(BACKEND).set(f"fleet:{key}", json.dumps(seen), ex=600)
     return seen

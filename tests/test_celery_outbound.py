@@ -5,6 +5,7 @@ Celery's own."""
 from __future__ import annotations
 
 import datetime as dt
+import os
 
 import pytest
 from django.utils import timezone
@@ -58,8 +59,28 @@ def test_a_handler_hands_a_step_to_a_real_celery_worker(fleet):
     assert seen["id"] == str(send.pk)
     assert seen["parent_id"] == str(job.pk) and seen["root_id"] == str(send.pk)
     assert seen["eta"] is None and seen["retries"] == 0
+    assert seen["origin"].startswith(f"gen{os.getpid()}@")  # published by this (inline) worker
     # Celery's result backend has it under the same id, as AsyncResult reads it.
     assert fleet.result(str(send.pk)) == seen
+
+
+def test_a_forked_handler_hands_over_and_a_forked_child_publishes(tmp_path):
+    """With process isolation the ``CeleryNext`` crosses from the child to the worker as
+    data, and the sending job publishes from a child of its own."""
+    fleet = CeleryFleet(RABBITMQ_URL, tmp_path)
+    try:
+        fleet.wait_ready()
+        key = unique_queue()
+        job = Job.objects.enqueue("celery.handover", {"args": [key, "forked"], "queue": fleet.queue})
+        with jobqueue_settings(CELERY_BROKER_URL=RABBITMQ_URL):
+            run_worker("celery.handover", SEND_TOPIC, isolation="process")
+        send = send_job_of(job)
+        assert send.status == "succeeded", send.error
+        seen = fleet.seen(key)
+        assert (seen["id"], seen["parent_id"], seen["value"]) == (str(send.pk), str(job.pk), "forked")
+        assert seen["origin"].startswith("gen") and not seen["origin"].startswith(f"gen{os.getpid()}@")
+    finally:
+        fleet.close()
 
 
 def test_countdown_becomes_the_messages_eta(fleet):
