@@ -76,6 +76,8 @@ DEFAULTS: dict[str, Any] = {
     "ALLOW_UNREGISTERED_TOPICS": False,
     # Trace jobs with OpenTelemetry when opentelemetry-api is installed (the otel extra).
     "OPENTELEMETRY": True,
+    # The broker that jobqueue.contrib.celery publishes to (else Django's CELERY_BROKER_URL).
+    "CELERY_BROKER_URL": None,
 }
 
 

@@ -24,6 +24,7 @@ INSTALLED_APPS = [
     "jobqueue",
     "tests.testapp",
     "tests.tasks_app",
+    "tests.celery_tasks",
 ]
 
 MIDDLEWARE = [

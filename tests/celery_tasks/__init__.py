@@ -1,0 +1,1 @@
+"""``@shared_task`` functions and ``CeleryNext`` handlers used by the Celery compatibility tests."""
