@@ -53,10 +53,10 @@ class Broker:
             producer.publish(body, headers=headers or {}, serializer=serializer, declare=[self.kombu_queue()],
                              **properties)
 
-    def publish_raw(self, body: bytes, content_type: str, headers: dict[str, Any]) -> None:
+    def publish_raw(self, body: bytes, content_type: str, headers: dict[str, Any], encoding: str = "binary") -> None:
         with self.connection() as conn:
             producer = Producer(conn.channel(), exchange=self.kombu_queue().exchange, routing_key=self.queue)
-            producer.publish(body, headers=headers, content_type=content_type, content_encoding="binary",
+            producer.publish(body, headers=headers, content_type=content_type, content_encoding=encoding,
                              declare=[self.kombu_queue()])
 
     def waiting(self) -> int:
@@ -74,8 +74,9 @@ class Broker:
             channel = conn.channel()
             queue = self.kombu_queue()(channel)
             queue.delete()
-            if self.kind == "amqp":
-                queue.exchange.delete()
+            queue.exchange.delete()
+            if self.kind == "redis":  # kombu keeps its bindings in keys of their own
+                channel.client.delete(f"_kombu.binding.{self.queue}", f"_kombu.binding_permanent.{self.queue}")
         self.app.close()
 
 

@@ -36,8 +36,10 @@ logger = logging.getLogger("jobqueue.celery")
 BATCH_SIZE = 500
 #: Seconds a partly filled batch waits for more messages before it is written.
 BATCH_SECONDS = 0.05
-#: Seconds ``burst`` mode waits for a message before it decides the queues are empty.
+#: Seconds an idle bridge waits for a message; ``burst`` mode exits after one such wait.
 BURST_IDLE_SECONDS = 1.0
+#: Seconds between two looks into an empty Redis queue: the first, and at most (doubling).
+IDLE_POLL_SECONDS = (0.005, 0.1)
 #: Seconds between two attempts to write a batch while the database is unreachable (doubling).
 RETRY_SECONDS = 0.5
 MAX_RETRY_SECONDS = 10.0
@@ -94,6 +96,7 @@ class CeleryBridge:
         self._counts: collections.Counter[str] = collections.Counter()
         self._stopping = False
         self._transport = "amqp"
+        self._source: Any = None  # the RedisSource of the Redis transport
 
     def stop(self) -> None:
         """Finish the batch in hand (write it, acknowledge it) and return from :meth:`run`."""
@@ -121,7 +124,8 @@ class CeleryBridge:
                 try:
                     conn.ensure_connection(max_retries=1)
                     self._transport = conn.transport.driver_type
-                    if self._consume(conn):
+                    consume = self._consume_redis if self._transport == "redis" else self._consume_kombu
+                    if consume(conn):
                         break
                     delay = RETRY_SECONDS
                 except conn.recoverable_connection_errors + conn.recoverable_channel_errors as exc:
@@ -133,13 +137,13 @@ class CeleryBridge:
         self._save_counts()
         return self.tally
 
-    def _consume(self, conn: Connection) -> bool:
-        """Consume on one connection; True once done (stopped, or burst mode found no more)."""
+    def _consume_kombu(self, conn: Connection) -> bool:
+        """Consume with a kombu consumer (RabbitMQ); True once done (stopped, or burst mode found
+        no more)."""
         channel = conn.channel()
         prefetch = self.options.prefetch or 2 * self.options.batch_size
         consumer = Consumer(channel, queues=self.queues(), accept=["json"], on_message=self._received,
                             prefetch_count=prefetch)
-        idle_since = time.monotonic()
         with consumer:
             while not self._stopping:
                 if self._pending:
@@ -152,20 +156,46 @@ class CeleryBridge:
                     if self._pending:
                         self.flush()
                         continue
-                    if self.options.burst and time.monotonic() - idle_since >= BURST_IDLE_SECONDS:
+                    if self.options.burst:
                         return True
                     close_old_connections()  # idle: drop a database connection past its age
                     continue
-                idle_since = time.monotonic()
                 if len(self._pending) >= self.options.batch_size or (
                         self._pending and time.monotonic() - self._first_at >= self.options.batch_seconds):
                     self.flush()
             self.flush()
         return True
 
+    def _consume_redis(self, conn: Connection) -> bool:
+        """Consume from Celery's Redis broker with :class:`RedisSource`: taking a message records
+        it as unacknowledged in the same step. True once done."""
+        from .redis_source import RedisSource
+
+        self._source = source = RedisSource(conn, self.queues(), declare=self.options.declare)
+        source.restore_visible(force=True)  # what a killed bridge held, once past the visibility timeout
+        idle_since = time.monotonic()
+        pause = IDLE_POLL_SECONDS[0]
+        while not self._stopping:
+            taken = source.take(self.options.batch_size - len(self._pending))
+            for message in taken:
+                self._received(message)
+            if self._pending and (not taken or len(self._pending) >= self.options.batch_size
+                                  or time.monotonic() - self._first_at >= self.options.batch_seconds):
+                self.flush()
+            if taken:
+                idle_since, pause = time.monotonic(), IDLE_POLL_SECONDS[0]
+                continue
+            if self.options.burst and time.monotonic() - idle_since >= BURST_IDLE_SECONDS:
+                return True
+            self._sleep(pause, step=pause)
+            pause = min(pause * 2, IDLE_POLL_SECONDS[1])
+            source.restore_visible()
+        self.flush()
+        return True
+
     def _received(self, message: Any) -> None:
         if message.errors:  # kombu could not decompress the body
-            self._refuse(message, Refusal("malformed", "the body could not be decompressed"))
+            self._refuse(message, Refusal("malformed", f"kombu could not read the message: {message.errors[0]!r}"))
             return
         properties = message.properties or {}
         priority = properties.get("priority", (message.delivery_info or {}).get("priority"))
@@ -249,7 +279,9 @@ class CeleryBridge:
     def _ack(self, messages: list[Any]) -> None:
         if not messages:
             return
-        if self._transport == "amqp":
+        if self._transport == "redis":
+            self._source.settle(messages)  # one round trip for the batch
+        elif self._transport == "amqp":
             # Delivery tags grow on a channel and every earlier message is settled or in
             # this batch: one basic.ack covers them all.
             messages[-1].ack(multiple=True)
