@@ -18,7 +18,8 @@ from typing import Any
 
 from kombu import Connection, Queue
 
-#: Seconds between two restores of messages past their visibility timeout.
+#: Seconds between two restores of messages past their visibility timeout (at most; a
+#: shorter visibility timeout restores as often).
 RESTORE_SECONDS = 10.0
 
 
@@ -92,6 +93,7 @@ class RedisSource:
 
     def restore_visible(self, force: bool = False) -> None:
         """Put back messages taken longer ago than the visibility timeout (kombu's restore)."""
-        if force or time.monotonic() - self._restored_at >= RESTORE_SECONDS:
+        every = min(RESTORE_SECONDS, float(self.channel.visibility_timeout))
+        if force or time.monotonic() - self._restored_at >= every:
             self._restored_at = time.monotonic()
             self.channel.qos.restore_visible(num=None, interval=1)
