@@ -266,3 +266,34 @@ def test_the_tests_map_real_topics():
     from jobqueue import registry
 
     assert all(registry.get(topic) is not None for topic in TASKS.values())
+
+
+def test_a_killed_bridges_messages_go_back_unchanged_to_their_priority_list():
+    """Redis: what ``take.lua`` took and nobody acknowledged, ``restore.lua`` puts back byte for byte."""
+    import time
+
+    from kombu import Connection
+
+    from jobqueue.contrib.celery.redis_source import RedisSource
+
+    broker = Broker("redis")
+    try:
+        broker.add.apply_async((1,), priority=7)
+        with Connection(broker.url) as conn:
+            lists = [conn.channel()._q_for_pri(broker.queue, pri) for pri in (0, 3, 6, 9)]
+            client = conn.channel().client
+            before = [client.lrange(key, 0, -1) for key in lists]
+        assert [len(items) for items in before] == [0, 0, 1, 0]  # kombu's list of priorities 6 to 8
+        with Connection(broker.url, transport_options={"visibility_timeout": 1}) as conn:
+            source = RedisSource(conn, [broker.kombu_queue()])
+            assert len(source.take(10)) == 1
+            assert broker.unacked() == 1 and broker.waiting() == 0
+            assert source.restore_visible(force=True) == 0  # not yet past the visibility timeout
+            time.sleep(1.2)
+            assert source.restore_visible(force=True) == 1
+        with Connection(broker.url) as conn:
+            client = conn.channel().client
+            assert [client.lrange(key, 0, -1) for key in lists] == before
+        assert broker.unacked() == 0
+    finally:
+        broker.delete()

@@ -15,12 +15,13 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis
 from django.db import DatabaseError, close_old_connections, router, transaction
 from kombu import Connection, Consumer, Exchange, Queue
+from kombu.exceptions import OperationalError
 
 from jobqueue import engine
 from jobqueue.conf import settings
@@ -125,10 +126,10 @@ class CeleryBridge:
                     conn.ensure_connection(max_retries=1)
                     self._transport = conn.transport.driver_type
                     consume = self._consume_redis if self._transport == "redis" else self._consume_kombu
-                    if consume(conn):
-                        break
-                    delay = RETRY_SECONDS
-                except conn.recoverable_connection_errors + conn.recoverable_channel_errors as exc:
+                    consume(conn)
+                    break
+                except (OperationalError, *conn.recoverable_connection_errors,
+                        *conn.recoverable_channel_errors) as exc:
                     logger.warning("Lost the broker at %s (%s); reconnecting in %.1f s.",
                                    conn.as_uri(), exc, delay)
                     self._pending = []  # their channel is gone: the broker delivers them again
@@ -137,9 +138,9 @@ class CeleryBridge:
         self._save_counts()
         return self.tally
 
-    def _consume_kombu(self, conn: Connection) -> bool:
-        """Consume with a kombu consumer (RabbitMQ); True once done (stopped, or burst mode found
-        no more)."""
+    def _consume_kombu(self, conn: Connection) -> None:
+        """Consume with a kombu consumer (RabbitMQ) until stopped (or, in burst mode, until the
+        queues are empty)."""
         channel = conn.channel()
         prefetch = self.options.prefetch or 2 * self.options.batch_size
         consumer = Consumer(channel, queues=self.queues(), accept=["json"], on_message=self._received,
@@ -157,18 +158,17 @@ class CeleryBridge:
                         self.flush()
                         continue
                     if self.options.burst:
-                        return True
+                        return
                     close_old_connections()  # idle: drop a database connection past its age
                     continue
                 if len(self._pending) >= self.options.batch_size or (
                         self._pending and time.monotonic() - self._first_at >= self.options.batch_seconds):
                     self.flush()
             self.flush()
-        return True
 
-    def _consume_redis(self, conn: Connection) -> bool:
-        """Consume from Celery's Redis broker with :class:`RedisSource`: taking a message records
-        it as unacknowledged in the same step. True once done."""
+    def _consume_redis(self, conn: Connection) -> None:
+        """Consume from Celery's Redis broker with :class:`RedisSource` (taking a message records
+        it as unacknowledged in the same step) until stopped, or empty in burst mode."""
         from .redis_source import RedisSource
 
         self._source = source = RedisSource(conn, self.queues(), declare=self.options.declare)
@@ -186,12 +186,11 @@ class CeleryBridge:
                 idle_since, pause = time.monotonic(), IDLE_POLL_SECONDS[0]
                 continue
             if self.options.burst and time.monotonic() - idle_since >= BURST_IDLE_SECONDS:
-                return True
+                return
             self._sleep(pause, step=pause)
             pause = min(pause * 2, IDLE_POLL_SECONDS[1])
             source.restore_visible()
         self.flush()
-        return True
 
     def _received(self, message: Any) -> None:
         if message.errors:  # kombu could not decompress the body
@@ -224,22 +223,14 @@ class CeleryBridge:
     def flush(self) -> None:
         """Write the pending messages' jobs in one transaction, then acknowledge them."""
         batch, self._pending = self._pending, []
-        if not batch:
+        built = self._retrying(lambda: self._build(batch)) if batch else None
+        if built is None:  # nothing pending, or stopped while the database was down
             return
-        jobs, kept = [], []
-        for request, message in batch:
-            try:
-                job, _ = Job.objects.build(request.topic, request.payload, priority=request.priority,
-                                           run_after=request.run_after, job_id=request.job_id)
-            except InvalidJob as exc:
-                self._refuse(message, Refusal("invalid", str(exc), request.task_id, request.task))
-                continue
-            jobs.append(job)
-            kept.append((request, message))
-        if not jobs:
-            return
-        outcomes = self._write(jobs)
-        if outcomes is None:  # stopped while the database was down: the broker delivers them again
+        jobs, kept, refusals = built
+        for message, refusal in refusals:
+            self._refuse(message, refusal)
+        outcomes = self._retrying(lambda: self._insert(jobs)) if jobs else None
+        if outcomes is None:  # the broker delivers them again
             return
         acked = []
         for (request, message), job, existing in zip(kept, jobs, outcomes, strict=True):
@@ -257,19 +248,35 @@ class CeleryBridge:
         self._ack(acked)
         self._save_counts()
 
-    def _write(self, jobs: list[Job]) -> list[Job | None] | None:
-        """Insert the batch, retrying while the database is unreachable (``None`` if stopped meanwhile)."""
+    def _build(self, batch: list[tuple[JobRequest, Any]]) -> tuple[list[Job], list[Any], list[Any]]:
+        """The batch's unsaved jobs, the messages they came from, and the refusals of the others."""
+        jobs, kept, refusals = [], [], []
+        for request, message in batch:
+            try:
+                job, _ = Job.objects.build(request.topic, request.payload, priority=request.priority,
+                                           run_after=request.run_after, job_id=request.job_id)
+            except InvalidJob as exc:
+                refusals.append((message, Refusal("invalid", str(exc), request.task_id, request.task)))
+                continue
+            jobs.append(job)
+            kept.append((request, message))
+        return jobs, kept, refusals
+
+    def _insert(self, jobs: list[Job]) -> list[Job | None]:
         db = router.db_for_write(Job)
+        with transaction.atomic(using=db):
+            outcomes = create.insert_new(jobs, db)
+            create.created([job for job, found in zip(jobs, outcomes, strict=True) if found is None], db)
+        return outcomes
+
+    def _retrying(self, step: Callable[[], Any]) -> Any:
+        """``step()``, again while the database is unreachable (``None`` if stopped meanwhile)."""
         delay = RETRY_SECONDS
         while True:
             try:
-                with transaction.atomic(using=db):
-                    outcomes = create.insert_new(jobs, db)
-                    create.created([job for job, found in zip(jobs, outcomes, strict=True) if found is None], db)
-                return outcomes
+                return step()
             except DatabaseError as exc:
-                logger.warning("Could not write %d job(s) from Celery messages (%s); retrying in %.1f s.",
-                               len(jobs), exc, delay)
+                logger.warning("Could not write jobs from Celery messages (%s); retrying in %.1f s.", exc, delay)
                 close_old_connections()
                 if self._stopping:
                     return None

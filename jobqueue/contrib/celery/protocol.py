@@ -196,7 +196,7 @@ def _body_parts(decoded: Any) -> tuple[list[Any], dict[str, Any], dict[str, Any]
     if not isinstance(decoded, list) or len(decoded) not in (2, 3):
         raise _Malformed("the body is not [args, kwargs, embed]")
     args, kwargs = decoded[0], decoded[1]
-    embed = (decoded[2] if len(decoded) == 3 else None) or {}
+    embed = decoded[2] if len(decoded) == 3 and decoded[2] is not None else {}
     if not isinstance(args, list):
         raise _Malformed(f"args are {type(args).__name__}, not a list")
     if not isinstance(kwargs, dict):

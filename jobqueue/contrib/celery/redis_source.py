@@ -3,10 +3,13 @@
 kombu's Redis transport takes a message with ``BRPOP`` and only then records it as
 unacknowledged: a consumer killed between the two loses it for good. The bridge
 takes messages with one Lua script (``take.lua``) that pops them and records them in
-kombu's own unacknowledged hash and index in the same step, so kombu's restore
-(any kombu consumer's, the bridge's own at start and every :data:`RESTORE_SECONDS`)
-puts a killed bridge's messages back once they are older than the visibility
-timeout. Key names, body decoding and the restore are kombu's, read from its channel.
+kombu's own unacknowledged hash and index in the same step; ``restore.lua`` puts a
+killed bridge's messages back, in one step too, once they are older than the
+visibility timeout (at start, and every :data:`RESTORE_SECONDS` while idle). kombu's
+restore (called too, for what kombu's own consumers took) would do it as well, but it
+skips its turn while another consumer holds its lock, and a consumer killed while
+holding it blocks every restore for five minutes. Key names and body decoding are
+kombu's, read from its channel.
 """
 
 from __future__ import annotations
@@ -64,8 +67,9 @@ class RedisSource:
             for queue in queues:
                 queue(self.channel).declare()
         self.names = [queue.name for queue in queues]
-        self.script = self.client.register_script(
-            resources.files(__package__).joinpath("take.lua").read_text(encoding="utf-8"))
+        self.take_script, self.restore_script = (
+            self.client.register_script(resources.files(__package__).joinpath(f"{name}.lua").read_text("utf-8"))
+            for name in ("take", "restore"))
         self._turn = 0
         self._restored_at = 0.0
 
@@ -76,10 +80,15 @@ class RedisSource:
         lists = [self.channel._q_for_pri(name, pri) for pri in self.channel.priority_steps for name in names]
         return [*lists, self.channel.unacked_key, self.channel.unacked_index_key]
 
+    def restore_keys(self) -> list[str]:
+        """Every list of every queue, queue after queue, as ``restore.lua`` reads them."""
+        lists = [self.channel._q_for_pri(name, pri) for name in self.names for pri in self.channel.priority_steps]
+        return [*lists, self.channel.unacked_key, self.channel.unacked_index_key]
+
     def take(self, limit: int) -> list[TakenMessage]:
         if limit < 1:
             return []
-        raw = self.script(keys=self.keys(), args=[time.time(), limit], client=self.client)
+        raw = self.take_script(keys=self.keys(), args=[time.time(), limit], client=self.client)
         return [TakenMessage(self, item) for item in raw]
 
     def settle(self, messages: list[TakenMessage]) -> None:
@@ -91,9 +100,15 @@ class RedisSource:
             pipe.hdel(self.channel.unacked_key, *tags)
             pipe.execute()
 
-    def restore_visible(self, force: bool = False) -> None:
-        """Put back messages taken longer ago than the visibility timeout (kombu's restore)."""
-        every = min(RESTORE_SECONDS, float(self.channel.visibility_timeout))
-        if force or time.monotonic() - self._restored_at >= every:
-            self._restored_at = time.monotonic()
-            self.channel.qos.restore_visible(num=None, interval=1)
+    def restore_visible(self, force: bool = False) -> int:
+        """Put back the messages taken longer ago than the visibility timeout; how many."""
+        timeout = float(self.channel.visibility_timeout)
+        if not force and time.monotonic() - self._restored_at < min(RESTORE_SECONDS, timeout):
+            return 0
+        self._restored_at = time.monotonic()
+        steps = list(self.channel.priority_steps)
+        args = [time.time() - timeout, len(steps), *steps, *self.names]
+        restored = int(self.restore_script(keys=self.restore_keys(), args=args, client=self.client))
+        # What kombu's own consumers took (a killed Celery worker's, say) is left to kombu.
+        self.channel.qos.restore_visible(num=None, interval=1)
+        return restored
