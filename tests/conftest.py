@@ -24,7 +24,8 @@ def _require_rabbitmq(url: str) -> None:
         with Connection(url, connect_timeout=3) as conn:
             conn.ensure_connection(max_retries=1)
     except Exception as exc:  # noqa: BLE001 - whatever kombu raises, the message says what to start
-        pytest.exit(f"RabbitMQ at {url} is not reachable ({exc!r}); the suite needs a real RabbitMQ "
+        shown = Connection(url).as_uri()  # without the password
+        pytest.exit(f"RabbitMQ at {shown} is not reachable ({exc!r}); the suite needs a real RabbitMQ "
                     "(start it with `rabbitmq-server -detached`, or set JOBQUEUE_TEST_AMQP_URL).", 3)
 
 
