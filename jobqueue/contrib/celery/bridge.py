@@ -35,8 +35,10 @@ logger = logging.getLogger("jobqueue.celery")
 
 #: Messages written in one transaction, at most.
 BATCH_SIZE = 500
-#: Seconds a partly filled batch waits for more messages before it is written.
+#: Seconds a partly filled batch waits for its next message before it is written.
 BATCH_SECONDS = 0.05
+#: A batch still filling is written once this many BATCH_SECONDS old.
+BATCH_AGE_FACTOR = 10
 #: Seconds an idle bridge waits for a message; ``burst`` mode exits after one such wait.
 BURST_IDLE_SECONDS = 1.0
 #: Seconds between two looks into an empty Redis queue: the first, and at most (doubling).
@@ -147,10 +149,9 @@ class CeleryBridge:
                             prefetch_count=prefetch)
         with consumer:
             while not self._stopping:
-                if self._pending:
-                    wait = max(0.001, self._first_at + self.options.batch_seconds - time.monotonic())
-                else:
-                    wait = BURST_IDLE_SECONDS
+                # A partial batch waits batch_seconds for its next message, and is written at
+                # the latest when it is BATCH_AGE_FACTOR times that old.
+                wait = self.options.batch_seconds if self._pending else BURST_IDLE_SECONDS
                 try:
                     conn.drain_events(timeout=wait)
                 except TimeoutError:  # socket.timeout: nothing arrived in time
@@ -161,8 +162,8 @@ class CeleryBridge:
                         return
                     close_old_connections()  # idle: drop a database connection past its age
                     continue
-                if len(self._pending) >= self.options.batch_size or (
-                        self._pending and time.monotonic() - self._first_at >= self.options.batch_seconds):
+                if len(self._pending) >= self.options.batch_size or (self._pending and time.monotonic()
+                                                                     - self._first_at >= self._max_age()):
                     self.flush()
             self.flush()
 
@@ -180,7 +181,7 @@ class CeleryBridge:
             for message in taken:
                 self._received(message)
             if self._pending and (not taken or len(self._pending) >= self.options.batch_size
-                                  or time.monotonic() - self._first_at >= self.options.batch_seconds):
+                                  or time.monotonic() - self._first_at >= self._max_age()):
                 self.flush()
             if taken:
                 idle_since, pause = time.monotonic(), IDLE_POLL_SECONDS[0]
@@ -191,6 +192,9 @@ class CeleryBridge:
             pause = min(pause * 2, IDLE_POLL_SECONDS[1])
             source.restore_visible()
         self.flush()
+
+    def _max_age(self) -> float:
+        return self.options.batch_seconds * BATCH_AGE_FACTOR
 
     def _received(self, message: Any) -> None:
         if message.errors:  # kombu could not decompress the body

@@ -57,8 +57,8 @@ class Command(BaseCommand):
                             metavar="TASK=TOPIC", help="Map a task name to a topic (over CELERY_TASKS).")
         parser.add_argument("--batch", type=_positive_int, help="Messages written per transaction, at most "
                             "(default 500).")
-        parser.add_argument("--batch-seconds", type=_seconds, help="How long a partial batch waits for more "
-                            "messages (default 0.05).")
+        parser.add_argument("--batch-seconds", type=_seconds, help="How long a partial batch waits for its "
+                            "next message (default 0.05); it is written at the latest when ten times that old.")
         parser.add_argument("--prefetch", type=_positive_int, help="Unacknowledged messages the broker may "
                             "send ahead (default: twice the batch).")
         parser.add_argument("--max-priority", type=_positive_int, help="x-max-priority of the queues, when "
