@@ -297,3 +297,26 @@ def test_a_killed_bridges_messages_go_back_unchanged_to_their_priority_list():
         assert broker.unacked() == 0
     finally:
         broker.delete()
+
+
+def test_a_batch_is_written_again_while_the_database_refuses_it_and_acknowledged_after(broker, monkeypatch, caplog):
+    from django.db import OperationalError
+
+    from jobqueue.transitions import create
+
+    real, calls = create.insert_new, []
+
+    def flaky(jobs, using):
+        calls.append(len(jobs))
+        if len(calls) == 1:
+            raise OperationalError("the database went away")
+        return real(jobs, using)
+
+    monkeypatch.setattr(create, "insert_new", flaky)
+    sent = [broker.add.delay(i) for i in range(3)]
+    with caplog.at_level("WARNING", logger="jobqueue.celery"):
+        tally = run_bridge(broker)
+    assert calls == [3, 3] and tally.created == 3
+    assert "Could not write jobs from Celery messages (the database went away); retrying" in caplog.text
+    assert sorted(str(pk) for pk in Job.objects.values_list("pk", flat=True)) == sorted(r.id for r in sent)
+    assert_queue_empty(broker)
