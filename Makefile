@@ -1,6 +1,6 @@
 # Common tasks. `make test` runs every tox environment: both databases, both Django
-# lines, ruff, mypy, the import layers and the migrations check. It needs PostgreSQL
-# and Redis on 127.0.0.1.
+# lines, ruff, mypy, the import layers and the migrations check. It needs PostgreSQL,
+# Redis and RabbitMQ (for the Celery bridge) on 127.0.0.1.
 
 PYTHON ?= python3
 TOOLS_VENV := .venv-tools

@@ -16,8 +16,11 @@ mid-run), ``redis-restart`` (Redis down 3 s, enqueueing meanwhile), ``pg-restart
 workers), ``transactions`` (enqueue in transactions that commit or roll back),
 ``slow`` (handlers past their timeout; handlers that ignore stop requests),
 ``enqueuer-cut`` (the enqueuer cannot reach Redis, which keeps running) and
-``enqueuer-kill`` (enqueuing processes SIGKILLed between commit and push): the last two
-are found by the workers' reconciliation, without a restart.
+``enqueuer-kill`` (enqueuing processes SIGKILLed between commit and push): those two
+are found by the workers' reconciliation, without a restart. ``bridge-kill9`` and
+``bridge-kill9-redis`` SIGKILL ``manage.py jobbridge celery`` a few times while it turns
+Celery messages into jobs (RabbitMQ: the machine's; Redis: the lab's): every message
+must become exactly one job, and run.
 """
 
 from __future__ import annotations

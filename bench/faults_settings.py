@@ -12,6 +12,8 @@ process through the environment, so nothing here points at a shared server:
   timings, so a killed worker's jobs come back in seconds;
 - ``JOBQUEUE_FAULTS_RECONCILE_SECONDS``: how often workers look for jobs whose push never
   reached Redis (jobqueue's default, 15, unless set);
+- ``JOBQUEUE_FAULTS_AMQP_URL``: the RabbitMQ of the Celery bridge's scenario (the
+  machine's, ``amqp://guest:guest@127.0.0.1:5672//``; its queue is the scenario's own);
 - ``JOBQUEUE_FAULTS_LOG_DIR``: where the handlers of ``bench.faultapp`` record their runs.
 """
 
@@ -27,6 +29,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "jobqueue",
+    "jobqueue.contrib.celery",
     "bench.faultapp",
 ]
 

@@ -23,8 +23,8 @@ from rq import Queue  # noqa: E402
 
 from bench import common  # noqa: E402
 
-#: The RQ queue and the Celery queue the benchmark uses.
-QUEUE_NAME = "bench"
+#: The RQ queue and the Celery queue the benchmark uses (the bridge's workload names its own).
+QUEUE_NAME = os.environ.get("JOBQUEUE_BENCH_CELERY_QUEUE", "bench")
 
 app = Celery("bench")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -3,6 +3,7 @@
     python bench/run.py                      # every workload, N=5000, median of 3 runs
     python bench/run.py --quick              # smoke run: N=500, one run, 20,000 jobs for memory
     python bench/run.py --only single,drain_inline -n 2000 --runs 5
+    python bench/run.py --only bridge        # Celery messages into jobs (needs RabbitMQ too)
 
 Prints a Markdown table (also written to ``bench/results/latest.md``). Servers are
 chosen by the ``JOBQUEUE_BENCH_*`` environment variables described in
@@ -26,7 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-WORKLOADS = ("single", "bulk", "drain_inline", "drain_process", "latency", "scaling", "memory", "admin", "metrics")
+WORKLOADS = ("single", "bulk", "drain_inline", "drain_process", "latency", "scaling", "memory", "admin", "metrics",
+             "bridge")
 ADMIN_SCRIPT = ROOT / "bench" / "admin_changelist.py"
 METRICS_SCRIPT = ROOT / "bench" / "metrics_scrape.py"
 
@@ -215,6 +217,16 @@ class Bench:
                 cells={"jobqueue": f"{one:,.0f} → {two:,.0f} ({two / one:.2f}×)", "celery": "—", "rq": "—"},
                 target=target, met=(two / one >= 1.6) if target else None,
             ))
+
+    def bridge(self) -> None:
+        from bench import bridging
+
+        results = self.repeat("bridge", bridging.bridge, self.args.n)
+        for broker in results[0]:
+            v = {key: median([r[broker][key] for r in results]) for key in ("jobqueue", "celery")}
+            label = (f"Celery messages from {broker}, {self.args.n:,} (messages/s): `jobbridge celery` into jobs / "
+                     "a Celery worker `-P solo` running them")
+            self.throughput_row(label, v, "", None)
 
     def memory(self) -> None:
         from bench import workloads

@@ -9,7 +9,9 @@ named by an environment variable so a run never touches another project's data:
   ``JOBQUEUE_BENCH_SQLITE_NAME``;
 - ``JOBQUEUE_BENCH_REDIS_URL`` (``redis://127.0.0.1:6379/13``): one Redis database,
   flushed between workloads, holding jobqueue's keys, Celery's broker and RQ's queues;
-- ``JOBQUEUE_BENCH_PREFIX`` (``jqbench``): jobqueue's key prefix.
+- ``JOBQUEUE_BENCH_PREFIX`` (``jqbench``): jobqueue's key prefix;
+- ``JOBQUEUE_BENCH_AMQP_URL`` (``amqp://guest:guest@127.0.0.1:5672//``): the RabbitMQ of the
+  Celery bridge's workload.
 """
 
 import os
@@ -29,6 +31,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "jobqueue",
+    "jobqueue.contrib.celery",
     "bench.benchapp",
 ]
 
@@ -99,7 +102,8 @@ JOBQUEUE = {
 }
 
 # Celery as a Django project configures it: Redis broker, results ignored (nothing here reads them).
-CELERY_BROKER_URL = REDIS_URL
+# The bridge's workload points the Celery worker at RabbitMQ too (bench/bridging.py).
+CELERY_BROKER_URL = os.environ.get("JOBQUEUE_BENCH_CELERY_BROKER_URL", REDIS_URL)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -74,6 +74,8 @@ DEFAULTS: dict[str, Any] = {
     "SHELL_TOPIC": False,
     # Enqueue unknown topics (no handler, no Topic row) instead of refusing them.
     "ALLOW_UNREGISTERED_TOPICS": False,
+    # jobqueue.contrib.celery: Celery task names and the topics their messages become jobs of.
+    "CELERY_TASKS": {},
     # Trace jobs with OpenTelemetry when opentelemetry-api is installed (the otel extra).
     "OPENTELEMETRY": True,
     # The broker that jobqueue.contrib.celery publishes to (else Django's CELERY_BROKER_URL).

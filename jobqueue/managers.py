@@ -164,8 +164,13 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         depends_on: Iterable[Job | uuid.UUID | str] = (),
         max_attempts: int | None = None,
         timeout: int | None = None,
+        job_id: uuid.UUID | str | None = None,
     ) -> tuple[Job, list[Any]]:
-        """Validate everything and return an unsaved Job plus its dependency ids."""
+        """Validate everything and return an unsaved Job plus its dependency ids.
+
+        ``job_id`` fixes the new job's primary key (a UUID, or its text) instead of a
+        random one; ``enqueue()`` then creates it only once (see there).
+        """
         topic_model = self._topic_model()
         if (topic.name if isinstance(topic, topic_model) else topic) == SHELL_TOPIC:
             check_shell_enqueue(payload)  # refused while the shell topic is off
@@ -177,6 +182,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         when = resolve_run_after(run_after, delay)
         max_attempts = validate_positive_int(max_attempts, "max_attempts") or topic_obj.max_attempts
         timeout = validate_positive_int(timeout, "timeout") or topic_obj.timeout
+        fixed_id = self._job_id(job_id, "job_id") if job_id is not None else None
         parent_id = self._job_id(parent, "parent") if parent is not None else None
         if parent_id is not None and not isinstance(parent, self.model) and not self.filter(pk=parent_id).exists():
             raise InvalidJob(f"parent: no job with id {parent_id}.")
@@ -194,7 +200,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             status = JobStatus.QUEUED
         values = {
             **_fresh(self.model),
-            "id": uuid.uuid4(),
+            "id": uuid.uuid4() if fixed_id is None else fixed_id,
             "topic_id": topic_obj.name,
             "status": status,
             "priority": priority,
@@ -220,8 +226,13 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         """Create a job; it reaches its Redis queue when the current transaction commits.
 
         Keyword arguments: ``priority``, ``entity_id``, ``run_after``, ``delay``,
-        ``parent``, ``depends_on``, ``max_attempts``, ``timeout``. Bad input raises
-        a subclass of :class:`~jobqueue.exceptions.InvalidJob` and writes nothing.
+        ``parent``, ``depends_on``, ``max_attempts``, ``timeout``, ``job_id``. Bad input
+        raises a subclass of :class:`~jobqueue.exceptions.InvalidJob` and writes nothing.
+
+        With a ``job_id`` (the caller's own id for this job, such as a message id that
+        may be delivered twice) that a job already has, that job is returned and
+        nothing is written; if it belongs to another topic,
+        :class:`~jobqueue.exceptions.DuplicateJob` is raised.
 
         With an ``entity_id`` that already has an active job in this topic, the
         existing job is returned (its priority raised if the new one is higher,
@@ -233,13 +244,18 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         db = router.db_for_write(self.model)
         from .transitions import create  # the transitions sit above the models
 
-        if not job.entity_id and not dep_ids:
+        fixed = kwargs.get("job_id") is not None
+        if not job.entity_id and not dep_ids and not fixed:
             # One INSERT: in autocommit it commits (and pushes) at once, inside a
             # transaction the push waits for its commit.
             create.insert(job, db)
             create.created([job], db)
             return job
         with transaction.atomic(using=db):
+            if fixed:
+                existing = create.already_there(job)
+                if existing is not None:
+                    return existing
             if job.entity_id:
                 existing = self._active_for_entity(job)
                 if existing is not None:
@@ -248,6 +264,10 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
                 with transaction.atomic(using=db):
                     create.insert(job, db, fast=False)
             except IntegrityError:
+                # Another transaction committed the same id (or an active job of the entity) first.
+                same_id = create.already_there(job) if fixed else None
+                if same_id is not None:
+                    return same_id
                 existing = self._active_for_entity(job) if job.entity_id else None
                 if existing is None:
                     raise
@@ -261,9 +281,9 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         """Create many jobs with one ``bulk_create`` and one pipelined Redis push.
 
         Each item is a dict of :meth:`enqueue`'s arguments (``{"topic": ..., "payload": ...}``)
-        or a ``(topic, payload)`` pair. Items with an ``entity_id`` or ``depends_on``
-        go through :meth:`enqueue` one by one so dedupe and dependencies hold; they are
-        queued after the other items. The jobs are returned in the order of ``items``.
+        or a ``(topic, payload)`` pair. Items with an ``entity_id``, ``depends_on`` or
+        ``job_id`` go through :meth:`enqueue` one by one so dedupe and dependencies hold;
+        they are queued after the other items. The jobs are returned in the order of ``items``.
         """
         topics: dict[str, Topic] = {}
         simple: list[Job] = []
@@ -286,7 +306,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             if name not in topics:
                 topics[name] = self._resolve_topic(name)
             kwargs["topic"] = topics[name]
-            is_special.append(bool(kwargs.get("entity_id") or kwargs.get("depends_on")))
+            is_special.append(bool(kwargs.get("entity_id") or kwargs.get("depends_on") or kwargs.get("job_id")))
             if is_special[-1]:
                 special.append(kwargs)
                 continue

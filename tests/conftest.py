@@ -13,6 +13,20 @@ def pytest_sessionstart(session):
         redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3).ping()
     except redis.RedisError as exc:
         pytest.exit(f"Redis at {settings.REDIS_URL} is not reachable ({exc}); the suite needs a real Redis.", 3)
+    _require_rabbitmq(settings.AMQP_BROKER_URL)
+
+
+def _require_rabbitmq(url: str) -> None:
+    """The Celery bridge's tests need a real RabbitMQ; without one the suite stops at once."""
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:  # noqa: BLE001 - whatever kombu raises, the message says what to start
+        shown = Connection(url).as_uri()  # without the password
+        pytest.exit(f"RabbitMQ at {shown} is not reachable ({exc!r}); the suite needs a real RabbitMQ "
+                    "(start it with `rabbitmq-server -detached`, or set JOBQUEUE_TEST_AMQP_URL).", 3)
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """Settings for the test suite.
 
 The database is chosen by ``JOBQUEUE_TEST_DB`` (``sqlite``, the default, or
-``postgres``); Redis by ``JOBQUEUE_TEST_REDIS_URL``. Both must be reachable:
-the suite talks to real servers and never skips them.
+``postgres``); Redis by ``JOBQUEUE_TEST_REDIS_URL``; the Celery bridge's brokers by
+``JOBQUEUE_TEST_AMQP_URL`` (RabbitMQ) and ``JOBQUEUE_TEST_REDIS_BROKER_URL``. All must
+be reachable: the suite talks to real servers and never skips them.
 """
 
 import os
@@ -22,6 +23,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "jobqueue",
+    "jobqueue.contrib.celery",
     "tests.testapp",
     "tests.tasks_app",
     "tests.celery_tasks",
@@ -78,6 +80,11 @@ else:
     raise RuntimeError(f"JOBQUEUE_TEST_DB must be 'sqlite' or 'postgres', not {_db!r}")
 
 REDIS_URL = os.environ.get("JOBQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+# The Celery bridge's tests send real Celery messages through both of its brokers: a real
+# RabbitMQ, and a Redis database of their own (flushed by those tests, never jobqueue's).
+AMQP_BROKER_URL = os.environ.get("JOBQUEUE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+REDIS_BROKER_URL = os.environ.get("JOBQUEUE_TEST_REDIS_BROKER_URL", "redis://127.0.0.1:6379/11")
 
 CACHES = {
     "default": {

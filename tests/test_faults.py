@@ -34,11 +34,11 @@ def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("faults") / "results.json"
     runner = str(ROOT / "bench" / "faults.py")
     argv = [sys.executable, runner, "--size", "small", "--db", DB, "--json", str(out)]
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=420)
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=540)
     assert out.exists(), f"the fault runner failed ({done.returncode}):\n{done.stderr[-5000:]}"
     found = {r["key"]: r for r in json.loads(out.read_text())}
     assert set(found) == {"kill9", "redis-flush", "redis-restart", "pg-restart", "contention", "transactions",
-                          "slow", "enqueuer-cut", "enqueuer-kill"}
+                          "slow", "enqueuer-cut", "enqueuer-kill", "bridge-kill9", "bridge-kill9-redis"}
     return found
 
 
@@ -151,6 +151,18 @@ def test_jobs_of_an_enqueuer_killed_between_commit_and_push_run(results):
 
 
 # -- the checks themselves ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["bridge-kill9", "bridge-kill9-redis"])
+def test_a_celery_bridge_killed_mid_stream_makes_every_message_one_job(results, key):
+    r = results[key]
+    d = check_common(r)
+    assert d["kills"] >= 2
+    assert d["rows"] == d["messages"] == r["jobs"] and d["extra_rows"] == 0
+    assert 0 < d["rows_at_kills"][0] < d["messages"]  # the first kill came mid-stream
+    assert r["executed_twice"] == 0
+    assert not any(d["leftovers"].values())
+    assert d["last_bridge"] and "refused: none" in d["last_bridge"]
 
 
 def test_overlap_checks_catch_what_they_should():

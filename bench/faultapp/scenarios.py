@@ -29,6 +29,8 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "enqueuer-cut": {"jobs": 200, "cut": 20, "workers": 2, "ms": 5, "reconcile": 2, "timeout": 60},
         "enqueuer-kill": {"jobs": 200, "kills": 4, "per_kill": 5, "workers": 2, "ms": 5, "reconcile": 2,
                           "timeout": 60},
+        "bridge-kill9": {"messages": 300, "kills": 2, "batch": 20, "workers": 2, "timeout": 90},
+        "bridge-kill9-redis": {"messages": 300, "kills": 2, "batch": 20, "workers": 2, "timeout": 90},
     },
     "full": {
         "kill9": {"jobs": 10000, "workers": 4, "ms": 3, "timeout": 300},
@@ -42,6 +44,8 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "enqueuer-cut": {"jobs": 5000, "cut": 500, "workers": 4, "ms": 3, "reconcile": 15, "timeout": 180},
         "enqueuer-kill": {"jobs": 5000, "kills": 20, "per_kill": 10, "workers": 4, "ms": 3, "reconcile": 15,
                           "timeout": 180},
+        "bridge-kill9": {"messages": 5000, "kills": 4, "batch": 100, "workers": 4, "timeout": 180},
+        "bridge-kill9-redis": {"messages": 5000, "kills": 4, "batch": 100, "workers": 4, "timeout": 180},
     },
 }
 
@@ -495,6 +499,17 @@ def slow(lab: Lab, p: dict[str, Any], size: str) -> Result:
     return result
 
 
+def _bridge(transport: str) -> Callable[[Lab, dict[str, Any], str], Result]:
+    """The Celery bridge's scenario (``bridge.py``) on one broker: imported when it runs."""
+
+    def run(lab: Lab, p: dict[str, Any], size: str) -> Result:
+        from . import bridge
+
+        return bridge.bridge_kill9(lab, p, size, transport)
+
+    return run
+
+
 def _stranded(name: str) -> Callable[[Lab, dict[str, Any], str], Result]:
     """A scenario of ``stranded.py``, which builds on this module: imported when it runs."""
 
@@ -516,4 +531,6 @@ SCENARIOS: dict[str, Callable[[Lab, dict[str, Any], str], Result]] = {
     "slow": slow,
     "enqueuer-cut": _stranded("enqueuer_cut"),
     "enqueuer-kill": _stranded("enqueuer_killed"),
+    "bridge-kill9": _bridge("amqp"),
+    "bridge-kill9-redis": _bridge("redis"),
 }

@@ -2,6 +2,8 @@
 
 ``Job.objects.enqueue()`` validates, dedupes and builds the job (it is the public
 face of this transition); this module writes it and tells Redis and the listeners.
+A job whose id the caller fixed (``job_id=``, e.g. a broker message's id) is written
+once: :func:`already_there` and :func:`insert_new` find the row that holds the id.
 The push also counts the job as enqueued in its topic's metrics; a job created waiting
 for dependencies, which no queue holds yet, is only counted.
 """
@@ -9,12 +11,14 @@ for dependencies, which no queue holds yet, is only counted.
 from __future__ import annotations
 
 import logging
+import uuid
 
 import redis
-from django.db import transaction
+from django.db import IntegrityError, router, transaction
 
 from .. import engine
 from ..conf import settings
+from ..exceptions import DuplicateJob
 from ..logging import job_extra
 from ..models import Job, JobStatus
 from ..signals import job_enqueued
@@ -33,6 +37,60 @@ def insert(job: Job, using: str, *, fast: bool = True) -> None:
         fastsql.insert_job(job, using)
     else:
         job.save(force_insert=True, using=using)
+
+
+def already_there(job: Job) -> Job | None:
+    """The row that already holds ``job``'s id (fixed by the caller), or ``None``.
+
+    A row of another topic is refused with :class:`DuplicateJob`: an id names one job.
+    """
+    _lock_before_reading(router.db_for_write(Job))
+    existing = Job.objects.filter(pk=job.pk).first()
+    if existing is not None and existing.topic_id != job.topic_id:
+        raise DuplicateJob(
+            f"Job id {job.pk} already belongs to a job of topic {existing.topic_id!r}, not {job.topic_id!r}.",
+            existing_id=existing.pk,
+        )
+    return existing
+
+
+def insert_new(jobs: list[Job], using: str) -> list[Job | None]:
+    """Insert those of ``jobs`` (ids fixed by the caller) whose id no row holds yet.
+
+    Runs in the caller's transaction; one query finds the ids already there, one bulk
+    insert writes the rest. Returns, for each job, ``None`` once inserted, else the row
+    that held its id (of any topic: the caller decides what a clash means); a job whose
+    id comes twice in ``jobs`` is inserted once. If another transaction commits one of
+    the ids meanwhile, the jobs are inserted one at a time instead.
+    """
+    _lock_before_reading(using)
+    found = {row.pk: row for row in Job.objects.using(using).filter(pk__in=[job.pk for job in jobs])}
+    fresh: dict[uuid.UUID, Job] = {}
+    for job in jobs:
+        if job.pk not in found and job.pk not in fresh:
+            fresh[job.pk] = job
+    try:
+        with transaction.atomic(using=using):
+            Job.objects.db_manager(using)._insert_many(list(fresh.values()), using)
+    except IntegrityError:
+        for pk, job in list(fresh.items()):
+            try:
+                with transaction.atomic(using=using):
+                    insert(job, using, fast=False)
+            except IntegrityError:
+                del fresh[pk]
+                found[pk] = Job.objects.using(using).get(pk=pk)
+    return [None if fresh.get(job.pk) is job else found.get(job.pk, fresh.get(job.pk)) for job in jobs]
+
+
+def _lock_before_reading(using: str) -> None:
+    """On SQLite inside a transaction, take the write lock before looking for an id: two
+    transactions that both read first cannot both upgrade to writing (one would fail at
+    once with "database is locked" instead of waiting). Elsewhere the unique key decides."""
+    conn = transaction.get_connection(using)
+    if conn.vendor == "sqlite" and conn.in_atomic_block:
+        with conn.cursor() as cursor:
+            cursor.execute(f"UPDATE {conn.ops.quote_name(Job._meta.db_table)} SET id = id WHERE 0")
 
 
 def created(jobs: list[Job], using: str) -> None:

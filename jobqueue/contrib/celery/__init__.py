@@ -21,6 +21,12 @@ and the sending jobs: read its docstring for why nothing is lost), :mod:`.publis
 (the Celery protocol 2 message, sent with kombu), :mod:`.payload` and
 :mod:`.exceptions`.
 
+The bridge, ``manage.py jobbridge celery``, turns the messages a Celery application
+sends (``delay()``, ``send_task()``) into jobs, read from its RabbitMQ or Redis broker
+with kombu: add ``"jobqueue.contrib.celery"`` to ``INSTALLED_APPS`` for the command and
+its checks. Its modules: :mod:`.protocol` (a message read as a job request, or refused),
+:mod:`.bridge` (the consuming loop), :mod:`.checks` (``JOBQUEUE["CELERY_TASKS"]``).
+
 Names are imported from those modules on first use: importing this package loads
 neither kombu nor jobqueue's models, and registers the sending topic
 (``celery.send``) only once ``CeleryNext`` or ``forward_to_celery`` is used.
