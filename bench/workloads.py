@@ -29,8 +29,8 @@ def reset() -> None:
 
     from jobqueue.engine import get_redis
     from jobqueue.engine.queue import forget_announced
-    from jobqueue.managers import clear_topic_cache
     from jobqueue.models import Execution, Job
+    from jobqueue.topic_manager import clear_topic_cache
 
     from .peers import declare_celery_queue
 

@@ -11,7 +11,6 @@ import datetime as dt
 import functools
 import json
 import operator
-import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -20,10 +19,9 @@ from django.db import IntegrityError, connections, models, router, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from . import engine, registry, tracing
-from .conf import settings
+from . import engine, tracing
 from .constants import SHELL_TOPIC
-from .exceptions import DuplicateJob, InvalidJob, InvalidTransition, UnknownTopic
+from .exceptions import DuplicateJob, InvalidJob, InvalidTransition
 from .shell import check_enqueue as check_shell_enqueue
 from .states import ACTIVE_STATUSES, FINISHED_STATUSES, PENDING_STATUSES, JobStatus
 from .validation import (
@@ -32,21 +30,10 @@ from .validation import (
     validate_entity_id,
     validate_positive_int,
     validate_priority,
-    validate_topic_name,
 )
 
 if TYPE_CHECKING:
     from .models import Job, Topic
-
-#: Seconds a resolved Topic row is reused by enqueue() in this process (saves a query per job).
-TOPIC_CACHE_SECONDS = 2.0
-_topic_cache: dict[str, tuple[Topic, float]] = {}
-
-
-def clear_topic_cache(*args: Any, **kwargs: Any) -> None:
-    """Forget cached Topic rows (connected to Topic's post_save and post_delete)."""
-    _topic_cache.clear()
-
 
 #: From this many rows, enqueue_many() inserts with COPY on PostgreSQL.
 COPY_THRESHOLD = 100
@@ -73,60 +60,6 @@ def _fresh(model: type[models.Model]) -> dict[str, Any]:
 @functools.cache
 def _attnames(model: type[models.Model]) -> list[str]:
     return [f.attname for f in model._meta.concrete_fields]
-
-
-class TopicManager(models.Manager["Topic"]):
-    def setting_defaults(self) -> dict[str, Any]:
-        """A new topic's values from ``JOBQUEUE`` (``DEFAULT_MAX_ATTEMPTS`` and the like)."""
-        return {
-            "max_attempts": settings.DEFAULT_MAX_ATTEMPTS,
-            "timeout": settings.DEFAULT_TIMEOUT,
-            "retry_backoff": settings.DEFAULT_RETRY_BACKOFF,
-            "isolation": settings.DEFAULT_ISOLATION,
-        }
-
-    def sync(self, spec: registry.HandlerSpec) -> Topic:
-        """Create or update the Topic row of a registered handler, keeping fields an operator changed."""
-        defaults = {**self.setting_defaults(), **spec.defaults}
-        topic, created = self.get_or_create(name=spec.topic, defaults=defaults)
-        if created:
-            return topic
-        overrides = set(topic.operator_overrides or [])
-        changed = [f for f, v in spec.defaults.items() if f not in overrides and getattr(topic, f) != v]
-        if changed:
-            for field in changed:
-                setattr(topic, field, spec.defaults[field])
-            topic.save(update_fields=[*changed, "updated_at"])
-        return topic
-
-    def sync_registered(self) -> list[Topic]:
-        """Make sure every registered handler's topic has its row (see :meth:`sync`)."""
-        return [self.sync(spec) for spec in registry.specs()]
-
-    def resolve(self, name: Any) -> Topic:
-        """The Topic row for ``name``, created from its handler if it has one.
-
-        Raises :class:`UnknownTopic` (listing the known topics) otherwise.
-        """
-        validate_topic_name(name)
-        cached = _topic_cache.get(name)
-        if cached is not None and cached[1] > time.monotonic():
-            return cached[0]
-        topic = self.filter(name=name).first()
-        if topic is not None:
-            entry = (topic, time.monotonic() + TOPIC_CACHE_SECONDS)
-            # The row may have been created by the current transaction: cache it only once that
-            # commits, or a rollback would leave enqueue() pointing at a topic that doesn't exist.
-            using = router.db_for_write(self.model)
-            transaction.on_commit(lambda: _topic_cache.__setitem__(name, entry), using=using)
-            return topic
-        spec = registry.get(name)
-        if spec is not None:
-            return self.sync(spec)
-        if settings.ALLOW_UNREGISTERED_TOPICS:
-            return self.get_or_create(name=name, defaults=self.setting_defaults())[0]
-        known = sorted(set(self.values_list("name", flat=True)) | set(registry.topics()))
-        raise UnknownTopic(f"Unknown topic {name!r}. Known topics: {', '.join(known) or '(none)'}.")
 
 
 class JobQuerySet(models.QuerySet["Job"]):

@@ -33,9 +33,10 @@ from .constants import (
     TOPIC_NAME_MAX_LENGTH,
 )
 from .exceptions import InvalidTransition  # noqa: F401 - documented in the methods' docstrings
-from .managers import JobManager, TopicManager, fresh_job_defaults
+from .managers import JobManager, fresh_job_defaults
 from .progress import record_progress
 from .states import ACTIVE_STATUSES, FINISHED_STATUSES, PENDING_STATUSES, ExecutionOutcome, Isolation, JobStatus
+from .topic_manager import TopicManager
 from .validation import TOPIC_NAME_RE
 
 

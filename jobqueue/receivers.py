@@ -6,8 +6,8 @@ from typing import Any
 
 from django.db.models.signals import post_delete, post_save
 
-from .managers import clear_topic_cache
 from .models import Topic
+from .topic_manager import clear_topic_cache
 
 
 def sync_topics_after_migrate(sender: Any, using: str = "default", **kwargs: Any) -> None:

@@ -40,7 +40,7 @@ def redis_client():
 def _clean_redis():
     from jobqueue.engine import get_redis, reset_clients
     from jobqueue.engine.queue import forget_announced
-    from jobqueue.managers import clear_topic_cache
+    from jobqueue.topic_manager import clear_topic_cache
 
     reset_clients()
     forget_announced()

@@ -134,8 +134,8 @@ class Lab:
 
         from jobqueue.engine import get_redis, reset_clients
         from jobqueue.engine.queue import forget_announced
-        from jobqueue.managers import clear_topic_cache
         from jobqueue.models import Execution, Job
+        from jobqueue.topic_manager import clear_topic_cache
 
         self.stop_workers()
         self.ensure_db()

@@ -369,8 +369,8 @@ def transactions(lab: Lab, p: dict[str, Any], size: str) -> Result:
     from django.db import transaction
 
     from jobqueue.engine import TopicKeys, get_redis
-    from jobqueue.managers import clear_topic_cache
     from jobqueue.models import Job, Topic
+    from jobqueue.topic_manager import clear_topic_cache
 
     result = Result("Transactions", size, "")
     lab.reset("transactions")
