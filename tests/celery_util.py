@@ -17,7 +17,7 @@ from .workerutil import REPO_ROOT, wait_for
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
 REDIS_BROKER_URL = "redis://127.0.0.1:6379/9"
 #: Where the fleet stores its results (Celery's result backend) and what its task saw.
-BACKEND_URL = "redis://127.0.0.1:6379/9"
+BACKEND_URL = os.environ.get("JOBQUEUE_TEST_CELERY_BACKEND", "redis://127.0.0.1:6379/9")
 BROKERS = {"rabbitmq": RABBITMQ_URL, "redis": REDIS_BROKER_URL}
 
 
