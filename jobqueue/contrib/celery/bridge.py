@@ -30,6 +30,7 @@ from jobqueue.models import Job
 from jobqueue.transitions import create
 
 from .protocol import JobRequest, Refusal, parse
+from .redis_source import RedisSource
 
 logger = logging.getLogger("jobqueue.celery")
 
@@ -170,8 +171,6 @@ class CeleryBridge:
     def _consume_redis(self, conn: Connection) -> None:
         """Consume from Celery's Redis broker with :class:`RedisSource` (taking a message records
         it as unacknowledged in the same step) until stopped, or empty in burst mode."""
-        from .redis_source import RedisSource
-
         self._source = source = RedisSource(conn, self.queues(), declare=self.options.declare)
         source.restore_visible(force=True)  # what a killed bridge held, once past the visibility timeout
         idle_since = time.monotonic()

@@ -11,6 +11,8 @@ from django.conf import settings as django_settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from jobqueue.conf import settings
+from jobqueue.exceptions import InvalidJob
+from jobqueue.models import Topic
 
 
 def _positive_int(value: str) -> int:
@@ -70,10 +72,7 @@ class Command(BaseCommand):
         parser.add_argument("--burst", action="store_true", help="Exit once the queues stay empty for a second.")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from jobqueue.exceptions import InvalidJob
-        from jobqueue.models import Topic
-
-        from ...bridge import BridgeOptions, CeleryBridge
+        from ...bridge import BridgeOptions, CeleryBridge  # kombu: listing commands must not need it
 
         url = options["broker"] or getattr(django_settings, "CELERY_BROKER_URL", None)
         if not url:
