@@ -14,7 +14,10 @@ import os
 import redis
 from celery import Celery
 
-BACKEND = os.environ.get("CELERY_FLEET_BACKEND", "redis://127.0.0.1:6379/9")
+# The tests set CELERY_FLEET_BACKEND for the worker; the test process reads the same setting.
+BACKEND = os.environ.get("CELERY_FLEET_BACKEND") or os.environ.get(
+    "JOBQUEUE_TEST_CELERY_BACKEND", "redis://127.0.0.1:6379/9"
+)
 
 app = Celery(
     "fleet", broker=os.environ.get("CELERY_FLEET_BROKER", "amqp://guest:guest@127.0.0.1:5672//"), backend=BACKEND
