@@ -5,6 +5,28 @@ from __future__ import annotations
 import pytest
 import redis
 
+#: Modules that run the whole system from outside (real fault runs with their own servers,
+#: the demo, the benchmark's smoke run, the browser, the Celery integration through real
+#: brokers and a real Celery worker). Marked ``system``: two of tox's four test
+#: environments run them (one of each database and each Django line), the other two
+#: deselect them with ``-m "not system"`` to keep the whole run short.
+SYSTEM_MODULES = frozenset({
+    "test_faults.py",
+    "test_demo.py",
+    "test_bench_smoke.py",
+    "test_browser_admin.py",
+    "test_celery_bridge.py",
+    "test_celery_bridge_command.py",
+    "test_celery_calls.py",
+    "test_celery_outbound.py",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SYSTEM_MODULES:
+            item.add_marker(pytest.mark.system)
+
 
 def pytest_sessionstart(session):
     from django.conf import settings
