@@ -15,8 +15,13 @@ export JOBQUEUE_TEST_CHROMIUM
 demo:
 	./scripts/demo.sh
 
+# Every environment, two at a time (scripts/test.sh); with TOX_ARGS, plain tox with them.
 test: $(TOX) chromium
+ifdef TOX_ARGS
 	$(TOX) $(TOX_ARGS)
+else
+	TOX=$(TOX) ./scripts/test.sh
+endif
 
 test-fast: $(TOX) chromium
 	$(TOX) -e py311-django52-sqlite $(TOX_ARGS)
