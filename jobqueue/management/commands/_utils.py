@@ -1,65 +1,17 @@
-"""Argument types shared by jobqueue's commands (each gives a clear error for bad input),
-and :func:`printable` for what they print of a job."""
+"""What jobqueue's commands share besides their argument types (:mod:`jobqueue.arguments`,
+re-exported here): :func:`printable` for what they print of a job, and
+:func:`one_line_errors`."""
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import re
-import uuid
 
 from django.core.management.base import CommandError, CommandParser
-from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
-from ...constants import MAX_PRIORITY, MIN_PRIORITY
-from ...validation import parse_duration
+from ...arguments import aware_datetime, duration, job_id, positive_int, positive_seconds, priority
 
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def priority(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not MIN_PRIORITY <= value <= MAX_PRIORITY:
-        raise argparse.ArgumentTypeError(f"{value} is out of range ({MIN_PRIORITY}..{MAX_PRIORITY})")
-    return value
-
-
-def duration(text: str) -> dt.timedelta:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def aware_datetime(text: str) -> dt.datetime:
-    try:
-        value = parse_datetime(text)
-    except ValueError:
-        value = None
-    if value is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date-time (e.g. 2030-01-31T12:00:00+00:00)")
-    if timezone.is_naive(value):
-        raise argparse.ArgumentTypeError(f"{text!r} has no timezone; add one, e.g. +00:00 or Z")
-    return value
-
-
-def job_id(text: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a job id (a UUID)") from None
+__all__ = ["aware_datetime", "duration", "job_id", "one_line_errors", "positive_int", "positive_seconds",
+           "printable", "priority"]
 
 
 #: Control characters (C0, DEL, C1) other than tab and line feed: a terminal obeys them.

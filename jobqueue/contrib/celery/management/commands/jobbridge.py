@@ -10,29 +10,10 @@ from typing import Any
 from django.conf import settings as django_settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from jobqueue.arguments import positive_int, positive_seconds
 from jobqueue.conf import settings
 from jobqueue.exceptions import InvalidJob
 from jobqueue.models import Topic
-
-
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {number}")
-    return number
-
-
-def _seconds(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
-    if not number > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, not {value}")
-    return number
 
 
 def _mapping(value: str) -> tuple[str, str]:
@@ -57,17 +38,17 @@ class Command(BaseCommand):
                             help="A queue to consume (repeat for several; default: celery).")
         parser.add_argument("--map", action="append", dest="mappings", type=_mapping, default=[],
                             metavar="TASK=TOPIC", help="Map a task name to a topic (over CELERY_TASKS).")
-        parser.add_argument("--batch", type=_positive_int, help="Messages written per transaction, at most "
+        parser.add_argument("--batch", type=positive_int, help="Messages written per transaction, at most "
                             "(default 500).")
-        parser.add_argument("--batch-seconds", type=_seconds, help="How long a partial batch waits for its "
+        parser.add_argument("--batch-seconds", type=positive_seconds, help="How long a partial batch waits for its "
                             "next message (default 0.05); it is written at the latest when ten times that old.")
-        parser.add_argument("--prefetch", type=_positive_int, help="Unacknowledged messages the broker may "
+        parser.add_argument("--prefetch", type=positive_int, help="Unacknowledged messages the broker may "
                             "send ahead (default: twice the batch).")
-        parser.add_argument("--max-priority", type=_positive_int, help="x-max-priority of the queues, when "
+        parser.add_argument("--max-priority", type=positive_int, help="x-max-priority of the queues, when "
                             "Celery declares them with task_queue_max_priority (RabbitMQ).")
         parser.add_argument("--no-declare", action="store_true", help="Consume the queues as they are, "
                             "without declaring them (e.g. declared with a dead-letter exchange).")
-        parser.add_argument("--visibility-timeout", type=_seconds, help="Redis broker: seconds before a "
+        parser.add_argument("--visibility-timeout", type=positive_seconds, help="Redis broker: seconds before a "
                             "message taken but not acknowledged is delivered again (kombu's default: 3600).")
         parser.add_argument("--burst", action="store_true", help="Exit once the queues stay empty for a second.")
 
