@@ -51,6 +51,16 @@ def _require_rabbitmq(url: str) -> None:
                     "(start it with `rabbitmq-server -detached`, or set JOBQUEUE_TEST_AMQP_URL).", 3)
 
 
+@pytest.fixture(params=["amqp", "redis"])
+def broker(request):
+    """A real Celery app on a queue of its own, on RabbitMQ and then on Redis (the bridge's tests)."""
+    from tests.bridgeutil import Broker
+
+    made = Broker(request.param)
+    yield made
+    made.delete()
+
+
 @pytest.fixture
 def redis_client():
     from jobqueue.engine import get_redis

@@ -17,17 +17,10 @@ from django.utils import timezone
 
 from jobqueue.contrib.celery.bridge import stored_counts
 from jobqueue.models import Job
-from tests.celeryutil import TASKS, Broker, run_bridge
+from tests.bridgeutil import TASKS, Broker, run_bridge
 from tests.workerutil import run_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(params=["amqp", "redis"])
-def broker(request):
-    made = Broker(request.param)
-    yield made
-    made.delete()
 
 
 def job_of(result) -> Job:

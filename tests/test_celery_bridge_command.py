@@ -14,17 +14,10 @@ from django.core.checks import run_checks
 from django.core.management import CommandError, call_command
 
 from jobqueue.models import Job
-from tests.celeryutil import TASKS, Broker
+from tests.bridgeutil import TASKS, Broker
 from tests.workerutil import REPO_ROOT, WorkerPool, child_env, jobqueue_settings, manage_command, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(params=["amqp", "redis"])
-def broker(request):
-    made = Broker(request.param)
-    yield made
-    made.delete()
 
 
 class BridgeProcess:

@@ -16,7 +16,7 @@ from jobqueue.contrib.celery import SEND_TOPIC, CeleryNext, NotSupported, Publis
 from jobqueue.contrib.celery.publish import task_message
 from jobqueue.models import Job
 
-from .celery_util import BROKERS, RABBITMQ_URL, CeleryFleet, delete_queue, unique_queue
+from .celery_worker_util import BROKERS, RABBITMQ_URL, CeleryFleet, delete_queue, unique_queue
 from .workerutil import jobqueue_settings, run_worker
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
