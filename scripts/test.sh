@@ -33,8 +33,15 @@ mkdir -p .tox
 log_a=.tox/lane-a.log
 echo "test.sh: lane A ($(join "${LANE_A[@]}")) runs beside this one; its output follows when it ends ($log_a)"
 
+# With job control on, a background command keeps SIGINT's default action (without it, bash
+# starts it with SIGINT ignored, and the tests that send a worker a real SIGINT would see it
+# ignored); lane A then has a process group of its own, stopped with this script.
+set -m
 "$TOX" --workdir .tox/lane-a -e "$(join "${LANE_A[@]}")" >"$log_a" 2>&1 &
 pid_a=$!
+set +m
+trap 'kill -TERM -- "-$pid_a" 2>/dev/null' EXIT
+trap 'exit 130' INT TERM
 
 "$TOX" --workdir .tox/lane-b -e "$(join "${LANE_B[@]}")"
 status_b=$?
