@@ -30,6 +30,7 @@ from .queue import (
     safe_call,
     schedule,
     set_paused,
+    wait_for_push,
 )
 from .reconcile import reconcile_cursors, reconcile_turns, restore, save_reconcile_cursors
 from .resync import ResyncReport, TopicResync, TopicRows
@@ -76,5 +77,6 @@ __all__ = [
     "tally",
     "topic_keys",
     "topics_key",
+    "wait_for_push",
     "workers_key",
 ]
