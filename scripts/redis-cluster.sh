@@ -4,6 +4,7 @@
 #   scripts/redis-cluster.sh start   # start (or find running) and wait for cluster_state:ok
 #   scripts/redis-cluster.sh stop    # stop every node and remove its directory
 #   scripts/redis-cluster.sh status
+#   scripts/redis-cluster.sh node PORT   # (re)start one node, e.g. after a kill -9: it rejoins
 #
 #   REDIS_CLUSTER_PORT  first port (default 7000; the nodes use PORT..PORT+5)
 #   REDIS_CLUSTER_DIR   where the nodes keep their files (default: a directory under /tmp per port)
@@ -27,6 +28,15 @@ healthy() {
     # Three masters, each with its replica.
     [ "$(redis-cli -p "$BASE" cluster nodes | grep -c master)" = 3 ] || return 1
     [ "$(redis-cli -p "$BASE" cluster nodes | grep -c slave)" = 3 ]
+}
+
+node() {
+    local port=$1
+    mkdir -p "$DIR/$port"
+    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+        --cluster-config-file "$DIR/$port/nodes.conf" --cluster-node-timeout 2000 \
+        --save "" --appendonly no --dir "$DIR/$port" --daemonize yes \
+        --pidfile "$DIR/$port/redis.pid" --logfile "$DIR/$port/redis.log"
 }
 
 stop() {
@@ -54,11 +64,7 @@ start() {
     fi
     stop
     for port in "${PORTS[@]}"; do
-        mkdir -p "$DIR/$port"
-        redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
-            --cluster-config-file "$DIR/$port/nodes.conf" --cluster-node-timeout 2000 \
-            --save "" --appendonly no --dir "$DIR/$port" --daemonize yes \
-            --pidfile "$DIR/$port/redis.pid" --logfile "$DIR/$port/redis.log"
+        node "$port"
     done
     for port in "${PORTS[@]}"; do
         for _ in $(seq 100); do ping "$port" && break; sleep 0.05; done
@@ -83,6 +89,11 @@ start() {
 case "${1:-}" in
     start) start ;;
     stop) stop; echo "redis-cluster: stopped" ;;
+    node)
+        [ -n "${2:-}" ] || { echo "usage: $0 node PORT" >&2; exit 2; }
+        node "$2"
+        for _ in $(seq 100); do ping "$2" && break; sleep 0.05; done
+        ;;
     status) if healthy; then echo ok; else echo "not running"; exit 1; fi ;;
-    *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|status|node PORT" >&2; exit 2 ;;
 esac
