@@ -4,7 +4,6 @@ hand; on the suite's Redis Cluster a real master is killed and its replica promo
 
 from __future__ import annotations
 
-import uuid
 from urllib.parse import urlsplit
 
 import pytest

@@ -35,7 +35,8 @@ class TopicKeys:
 
     def all(self) -> list[str]:
         names = ["queue", "seq", "leases", "entities", "scheduled", "schedprio", "lock", "holders", "paused", "wake"]
-        return [getattr(self, name) for name in [*names, "abort", "cron", "reconcile", "reconcile_turn", "metrics", "epoch"]]
+        names += ["abort", "cron", "reconcile", "reconcile_turn", "metrics", "epoch"]
+        return [getattr(self, name) for name in names]
 
 
 def topic_keys(topic: str) -> TopicKeys:
