@@ -73,11 +73,14 @@ def ensure_redis_state(topics: Iterable[str], force: bool = False) -> bool:
     epochs = engine.server_epochs(lost)  # before the resync: a failover meanwhile is seen next time
     report = resync(lost)
     engine.stamp_epochs(epochs)
-    if report.total():
-        logger.warning("Rebuilt Redis from the database for %s: pushed %s, scheduled %s, dropped %s, leases %s",
-                       ", ".join(lost), report.pushed, report.scheduled, report.dropped, report.leases)
-    elif not force:
-        logger.info("Checked Redis against the database for %s: nothing was missing.", ", ".join(lost))
+    counts = (report.pushed, report.scheduled, report.dropped, report.leases)
+    if force:
+        if report.total():
+            logger.warning("Resynced Redis with the database for %s: pushed %s, scheduled %s, dropped %s, "
+                           "leases %s", ", ".join(lost), *counts)
+    else:
+        logger.warning("Rebuilt Redis from the database for %s (its data was lost, or came from another server): "
+                       "pushed %s, scheduled %s, dropped %s, leases %s", ", ".join(lost), *counts)
     return True
 
 
