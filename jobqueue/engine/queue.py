@@ -283,7 +283,7 @@ def wait_for_push(topics: list[str], timeout: float) -> None:
         _wait_turn = (_wait_turn + 1) % len(ordered)
         keys = ordered[_wait_turn]
         timeout = timeout / len(ordered)
-        socket_timeout = r.get_connection_kwargs().get("socket_timeout")  # type: ignore[attr-defined]
+        socket_timeout = r.get_connection_kwargs().get("socket_timeout")
     else:
         socket_timeout = r.connection_pool.connection_kwargs.get("socket_timeout")
     if socket_timeout:  # a blocking call must return before the socket gives up on it
