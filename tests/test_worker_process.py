@@ -111,13 +111,14 @@ def test_topic_with_concurrency_one_runs_on_one_worker_at_a_time(workers):
 def _redis_commands_during(seconds: float, topic: str = "echo") -> list[str]:
     """Commands run on the test Redis database during ``seconds``, seen through MONITOR
     (on a cluster, on the master of ``topic``'s slot)."""
-    url = urlparse(settings.REDIS_URL)
-    db = (url.path or "/0").lstrip("/") or "0"
-    address = (url.hostname or "127.0.0.1", url.port or 6379)
     client = engine.get_redis()
     if is_cluster(client):
         node = client.get_node_from_key(engine.topic_keys(topic).queue)
         address, db = (node.host, node.port), "0"
+    else:
+        url = urlparse(settings.REDIS_URL)
+        db = (url.path or "/0").lstrip("/") or "0"
+        address = (url.hostname or "127.0.0.1", url.port or 6379)
     seen: list[str] = []
     with socket.create_connection(address, timeout=5) as sock:
         sock.sendall(b"MONITOR\r\n")
