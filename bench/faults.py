@@ -20,7 +20,10 @@ workers), ``transactions`` (enqueue in transactions that commit or roll back),
 are found by the workers' reconciliation, without a restart. ``bridge-kill9`` and
 ``bridge-kill9-redis`` SIGKILL ``manage.py jobbridge celery`` a few times while it turns
 Celery messages into jobs (RabbitMQ: the machine's; Redis: the lab's): every message
-must become exactly one job, and run.
+must become exactly one job, and run. ``redis-failover`` runs on a Redis Cluster of its
+own (scripts/redis-cluster.sh, ports 7010-7015 or ``JOBQUEUE_FAULTS_CLUSTER_PORT``): the
+master of a topic of concurrency 1 is killed with SIGKILL mid-drain, its replica promoted,
+and its last writes taken away; the workers find the loss through that topic's epoch.
 """
 
 from __future__ import annotations

@@ -61,16 +61,21 @@ else:
 
 REDIS_URL = os.environ.get("JOBQUEUE_FAULTS_REDIS_URL", "redis://127.0.0.1:6379/0")
 
+#: ``redis+cluster://...`` (the ``redis-failover`` scenario's cluster) goes to jobqueue as
+#: REDIS_URL: django-redis's cache client does not speak the cluster protocol.
+REDIS_CLUSTER = REDIS_URL.startswith(("redis+cluster://", "rediss+cluster://"))
+
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
-    }
+    } if not REDIS_CLUSTER else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }
 
 JOBQUEUE = {
     "CACHE_ALIAS": "default",
+    **({"REDIS_URL": REDIS_URL} if REDIS_CLUSTER else {}),
     "PREFIX": os.environ.get("JOBQUEUE_FAULTS_PREFIX", "jqfaults"),
     "LEASE_SECONDS": float(os.environ.get("JOBQUEUE_FAULTS_LEASE_SECONDS", 3)),
     "HEARTBEAT_SECONDS": float(os.environ.get("JOBQUEUE_FAULTS_HEARTBEAT_SECONDS", 0.5)),

@@ -4,6 +4,7 @@
     python bench/run.py --quick              # smoke run: N=500, one run, 20,000 jobs for memory
     python bench/run.py --only single,drain_inline -n 2000 --runs 5
     python bench/run.py --only bridge        # Celery messages into jobs (needs RabbitMQ too)
+    python bench/run.py --only cluster       # topics on 1 vs 3 masters of a local Redis Cluster
 
 Prints a Markdown table (also written to ``bench/results/latest.md``). Servers are
 chosen by the ``JOBQUEUE_BENCH_*`` environment variables described in
@@ -28,9 +29,10 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 WORKLOADS = ("single", "bulk", "drain_inline", "drain_process", "latency", "scaling", "memory", "admin", "metrics",
-             "bridge")
+             "bridge", "cluster")
 ADMIN_SCRIPT = ROOT / "bench" / "admin_changelist.py"
 METRICS_SCRIPT = ROOT / "bench" / "metrics_scrape.py"
+CLUSTER_SCRIPT = ROOT / "bench" / "cluster_scaling.py"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -285,6 +287,27 @@ class Bench:
             self.notes.append(f"metrics: {error}")
         elif output:
             self.notes.append("metrics: " + output.strip().splitlines()[-1])
+
+    def cluster(self) -> None:
+        from bench.report import Row
+
+        output, error = run_script(CLUSTER_SCRIPT, "cluster: running bench/cluster_scaling.py (a Redis Cluster "
+                                   "of its own, 3 masters + 3 replicas)")
+        row = next((cells for label, cells in parse_table(output or "").items()
+                    if label.startswith("Redis Cluster")), None)
+        self.raw["cluster"] = {"output": output, "error": error}
+        self.rows.append(Row(
+            label="Redis side on a Redis Cluster, 6 topics, one client process each (jobs/s): "
+                  "topics on 1 master → spread over 3 (no database; bench/cluster_scaling.py)",
+            cells={"jobqueue": "pending" if row is None else row[0], "celery": "—", "rq": "—"},
+            target="", met=None,
+        ))
+        if error:
+            self.failed = True
+            self.notes.append(f"cluster: {error}")
+        elif row is not None:
+            self.notes.append(f"cluster: measured on {row[1]} cores, both layouts in the same run on the same "
+                              "cluster; the client processes share those cores with the three masters.")
 
     def run(self) -> None:
         from bench.procs import BenchError

@@ -48,11 +48,12 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
         )
     url = user.get("REDIS_URL")
     if url is not None:
-        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")):
             errors.append(
                 Error(
                     f"JOBQUEUE['REDIS_URL'] = {url!r} is not a Redis URL.",
-                    hint="Use redis://host:port/db, rediss://... or unix:///path/to/redis.sock.",
+                    hint="Use redis://host:port/db, rediss://..., unix:///path/to/redis.sock "
+                    "or redis+cluster://host:port for a Redis Cluster.",
                     id="jobqueue.E003",
                 )
             )

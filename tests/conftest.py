@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
 import pytest
 import redis
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: Modules that run the whole system from outside (real fault runs with their own servers,
 #: the demo, the benchmark's smoke run, the browser, the Celery integration through real
@@ -31,11 +37,43 @@ def pytest_collection_modifyitems(config, items):
 def pytest_sessionstart(session):
     from django.conf import settings
 
+    if settings.REDIS_CLUSTER:
+        _start_cluster(settings.REDIS_URL)
     try:
-        redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3).ping()
+        if settings.REDIS_CLUSTER:
+            from jobqueue.engine.connection import cluster_client
+
+            cluster_client(settings.REDIS_URL, socket_connect_timeout=3).ping()
+        else:
+            redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3).ping()
     except redis.RedisError as exc:
         pytest.exit(f"Redis at {settings.REDIS_URL} is not reachable ({exc}); the suite needs a real Redis.", 3)
     _require_rabbitmq(settings.AMQP_BROKER_URL)
+
+
+def _start_cluster(url: str) -> None:
+    """Start the local Redis Cluster of ``redis+cluster://127.0.0.1:PORT`` unless it runs
+    (scripts/redis-cluster.sh is idempotent); a remote cluster is left alone."""
+    first = urlsplit(url.replace("+cluster", "", 1)).netloc.split(",")[0]
+    host, _, port = first.rpartition(":")
+    if host not in ("127.0.0.1", "localhost"):
+        return
+    script = ROOT / "scripts" / "redis-cluster.sh"
+    done = subprocess.run([str(script), "start"], env={"PATH": "/usr/local/bin:/usr/bin:/bin",
+                                                       "REDIS_CLUSTER_PORT": port or "7000"},
+                          capture_output=True, text=True)
+    if done.returncode:
+        pytest.exit(f"Could not start the Redis Cluster at {url}:\n{done.stdout}{done.stderr}", 3)
+
+
+def flush_redis(client) -> None:
+    """Empty jobqueue's Redis: the test database, or every master of a cluster."""
+    from jobqueue.engine.connection import is_cluster
+
+    if is_cluster(client):
+        client.flushdb(target_nodes=client.PRIMARIES)
+    else:
+        client.flushdb()
 
 
 def _require_rabbitmq(url: str) -> None:
@@ -77,7 +115,6 @@ def _clean_redis():
     reset_clients()
     forget_announced()
     clear_topic_cache()
-    client = get_redis()
-    client.flushdb()
+    flush_redis(get_redis())
     yield
-    get_redis().flushdb()
+    flush_redis(get_redis())

@@ -86,17 +86,23 @@ REDIS_URL = os.environ.get("JOBQUEUE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15
 AMQP_BROKER_URL = os.environ.get("JOBQUEUE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 REDIS_BROKER_URL = os.environ.get("JOBQUEUE_TEST_REDIS_BROKER_URL", "redis://127.0.0.1:6379/11")
 
+#: ``redis+cluster://127.0.0.1:7000`` runs the suite on a Redis Cluster (scripts/redis-cluster.sh,
+#: started by tests/conftest.py if it is not running): jobqueue then gets it through REDIS_URL,
+#: since django-redis's cache client does not speak the cluster protocol.
+REDIS_CLUSTER = REDIS_URL.startswith(("redis+cluster://", "rediss+cluster://"))
+
 CACHES = {
     "default": {
         "BACKEND": "django_redis.cache.RedisCache",
         "LOCATION": REDIS_URL,
         "OPTIONS": {"CLIENT_CLASS": "django_redis.client.DefaultClient"},
-    },
+    } if not REDIS_CLUSTER else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "locmem": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
 }
 
 JOBQUEUE = {
     "CACHE_ALIAS": "default",
+    **({"REDIS_URL": REDIS_URL} if REDIS_CLUSTER else {}),
     "PREFIX": os.environ.get("JOBQUEUE_TEST_PREFIX", "jqtest"),
     "LEASE_SECONDS": float(os.environ.get("JOBQUEUE_TEST_LEASE_SECONDS", 10)),
 }

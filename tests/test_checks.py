@@ -84,6 +84,7 @@ def test_a_setting_that_is_not_a_dict():
 def test_a_redis_url_replaces_the_cache_alias_check():
     assert jobqueue_checks(CACHE_ALIAS="locmem", REDIS_URL="redis://127.0.0.1:6379/0") == []
     assert jobqueue_checks(REDIS_URL="unix:///run/redis.sock") == []
+    assert jobqueue_checks(REDIS_URL="redis+cluster://10.0.0.1:7000,10.0.0.2:7000") == []
 
 
 def test_djangos_own_redis_cache_is_accepted():

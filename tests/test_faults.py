@@ -38,7 +38,8 @@ def results(tmp_path_factory):
     assert out.exists(), f"the fault runner failed ({done.returncode}):\n{done.stderr[-5000:]}"
     found = {r["key"]: r for r in json.loads(out.read_text())}
     assert set(found) == {"kill9", "redis-flush", "redis-restart", "pg-restart", "contention", "transactions",
-                          "slow", "enqueuer-cut", "enqueuer-kill", "bridge-kill9", "bridge-kill9-redis"}
+                          "slow", "enqueuer-cut", "enqueuer-kill", "bridge-kill9", "bridge-kill9-redis",
+                          "redis-failover"}
     return found
 
 
@@ -77,6 +78,20 @@ def test_redis_flush_is_rebuilt_from_the_database(results):
     assert d["workers_that_rebuilt"] >= 1
     assert r["executed_twice"] == 0 and d["multi_execution"] == 0
     assert d["max_concurrent_serial"]["handlers"] <= 1 and d["max_concurrent_serial"]["executions"] <= 1
+
+
+def test_a_cluster_failover_is_found_per_topic_and_repaired(results):
+    r = results["redis-failover"]
+    d = check_common(r)
+    assert 0 < d["finished_at_kill"] < r["jobs"]  # the master died mid-drain
+    assert d["promoted_port"] != d["killed_port"]
+    assert d["tail_removed"] > 0
+    assert d["workers_that_rebuilt"] >= 1
+    # Only the topic of the killed master was rebuilt; the other shard kept its data.
+    assert d["rebuilt_topics"] == ["serial"]
+    assert r["executed_twice"] == 0 and d["multi_execution"] == 0
+    assert d["max_concurrent_serial"]["handlers"] <= 1 and d["max_concurrent_serial"]["executions"] <= 1
+    assert d["max_concurrent_work"]["executions"] <= 4
 
 
 def test_redis_restart_keeps_jobs_enqueued_during_the_outage(results):

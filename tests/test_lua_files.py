@@ -8,11 +8,13 @@ from importlib import resources
 
 import pytest
 from redis.client import Pipeline
+from redis.cluster import ClusterPipeline, RedisCluster
 from redis.commands.core import Script
+from redis.crc import key_slot
 
 from jobqueue import engine
 from jobqueue.engine import TopicLock, metrics
-from jobqueue.engine.scripts import SCRIPT_NAMES, source
+from jobqueue.engine.scripts import SCRIPT_NAMES, LuaScript, source
 
 LUA_DIR = resources.files("jobqueue.engine").joinpath("lua")
 LUA_FILES = sorted(p.name[: -len(".lua")] for p in LUA_DIR.iterdir() if p.name.endswith(".lua"))
@@ -111,9 +113,58 @@ def test_every_script_is_run_by_an_engine_function(monkeypatch, redis_client):
             ran[name] = ran.get(name, 0) + 1
         return real_evalsha(self, sha, numkeys, *keys_and_args)
 
+    # On a cluster, a pipeline sends a script's text with EVAL (see LuaScript).
+    real_lua_call = LuaScript.__call__
+
+    def cluster_pipeline_spy(self, keys=(), args=(), client=None):
+        if isinstance(client, ClusterPipeline):
+            ran[self.name] = ran.get(self.name, 0) + 1
+        return real_lua_call(self, keys=keys, args=args, client=client)
+
     monkeypatch.setattr(Script, "__call__", spy)
     monkeypatch.setattr(Pipeline, "evalsha", evalsha_spy)
+    monkeypatch.setattr(LuaScript, "__call__", cluster_pipeline_spy)
     call_every_wrapper()
     assert sorted(ran) == sorted(SCRIPT_NAMES)
     shas = [Script(redis_client, source(name)).sha for name in SCRIPT_NAMES]
-    assert all(redis_client.script_exists(*shas))
+    if isinstance(redis_client, RedisCluster):  # cached where they ran: the master of the topic's slot
+        node = redis_client.get_node_from_key(engine.topic_keys("lua").queue)
+        assert all(redis_client.get_redis_connection(node).script_exists(*shas))
+    else:
+        assert all(redis_client.script_exists(*shas))
+
+
+def test_every_script_call_touches_one_cluster_slot(monkeypatch, redis_client):
+    """Each script's KEYS hash to one Redis Cluster slot (a topic's hash tag), so every
+    script runs on one master of a cluster; a key of another slot is a CROSSSLOT error."""
+    by_sha = {Script(redis_client, source(name)).sha: name for name in SCRIPT_NAMES}
+    seen: dict[str, set[int]] = {}
+    calls: list[tuple[str, list[str]]] = []
+
+    def record(name: str, keys: list) -> None:
+        names = [k.decode() if isinstance(k, bytes) else str(k) for k in keys]
+        calls.append((name, names))
+        seen.setdefault(name, set()).update(key_slot(k.encode()) for k in names)
+
+    real_call = LuaScript.__call__
+
+    def spy(self, keys=(), args=(), client=None):
+        record(self.name, list(keys))
+        return real_call(self, keys=keys, args=args, client=client)
+
+    def evalsha_spy(real):
+        def call(self, sha, numkeys, *keys_and_args):
+            if sha in by_sha:
+                record(by_sha[sha], list(keys_and_args[:numkeys]))
+            return real(self, sha, numkeys, *keys_and_args)
+        return call
+
+    monkeypatch.setattr(LuaScript, "__call__", spy)
+    monkeypatch.setattr(Pipeline, "evalsha", evalsha_spy(Pipeline.evalsha))
+    monkeypatch.setattr(ClusterPipeline, "evalsha", evalsha_spy(ClusterPipeline.evalsha))
+    call_every_wrapper()
+    assert sorted(seen) == sorted(SCRIPT_NAMES)
+    crossing = [(name, keys) for name, keys in calls if len({key_slot(k.encode()) for k in keys}) != 1]
+    assert crossing == []
+    # Every key a script is given is one of its topic's keys, under the topic's hash tag.
+    assert all(set(keys) <= set(engine.TopicKeys("lua").all()) for _, keys in calls)

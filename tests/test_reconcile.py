@@ -1,6 +1,6 @@
 """Jobs whose push to Redis never happened: committed while the enqueuer could not reach
 Redis, or by a process that died between its commit and its push, while Redis kept its
-data (so the "alive" sentinel sees nothing wrong). A running worker finds and runs them
+data (so the topic's epoch check sees nothing wrong). A running worker finds and runs them
 within ``RECONCILE_SECONDS``, without a restart."""
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from django.conf import settings
 
 from jobqueue import engine
 from jobqueue.engine import TopicLock
+from jobqueue.engine.connection import is_cluster
 from jobqueue.models import Job, Topic
 from tests.workerutil import WorkerPool, children_of, wait_for
 
@@ -107,12 +108,19 @@ def test_topic_with_concurrency_one_runs_on_one_worker_at_a_time(workers):
     assert job.executions.get().worker_id == "sem-b"
 
 
-def _redis_commands_during(seconds: float) -> list[str]:
-    """Commands run on the test Redis database during ``seconds``, seen through MONITOR."""
-    url = urlparse(settings.REDIS_URL)
-    db = (url.path or "/0").lstrip("/") or "0"
+def _redis_commands_during(seconds: float, topic: str = "echo") -> list[str]:
+    """Commands run on the test Redis database during ``seconds``, seen through MONITOR
+    (on a cluster, on the master of ``topic``'s slot)."""
+    client = engine.get_redis()
+    if is_cluster(client):
+        node = client.get_node_from_key(engine.topic_keys(topic).queue)
+        address, db = (node.host, node.port), "0"
+    else:
+        url = urlparse(settings.REDIS_URL)
+        db = (url.path or "/0").lstrip("/") or "0"
+        address = (url.hostname or "127.0.0.1", url.port or 6379)
     seen: list[str] = []
-    with socket.create_connection((url.hostname or "127.0.0.1", url.port or 6379), timeout=5) as sock:
+    with socket.create_connection(address, timeout=5) as sock:
         sock.sendall(b"MONITOR\r\n")
         buffer = b""
         deadline = time.monotonic() + seconds

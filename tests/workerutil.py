@@ -32,6 +32,15 @@ def run_worker(*topics: str, **kwargs: Any) -> Any:
     return worker
 
 
+def redis_keys(client: Any, pattern: str = "*") -> list[bytes]:
+    """``KEYS pattern`` on the test Redis: on a cluster, every master's keys."""
+    from jobqueue.engine.connection import is_cluster
+
+    if is_cluster(client):
+        return list(client.keys(pattern, target_nodes=client.PRIMARIES))
+    return list(client.keys(pattern))
+
+
 def jobqueue_settings(**values: Any) -> Any:
     """``override_settings`` of some ``JOBQUEUE`` keys, the others kept."""
     from django.conf import settings

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
                           "timeout": 60},
         "bridge-kill9": {"messages": 300, "kills": 2, "batch": 20, "workers": 2, "timeout": 90},
         "bridge-kill9-redis": {"messages": 300, "kills": 2, "batch": 20, "workers": 2, "timeout": 90},
+        "redis-failover": {"jobs": 300, "workers": 3, "ms": 10, "tail": 5, "timeout": 90},
     },
     "full": {
         "kill9": {"jobs": 10000, "workers": 4, "ms": 3, "timeout": 300},
@@ -46,6 +48,7 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
                           "timeout": 180},
         "bridge-kill9": {"messages": 5000, "kills": 4, "batch": 100, "workers": 4, "timeout": 180},
         "bridge-kill9-redis": {"messages": 5000, "kills": 4, "batch": 100, "workers": 4, "timeout": 180},
+        "redis-failover": {"jobs": 5000, "workers": 4, "ms": 3, "tail": 20, "timeout": 180},
     },
 }
 
@@ -521,6 +524,91 @@ def _stranded(name: str) -> Callable[[Lab, dict[str, Any], str], Result]:
     return run
 
 
+def redis_failover(lab: Lab, p: dict[str, Any], size: str) -> Result:
+    """On a Redis Cluster of 3 masters and 3 replicas (scripts/redis-cluster.sh on ports
+    ``JOBQUEUE_FAULTS_CLUSTER_PORT``.. +5, default 7010), ``kill -9`` the master of a topic
+    of concurrency 1 mid-drain and promote its replica (``CLUSTER FAILOVER TAKEOVER``).
+
+    What the replica lacks is up to timing (often nothing on one machine), so the scenario
+    also takes the last writes away from the promoted master itself: the next ``tail`` ids
+    of the queue and the topic's semaphore, as an unreplicated tail would. The workers must
+    find it per topic (the topic's ``epoch`` names the dead master) and rebuild it from the
+    database: every job runs, none twice, never more at once than the topic allows.
+    """
+    import os
+
+    from django.conf import settings
+
+    from jobqueue import engine
+
+    from .cluster import LocalCluster
+
+    result = Result("Redis Cluster failover", size, "kill -9 of a master, replica promoted")
+    cluster = LocalCluster(int(os.environ.get("JOBQUEUE_FAULTS_CLUSTER_PORT", "7010")), lab.dir / "cluster")
+    cluster.start()
+    saved = settings.JOBQUEUE
+    url = ",".join(f"127.0.0.1:{cluster.port + i}" for i in range(3)).join(("redis+cluster://", ""))
+    settings.JOBQUEUE = {**saved, "REDIS_URL": url}
+    env = {"JOBQUEUE_FAULTS_REDIS_URL": url}
+    try:
+        lab.reset("redis-failover")
+        engine.get_redis().flushall(target_nodes="primaries")
+        topics = ["work", "serial"]
+        client = engine.get_redis()
+        victim = client.get_node_from_key(engine.topic_keys("serial").queue).port  # URL: 3 startup nodes
+        spread = {t: client.get_node_from_key(engine.topic_keys(t).queue).name for t in topics}
+        ids = enqueue_batch("work", p["jobs"], p["ms"])
+        serial = enqueue_batch("serial", p["jobs"] // 2, p["ms"])
+        workers = [lab.worker(f"fo-{i}", topics, env=env) for i in range(p["workers"])]
+        total = len(ids) + len(serial)
+        poll(lambda: finished(topics) >= total // 4, p["timeout"])
+        at = finished(topics)
+        promoted = cluster.fail_over(victim)
+        engine.reset_clients()
+        client = engine.get_redis()
+        k = engine.topic_keys("serial")
+        tail = [i.decode() for i in client.zrange(k.queue, 0, p["tail"] - 1)]
+        with client.pipeline(transaction=False) as pipe:
+            if tail:
+                pipe.zrem(k.queue, *tail)
+            pipe.delete(k.lock)
+            pipe.delete(k.holders)
+            pipe.execute()
+        extra = enqueue_batch("work", max(10, len(ids) // 10), p["ms"], start=len(ids))  # after the failover
+        ids += extra
+        wait_all(lab, result, topics, len(ids) + len(serial), p["timeout"])
+        rebuilt = [w for w in workers if "Rebuilt Redis from the database for" in w.output()]
+        # The topics found to have lost data (a worker that lost its connection also resyncs
+        # all its topics when it is back, logged otherwise): the killed master's only.
+        checked = sorted({t for w in workers for line in re.findall(
+            r"Rebuilt Redis from the database for ([^(]+) \(", w.output()) for t in line.split(", ")})
+        result.details.update(masters=spread, killed_port=victim, promoted_port=promoted, finished_at_kill=at,
+                              tail_removed=len(tail), workers_that_rebuilt=len(rebuilt), rebuilt_topics=checked)
+        if not rebuilt:
+            result.problems.append("no worker found that the topic lost its last writes")
+        moved = [t for t in checked if spread[t] != spread["serial"]]
+        if moved:
+            result.problems.append(f"topics of a shard that kept its data were rebuilt: {moved}")
+        dead = [w.worker_id for w in workers if not w.alive()]
+        if dead:
+            result.problems.append(f"worker(s) died during the failover: {dead}")
+        stop_workers(lab, result)
+        runs = analysis.read_runs(lab.run_dir)
+        tally(result, ids + serial, runs)
+        work = concurrency(result, "work", ids, runs, {}, 4)
+        one = concurrency(result, "serial", serial, runs, {}, 1)
+        result.max_concurrent = f"{work} (limit 4); {one} (limit 1)"
+        result.injected = (f"kill -9 of master :{victim} after {at} jobs done, replica :{promoted} promoted; "
+                           f"{len(tail)} queued ids and the slot of `serial` dropped from it; "
+                           f"{len(extra)} enqueued after")
+    finally:
+        lab.stop_workers(grace=5)
+        settings.JOBQUEUE = saved
+        engine.reset_clients()
+        cluster.stop()
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Lab, dict[str, Any], str], Result]] = {
     "kill9": kill9,
     "redis-flush": redis_flush,
@@ -533,4 +621,5 @@ SCENARIOS: dict[str, Callable[[Lab, dict[str, Any], str], Result]] = {
     "enqueuer-kill": _stranded("enqueuer_killed"),
     "bridge-kill9": _bridge("amqp"),
     "bridge-kill9-redis": _bridge("redis"),
+    "redis-failover": redis_failover,
 }

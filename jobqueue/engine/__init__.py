@@ -30,9 +30,10 @@ from .queue import (
     safe_call,
     schedule,
     set_paused,
+    wait_for_push,
 )
 from .reconcile import reconcile_cursors, reconcile_turns, restore, save_reconcile_cursors
-from .resync import ResyncReport, TopicResync, TopicRows
+from .resync import ResyncReport, TopicResync, TopicRows, server_epochs, stale_topics, stamp_epochs
 from .workers import beat, forget, live_workers
 
 __all__ = [
@@ -72,9 +73,13 @@ __all__ = [
     "safe_call",
     "save_reconcile_cursors",
     "schedule",
+    "server_epochs",
     "set_paused",
+    "stale_topics",
+    "stamp_epochs",
     "tally",
     "topic_keys",
     "topics_key",
+    "wait_for_push",
     "workers_key",
 ]

@@ -1,4 +1,11 @@
-"""The Redis client jobqueue uses: a django-redis (or Django RedisCache) alias, or a URL."""
+"""The Redis client jobqueue uses: a django-redis (or Django RedisCache) alias, or a URL.
+
+A ``redis+cluster://host:port`` URL (or ``rediss+cluster://``; several startup nodes
+separated by commas, ``redis+cluster://h1:7000,h2:7000``) names a Redis Cluster: the
+client is then redis-py's :class:`~redis.cluster.RedisCluster`, which sends each command
+to the master of its key's slot. Every key of a topic carries the topic as a hash tag, so
+each Lua script touches one slot and runs on one master.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +17,7 @@ import redis
 from django.conf import settings as django_settings
 from django.core.cache import caches
 from django_redis import get_redis_connection
+from redis.cluster import ClusterNode, RedisCluster
 
 from ..conf import settings
 
@@ -36,6 +44,33 @@ def _client_from_cache(alias: str) -> redis.Redis:
     )
 
 
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+
+
+def is_cluster_url(url: object) -> bool:
+    return isinstance(url, str) and url.startswith(CLUSTER_SCHEMES)
+
+
+def cluster_client(url: str, **kwargs: Any) -> RedisCluster:
+    """A :class:`RedisCluster` for ``redis+cluster://h1:p1[,h2:p2...][?options]``."""
+    scheme, _, rest = url.partition("+cluster://")
+    netloc, sep, tail = rest.partition("/")
+    auth, _, hosts = netloc.rpartition("@")
+    nodes = []
+    for host_port in hosts.split(","):
+        host, _, port = host_port.strip().rpartition(":")
+        if not host:
+            raise ConfigurationError(f"{url!r}: each cluster node is host:port.")
+        nodes.append(ClusterNode(host.strip("[]"), int(port)))
+    first = f"{scheme}://{auth + '@' if auth else ''}{hosts.split(',')[0].strip()}{sep}{tail}"
+    return RedisCluster.from_url(first, startup_nodes=nodes, **kwargs)
+
+
+def is_cluster(client: object) -> bool:
+    """Whether ``client`` talks to a Redis Cluster."""
+    return isinstance(client, RedisCluster)
+
+
 def get_redis() -> redis.Redis:
     """The shared Redis client for the current settings and process."""
     url = settings.REDIS_URL
@@ -45,7 +80,10 @@ def get_redis() -> redis.Redis:
         with _lock:
             client = _clients.get(key)
             if client is None:
-                if url:
+                if is_cluster_url(url):
+                    # Typed as a Redis: RedisCluster answers the same commands (per slot).
+                    client = cast(redis.Redis, cluster_client(url, socket_connect_timeout=5))
+                elif url:
                     client = redis.Redis.from_url(url, socket_connect_timeout=5, health_check_interval=30)
                 else:
                     client = _client_from_cache(settings.CACHE_ALIAS)

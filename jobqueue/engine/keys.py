@@ -31,10 +31,12 @@ class TopicKeys:
     reconcile = cached_property(lambda self: self._key("reconcile"))
     reconcile_turn = cached_property(lambda self: self._key("reconcile:turn"))
     metrics = cached_property(lambda self: self._key("metrics"))
+    epoch = cached_property(lambda self: self._key("epoch"))
 
     def all(self) -> list[str]:
         names = ["queue", "seq", "leases", "entities", "scheduled", "schedprio", "lock", "holders", "paused", "wake"]
-        return [getattr(self, name) for name in [*names, "abort", "cron", "reconcile", "reconcile_turn", "metrics"]]
+        names += ["abort", "cron", "reconcile", "reconcile_turn", "metrics", "epoch"]
+        return [getattr(self, name) for name in names]
 
 
 def topic_keys(topic: str) -> TopicKeys:

@@ -29,7 +29,7 @@ from typing import Any
 
 import redis
 
-from .connection import get_redis
+from .connection import get_redis, is_cluster
 from .keys import topic_keys, workers_key
 from .queue import _s
 from .scripts import script
@@ -132,6 +132,7 @@ def scrape(topics: list[str], max_heads: int = MAX_HEADS) -> Reading:
     only if Redis lacks it). The registry is read as it stands, never pruned."""
     r = get_redis()
     one_topic = script(r, "scrape_topic")
+    cluster = is_cluster(r)
     out: dict[str, TopicReading] = {}
     workers: list[dict[str, Any]] = []
     for start in range(0, max(len(topics), 1), READ_BATCH):
@@ -142,7 +143,10 @@ def scrape(topics: list[str], max_heads: int = MAX_HEADS) -> Reading:
                     pipe.hgetall(workers_key())
                 for topic in batch:
                     k = topic_keys(topic)
-                    pipe.evalsha(one_topic.sha, 4, k.queue, k.scheduled, k.leases, k.metrics, max_heads)
+                    if cluster:  # a cluster's pipeline sends the script's text (see LuaScript)
+                        one_topic(keys=[k.queue, k.scheduled, k.leases, k.metrics], args=[max_heads], client=pipe)
+                    else:
+                        pipe.evalsha(one_topic.sha, 4, k.queue, k.scheduled, k.leases, k.metrics, max_heads)
                 replies = pipe.execute(raise_on_error=False)
             if attempt == 0 and any(isinstance(reply, redis.exceptions.NoScriptError) for reply in replies):
                 r.script_load(one_topic.script)

@@ -11,7 +11,7 @@ import redis
 
 from ..conf import settings
 from ..constants import MAX_PRIORITY
-from .connection import get_redis
+from .connection import get_redis, is_cluster
 from .keys import topic_keys, topics_key
 from .scripts import script
 
@@ -258,6 +258,37 @@ def depths(topic: str) -> dict[str, int]:
         pipe.zcard(k.scheduled)
         queued, leased, scheduled = pipe.execute()
     return {"queued": queued, "leased": leased, "scheduled": scheduled}
+
+
+_wait_turn = 0
+
+
+def wait_for_push(topics: list[str], timeout: float) -> None:
+    """Block until a push to one of ``topics`` (a ``BLPOP`` on their wake lists), or ``timeout``.
+
+    On a Redis Cluster one ``BLPOP`` may only name keys of one slot, so the topics are
+    grouped by slot and each call blocks on the next group in turn, for its share of
+    ``timeout``: a push to a topic of another group is seen within that share.
+    """
+    if not topics:
+        return
+    r = get_redis()
+    keys = [topic_keys(t).wake for t in topics]
+    if is_cluster(r):
+        global _wait_turn
+        groups: dict[int, list[str]] = defaultdict(list)
+        for key in keys:
+            groups[r.keyslot(key)].append(key)  # type: ignore[attr-defined]
+        ordered = [groups[slot] for slot in sorted(groups)]
+        _wait_turn = (_wait_turn + 1) % len(ordered)
+        keys = ordered[_wait_turn]
+        timeout = timeout / len(ordered)
+        socket_timeout = r.get_connection_kwargs().get("socket_timeout")
+    else:
+        socket_timeout = r.connection_pool.connection_kwargs.get("socket_timeout")
+    if socket_timeout:  # a blocking call must return before the socket gives up on it
+        timeout = min(timeout, socket_timeout * 0.8)
+    r.blpop(keys, timeout=max(0.05, timeout))
 
 
 def set_paused(topic: str, paused: bool) -> None:

@@ -11,10 +11,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from ..conf import settings
-from .connection import get_redis
-from .keys import TopicKeys
+from .connection import get_redis, is_cluster
+from .keys import TopicKeys, topic_keys
 from .queue import PUSH_CHUNK, _s, change_priority, forget_announced, push, schedule, score_priority, set_paused
 
 
@@ -112,3 +113,59 @@ class TopicResync:
         if unleased:
             report.leases[topic] = len(unleased)
 
+
+
+# -- which topics need a resync ---------------------------------------------------------
+#
+# Each topic keeps, in its own slot, an ``epoch`` key: the run id of the Redis server that
+# held the topic when it was last rebuilt from the database. The key missing (a flush, a
+# restart without persistence) or naming another server (a restart that reloaded an older
+# snapshot, a replica promoted by a failover, which may lack the master's last writes)
+# means the topic's structures may have lost writes: that topic, and only it, is resynced.
+# On a Redis Cluster each topic is checked against the master that now serves its slot,
+# so a failover of one shard resyncs the topics of that shard.
+
+
+def _run_ids(r: Any, keys: list[str]) -> list[str]:
+    """The run id of the master serving each of ``keys`` (one ``INFO`` per master)."""
+    if not is_cluster(r):
+        run_id = str(r.info("server")["run_id"])
+        return [run_id] * len(keys)
+    nodes = [r.get_node_from_key(key) for key in keys]
+    by_name: dict[str, str] = {}
+    for node in nodes:
+        if node.name not in by_name:
+            info = r.info("server", target_nodes=node)
+            by_name[node.name] = str(info["run_id"])
+    return [by_name[node.name] for node in nodes]
+
+
+def server_epochs(topics: list[str]) -> dict[str, str]:
+    """``{topic: run id of the master now holding it}``, read before a resync so that a
+    failover during the resync leaves a stale stamp (and the next check resyncs again)."""
+    return dict(zip(topics, _run_ids(get_redis(), [topic_keys(t).epoch for t in topics]), strict=True))
+
+
+def stale_topics(topics: list[str]) -> list[str]:
+    """The ``topics`` whose Redis structures may have lost writes since their last resync:
+    their ``epoch`` key is missing or names another server than the one holding it now."""
+    if not topics:
+        return []
+    r = get_redis()
+    keys = [topic_keys(t).epoch for t in topics]
+    with r.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.get(key)
+        stamped = pipe.execute()
+    current = _run_ids(r, keys)
+    return [t for t, seen, now in zip(topics, stamped, current, strict=True) if seen is None or _s(seen) != now]
+
+
+def stamp_epochs(epochs: dict[str, str]) -> None:
+    """Record that each topic was rebuilt on the server of ``epochs`` (see :func:`server_epochs`)."""
+    if not epochs:
+        return
+    with get_redis().pipeline(transaction=False) as pipe:
+        for topic, run_id in epochs.items():
+            pipe.set(topic_keys(topic).epoch, run_id)
+        pipe.execute()

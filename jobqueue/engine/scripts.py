@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
+from typing import Any
 
 import redis
+from redis.cluster import ClusterPipeline
 from redis.commands.core import Script
 
 SCRIPT_NAMES = (
@@ -35,13 +38,40 @@ def source(name: str) -> str:
     return resources.files("jobqueue.engine").joinpath("lua", f"{name}.lua").read_text(encoding="utf-8")
 
 
-_registered: weakref.WeakKeyDictionary[redis.Redis, dict[str, Script]] = weakref.WeakKeyDictionary()
+class LuaScript:
+    """A registered script, called as redis-py's :class:`Script` is.
+
+    Called on a Redis Cluster's pipeline it is sent with ``EVAL``: a pipelined ``EVALSHA``
+    cannot load the script where it is missing (a master just promoted from a replica has
+    an empty script cache), while the script's text always runs. Elsewhere it goes by its
+    SHA and is loaded on first use.
+    """
+
+    def __init__(self, name: str, inner: Script):
+        self.name = name
+        self.inner = inner
+
+    @property
+    def sha(self) -> str:
+        return str(self.inner.sha)
+
+    @property
+    def script(self) -> str:
+        return str(self.inner.script)
+
+    def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = (), client: Any = None) -> Any:
+        if isinstance(client, ClusterPipeline):
+            return client.execute_command("EVAL", self.script, len(keys), *keys, *args)
+        return self.inner(keys=list(keys), args=list(args), client=client)
 
 
-def script(client: redis.Redis, name: str) -> Script:
+_registered: weakref.WeakKeyDictionary[redis.Redis, dict[str, LuaScript]] = weakref.WeakKeyDictionary()
+
+
+def script(client: redis.Redis, name: str) -> LuaScript:
     """The registered script ``name`` for ``client`` (loaded on first use with EVALSHA fallback)."""
     scripts = _registered.get(client)
     if scripts is None:
-        scripts = {n: client.register_script(source(n)) for n in SCRIPT_NAMES}
+        scripts = {n: LuaScript(n, client.register_script(source(n))) for n in SCRIPT_NAMES}
         _registered[client] = scripts
     return scripts[name]

@@ -56,23 +56,31 @@ def sweep_waiting(limit: int = 100) -> int:
     return count
 
 
-def sentinel_key() -> str:
-    return f"{settings.PREFIX}:alive"
-
-
 def ensure_redis_state(topics: Iterable[str], force: bool = False) -> bool:
-    """Rebuild Redis from the database if it lost its data (the sentinel key is gone).
+    """Rebuild, from the database, the topics whose Redis data may have lost writes
+    (every one of ``topics`` with ``force``).
 
-    Returns whether a resync ran.
+    Each topic is checked on its own (:func:`jobqueue.engine.stale_topics`): its ``epoch``
+    key, in the topic's slot, names the Redis server it was rebuilt on; a flush, a restart
+    or a failover (a replica promoted without the master's last writes) shows as a missing
+    or different epoch, for the topics of that server or shard only. Returns whether a
+    resync ran.
     """
-    r = engine.get_redis()
-    if not force and r.exists(sentinel_key()):
+    names = list(topics)
+    lost = names if force else engine.stale_topics(names)
+    if not lost:
         return False
-    report = resync(list(topics))
-    r.set(sentinel_key(), "1")
-    if report.total():
-        logger.warning("Rebuilt Redis from the database: pushed %s, scheduled %s, dropped %s",
-                       report.pushed, report.scheduled, report.dropped)
+    epochs = engine.server_epochs(lost)  # before the resync: a failover meanwhile is seen next time
+    report = resync(lost)
+    engine.stamp_epochs(epochs)
+    counts = (report.pushed, report.scheduled, report.dropped, report.leases)
+    if force:
+        if report.total():
+            logger.warning("Resynced Redis with the database for %s: pushed %s, scheduled %s, dropped %s, "
+                           "leases %s", ", ".join(lost), *counts)
+    else:
+        logger.warning("Rebuilt Redis from the database for %s (its data was lost, or came from another server): "
+                       "pushed %s, scheduled %s, dropped %s, leases %s", ", ".join(lost), *counts)
     return True
 
 

@@ -2,9 +2,10 @@
 
 A job reaches Redis in a push that runs after its transaction commits. If the enqueuing
 process cannot reach Redis then (a network blip, a failover) or dies between the two, the
-row says ``queued`` and no worker ever pops it; Redis kept its data, so the ``alive``
-sentinel sees nothing wrong. Every ``RECONCILE_SECONDS``, one worker per topic (whichever
-takes the topic's turn in Redis first) looks at three slices of the topic's rows:
+row says ``queued`` and no worker ever pops it; Redis kept its data, so the topic's
+``epoch`` check (:func:`.maintenance.ensure_redis_state`) sees nothing wrong. Every
+``RECONCILE_SECONDS``, one worker per topic (whichever takes the topic's turn in Redis
+first) looks at three slices of the topic's rows:
 
 - the head: queued rows created since the previous pass, where nearly every such job is;
 - the sweep: the next :data:`SWEEP_LIMIT` queued rows in queue order, from where the

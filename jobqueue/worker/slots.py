@@ -12,7 +12,7 @@ import logging
 
 from .. import engine, registry
 from ..engine import TopicLock
-from ..models import Topic
+from ..models import Job, JobStatus, Topic
 
 logger = logging.getLogger("jobqueue.worker")
 
@@ -43,10 +43,14 @@ def topic_rows(topics: list[str]) -> dict[str, Topic]:
 def take_slots(worker_id: str, topics: list[str], slots: dict[str, TopicLock], rows: dict[str, Topic]) -> None:
     """Take a slot of each of ``topics`` not held yet, within its concurrency (from its
     row in ``rows``; 1 without one)."""
-    for topic in topics:
+    missing = [t for t in topics if t not in slots]
+    busy = running_elsewhere(worker_id, missing) if missing else {}
+    for topic in missing:
         row = rows.get(topic)
         limit = max(1, row.concurrency if row else 1)
-        if topic in slots:
+        if busy.get(topic, 0) >= limit:
+            logger.debug("Topic %s runs %s job(s) of live workers (%s allowed); will retry.", topic,
+                         busy[topic], limit)
             continue
         lock = TopicLock(topic, token=f"{worker_id}", worker_id=worker_id)
         if lock.acquire(limit=limit):
@@ -54,6 +58,24 @@ def take_slots(worker_id: str, topics: list[str], slots: dict[str, TopicLock], r
             logger.info("Worker %s took a slot of topic %s (%s allowed).", worker_id, topic, limit)
         else:
             logger.debug("Topic %s is at its concurrency limit (%s); will retry.", topic, limit)
+
+
+def running_elsewhere(worker_id: str, topics: list[str]) -> dict[str, int]:
+    """Per topic, the jobs the database says other live workers are running.
+
+    A slot is taken only below the topic's concurrency by this count too: if Redis lost
+    the semaphore (a flush, a failover that promoted a replica without the last slot
+    taken), the workers still running jobs of the topic keep it full until they finish.
+    A worker whose heartbeat is stale is not counted (its jobs go back through the reaper).
+    """
+    live = {str(w["id"]) for w in engine.live_workers() if not w["stale"]}
+    counts: dict[str, int] = {}
+    running = (Job.objects.filter(topic_id__in=topics, status=JobStatus.RUNNING).exclude(worker_id=worker_id)
+               .values_list("topic_id", "worker_id"))
+    for topic, other in running:
+        if other in live:
+            counts[topic] = counts.get(topic, 0) + 1
+    return counts
 
 
 def release_slots(slots: dict[str, TopicLock]) -> None:

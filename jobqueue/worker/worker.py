@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from .. import engine, registry, tracing
 from ..conf import settings
-from ..engine import TopicLock, topic_keys
+from ..engine import TopicLock
 from ..logging import job_extra
 from ..models import Job, JobStatus, Topic
 from ..storable import exception_class_path
@@ -232,16 +232,12 @@ class Worker:
 
     def _wait(self) -> None:
         """Block until a push wakes us (BLPOP on the owned topics' wake lists), at most a second."""
-        keys = [topic_keys(t).wake for t in owned_topics(self.topics, self.slots)]
+        owned = owned_topics(self.topics, self.slots)
         timeout = max(0.05, min(IDLE_WAIT_SECONDS, self._next_maintenance - time.monotonic()))
-        if not keys:
+        if not owned:
             time.sleep(min(timeout, 0.5))
             return
-        client = engine.get_redis()
-        socket_timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
-        if socket_timeout:  # a blocking call must return before the socket gives up on it
-            timeout = min(timeout, socket_timeout * 0.8)
-        client.blpop(keys, timeout=timeout)
+        engine.wait_for_push(owned, timeout)
 
     def _process(self, topic: str, job_id: str) -> None:
         claimed = claim(job_id, self.worker_id, os.getpid(), self.topic_rows)
