@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 TOX=${TOX:-tox}
 LANE_A=(py311-django52-sqlite py312-django61-postgres py311-celery54-sqlite)
-LANE_B=(py311-django52-postgres py312-django61-sqlite ruff mypy lint-imports migrations)
+LANE_B=(py311-django52-postgres py312-django61-sqlite py311-django52-cluster ruff mypy lint-imports migrations)
 
 join() { local IFS=,; echo "$*"; }
 

@@ -29,9 +29,20 @@ SYSTEM_MODULES = frozenset({
 
 
 def pytest_collection_modifyitems(config, items):
+    """Mark the system tests; deselect (never skip) the tests for the other kind of Redis:
+    ``redis_cluster`` ones need the suite on a Redis Cluster (tox's cluster environment),
+    ``single_redis`` ones a single Redis server."""
+    from django.conf import settings
+
+    unwanted = "single_redis" if settings.REDIS_CLUSTER else "redis_cluster"
+    kept, dropped = [], []
     for item in items:
         if item.path.name in SYSTEM_MODULES:
             item.add_marker(pytest.mark.system)
+        (dropped if item.get_closest_marker(unwanted) else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def pytest_sessionstart(session):

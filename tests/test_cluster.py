@@ -7,7 +7,6 @@ import uuid
 from collections import defaultdict
 
 import pytest
-from django.conf import settings
 from redis.cluster import RedisCluster
 
 from jobqueue import engine, registry
@@ -15,7 +14,7 @@ from jobqueue.engine.connection import ConfigurationError, cluster_client, is_cl
 from jobqueue.models import Job
 
 pytestmark = [
-    pytest.mark.skipif(not settings.REDIS_CLUSTER, reason="needs JOBQUEUE_TEST_REDIS_URL=redis+cluster://..."),
+    pytest.mark.redis_cluster,
     pytest.mark.django_db(transaction=True),
 ]
 

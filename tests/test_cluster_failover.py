@@ -43,7 +43,7 @@ def test_only_the_topics_that_lost_writes_are_rebuilt(redis_client):
     assert maintenance.ensure_redis_state(["echo", "sleepy"]) is False
 
 
-@pytest.mark.skipif(not settings.REDIS_CLUSTER, reason="needs JOBQUEUE_TEST_REDIS_URL=redis+cluster://...")
+@pytest.mark.redis_cluster
 def test_a_failover_of_one_master_rebuilds_the_topics_of_that_shard_only(redis_client):
     from bench.faultapp.cluster import LocalCluster
 

@@ -394,7 +394,7 @@ def test_two_prefixes_on_one_redis_never_see_each_other(redis_client):
     assert all(key.decode().startswith(("one:", "two:")) for key in redis_keys(redis_client))
 
 
-@pytest.mark.skipif(django_settings.REDIS_CLUSTER, reason="on a cluster the suite names Redis by REDIS_URL already")
+@pytest.mark.single_redis  # on a cluster the suite names Redis by REDIS_URL already
 def test_redis_url_setting_overrides_the_cache_alias(redis_client):
     url = django_settings.REDIS_URL
     with jobqueue_settings(REDIS_URL=url):
