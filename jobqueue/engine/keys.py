@@ -31,10 +31,20 @@ class TopicKeys:
     reconcile = cached_property(lambda self: self._key("reconcile"))
     reconcile_turn = cached_property(lambda self: self._key("reconcile:turn"))
     metrics = cached_property(lambda self: self._key("metrics"))
+    #: Flow control (see ``flow_pop.lua``): the rate limiter's state, each waiting key's job
+    #: in the queue, the key of every queued keyed job, the keyed jobs waiting behind their
+    #: key's, and the leased keyed jobs (the last two sorted by text, read key by key).
+    rate = cached_property(lambda self: self._key("rate"))
+    heads = cached_property(lambda self: self._key("keyheads"))
+    keyof = cached_property(lambda self: self._key("keyof"))
+    keyqueue = cached_property(lambda self: self._key("keyqueue"))
+    keyrun = cached_property(lambda self: self._key("keyrun"))
 
     def all(self) -> list[str]:
         names = ["queue", "seq", "leases", "entities", "scheduled", "schedprio", "lock", "holders", "paused", "wake"]
-        return [getattr(self, name) for name in [*names, "abort", "cron", "reconcile", "reconcile_turn", "metrics"]]
+        names += ["abort", "cron", "reconcile", "reconcile_turn", "metrics"]
+        names += ["rate", "heads", "keyof", "keyqueue", "keyrun"]
+        return [getattr(self, name) for name in names]
 
 
 def topic_keys(topic: str) -> TopicKeys:

@@ -27,6 +27,11 @@ SCRIPT_NAMES = (
     "lock_release",
     "lock_holders",
     "scrape_topic",
+    "flow_pop",
+    "push_flow",
+    "flow_remove",
+    "flow_repair",
+    "flow_position",
 )
 
 
