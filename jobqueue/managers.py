@@ -316,6 +316,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             "by_status": by_status,
             "by_priority": {priority: n for priority, n in prio_rows},
             "redis": engine.safe_call(engine.depths, topic),
+            "flow": row.flow_state() if (row := self._topic_model().objects.filter(name=topic).first()) else None,
         }
 
     # -- helpers -----------------------------------------------------------------------

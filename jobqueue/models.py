@@ -147,6 +147,13 @@ class Topic(models.Model):
             return None
         return engine.flow.FlowLimits(engine.flow.parse_rate(self.rate), self.key_concurrency, self.fair)
 
+    def flow_state(self) -> dict[str, Any] | None:
+        """The limits and how full they are now (``None`` if Redis is unreachable): the rate
+        and the tokens left in its bucket, the concurrency per key, the keys waiting with
+        their queued and running jobs (see :func:`jobqueue.engine.flow.state`)."""
+        engine.flow.configure(self.name, self.flow_limits())
+        return engine.safe_call(engine.flow.state, self.name)
+
     def unlock(self) -> list[Any]:
         """Free every slot of this topic by force (a crashed worker's too); returns the holders."""
         return engine.TopicLock.force_release(self.name)
