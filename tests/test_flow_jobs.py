@@ -155,3 +155,22 @@ def test_a_rate_limited_worker_waits_instead_of_polling(monkeypatch):
     run_worker("echo")
     assert Job.objects.filter(topic_id="echo", status=JobStatus.SUCCEEDED).count() == 8
     assert len(calls) < 40  # each wait is slept through: about one call per token, not a spin
+
+
+def test_admin_api_and_dashboard_show_the_limits(admin_client):
+    topic = set_options("echo", rate="10/s:4", key_concurrency=2)
+    for n in range(3):
+        Job.objects.enqueue("echo", {"n": n}, key="tenant-a")
+    Job.objects.enqueue("echo", {"n": 9}, key="tenant-b")
+    flow.configure("echo", topic.flow_limits())
+    assert engine.pop("echo", count=2) != []
+    page = admin_client.get(f"/admin/jobqueue/topic/{topic.pk}/change/").content.decode()
+    assert "rate 10/s:4" in page and "of 4 tokens left" in page and "at most 2 running per key" in page
+    assert "tenant-a" in page and "key(s) waiting" in page
+    dashboard = admin_client.get("/admin/jobqueue/job/dashboard/fragment/").content.decode()
+    assert "rate 10/s:4" in dashboard
+    body = admin_client.get("/jobs/api/stats/echo").json()
+    assert body["flow"]["rate"] == {"count": 10, "period": 1.0, "burst": 4}
+    assert 0 <= body["flow"]["tokens"] <= 4
+    assert body["flow"]["key_concurrency"] == 2
+    assert {k["key"]: k["running"] for k in body["flow"]["keys"]}["tenant-a"] == 1
