@@ -115,7 +115,9 @@ local ids = {}
 local full = false
 local skipped, scanned = 0, 0
 while #ids < want and scanned < SCAN do
-  local candidates = redis.call('ZRANGE', KEYS[1], skipped, skipped + want - #ids - 1)
+  -- One at a time: taking a key's head moves its next job into the queue, maybe ahead of
+  -- the jobs that followed.
+  local candidates = redis.call('ZRANGE', KEYS[1], skipped, skipped)
   if #candidates == 0 then break end
   for _, id in ipairs(candidates) do
     scanned = scanned + 1
