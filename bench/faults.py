@@ -20,7 +20,9 @@ workers), ``transactions`` (enqueue in transactions that commit or roll back),
 are found by the workers' reconciliation, without a restart. ``bridge-kill9`` and
 ``bridge-kill9-redis`` SIGKILL ``manage.py jobbridge celery`` a few times while it turns
 Celery messages into jobs (RabbitMQ: the machine's; Redis: the lab's): every message
-must become exactly one job, and run.
+must become exactly one job, and run. ``flow-kill9`` and ``flow-redis-flush`` repeat the
+kills and the flushes on a topic with a rate limit and one running job per key: nothing
+lost, no key over its limit, no window with more starts than the rate's bucket allows.
 """
 
 from __future__ import annotations
