@@ -258,3 +258,13 @@ def test_everything_a_limit_touches_is_in_the_topics_slot(redis_client):
     }
     assert seen - topic_names == {engine.topics_key()}
     assert {key_slot(n.encode()) for n in topic_names} == {key_slot(engine.topic_keys(topic).queue.encode())}
+
+
+def test_changing_a_waiting_keyed_jobs_priority():
+    flow.configure("f", FlowLimits(fair=True))
+    push_keyed("f", "A", ["a1", "a2", "a3"])
+    push_keyed("f", "B", ["b1"])
+    assert engine.change_priority("f", "a3", 1, key="A") == "a3"  # beats A's first: takes its place
+    assert engine.change_priority("f", "a2", -1, key="A") == "a2"
+    assert engine.change_priority("f", "nothing", 5, key="A") is None
+    assert engine.pop("f", count=10, now_ms=T0) == ["a3", "b1", "a1", "a2"]

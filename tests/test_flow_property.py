@@ -113,6 +113,14 @@ class FlowMachine(RuleBasedStateMachine):
         _p, key = self.queued.pop(job_id)
         assert engine.remove(self.topic, job_id, key=key) is True
 
+    @precondition(lambda self: self.queued)
+    @rule(data=st.data(), priority=priorities)
+    def change_priority(self, data, priority):
+        job_id = data.draw(st.sampled_from(sorted(self.queued)))
+        _p, key = self.queued[job_id]
+        assert engine.change_priority(self.topic, job_id, priority, key=key) == job_id
+        self.queued[job_id] = (priority, key)
+
     @precondition(lambda self: self.leased)
     @rule()
     def reap(self):

@@ -89,6 +89,7 @@ def call_every_wrapper() -> None:
         keyed = [str(uuid.uuid4()) for _ in range(2)]
         engine.flow.push("lua", [(keyed[0], 0, None, "k"), (keyed[1], 0, None, "k")])
         engine.position("lua", keyed[1])
+        engine.change_priority("lua", keyed[1], 3, key="k")
         engine.pop("lua")
         engine.remove("lua", keyed[1], key="k")
         engine.flow.repair("lua")

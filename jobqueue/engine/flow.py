@@ -238,3 +238,14 @@ def waiting_behind_keys(topic: str) -> dict[str, str]:
         key, _, rest = member.partition("\t")
         found[rest[14:]] = key
     return found
+
+
+def change_priority(topic: str, job_id: str | None, priority: int, entity_id: str | None = None,
+                    client: Any = None) -> str | None:
+    """Re-score a queued, scheduled or keyed waiting job (``flow_change_priority.lua``)."""
+    k = topic_keys(topic)
+    r = get_redis()
+    keys = [k.queue, k.entities, k.scheduled, k.schedprio, k.heads, k.keyof, k.keyqueue]
+    args: list[str | int] = [job_id or "", entity_id or "", int(priority)]
+    changed = script(r, "flow_change_priority")(keys=keys, args=args, client=r if client is None else client)
+    return _s(changed) if changed else None

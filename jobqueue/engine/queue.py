@@ -250,8 +250,11 @@ def remove(topic: str, job_id: str, entity_id: str | None = None, client: Any = 
 
 
 def change_priority(topic: str, job_id: str | None, priority: int, entity_id: str | None = None,
-                    client: Any = None) -> str | None:
-    """Re-score a queued (or scheduled) job; by entity id when ``job_id`` is ``None``."""
+                    client: Any = None, key: str | None = None) -> str | None:
+    """Re-score a queued (or scheduled) job; by entity id when ``job_id`` is ``None``. A job
+    with a ``key`` may wait behind its key's first job (see :mod:`.flow`): found there too."""
+    if key:
+        return flow.change_priority(topic, job_id, priority, entity_id, client)
     k = topic_keys(topic)
     r = get_redis()
     keys = [k.queue, k.entities, k.scheduled, k.schedprio]

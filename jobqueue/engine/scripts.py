@@ -32,6 +32,7 @@ SCRIPT_NAMES = (
     "flow_remove",
     "flow_repair",
     "flow_position",
+    "flow_change_priority",
 )
 
 

@@ -101,8 +101,10 @@ def pushes(rows: Sequence[tuple[Any, ...]]) -> Calls:
 
 
 def priority_changes(rows: Sequence[tuple[Any, ...]], priority: int) -> Calls:
+    keys = dict(Job.objects.filter(pk__in=[r[0] for r in rows], key__isnull=False).values_list("pk", "key"))
+
     def calls(pipe: Any) -> None:
         for pk, topic in rows:
-            engine.change_priority(topic, str(pk), priority, client=pipe)
+            engine.change_priority(topic, str(pk), priority, client=pipe, key=keys.get(pk))
 
     return calls
