@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db.models import Count
 
 from jobqueue import engine, registry
 from jobqueue.engine import flow
@@ -174,3 +175,32 @@ def test_admin_api_and_dashboard_show_the_limits(admin_client):
     assert 0 <= body["flow"]["tokens"] <= 4
     assert body["flow"]["key_concurrency"] == 2
     assert {k["key"]: k["running"] for k in body["flow"]["keys"]}["tenant-a"] == 1
+
+
+def test_enqueue_many_keeps_keys_also_when_copying():
+    set_options("echo", fair=True)
+    jobs = Job.objects.enqueue_many([{"topic": "echo", "payload": {"n": n}, "key": f"k{n % 3}"} for n in range(120)])
+    assert dict(Job.objects.filter(topic_id="echo").values_list("key").annotate(n=Count("pk"))) == {
+        "k0": 40, "k1": 40, "k2": 40,
+    }
+    assert len(engine.queue_ids("echo")) == 3  # one job of each key in the queue, the rest behind
+    assert engine.depths("echo")["queued"] == len(jobs)
+
+
+def test_a_rate_limited_topic_is_left_alone_while_the_others_are_served():
+    from jobqueue.worker import Worker
+
+    set_options("echo", rate="1/h")
+    echo = [Job.objects.enqueue("echo", {"n": n}) for n in range(2)]
+    other = [Job.objects.enqueue("other", {"n": n}) for n in range(2)]
+    worker = Worker(topics=["echo", "other"], install_signals=False)
+    try:
+        worker._take_slots()
+        fetched = [worker._fetch() for _ in range(4)]
+    finally:
+        from jobqueue.worker.slots import release_slots
+
+        release_slots(worker.slots)
+    assert fetched[:3] == [(str(echo[0].pk), "echo"), (str(other[0].pk), "other"), (str(other[1].pk), "other")]
+    assert fetched[3] == (None, "")
+    assert 3500 < flow.wait_seconds("echo") <= 3600  # the next token is an hour away: echo is not asked
