@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -147,7 +148,7 @@ def pop(topic: str, lim: FlowLimits, count: int, lease_seconds: float | None = N
     return [_s(i) for i in ids]
 
 
-def push(topic: str, items: list[tuple[str, int, str | None, str | None]], client: Any = None,
+def push(topic: str, items: Sequence[tuple[str, int, str | None, str | None]], client: Any = None,
          tally: str = "") -> int:
     """Queue ``(job_id, priority, entity_id, key)`` items, keyed ones behind their key's
     head (``push_flow.lua``); returns how many were added."""

@@ -103,7 +103,7 @@ class TopicResync:
             push(topic, missing[start : start + PUSH_CHUNK])
         for start in range(0, len(keyed), PUSH_CHUNK):
             flow.push(topic, keyed[start : start + PUSH_CHUNK])
-        missing += keyed  # type: ignore[arg-type]  # counted below
+        pushed = len(missing) + len(keyed)
 
         sched = [(str(pk), (ra.timestamp() if ra else time.time()), p, e) for pk, ra, p, e in rows.scheduled]
         sched_ids = {s[0] for s in sched}
@@ -130,8 +130,8 @@ class TopicResync:
                         pipe.zadd(k.keyrun, {f"{rows.keys[job_id]}\t{job_id}": 0})
                 pipe.execute()
 
-        if missing:
-            report.pushed[topic] = len(missing)
+        if pushed:
+            report.pushed[topic] = pushed
         if sched_missing:
             report.scheduled[topic] = len(sched_missing)
         if stale or sched_stale or stale_behind:
