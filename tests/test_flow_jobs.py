@@ -194,6 +194,7 @@ def test_a_rate_limited_topic_is_left_alone_while_the_others_are_served():
     echo = [Job.objects.enqueue("echo", {"n": n}) for n in range(2)]
     other = [Job.objects.enqueue("other", {"n": n}) for n in range(2)]
     worker = Worker(topics=["echo", "other"], install_signals=False)
+    worker.topics = ["echo", "other"]
     try:
         worker._take_slots()
         fetched = [worker._fetch() for _ in range(4)]

@@ -1,6 +1,7 @@
 -- Change the priority of a queued or scheduled job, as change_priority.lua does, and of a
 -- keyed job waiting behind its key's first one (see flow_pop.lua): it keeps its place
--- within its priority, and takes the place of its key's job in the queue if it now beats it.
+-- within its priority, and takes the place of its key's job in the queue if it now beats it
+-- (a key's job in the queue lowered below one waiting behind it changes places with it).
 -- KEYS[1] queue      sorted set: job id -> (100 - priority) * 2^44 + sequence
 -- KEYS[2] entities   hash: entity id -> job id
 -- KEYS[3] scheduled  sorted set
@@ -21,7 +22,25 @@ end
 local priority = tonumber(ARGV[3])
 local score = redis.call('ZSCORE', KEYS[1], id)
 if score then
-  redis.call('ZADD', KEYS[1], (100 - priority) * SHIFT + tonumber(score) % SHIFT, id)
+  local new = (100 - priority) * SHIFT + tonumber(score) % SHIFT
+  redis.call('ZADD', KEYS[1], new, id)
+  local tag = redis.call('HGET', KEYS[6], id)
+  local key = tag and string.match(tag, '^[^\t]*')
+  if key and redis.call('HGET', KEYS[5], key) == id then
+    -- A key's job in the queue now below one waiting behind it: they change places.
+    local first = redis.call('ZRANGEBYLEX', KEYS[7], string.format('[%s\t', key), string.format('(%s\n', key),
+                             'LIMIT', 0, 1)[1]
+    local first_score = first and tonumber(string.sub(first, #key + 2, #key + 15), 16)
+    if first_score and math.floor(first_score / SHIFT) < math.floor(new / SHIFT) then
+      local first_id = string.sub(first, #key + 16)
+      redis.call('ZREM', KEYS[7], first)
+      redis.call('ZREM', KEYS[1], id)
+      redis.call('ZADD', KEYS[7], 0, string.format('%s\t%014x%s', key, new, id))
+      redis.call('HSET', KEYS[6], id, string.format('%s\t%014x', key, new))
+      redis.call('ZADD', KEYS[1], first_score, first_id)
+      redis.call('HSET', KEYS[5], key, first_id)
+    end
+  end
   return id
 end
 if redis.call('ZSCORE', KEYS[3], id) then

@@ -155,7 +155,8 @@ while #ids < want and scanned < SCAN do
 end
 if interval and #ids > 0 then
   local new_tat = tat + #ids * interval
-  redis.call('SET', KEYS[6], string.format('%.3f', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
+  -- Every digit of the double, so the next call compares exactly what this one computed.
+  redis.call('SET', KEYS[6], string.format('%.17g', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
 end
 local result = {(#ids == 0 and full) and KEY_FULL_RETRY_MS or 0}
 for _, id in ipairs(ids) do
