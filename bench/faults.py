@@ -24,6 +24,9 @@ must become exactly one job, and run. ``redis-failover`` runs on a Redis Cluster
 own (scripts/redis-cluster.sh, ports 7010-7015 or ``JOBQUEUE_FAULTS_CLUSTER_PORT``): the
 master of a topic of concurrency 1 is killed with SIGKILL mid-drain, its replica promoted,
 and its last writes taken away; the workers find the loss through that topic's epoch.
+``flow-kill9`` and ``flow-redis-flush`` repeat the kills and the flushes on a topic with a
+rate limit and one running job per key: nothing lost, no key over its limit, no window
+with more starts than the rate's bucket allows.
 """
 
 from __future__ import annotations

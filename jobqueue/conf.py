@@ -56,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_RETRY_BACKOFF": DEFAULT_RETRY_BACKOFF,
     "MAX_RETRY_DELAY": 3600,
     "DEFAULT_ISOLATION": DEFAULT_ISOLATION,
+    # Per-topic options over a handler's: {"topic": {"rate": "100/m", "key_concurrency": 2}}.
+    # Any field a handler may set; an operator's change in the admin still wins.
+    "TOPIC_OPTIONS": {},
     # Worker.
     "WORKER_STALE_SECONDS": 30,
     "PROGRESS_THROTTLE_SECONDS": 0.5,

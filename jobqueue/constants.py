@@ -32,6 +32,11 @@ ENTITY_ID_COLUMN_LENGTH = 255
 #: The size of an Execution's ``error_class`` column (an exception class's dotted path), in characters.
 ERROR_CLASS_MAX_LENGTH = 255
 
+#: The size of a job's ``key`` column (the key its topic's flow control counts by), in characters.
+JOB_KEY_MAX_LENGTH = 100
+#: The size of a topic's ``rate`` column (e.g. ``"100/m:10"``), in characters.
+RATE_MAX_LENGTH = 32
+
 #: The built-in topic that runs command lines (:mod:`jobqueue.shell`).
 SHELL_TOPIC = "shell"
 #: The codename of the permission its jobs need (declared in ``Job.Meta.permissions``).

@@ -28,6 +28,7 @@ from .validation import (
     encode_payload,
     resolve_run_after,
     validate_entity_id,
+    validate_job_key,
     validate_positive_int,
     validate_priority,
 )
@@ -98,6 +99,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         max_attempts: int | None = None,
         timeout: int | None = None,
         job_id: uuid.UUID | str | None = None,
+        key: str | None = None,
     ) -> tuple[Job, list[Any]]:
         """Validate everything and return an unsaved Job plus its dependency ids.
 
@@ -112,6 +114,10 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         payload_json = encode_payload(payload)
         priority = topic_obj.default_priority if priority is None else validate_priority(priority)
         entity_id = validate_entity_id(entity_id)
+        if key is None and topic_obj.key_from and isinstance(payload, dict):
+            key = payload.get(topic_obj.key_from)
+        key = validate_job_key(key)
+        engine.flow.configure(topic_obj.name, topic_obj.flow_limits())  # how push_jobs() routes keyed jobs
         when = resolve_run_after(run_after, delay)
         max_attempts = validate_positive_int(max_attempts, "max_attempts") or topic_obj.max_attempts
         timeout = validate_positive_int(timeout, "timeout") or topic_obj.timeout
@@ -139,6 +145,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             "priority": priority,
             "payload": payload,
             "entity_id": entity_id,
+            "key": key,
             "parent_id": parent_id,
             "max_attempts": max_attempts,
             "run_after": when,
@@ -159,7 +166,8 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         """Create a job; it reaches its Redis queue when the current transaction commits.
 
         Keyword arguments: ``priority``, ``entity_id``, ``run_after``, ``delay``,
-        ``parent``, ``depends_on``, ``max_attempts``, ``timeout``, ``job_id``. Bad input
+        ``parent``, ``depends_on``, ``max_attempts``, ``timeout``, ``job_id``, ``key`` (what the
+        topic's flow control counts by, e.g. a tenant). Bad input
         raises a subclass of :class:`~jobqueue.exceptions.InvalidJob` and writes nothing.
 
         With a ``job_id`` (the caller's own id for this job, such as a message id that
@@ -308,6 +316,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             "by_status": by_status,
             "by_priority": {priority: n for priority, n in prio_rows},
             "redis": engine.safe_call(engine.depths, topic),
+            "flow": row.flow_state() if (row := self._topic_model().objects.filter(name=topic).first()) else None,
         }
 
     # -- helpers -----------------------------------------------------------------------

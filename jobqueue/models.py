@@ -11,6 +11,7 @@ import os
 import uuid
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models, transaction
 from django.db.models import Q
@@ -23,11 +24,13 @@ from .conf import DEFAULT_ISOLATION, DEFAULT_MAX_ATTEMPTS, DEFAULT_RETRY_BACKOFF
 from .constants import (
     ENTITY_ID_COLUMN_LENGTH,
     ERROR_CLASS_MAX_LENGTH,
+    JOB_KEY_MAX_LENGTH,
     MAX_PRIORITY,
     MAX_PROGRESS,
     MIN_PRIORITY,
     MIN_PROGRESS,
     PROGRESS_MESSAGE_MAX_LENGTH,
+    RATE_MAX_LENGTH,
     SHELL_PERMISSION_CODENAME,
     STAGE_MAX_LENGTH,
     TOPIC_NAME_MAX_LENGTH,
@@ -38,6 +41,14 @@ from .progress import record_progress
 from .states import ACTIVE_STATUSES, FINISHED_STATUSES, PENDING_STATUSES, ExecutionOutcome, Isolation, JobStatus
 from .topic_manager import TopicManager
 from .validation import TOPIC_NAME_RE
+
+
+def validate_rate(value: str) -> None:
+    """A topic's ``rate`` (see :func:`jobqueue.engine.flow.parse_rate`)."""
+    try:
+        engine.flow.parse_rate(value)
+    except ValueError as exc:
+        raise ValidationError(str(exc)) from None
 
 
 class Topic(models.Model):
@@ -68,6 +79,25 @@ class Topic(models.Model):
     isolation = models.CharField(_("isolation"), max_length=16, choices=Isolation.choices, default=DEFAULT_ISOLATION)
     next_topic = models.CharField(_("next topic"), max_length=TOPIC_NAME_MAX_LENGTH, blank=True)
     cron = models.CharField(_("cron schedule"), max_length=100, blank=True)
+    # Flow control (engine/flow.py): limits shared by every worker.
+    rate = models.CharField(
+        _("rate limit"), max_length=RATE_MAX_LENGTH, blank=True,
+        help_text=_("Job starts allowed across all workers, e.g. 100/m, 5/s, 1000/h; a burst after a colon "
+                    "(100/m:10). Empty: no limit."),
+    )
+    key_concurrency = models.PositiveIntegerField(
+        _("concurrency per key"), null=True, blank=True,
+        help_text=_("Jobs with the same key that may run at once (on top of the topic's concurrency). "
+                    "Empty: no limit."),
+    )
+    fair = models.BooleanField(
+        _("turns between keys"), default=False,
+        help_text=_("Within a priority, jobs of different keys start in turn (always so with a concurrency per key)."),
+    )
+    key_from = models.CharField(
+        _("key from payload field"), max_length=100, blank=True,
+        help_text=_("A job enqueued without a key takes the value of this payload field as its key."),
+    )
     operator_overrides = models.JSONField(
         _("fields set by an operator"),
         default=list,
@@ -107,6 +137,23 @@ class Topic(models.Model):
         topic = self.name
         transaction.on_commit(lambda: engine.safe_call(engine.set_paused, topic, paused))
 
+    def clean(self) -> None:
+        super().clean()
+        validate_rate(self.rate)
+
+    def flow_limits(self) -> engine.flow.FlowLimits | None:
+        """This topic's flow options for the engine (``None`` when it has none)."""
+        if not self.rate and self.key_concurrency is None and not self.fair:
+            return None
+        return engine.flow.FlowLimits(engine.flow.parse_rate(self.rate), self.key_concurrency, self.fair)
+
+    def flow_state(self) -> dict[str, Any] | None:
+        """The limits and how full they are now (``None`` if Redis is unreachable): the rate
+        and the tokens left in its bucket, the concurrency per key, the keys waiting with
+        their queued and running jobs (see :func:`jobqueue.engine.flow.state`)."""
+        engine.flow.configure(self.name, self.flow_limits())
+        return engine.safe_call(engine.flow.state, self.name)
+
     def unlock(self) -> list[Any]:
         """Free every slot of this topic by force (a crashed worker's too); returns the holders."""
         return engine.TopicLock.force_release(self.name)
@@ -144,6 +191,10 @@ class Job(models.Model):
     # NULL, not "", for "no entity": the partial unique constraint must ignore such jobs.
     entity_id = models.CharField(  # noqa: DJ001
         _("entity id"), max_length=ENTITY_ID_COLUMN_LENGTH, null=True, blank=True
+    )
+    key = models.CharField(  # noqa: DJ001
+        _("key"), max_length=JOB_KEY_MAX_LENGTH, null=True, blank=True,
+        help_text=_("What the topic's concurrency per key and turns between keys count by (e.g. a tenant)."),
     )
     parent = models.ForeignKey(
         "self",

@@ -14,8 +14,9 @@ from typing import Any
 from django.utils.module_loading import autodiscover_modules
 
 from .cron_schedule import CronSchedule
+from .engine.flow import parse_rate
 from .states import Isolation
-from .validation import validate_priority, validate_topic_name
+from .validation import validate_positive_int, validate_priority, validate_topic_name
 
 #: A topic's runtime settings: how its jobs run. The admin edits them under that heading.
 RUNTIME_FIELDS = (
@@ -27,6 +28,10 @@ RUNTIME_FIELDS = (
     "isolation",
     "next_topic",
     "cron",
+    "rate",
+    "key_concurrency",
+    "fair",
+    "key_from",
 )
 #: Topic fields a handler may set; an operator's change in the admin wins over them.
 TOPIC_FIELDS = ("description", *RUNTIME_FIELDS)
@@ -53,7 +58,10 @@ def handler(topic: str, **options: Any) -> Callable[[Callable[..., Any]], Callab
 
     Options set the topic's defaults: ``timeout`` (seconds), ``max_attempts``,
     ``isolation`` (``"inline"`` or ``"process"``), ``concurrency``, ``priority``,
-    ``retry_backoff`` (seconds), ``next_topic``, ``cron`` and ``description``.
+    ``retry_backoff`` (seconds), ``next_topic``, ``cron`` and ``description``; flow
+    control: ``rate`` (``"100/m"``, ``"5/s"``, ``"1000/h"``, a burst after a colon:
+    ``"100/m:10"``), ``key_concurrency`` (running jobs per job key), ``fair`` (keys take
+    turns) and ``key_from`` (the payload field a job's key is taken from).
     """
     validate_topic_name(topic)
     defaults: dict[str, Any] = {}
@@ -70,6 +78,10 @@ def handler(topic: str, **options: Any) -> Callable[[Callable[..., Any]], Callab
         validate_topic_name(defaults["next_topic"])
     if defaults.get("cron"):
         CronSchedule(defaults["cron"])
+    if defaults.get("rate"):
+        parse_rate(defaults["rate"])
+    if defaults.get("key_concurrency") is not None:
+        validate_positive_int(defaults["key_concurrency"], "key_concurrency")
 
     def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
         previous = _registry.get(topic)

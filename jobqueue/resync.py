@@ -29,6 +29,7 @@ from typing import Any
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.db.models.functions import Coalesce
 
+from . import engine
 from .engine import ResyncReport, TopicResync, TopicRows
 from .engine.metrics import BUCKETS, LABELS, replace, unbuilt
 from .models import Execution, ExecutionOutcome, Job, JobStatus, Topic
@@ -46,9 +47,12 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
     """
     report = ResyncReport()
     names = list(topics) if topics is not None else list(Topic.objects.values_list("name", flat=True))
-    paused = dict(Topic.objects.filter(name__in=names).values_list("name", "is_paused"))
+    rows = {t.name: t for t in Topic.objects.filter(name__in=names)}
     for topic in names:
-        redis_side = TopicResync(topic, paused=paused.get(topic))  # Redis is read before the rows
+        row = rows.get(topic)
+        engine.flow.configure(topic, row.flow_limits() if row is not None else None)
+        # Redis is read before the rows.
+        redis_side = TopicResync(topic, paused=row.is_paused if row is not None else None)
         jobs = Job.objects.filter(topic_id=topic)
         redis_side.apply(
             TopicRows(
@@ -57,6 +61,8 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
                 scheduled=list(jobs.filter(status=JobStatus.SCHEDULED)
                                .values_list("pk", "run_after", "priority", "entity_id")),
                 running=list(jobs.filter(status=JobStatus.RUNNING).values_list("pk", flat=True)),
+                keys={str(pk): key for pk, key in jobs.filter(status__in=(JobStatus.QUEUED, JobStatus.RUNNING),
+                                                               key__isnull=False).values_list("pk", "key")},
             ),
             report,
         )

@@ -36,17 +36,26 @@ class TopicManager(models.Manager["Topic"]):
             "isolation": settings.DEFAULT_ISOLATION,
         }
 
+    def setting_options(self, name: str) -> dict[str, Any]:
+        """The topic's options from ``JOBQUEUE["TOPIC_OPTIONS"][name]`` (over its handler's)."""
+        options = dict((settings.TOPIC_OPTIONS or {}).get(name) or {})
+        unknown = set(options) - set(registry.TOPIC_FIELDS)
+        if unknown:
+            raise ValueError(f"TOPIC_OPTIONS[{name!r}]: unknown option(s) {', '.join(sorted(unknown))}")
+        return options
+
     def sync(self, spec: registry.HandlerSpec) -> Topic:
         """Create or update the Topic row of a registered handler, keeping fields an operator changed."""
-        defaults = {**self.setting_defaults(), **spec.defaults}
+        wanted = {**spec.defaults, **self.setting_options(spec.topic)}
+        defaults = {**self.setting_defaults(), **wanted}
         topic, created = self.get_or_create(name=spec.topic, defaults=defaults)
         if created:
             return topic
         overrides = set(topic.operator_overrides or [])
-        changed = [f for f, v in spec.defaults.items() if f not in overrides and getattr(topic, f) != v]
+        changed = [f for f, v in wanted.items() if f not in overrides and getattr(topic, f) != v]
         if changed:
             for field in changed:
-                setattr(topic, field, spec.defaults[field])
+                setattr(topic, field, wanted[field])
             topic.save(update_fields=[*changed, "updated_at"])
         return topic
 
@@ -75,6 +84,7 @@ class TopicManager(models.Manager["Topic"]):
         if spec is not None:
             return self.sync(spec)
         if settings.ALLOW_UNREGISTERED_TOPICS:
-            return self.get_or_create(name=name, defaults=self.setting_defaults())[0]
+            defaults = {**self.setting_defaults(), **self.setting_options(name)}
+            return self.get_or_create(name=name, defaults=defaults)[0]
         known = sorted(set(self.values_list("name", flat=True)) | set(registry.topics()))
         raise UnknownTopic(f"Unknown topic {name!r}. Known topics: {', '.join(known) or '(none)'}.")

@@ -16,7 +16,7 @@ from django.conf import settings as django_settings
 from django.utils import timezone
 
 from .conf import settings
-from .constants import MAX_INT, MAX_PRIORITY, MIN_PRIORITY, TOPIC_NAME_MAX_LENGTH
+from .constants import JOB_KEY_MAX_LENGTH, MAX_INT, MAX_PRIORITY, MIN_PRIORITY, TOPIC_NAME_MAX_LENGTH
 from .exceptions import InvalidJob, InvalidPayload, PayloadTooLarge
 
 #: A topic name, but for its length: lowercase ASCII letters, digits, '_', '-' and single
@@ -116,6 +116,22 @@ def validate_entity_id(entity_id: Any) -> str | None:
     if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in entity_id):
         raise InvalidJob("Entity id must not contain control characters or line breaks.")
     return entity_id
+
+
+def validate_job_key(key: Any) -> str | None:
+    """A job's key (what its topic's flow control counts by): a short string without
+    whitespace or control characters; numbers are taken as their text."""
+    if key is None or key == "":
+        return None
+    if isinstance(key, int) and not isinstance(key, bool):
+        key = str(key)
+    if not isinstance(key, str):
+        raise InvalidJob(f"Job key must be a string, not {key!r}.")
+    if len(key) > JOB_KEY_MAX_LENGTH:
+        raise InvalidJob(f"Job key is {len(key)} characters long; the limit is {JOB_KEY_MAX_LENGTH}.")
+    if any(c.isspace() or unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in key):
+        raise InvalidJob("Job key must not contain whitespace or control characters.")
+    return key
 
 
 def validate_positive_int(value: Any, name: str) -> int | None:

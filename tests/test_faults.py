@@ -34,12 +34,13 @@ def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("faults") / "results.json"
     runner = str(ROOT / "bench" / "faults.py")
     argv = [sys.executable, runner, "--size", "small", "--db", DB, "--json", str(out)]
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=540)
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.exists(), f"the fault runner failed ({done.returncode}):\n{done.stderr[-5000:]}"
     found = {r["key"]: r for r in json.loads(out.read_text())}
     assert set(found) == {"kill9", "redis-flush", "redis-restart", "pg-restart", "contention", "transactions",
                           "slow", "enqueuer-cut", "enqueuer-kill", "bridge-kill9", "bridge-kill9-redis",
-                          "redis-failover"}
+                          "redis-failover",
+                          "flow-kill9", "flow-redis-flush"}
     return found
 
 
@@ -92,6 +93,16 @@ def test_a_cluster_failover_is_found_per_topic_and_repaired(results):
     assert r["executed_twice"] == 0 and d["multi_execution"] == 0
     assert d["max_concurrent_serial"]["handlers"] <= 1 and d["max_concurrent_serial"]["executions"] <= 1
     assert d["max_concurrent_work"]["executions"] <= 4
+
+
+@pytest.mark.parametrize("key", ["flow-kill9", "flow-redis-flush"])
+def test_flow_limits_hold_through_kills_and_flushes(results, key):
+    r = results[key]
+    d = check_common(r)
+    assert d["flow"]["max_per_key"] <= 1
+    assert d["flow"]["rate_excess"] < 2  # start-time jitter: see flow_limits()
+    if key == "flow-kill9":
+        assert d["kills"] >= 2
 
 
 def test_redis_restart_keeps_jobs_enqueued_during_the_outage(results):

@@ -86,6 +86,17 @@ def call_every_wrapper() -> None:
     TopicLock.holders("lua")
     lock.release()
     metrics.read(["lua"])
+    engine.flow.configure("lua", engine.flow.FlowLimits(key_concurrency=1))
+    try:
+        keyed = [str(uuid.uuid4()) for _ in range(2)]
+        engine.flow.push("lua", [(keyed[0], 0, None, "k"), (keyed[1], 0, None, "k")])
+        engine.position("lua", keyed[1])
+        engine.change_priority("lua", keyed[1], 3, key="k")
+        engine.pop("lua")
+        engine.remove("lua", keyed[1], key="k")
+        engine.flow.repair("lua")
+    finally:
+        engine.flow.configure("lua", None)
 
 
 def test_every_script_is_run_by_an_engine_function(monkeypatch, redis_client):

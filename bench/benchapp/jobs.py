@@ -27,3 +27,21 @@ def latency(job):
 def scale(job):
     """No-op (or a short sleep standing for I/O) on a topic two workers may serve at once."""
     common.run_payload(job.payload)
+
+
+@handler("flow_rate", concurrency=4, rate="600/m")
+def flow_rate(job):
+    """No-op on a topic limited to 600 starts a minute, served by four workers (bench/flow.py)."""
+    common.run_payload(job.payload)
+
+
+@handler("flow_fair", fair=True)
+def flow_fair(job):
+    """No-op on a topic whose job keys take turns (bench/flow.py)."""
+    common.run_payload(job.payload)
+
+
+@handler("flow_fifo")
+def flow_fifo(job):
+    """The same no-op without turns between keys: the peer of ``flow_fair``."""
+    common.run_payload(job.payload)

@@ -104,3 +104,9 @@ def stubborn_proc(job):
     _stubborn_while_marked(job)
     record("E", job)
     return "done"
+
+
+@handler("limited", concurrency=4, max_attempts=10, timeout=60, rate="40/s:4", key_concurrency=1)
+def limited(job):
+    """Sleep a few milliseconds; at most 40 starts a second (4 at once), one job per key at a time."""
+    return _work(job)

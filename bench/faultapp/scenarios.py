@@ -33,6 +33,8 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "bridge-kill9": {"messages": 300, "kills": 2, "batch": 20, "workers": 2, "timeout": 90},
         "bridge-kill9-redis": {"messages": 300, "kills": 2, "batch": 20, "workers": 2, "timeout": 90},
         "redis-failover": {"jobs": 300, "workers": 3, "ms": 10, "tail": 5, "timeout": 90},
+        "flow-kill9": {"jobs": 200, "keys": 6, "workers": 3, "ms": 20, "timeout": 120},
+        "flow-redis-flush": {"jobs": 200, "keys": 6, "workers": 3, "ms": 10, "timeout": 120},
     },
     "full": {
         "kill9": {"jobs": 10000, "workers": 4, "ms": 3, "timeout": 300},
@@ -49,6 +51,8 @@ SIZES: dict[str, dict[str, dict[str, Any]]] = {
         "bridge-kill9": {"messages": 5000, "kills": 4, "batch": 100, "workers": 4, "timeout": 180},
         "bridge-kill9-redis": {"messages": 5000, "kills": 4, "batch": 100, "workers": 4, "timeout": 180},
         "redis-failover": {"jobs": 5000, "workers": 4, "ms": 3, "tail": 20, "timeout": 180},
+        "flow-kill9": {"jobs": 1200, "keys": 8, "workers": 4, "ms": 10, "timeout": 240},
+        "flow-redis-flush": {"jobs": 1200, "keys": 8, "workers": 4, "ms": 10, "timeout": 240},
     },
 }
 
@@ -609,6 +613,112 @@ def redis_failover(lab: Lab, p: dict[str, Any], size: str) -> Result:
     return result
 
 
+# -- flow control under faults ----------------------------------------------------------
+
+#: The ``limited`` topic's limits (bench/faultapp/jobs.py).
+LIMITED_RATE, LIMITED_BURST, LIMITED_PER_KEY = 40.0, 4, 1
+
+
+def enqueue_keyed(count: int, keys: int, ms: float, start: int = 0) -> dict[str, list[str]]:
+    """``count`` jobs of the ``limited`` topic spread over ``keys`` keys; their ids by key."""
+    from jobqueue.models import Job
+
+    jobs = Job.objects.enqueue_many([{"topic": "limited", "payload": {"n": start + i, "ms": ms},
+                                      "key": f"k{(start + i) % keys}"} for i in range(count)])
+    by_key: dict[str, list[str]] = {}
+    for job in jobs:
+        by_key.setdefault(job.key, []).append(str(job.pk))
+    return by_key
+
+
+def flow_limits(result: Result, by_key: dict[str, list[str]], runs: dict[str, list[analysis.Run]],
+                killed_at: dict[int, float], flushes: list[float]) -> None:
+    """No key ran more jobs at once than its limit; no window between two starts (that
+    does not span a flush, which empties the rate's bucket state) saw more starts than the
+    bucket allows: burst + window x rate, plus two for the start times' jitter (a handler
+    logs its start after its pop and its claim in the database; the pop is what is limited)."""
+    worst = 0
+    for key, ids in by_key.items():
+        seen = analysis.max_overlap(analysis.run_intervals(runs, killed_at, set(ids)))
+        rows = analysis.execution_overlap(analysis.executions_of(ids))
+        worst = max(worst, seen, rows)
+        if max(seen, rows) > LIMITED_PER_KEY:
+            result.problems.append(f"key {key}: {max(seen, rows)} ran at once, over its limit of {LIMITED_PER_KEY}")
+    starts = sorted(c.start for calls in runs.values() for c in calls)
+    excess = 0.0
+    for i, first in enumerate(starts):
+        for j in range(i, min(len(starts), i + 100)):
+            if any(first <= f <= starts[j] for f in flushes):
+                break
+            excess = max(excess, (j - i + 1) - (LIMITED_BURST + (starts[j] - first) * LIMITED_RATE))
+    if excess >= 2:
+        result.problems.append(f"rate: {excess:.2f} starts over the bucket in one window")
+    result.details["flow"] = {"max_per_key": worst, "rate_excess": round(excess, 3)}
+    result.max_concurrent = f"{worst} per key (limit {LIMITED_PER_KEY}); rate excess {excess:.2f}"
+
+
+def flow_kill9(lab: Lab, p: dict[str, Any], size: str) -> Result:
+    """kill -9 with limits on: SIGKILL a random worker every 2 s on a rate-limited topic
+    with one running job per key."""
+    result = Result("kill -9, flow limits", size, "")
+    lab.reset("flow-kill9")
+    by_key = enqueue_keyed(p["jobs"], p["keys"], p["ms"])
+    ids = [i for key_ids in by_key.values() for i in key_ids]
+    slots = {i: lab.worker(f"fk9-{i}-0", ["limited"]) for i in range(p["workers"])}
+    generation = dict.fromkeys(slots, 0)
+    killed: set[str] = set()
+    killed_at: dict[int, float] = {}
+    next_kill = time.monotonic() + 2.0
+
+    def tick() -> None:
+        nonlocal next_kill
+        if time.monotonic() >= next_kill:
+            i = random.choice(list(slots))
+            victim = slots[i]
+            killed_at[victim.pid] = victim.kill9()
+            killed.add(victim.worker_id)
+            generation[i] += 1
+            slots[i] = lab.worker(f"fk9-{i}-{generation[i]}", ["limited"])
+            next_kill += 2.0
+
+    wait_all(lab, result, ["limited"], len(ids), p["timeout"], tick)
+    stop_workers(lab, result)
+    runs = analysis.read_runs(lab.run_dir)
+    tally(result, ids, runs, killed, killed_at)
+    flow_limits(result, by_key, runs, killed_at, [])
+    result.details["kills"] = len(killed)
+    result.injected = (f"{len(killed)} × SIGKILL of 1 of {p['workers']} workers, every 2 s; "
+                       f"40/s:4, {LIMITED_PER_KEY} per key, {p['keys']} keys")
+    return result
+
+
+def flow_redis_flush(lab: Lab, p: dict[str, Any], size: str) -> Result:
+    """FLUSHALL twice while workers run a rate-limited topic with one running job per key."""
+    from jobqueue.engine import get_redis
+
+    result = Result("Redis loses its data, flow limits", size, "")
+    lab.reset("flow-redis-flush")
+    by_key = enqueue_keyed(p["jobs"], p["keys"], p["ms"])
+    total = sum(len(v) for v in by_key.values())
+    start_workers(lab, "frf", p["workers"], ["limited"])
+    flushes = []
+    for share in (4, 2):
+        poll(lambda share=share: finished(["limited"]) >= total // share, p["timeout"])
+        get_redis().flushall()
+        flushes.append(time.time())
+    extra = enqueue_keyed(max(10, total // 10), p["keys"], p["ms"], start=total)
+    for key, key_ids in extra.items():
+        by_key.setdefault(key, []).extend(key_ids)
+    ids = [i for key_ids in by_key.values() for i in key_ids]
+    wait_all(lab, result, ["limited"], len(ids), p["timeout"])
+    stop_workers(lab, result)
+    runs = analysis.read_runs(lab.run_dir)
+    tally(result, ids, runs)
+    flow_limits(result, by_key, runs, {}, flushes)
+    result.injected = f"FLUSHALL twice; 40/s:4, {LIMITED_PER_KEY} per key, {p['keys']} keys"
+    return result
+
+
 SCENARIOS: dict[str, Callable[[Lab, dict[str, Any], str], Result]] = {
     "kill9": kill9,
     "redis-flush": redis_flush,
@@ -622,4 +732,6 @@ SCENARIOS: dict[str, Callable[[Lab, dict[str, Any], str], Result]] = {
     "bridge-kill9": _bridge("amqp"),
     "bridge-kill9-redis": _bridge("redis"),
     "redis-failover": redis_failover,
+    "flow-kill9": flow_kill9,
+    "flow-redis-flush": flow_redis_flush,
 }

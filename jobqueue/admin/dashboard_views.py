@@ -87,6 +87,7 @@ def dashboard_context(now: dt.datetime | None = None) -> dict[str, Any]:
                 "succeeded_24h": item.recent.get(JobStatus.SUCCEEDED, 0),
                 "failed_24h": item.recent.get(JobStatus.FAILED, 0),
                 "holders": display.holders(item.holders),
+                "flow": display.flow(topic.flow_state(), topic.rate) if topic.flow_limits() else "",
             }
         )
     worker_rows = []

@@ -198,3 +198,33 @@ def _since(since: float | None) -> str:
         "time": local_time(epoch(since), "%H:%M:%S"),
         "duration": duration(max(0.0, time.time() - float(since))),
     }
+
+
+def flow(state: dict[str, Any] | None, rate_text: str = "") -> SafeString:
+    """A topic's flow limits and how full they are now (see ``Topic.flow_state()``): the
+    rate with the tokens left in its bucket, the concurrency per key, the keys waiting."""
+    if state is None:
+        return format_html('<span class="jq-muted">{}</span>', _("Redis unavailable"))
+    parts = []
+    rate = state.get("rate")
+    if rate:
+        parts.append(format_html(
+            '<span class="jq-flow-rate">{}</span> <span class="jq-muted">{}</span>',
+            _("rate %(rate)s") % {"rate": rate_text or f"{rate['count']}/{rate['period']:g}s"},
+            _("%(tokens)s of %(burst)s tokens left") % {"tokens": state.get("tokens", "?"), "burst": rate["burst"]},
+        ))
+    if state.get("key_concurrency"):
+        parts.append(format_html("{}", _("at most %(n)s running per key") % {"n": state["key_concurrency"]}))
+    elif state.get("fair"):
+        parts.append(format_html("{}", _("keys take turns")))
+    if state.get("keys_waiting"):
+        keys = format_html_join(
+            ", ", '<span class="jq-mono">{}</span> <span class="jq-muted">({})</span>',
+            ((k["key"], _("%(queued)s queued, %(running)s running") % k) for k in state.get("keys", [])),
+        )
+        parts.append(format_html(
+            "{} {}", _("%(n)s key(s) waiting:") % {"n": state["keys_waiting"]}, keys,
+        ))
+    if not parts:
+        return format_html('<span class="jq-muted">{}</span>', _("no limits"))
+    return format_html_join("", '<div class="jq-flow">{}</div>', ((p,) for p in parts))

@@ -75,7 +75,8 @@ class TopicAdmin(admin.ModelAdmin):
         ]
         if obj is not None:
             fieldsets += [
-                (_("Now"), {"fields": ["live_counts", "depth_display", "holders_display", "next_run_display"]}),
+                (_("Now"), {"fields": ["live_counts", "depth_display", "holders_display", "flow_display",
+                                       "next_run_display"]}),
                 (_("Bookkeeping"), {"fields": ["operator_overrides", "created_at", "updated_at"]}),
             ]
         return fieldsets
@@ -84,7 +85,7 @@ class TopicAdmin(admin.ModelAdmin):
         # Pausing goes through set_paused() so Redis hears of it: an action or a button.
         fields = ["is_paused", "operator_overrides", "created_at", "updated_at"]
         if obj is not None:
-            fields += ["name", "live_counts", "depth_display", "holders_display", "next_run_display"]
+            fields += ["name", "live_counts", "depth_display", "holders_display", "flow_display", "next_run_display"]
         return fields
 
     def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any) -> Any:
@@ -157,6 +158,13 @@ class TopicAdmin(admin.ModelAdmin):
     @admin.display(description=gettext_lazy("slots held by"))
     def holders_display(self, obj: Topic) -> Any:
         return display.holders(_stats(obj).holders)
+
+    @admin.display(description=gettext_lazy("flow limits"))
+    def flow_display(self, obj: Topic) -> Any:
+        """The rate limit and the tokens left, the concurrency per key, the keys waiting."""
+        if obj.flow_limits() is None:
+            return format_html('<span class="jq-muted">{}</span>', _("no limits"))
+        return display.flow(obj.flow_state(), obj.rate)
 
     @admin.display(description=gettext_lazy("slots"), ordering="concurrency")
     def slots_display(self, obj: Topic) -> Any:

@@ -235,6 +235,8 @@ def stats(request: HttpRequest) -> HttpResponse:
                     "topic": name,
                     "is_paused": topics[name].is_paused if name in topics else False,
                     "concurrency": topics[name].concurrency if name in topics else 1,
+                    "rate": topics[name].rate if name in topics else "",
+                    "key_concurrency": topics[name].key_concurrency if name in topics else None,
                     "by_status": counts[name],
                 }
                 for name in sorted(counts)
@@ -260,6 +262,7 @@ def topic_stats(request: HttpRequest, topic: str) -> HttpResponse:
             "by_priority": {str(priority): n for priority, n in status["by_priority"].items()},
             "redis": status["redis"],
             "holders": None if holders is None else [_holder(h) for h in holders],
+            "flow": status["flow"],
         }
     )
 

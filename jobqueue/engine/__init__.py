@@ -4,6 +4,7 @@ Redis holds ids, never payloads; :func:`jobqueue.resync.resync` rebuilds it from
 database (through :class:`TopicResync`). Nothing here imports the models.
 """
 
+from . import flow
 from .connection import ConfigurationError, get_redis, reset_clients
 from .keys import TopicKeys, topic_keys, topics_key, workers_key
 from .locks import Holder, TopicLock
@@ -52,6 +53,7 @@ __all__ = [
     "claim_expired",
     "depths",
     "extend_leases",
+    "flow",
     "forget",
     "get_redis",
     "is_paused",

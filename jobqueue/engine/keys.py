@@ -32,10 +32,19 @@ class TopicKeys:
     reconcile_turn = cached_property(lambda self: self._key("reconcile:turn"))
     metrics = cached_property(lambda self: self._key("metrics"))
     epoch = cached_property(lambda self: self._key("epoch"))
+    #: Flow control (see ``flow_pop.lua``): the rate limiter's state, each waiting key's job
+    #: in the queue, the key of every queued keyed job, the keyed jobs waiting behind their
+    #: key's, and the leased keyed jobs (the last two sorted by text, read key by key).
+    rate = cached_property(lambda self: self._key("rate"))
+    heads = cached_property(lambda self: self._key("keyheads"))
+    keyof = cached_property(lambda self: self._key("keyof"))
+    keyqueue = cached_property(lambda self: self._key("keyqueue"))
+    keyrun = cached_property(lambda self: self._key("keyrun"))
 
     def all(self) -> list[str]:
         names = ["queue", "seq", "leases", "entities", "scheduled", "schedprio", "lock", "holders", "paused", "wake"]
         names += ["abort", "cron", "reconcile", "reconcile_turn", "metrics", "epoch"]
+        names += ["rate", "heads", "keyof", "keyqueue", "keyrun"]
         return [getattr(self, name) for name in names]
 
 

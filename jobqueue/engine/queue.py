@@ -11,6 +11,7 @@ import redis
 
 from ..conf import settings
 from ..constants import MAX_PRIORITY
+from . import flow
 from .connection import get_redis, is_cluster
 from .keys import topic_keys, topics_key
 from .scripts import script
@@ -115,13 +116,21 @@ def push_jobs(jobs: Iterable[Any], enqueued: bool = False) -> None:
     topic's metrics.
     """
     queued: dict[str, list[tuple[str, int, str | None]]] = defaultdict(list)
+    keyed: dict[str, list[tuple[str, int, str | None, str | None]]] = defaultdict(list)
     scheduled: dict[str, list[tuple[str, float, int, str | None]]] = defaultdict(list)
     waiting: dict[str, int] = defaultdict(int)
+    keyed_scheduled: list[tuple[str, str, str]] = []
     for job in jobs:
+        key = getattr(job, "key", None)
         if job.status == "queued":
-            queued[job.topic_id].append((str(job.pk), job.priority, job.entity_id))
+            if key and flow.takes_turns(job.topic_id):
+                keyed[job.topic_id].append((str(job.pk), job.priority, job.entity_id, key))
+            else:
+                queued[job.topic_id].append((str(job.pk), job.priority, job.entity_id))
         elif job.status == "scheduled" and job.run_after is not None:
             scheduled[job.topic_id].append((str(job.pk), job.run_after.timestamp(), job.priority, job.entity_id))
+            if key and flow.takes_turns(job.topic_id):  # its key's limit holds once it is due
+                keyed_scheduled.append((job.topic_id, str(job.pk), key))
         elif job.status == "waiting":
             waiting[job.topic_id] += 1
     r = get_redis()
@@ -130,6 +139,13 @@ def push_jobs(jobs: Iterable[Any], enqueued: bool = False) -> None:
             for start in range(0, len(items), PUSH_CHUNK):
                 chunk = items[start : start + PUSH_CHUNK]
                 push(topic, chunk, client=pipe, tally=f"enqueued={len(chunk)}" if enqueued else "")
+        for topic, kitems in keyed.items():
+            for start in range(0, len(kitems), PUSH_CHUNK):
+                kchunk = kitems[start : start + PUSH_CHUNK]
+                flow.push(topic, kchunk, client=pipe, tally=f"enqueued={len(kchunk)}" if enqueued else "")
+                _announce(topic, pipe)
+        for topic, job_id, key in keyed_scheduled:
+            pipe.hset(topic_keys(topic).keyof, job_id, key)
         for topic, sitems in scheduled.items():
             for start in range(0, len(sitems), PUSH_CHUNK):
                 due = sitems[start : start + PUSH_CHUNK]
@@ -144,6 +160,13 @@ def push_jobs(jobs: Iterable[Any], enqueued: bool = False) -> None:
 def push_job(job: Any, tally: str = "") -> None:
     """Push one job: a single script call, no pipeline. ``tally`` goes to the topic's
     metrics hash in the same call (see :mod:`.metrics`)."""
+    key = getattr(job, "key", None)
+    if key and job.status == "queued" and flow.takes_turns(job.topic_id):
+        flow.push(job.topic_id, [(str(job.pk), job.priority, job.entity_id, key)], tally=tally)
+        _announce(job.topic_id, get_redis())
+        return
+    if key and job.status == "scheduled" and flow.takes_turns(job.topic_id):
+        get_redis().hset(topic_keys(job.topic_id).keyof, str(job.pk), key)
     if job.status == "queued":
         push(job.topic_id, [(str(job.pk), job.priority, job.entity_id)], tally=tally)
     elif job.status == "scheduled" and job.run_after is not None:
@@ -154,6 +177,9 @@ def pop(topic: str, count: int = 1, lease_seconds: float | None = None, now_ms: 
         slot_token: str | None = None) -> list[str]:
     """Lease up to ``count`` ids, highest priority first; nothing while the topic is paused,
     nor, given a ``slot_token``, once that slot of the topic's semaphore is gone."""
+    lim = flow.limits(topic)
+    if lim is not None:  # the topic has flow options (flow_pop.lua)
+        return flow.pop(topic, lim, count, lease_seconds, now_ms, slot_token)
     k = topic_keys(topic)
     lease = settings.LEASE_SECONDS if lease_seconds is None else lease_seconds
     r = get_redis()
@@ -174,6 +200,9 @@ def ack_and_pop(topic: str, job_id: str, entity_id: str | None = None, count: in
                 lease_seconds: float | None = None, now_ms: int | None = None,
                 slot_token: str | None = None, tally: str = "") -> list[str]:
     """:func:`ack` a finished job and :func:`pop` the topic's next ones, in one call."""
+    lim = flow.limits(topic)
+    if lim is not None:
+        return flow.pop(topic, lim, count, lease_seconds, now_ms, slot_token, (str(job_id), entity_id or "", tally))
     k = topic_keys(topic)
     lease = settings.LEASE_SECONDS if lease_seconds is None else lease_seconds
     r = get_redis()
@@ -205,11 +234,14 @@ def claim_expired(topic: str, grace_seconds: float | None = None, limit: int = 1
     return [_s(i) for i in ids]
 
 
-def remove(topic: str, job_id: str, entity_id: str | None = None, client: Any = None) -> bool:
-    """Drop a job from its topic's queue, schedule, leases and entity map.
+def remove(topic: str, job_id: str, entity_id: str | None = None, client: Any = None, key: str | None = None) -> bool:
+    """Drop a job from its topic's queue, schedule, leases and entity map (and, given its
+    job ``key``, from its key's sub-queue: see :mod:`.flow`).
 
     With ``client`` (a pipeline) the call is queued there and its result comes from ``execute()``.
     """
+    if key:
+        return flow.remove(topic, job_id, entity_id, client)
     k = topic_keys(topic)
     r = get_redis()
     keys = [k.queue, k.leases, k.entities, k.scheduled, k.schedprio]
@@ -218,8 +250,11 @@ def remove(topic: str, job_id: str, entity_id: str | None = None, client: Any = 
 
 
 def change_priority(topic: str, job_id: str | None, priority: int, entity_id: str | None = None,
-                    client: Any = None) -> str | None:
-    """Re-score a queued (or scheduled) job; by entity id when ``job_id`` is ``None``."""
+                    client: Any = None, key: str | None = None) -> str | None:
+    """Re-score a queued (or scheduled) job; by entity id when ``job_id`` is ``None``. A job
+    with a ``key`` may wait behind its key's first job (see :mod:`.flow`): found there too."""
+    if key:
+        return flow.change_priority(topic, job_id, priority, entity_id, client)
     k = topic_keys(topic)
     r = get_redis()
     keys = [k.queue, k.entities, k.scheduled, k.schedprio]
@@ -233,7 +268,9 @@ def position(topic: str, job_id: str) -> int | None:
     k = topic_keys(topic)
     r = get_redis()
     rank, _length = script(r, "position")(keys=[k.queue], args=[str(job_id)], client=r)
-    return None if rank < 0 else int(rank)
+    if rank < 0:  # perhaps waiting behind its key's head: see flow_position.lua
+        return flow.position(topic, str(job_id))[0]
+    return int(rank)
 
 
 def promote_due(topic: str, limit: int = 1000, now_ms: int | None = None) -> list[str]:
@@ -256,7 +293,9 @@ def depths(topic: str) -> dict[str, int]:
         pipe.zcard(k.queue)
         pipe.zcard(k.leases)
         pipe.zcard(k.scheduled)
-        queued, leased, scheduled = pipe.execute()
+        pipe.zcard(k.keyqueue)
+        queued, leased, scheduled, behind = pipe.execute()
+    queued += behind  # keyed jobs waiting behind their key's (see flow.py) are queued too
     return {"queued": queued, "leased": leased, "scheduled": scheduled}
 
 

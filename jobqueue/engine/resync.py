@@ -8,12 +8,13 @@ models, only ids, priorities, entity ids and due times.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from ..conf import settings
+from . import flow
 from .connection import get_redis, is_cluster
 from .keys import TopicKeys, topic_keys
 from .queue import PUSH_CHUNK, _s, change_priority, forget_announced, push, schedule, score_priority, set_paused
@@ -43,6 +44,8 @@ class TopicRows:
     scheduled: Sequence[tuple[object, datetime | None, int, str | None]] = ()
     #: Ids of the running rows.
     running: Sequence[object] = ()
+    #: The job key of each queued or running row that has one (by job id as text).
+    keys: Mapping[str, str] = field(default_factory=dict)
 
 
 class TopicResync:
@@ -64,6 +67,8 @@ class TopicResync:
         self.scores = {_s(i): score for i, score in pairs}
         self.leased = {_s(i) for i in self.redis.zrange(k.leases, 0, -1)}
         self.in_schedule = {_s(i) for i in self.redis.zrange(k.scheduled, 0, -1)}
+        # Jobs waiting behind their key's head (see flow.py): queued, though not in the queue.
+        self.behind = flow.waiting_behind_keys(topic)
 
     def apply(self, rows: TopicRows, report: ResyncReport) -> None:
         """Queued rows missing from the queue are pushed in queue order, so after a FLUSHDB
@@ -74,18 +79,32 @@ class TopicResync:
         in_queue = set(self.scores)
         queued = [(str(pk), priority, entity) for pk, priority, entity in rows.queued]
         queued_ids = {pk for pk, _, _ in queued}
-        missing = [item for item in queued if item[0] not in in_queue and item[0] not in self.leased]
+        missing = [item for item in queued
+                   if item[0] not in in_queue and item[0] not in self.leased and item[0] not in self.behind]
         stale = [i for i in in_queue if i not in queued_ids]
         if stale:
             r.zrem(k.queue, *stale)
+        stale_behind = [i for i in self.behind if i not in queued_ids]
+        for job_id in stale_behind:
+            flow.remove(topic, job_id)
+        if stale:
+            flow.repair(topic)  # a dropped id may have been its key's head
         # A priority change that reached the database but not Redis (e.g. it raced the push).
         for pk, priority, _entity in queued:
             score = self.scores.get(pk)
             if score is not None and score_priority(score) != priority:
                 change_priority(topic, pk, priority)
                 report.reprioritised[topic] = report.reprioritised.get(topic, 0) + 1
+        turns = flow.takes_turns(topic)
+        keyed = [(pk, p, e, rows.keys[pk]) for pk, p, e in missing if pk in rows.keys] if turns else []
+        if keyed:
+            missing_keyed = {item[0] for item in keyed}
+            missing = [item for item in missing if item[0] not in missing_keyed]
         for start in range(0, len(missing), PUSH_CHUNK):
             push(topic, missing[start : start + PUSH_CHUNK])
+        for start in range(0, len(keyed), PUSH_CHUNK):
+            flow.push(topic, keyed[start : start + PUSH_CHUNK])
+        pushed = len(missing) + len(keyed)
 
         sched = [(str(pk), (ra.timestamp() if ra else time.time()), p, e) for pk, ra, p, e in rows.scheduled]
         sched_ids = {s[0] for s in sched}
@@ -103,13 +122,21 @@ class TopicResync:
             seconds, micros = r.time()
             deadline = seconds * 1000 + micros // 1000 + settings.LEASE_SECONDS * 1000
             r.zadd(k.leases, {i: deadline for i in unleased})
+        lim = flow.limits(topic)
+        if lim is not None and lim.key_concurrency is not None:
+            # Running keyed jobs count against their key's limit again (a FLUSHDB lost the sets).
+            with r.pipeline(transaction=False) as pipe:
+                for job_id in map(str, rows.running):
+                    if job_id in rows.keys:
+                        pipe.zadd(k.keyrun, {f"{rows.keys[job_id]}\t{job_id}": 0})
+                pipe.execute()
 
-        if missing:
-            report.pushed[topic] = len(missing)
+        if pushed:
+            report.pushed[topic] = pushed
         if sched_missing:
             report.scheduled[topic] = len(sched_missing)
-        if stale or sched_stale:
-            report.dropped[topic] = len(stale) + len(sched_stale)
+        if stale or sched_stale or stale_behind:
+            report.dropped[topic] = len(stale) + len(sched_stale) + len(stale_behind)
         if unleased:
             report.leases[topic] = len(unleased)
 

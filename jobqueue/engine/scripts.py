@@ -30,6 +30,12 @@ SCRIPT_NAMES = (
     "lock_release",
     "lock_holders",
     "scrape_topic",
+    "flow_pop",
+    "push_flow",
+    "flow_remove",
+    "flow_repair",
+    "flow_position",
+    "flow_change_priority",
 )
 
 

@@ -15,7 +15,7 @@ import redis
 from django.db import router, transaction
 
 from .. import engine
-from ..models import Job
+from ..models import Job, Topic
 
 logger = logging.getLogger("jobqueue")
 
@@ -28,12 +28,21 @@ def after_commit(func: Callable[..., Any], *args: Any) -> None:
     transaction.on_commit(functools.partial(engine.safe_call, func, *args), using=router.db_for_write(Job))
 
 
+def configure_flow(topics: Sequence[str]) -> None:
+    """Give the engine the flow options of ``topics`` (whose keyed jobs are about to be
+    pushed), as a process that never enqueued to them has not seen them."""
+    for topic in Topic.objects.filter(name__in=set(topics)):
+        engine.flow.configure(topic.name, topic.flow_limits())
+
+
 def push(job: Job) -> None:
+    if job.key:
+        configure_flow([job.topic_id])
     after_commit(engine.push_job, job)
 
 
 def remove(job: Job) -> None:
-    after_commit(engine.remove, job.topic_id, str(job.pk), job.entity_id)
+    after_commit(engine.remove, job.topic_id, str(job.pk), job.entity_id, None, job.key)
 
 
 def pipeline_after_commit(calls: Calls) -> None:
@@ -70,17 +79,32 @@ def pushes(rows: Sequence[tuple[Any, ...]]) -> Calls:
     by_topic: dict[str, list[tuple[str, int, str | None]]] = {}
     for pk, topic, priority, entity in rows:
         by_topic.setdefault(topic, []).append((str(pk), priority, entity))
+    keys = dict(Job.objects.filter(pk__in=[r[0] for r in rows], key__isnull=False).values_list("pk", "key"))
+    keyed: dict[str, list[tuple[str, int, str | None, str | None]]] = {}
+    if keys:
+        configure_flow([r[1] for r in rows if r[0] in keys])
+        for pk, topic, priority, entity in rows:
+            if pk in keys and engine.flow.takes_turns(topic):
+                keyed.setdefault(topic, []).append((str(pk), priority, entity, keys[pk]))
+        for topic, kitems in keyed.items():
+            taken = {item[0] for item in kitems}
+            by_topic[topic] = [item for item in by_topic[topic] if item[0] not in taken]
 
     def calls(pipe: Any) -> None:
         for topic, items in by_topic.items():
-            engine.push(topic, items, client=pipe)
+            if items:
+                engine.push(topic, items, client=pipe)
+        for topic, kitems in keyed.items():
+            engine.flow.push(topic, kitems, client=pipe)
 
     return calls
 
 
 def priority_changes(rows: Sequence[tuple[Any, ...]], priority: int) -> Calls:
+    keys = dict(Job.objects.filter(pk__in=[r[0] for r in rows], key__isnull=False).values_list("pk", "key"))
+
     def calls(pipe: Any) -> None:
         for pk, topic in rows:
-            engine.change_priority(topic, str(pk), priority, client=pipe)
+            engine.change_priority(topic, str(pk), priority, client=pipe, key=keys.get(pk))
 
     return calls

@@ -80,7 +80,7 @@ def set_priority(job: Job, priority: int) -> None:
     if not update(job, "set_priority", priority=priority):
         job.refresh_from_db(fields=["status"])
         raise InvalidTransition(f"Job {job.pk} is {job.status}; only a pending job's priority can change.")
-    effects.after_commit(engine.change_priority, job.topic_id, str(job.pk), priority)
+    effects.after_commit(engine.change_priority, job.topic_id, str(job.pk), priority, None, None, job.key)
 
 
 def hold(job: Job) -> None:

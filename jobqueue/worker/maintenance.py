@@ -29,6 +29,12 @@ def promote(topics: Iterable[str]) -> int:
     return sum(recovery.promote(topic) for topic in topics)
 
 
+def repair_key_queues(topics: Iterable[str]) -> int:
+    """Give each key whose queued job left by a path that knows no keys its next job
+    (see ``flow_repair.lua``); returns the jobs moved."""
+    return sum(engine.flow.repair(topic) for topic in topics)
+
+
 def reap(topics: Iterable[str]) -> int:
     """Recover jobs whose lease expired; returns how many were handled."""
     total = 0

@@ -40,6 +40,21 @@ def topic_rows(topics: list[str]) -> dict[str, Topic]:
     return {t.name: t for t in Topic.objects.filter(name__in=topics)}
 
 
+def configure_flow(topics: list[str], rows: dict[str, Topic], turns: dict[str, bool]) -> None:
+    """Give the engine each topic's flow options (rate, concurrency per key, turns between
+    keys). A topic that does not take turns between keys (first seen so, or no longer) has
+    its per-key sub-queues merged back into its queue. ``turns`` is the worker's memory of
+    which topics took turns."""
+    for topic in topics:
+        row = rows.get(topic)
+        limits = row.flow_limits() if row is not None else None
+        engine.flow.configure(topic, limits)
+        takes_turns = limits is not None and limits.takes_turns
+        if not takes_turns and turns.get(topic, True):
+            engine.safe_call(engine.flow.repair, topic, True)
+        turns[topic] = takes_turns
+
+
 def take_slots(worker_id: str, topics: list[str], slots: dict[str, TopicLock], rows: dict[str, Topic]) -> None:
     """Take a slot of each of ``topics`` not held yet, within its concurrency (from its
     row in ``rows``; 1 without one)."""

@@ -37,7 +37,7 @@ from .lifecycle import NextJob, Outcome, claim, finish, success_tally
 from .outage import Outage, call_with_retry
 from .readahead import ReadAhead, Stage
 from .runner import INTERRUPTED_CLASS, WorkerInterrupted, run_inline
-from .slots import owned_topics, release_slots, resolve_topics, take_slots, topic_rows
+from .slots import configure_flow, owned_topics, release_slots, resolve_topics, take_slots, topic_rows
 from .stopping import install_stop_signals
 from .watchdog import Watchdog
 
@@ -90,6 +90,7 @@ class Worker:
         self.signals_installed = False  # then the worker owns its process (see watchdog.py)
         self.slots: dict[str, TopicLock] = {}
         self.topic_rows: dict[str, Topic] = {}
+        self._turns: dict[str, bool] = {}  # topics taking turns between job keys (see configure_flow)
         self.current: Job | None = None
         self.abort_current = threading.Event()
         self.stopping = False
@@ -224,6 +225,8 @@ class Worker:
             lock = self.slots.get(topic)
             if lock is None:  # lost meanwhile (the heartbeat found its TTL expired)
                 continue
+            if engine.flow.wait_seconds(topic):  # rate limited (or its keys full): serve the others
+                continue
             ids = engine.pop(topic, 1, slot_token=lock.token)
             if ids:
                 self._rr = (self._rr + i + 1) % max(len(owned), 1)
@@ -233,11 +236,14 @@ class Worker:
     def _wait(self) -> None:
         """Block until a push wakes us (BLPOP on the owned topics' wake lists), at most a second."""
         owned = owned_topics(self.topics, self.slots)
-        timeout = max(0.05, min(IDLE_WAIT_SECONDS, self._next_maintenance - time.monotonic()))
-        if not owned:
+        waits = [w for w in map(engine.flow.wait_seconds, owned) if w]
+        # A topic waiting for its rate limit is not woken by pushes: it is asked again when due.
+        wakeable = [t for t in owned if not engine.flow.wait_seconds(t)]
+        timeout = max(0.05, min(IDLE_WAIT_SECONDS, self._next_maintenance - time.monotonic(), *waits))
+        if not wakeable:
             time.sleep(min(timeout, 0.5))
             return
-        engine.wait_for_push(owned, timeout)
+        engine.wait_for_push(wakeable, timeout)
 
     def _process(self, topic: str, job_id: str) -> None:
         claimed = claim(job_id, self.worker_id, os.getpid(), self.topic_rows)
@@ -345,12 +351,14 @@ class Worker:
 
     def _take_slots(self) -> None:
         self.topic_rows = topic_rows(self.topics)
+        configure_flow(self.topics, self.topic_rows, self._turns)
         take_slots(self.worker_id, self.topics, self.slots, self.topic_rows)
 
     def _maintain(self) -> None:
         maintenance.ensure_redis_state(self.topics)
         maintenance.reconcile(self.topics)
         maintenance.promote(self.topics)
+        maintenance.repair_key_queues([t for t in self.topics if self._turns.get(t)])
         maintenance.reap(self.topics)
         if time.monotonic() >= self._next_sweep:
             maintenance.sweep_waiting()

@@ -201,6 +201,8 @@ SCHEMAS: dict[str, Any] = {
             "topic": {"type": "string"},
             "is_paused": {"type": "boolean"},
             "concurrency": {"type": "integer", "minimum": 1},
+            "rate": {"type": "string", "description": "Starts allowed, e.g. 100/m or 100/m:10 (a burst); empty: none."},
+            "key_concurrency": nullable({"type": "integer", "minimum": 1}),
             "by_status": COUNTS,
         },
     },
@@ -222,6 +224,32 @@ SCHEMAS: dict[str, Any] = {
                             "type": "object",
                             "description": "Sizes of the topic's Redis structures; null while Redis is down.",
                             "properties": {k: {"type": "integer"} for k in ("queued", "leased", "scheduled")},
+                        }
+                    ),
+                    "flow": nullable(
+                        {
+                            "type": "object",
+                            "description": "Flow limits and how full they are now; null while Redis is down.",
+                            "properties": {
+                                "rate": nullable({
+                                    "type": "object",
+                                    "properties": {"count": {"type": "integer"}, "period": {"type": "number"},
+                                                   "burst": {"type": "integer"}},
+                                }),
+                                "tokens": {"type": "integer", "description": "Starts allowed right now."},
+                                "next_token_ms": {"type": "integer"},
+                                "key_concurrency": nullable({"type": "integer"}),
+                                "fair": {"type": "boolean"},
+                                "keys_waiting": {"type": "integer"},
+                                "keys": {
+                                    "type": "array",
+                                    "items": {
+                                        "type": "object",
+                                        "properties": {"key": {"type": "string"}, "queued": {"type": "integer"},
+                                                       "running": {"type": "integer"}},
+                                    },
+                                },
+                            },
                         }
                     ),
                     "holders": nullable(

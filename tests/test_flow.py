@@ -1,0 +1,270 @@
+"""Flow control in the engine: rate limits (GCRA), running jobs per key, turns between keys,
+against a real Redis with explicit clocks (``now_ms``)."""
+
+from __future__ import annotations
+
+import pytest
+from redis.crc import key_slot
+
+from jobqueue import engine
+from jobqueue.engine import flow
+from jobqueue.engine.flow import FlowLimits, Rate, parse_rate
+
+T0 = 1_700_000_000_000
+
+
+@pytest.fixture(autouse=True)
+def _no_flow_options():
+    flow._limits.clear()
+    flow._blocked_until.clear()
+    yield
+    flow._limits.clear()
+    flow._blocked_until.clear()
+
+
+def ids(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}{i:05d}" for i in range(n)]
+
+
+def push_keyed(topic: str, key: str, job_ids: list[str], priority: int = 0) -> int:
+    return flow.push(topic, [(i, priority, None, key) for i in job_ids])
+
+
+# -- the rate string --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "rate"), [
+    ("100/m", Rate(100, 60.0, 1)),
+    ("5/s", Rate(5, 1.0, 1)),
+    ("1000/h:50", Rate(1000, 3600.0, 50)),
+    ("10/30s", Rate(10, 30.0, 1)),
+    (" 100 / m : 10 ", Rate(100, 60.0, 10)),
+])
+def test_parse_rate(text, rate):
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["100", "100/d", "0/s", "5/s:0", "x/m", "-1/s", "5/s:"])
+def test_parse_rate_refuses(text):
+    with pytest.raises(ValueError):
+        parse_rate(text)
+
+
+def test_no_rate_is_none():
+    assert parse_rate("") is None
+
+
+# -- rate limit -------------------------------------------------------------------------
+
+
+def test_rate_spaces_starts_and_says_how_long_to_wait():
+    flow.configure("r", FlowLimits(rate=parse_rate("10/s")))  # one start per 100 ms
+    engine.push("r", [(i, 0, None) for i in ids("j", 5)])
+    assert engine.pop("r", count=5, now_ms=T0) == ["j00000"]
+    assert engine.pop("r", count=5, now_ms=T0 + 40) == []
+    assert 0 < flow.wait_seconds("r") <= 0.06
+    assert engine.pop("r", count=5, now_ms=T0 + 100) == ["j00001"]
+    assert engine.pop("r", count=5, now_ms=T0 + 450) == ["j00002"]  # idle time is not saved up beyond the burst
+    assert engine.pop("r", count=5, now_ms=T0 + 500) == []
+    assert engine.pop("r", count=5, now_ms=T0 + 550) == ["j00003"]
+
+
+def test_burst_allows_that_many_at_once_then_the_steady_rate():
+    flow.configure("r", FlowLimits(rate=parse_rate("10/s:3")))
+    engine.push("r", [(i, 0, None) for i in ids("j", 10)])
+    assert engine.pop("r", count=10, now_ms=T0) == ids("j", 3)
+    assert engine.pop("r", count=10, now_ms=T0 + 99) == []
+    assert engine.pop("r", count=10, now_ms=T0 + 100) == ["j00003"]
+    # After a full second of rest the bucket holds its burst again, no more.
+    assert engine.pop("r", count=10, now_ms=T0 + 2000) == ["j00004", "j00005", "j00006"]
+
+
+def test_no_token_is_taken_without_a_job():
+    flow.configure("r", FlowLimits(rate=parse_rate("1/s")))
+    assert engine.pop("r", now_ms=T0) == []
+    assert flow.wait_seconds("r") == 0
+    engine.push("r", [("a", 0, None), ("b", 0, None)])
+    assert engine.pop("r", now_ms=T0 + 1) == ["a"]
+    assert engine.pop("r", now_ms=T0 + 2) == []
+
+
+def test_ack_and_pop_acknowledges_even_when_rate_limited():
+    flow.configure("r", FlowLimits(rate=parse_rate("1/s")))
+    engine.push("r", [("a", 0, None), ("b", 0, None)])
+    assert engine.pop("r", now_ms=T0) == ["a"]
+    assert engine.ack_and_pop("r", "a", now_ms=T0 + 10) == []
+    assert engine.depths("r") == {"queued": 1, "leased": 0, "scheduled": 0}
+    assert engine.ack_and_pop("r", "nothing", now_ms=T0 + 1000) == ["b"]
+
+
+def test_the_rate_is_shared_by_every_caller_and_held_in_redis():
+    flow.configure("r", FlowLimits(rate=parse_rate("2/s")))
+    engine.push("r", [(i, 0, None) for i in ids("j", 4)])
+    assert engine.pop("r", now_ms=T0) == ["j00000"]
+    flow._limits.clear()
+    flow._blocked_until.clear()  # another process: it knows nothing but the options
+    flow.configure("r", FlowLimits(rate=parse_rate("2/s")))
+    assert engine.pop("r", now_ms=T0 + 100) == []
+
+
+def test_paused_and_slotless_pops_take_nothing():
+    flow.configure("r", FlowLimits(rate=parse_rate("1/s")))
+    engine.push("r", [("a", 0, None)])
+    engine.set_paused("r", True)
+    assert engine.pop("r", now_ms=T0) == []
+    engine.set_paused("r", False)
+    assert engine.pop("r", now_ms=T0, slot_token="not-held") == []
+    assert engine.pop("r", now_ms=T0) == ["a"]
+
+
+# -- running jobs per key -----------------------------------------------------------------
+
+
+def test_key_concurrency_holds_a_key_back_and_serves_the_others():
+    flow.configure("k", FlowLimits(key_concurrency=1))
+    push_keyed("k", "A", ["a1", "a2"])
+    push_keyed("k", "B", ["b1"])
+    assert engine.pop("k", count=5, now_ms=T0) == ["a1", "b1"]
+    assert engine.pop("k", count=5, now_ms=T0) == []
+    assert flow.wait_seconds("k") > 0  # every waiting key is full: asked again shortly
+    engine.ack("k", "a1")
+    assert engine.pop("k", count=5, now_ms=T0) == ["a2"]
+
+
+@pytest.mark.parametrize("release", ["ack", "ack_pop", "reaper", "remove"])
+def test_every_end_of_a_lease_frees_its_place(release):
+    flow.configure("k", FlowLimits(key_concurrency=1))
+    push_keyed("k", "A", ["a1", "a2"])
+    assert engine.pop("k", lease_seconds=1, now_ms=T0) == ["a1"]
+    assert engine.pop("k", now_ms=T0) == []
+    if release == "ack":
+        engine.ack("k", "a1")
+    elif release == "ack_pop":
+        assert engine.ack_and_pop("k", "a1", now_ms=T0) == ["a2"]
+        return
+    elif release == "reaper":
+        assert engine.claim_expired("k", grace_seconds=1, now_ms=T0 + 1500) == ["a1"]
+        assert engine.pop("k", now_ms=T0 + 1500) == []  # claimed, not yet given up: still running
+        flow.push("k", [("a1", 0, None, "A")])  # the reaper requeues it
+    else:
+        engine.remove("k", "a1", key="A")
+    got = engine.pop("k", now_ms=T0 + 2000)
+    assert got in (["a2"], ["a1"])
+    assert engine.pop("k", now_ms=T0 + 2000) == []
+
+
+def test_unkeyed_jobs_pass_full_keys():
+    flow.configure("k", FlowLimits(key_concurrency=1))
+    push_keyed("k", "A", ["a1", "a2"])
+    engine.push("k", [("u1", 0, None)])
+    assert engine.pop("k", count=5, now_ms=T0) == ["a1", "u1"]
+
+
+# -- turns between keys -------------------------------------------------------------------
+
+
+def test_keys_take_turns_within_a_priority():
+    flow.configure("f", FlowLimits(fair=True))
+    push_keyed("f", "A", ids("a", 1000))
+    push_keyed("f", "B", ids("b", 10))
+    first = [engine.pop("f", now_ms=T0)[0] for _ in range(20)]
+    assert first == [x for pair in zip(ids("a", 10), ids("b", 10), strict=True) for x in pair]
+    assert engine.depths("f")["queued"] == 1000 + 10 - 20
+
+
+def test_priority_beats_turns_and_a_keys_own_order_holds():
+    flow.configure("f", FlowLimits(fair=True))
+    push_keyed("f", "A", ["a1", "a2"])
+    push_keyed("f", "B", ["b1"])
+    push_keyed("f", "A", ["a9"], priority=5)  # jumps ahead of A's head
+    assert engine.pop("f", count=10, now_ms=T0) == ["a9", "b1", "a1", "a2"]
+
+
+def test_position_counts_rounds():
+    flow.configure("f", FlowLimits(fair=True))
+    push_keyed("f", "A", ids("a", 5))
+    push_keyed("f", "B", ids("b", 5))
+    order = []
+    expected = {job_id: engine.position("f", job_id) for job_id in ids("a", 5) + ids("b", 5)}
+    while got := engine.pop("f", now_ms=T0):
+        order.append(got[0])
+    assert expected == {job_id: order.index(job_id) for job_id in order}
+    assert engine.position("f", "a00000") is None
+
+
+def test_removing_a_head_lets_its_key_go_on():
+    flow.configure("f", FlowLimits(fair=True))
+    push_keyed("f", "A", ["a1", "a2", "a3"])
+    assert engine.remove("f", "a1", key="A") is True
+    assert engine.remove("f", "a3", key="A") is True
+    assert engine.pop("f", count=5, now_ms=T0) == ["a2"]
+    assert engine.depths("f")["queued"] == 0
+
+
+def test_repair_after_a_plain_remove_and_flatten():
+    flow.configure("f", FlowLimits(fair=True))
+    push_keyed("f", "A", ["a1", "a2", "a3"])
+    push_keyed("f", "B", ["b1", "b2"])
+    engine.remove("f", "a1")  # knows no keys: A's sub-queue has no head now
+    assert flow.repair("f") == 1
+    assert engine.queue_ids("f") == ["b1", "a2"]
+    assert flow.repair("f", flatten=True) == 2
+    flow.configure("f", None)
+    assert engine.pop("f", count=10, now_ms=T0) == ["b1", "a2", "a3", "b2"]
+
+
+def test_state_shows_tokens_and_waiting_keys():
+    flow.configure("s", FlowLimits(rate=parse_rate("10/s:2"), key_concurrency=1))
+    push_keyed("s", "A", ["a1", "a2", "a3"])
+    push_keyed("s", "B", ["b1"])
+    assert flow.state("s", now_ms=T0)["tokens"] == 2
+    assert engine.pop("s", count=1, now_ms=T0) == ["a1"]
+    info = flow.state("s", now_ms=T0)
+    assert info["rate"] == {"count": 10, "period": 1.0, "burst": 2}
+    assert info["key_concurrency"] == 1
+    assert info["tokens"] == 1
+    assert info["keys_waiting"] == 2
+    assert info["keys"] == [{"key": "A", "queued": 2, "running": 1}, {"key": "B", "queued": 1, "running": 0}]
+
+
+# -- one slot --------------------------------------------------------------------------
+
+
+def test_everything_a_limit_touches_is_in_the_topics_slot(redis_client):
+    topic = "slot.topic"
+    base = engine.topic_keys(topic).base
+    seen: set[str] = set()
+
+    def look() -> None:
+        seen.update(k.decode() for k in redis_client.scan_iter(count=1000))
+
+    flow.configure(topic, FlowLimits(rate=parse_rate("100/s:5"), key_concurrency=1))
+    push_keyed(topic, "tenant-1", ["a1", "a2"])
+    push_keyed(topic, "tenant:2", ["b1", "b2", "b3"])
+    flow.push(topic, [("u1", 0, "ent", None)])
+    engine.schedule(topic, [("s1", 1.0, 0, None)])
+    look()
+    engine.pop(topic, count=3, now_ms=T0)
+    engine.position(topic, "a2")
+    flow.state(topic, now_ms=T0)
+    look()
+    engine.remove(topic, "b2", key="tenant:2")
+    engine.ack_and_pop(topic, "a1", now_ms=T0 + 1000)
+    flow.repair(topic)
+    look()
+    topic_names = {n for n in seen if n.startswith(base)}
+    assert {n[len(base) + 1:] for n in topic_names} >= {
+        "queue", "leases", "rate", "keyheads", "keyof", "keyqueue", "keyrun",
+    }
+    assert seen - topic_names == {engine.topics_key()}
+    assert {key_slot(n.encode()) for n in topic_names} == {key_slot(engine.topic_keys(topic).queue.encode())}
+
+
+def test_changing_a_waiting_keyed_jobs_priority():
+    flow.configure("f", FlowLimits(fair=True))
+    push_keyed("f", "A", ["a1", "a2", "a3"])
+    push_keyed("f", "B", ["b1"])
+    assert engine.change_priority("f", "a3", 1, key="A") == "a3"  # beats A's first: takes its place
+    assert engine.change_priority("f", "a2", -1, key="A") == "a2"
+    assert engine.change_priority("f", "nothing", 5, key="A") is None
+    assert engine.pop("f", count=10, now_ms=T0) == ["a3", "b1", "a1", "a2"]

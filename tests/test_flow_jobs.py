@@ -1,0 +1,207 @@
+"""Flow control through the models and the worker: job keys, topic options from handlers,
+settings and the admin, resync after a Redis flush, and workers honouring the limits."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.db.models import Count
+
+from jobqueue import engine, registry
+from jobqueue.engine import flow
+from jobqueue.exceptions import InvalidJob
+from jobqueue.models import Execution, Job, JobStatus, Topic
+from jobqueue.resync import resync
+from jobqueue.topic_manager import clear_topic_cache
+
+from .workerutil import jobqueue_settings, run_worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _no_flow_options():
+    flow._limits.clear()
+    flow._blocked_until.clear()
+    yield
+    flow._limits.clear()
+    flow._blocked_until.clear()
+
+
+def set_options(topic: str, **values) -> Topic:
+    row = Topic.objects.resolve(topic)
+    Topic.objects.filter(pk=row.pk).update(**values)
+    clear_topic_cache()
+    return Topic.objects.get(pk=row.pk)
+
+
+def test_enqueue_stores_the_key_and_refuses_a_bad_one():
+    job = Job.objects.enqueue("echo", {"n": 1}, key="tenant-42")
+    assert Job.objects.get(pk=job.pk).key == "tenant-42"
+    assert Job.objects.enqueue("echo", {}, key=7).key == "7"
+    for bad in ("two words", "x" * 101, ["list"], "tab\tbed"):
+        with pytest.raises(InvalidJob):
+            Job.objects.enqueue("echo", {}, key=bad)
+
+
+def test_key_from_takes_the_key_from_the_payload():
+    set_options("echo", key_from="tenant", fair=True)
+    assert Job.objects.enqueue("echo", {"tenant": "acme"}).key == "acme"
+    assert Job.objects.enqueue("echo", {"tenant": "acme"}, key="own").key == "own"
+    assert Job.objects.enqueue("echo", {"other": 1}).key is None
+
+
+def test_handler_options_are_checked():
+    def func(job):
+        return None
+
+    try:
+        with pytest.raises(ValueError):
+            registry.register("flow.bad-rate", func, rate="100 a minute")
+        with pytest.raises(InvalidJob):
+            registry.register("flow.bad-kc", func, key_concurrency=0)
+        spec = registry.register("flow.good", func, rate="100/m:10", key_concurrency=2, key_from="tenant")
+        topic = Topic.objects.sync(spec)
+        assert (topic.rate, topic.key_concurrency, topic.key_from) == ("100/m:10", 2, "tenant")
+        assert topic.flow_limits() == flow.FlowLimits(flow.Rate(100, 60.0, 10), 2, False)
+    finally:
+        for name in ("flow.bad-rate", "flow.bad-kc", "flow.good"):
+            registry.unregister(name)
+
+
+def test_settings_override_the_handler_and_the_admin_overrides_settings():
+    def func(job):
+        return None
+
+    try:
+        spec = registry.register("flow.set", func, rate="10/s")
+        with jobqueue_settings(TOPIC_OPTIONS={"flow.set": {"rate": "5/s", "key_concurrency": 3}}):
+            topic = Topic.objects.sync(spec)
+            assert (topic.rate, topic.key_concurrency) == ("5/s", 3)
+            Topic.objects.filter(pk=topic.pk).update(rate="1/s", operator_overrides=["rate"])
+            topic = Topic.objects.sync(spec)
+            assert (topic.rate, topic.key_concurrency) == ("1/s", 3)
+        with jobqueue_settings(TOPIC_OPTIONS={"flow.set": {"nonsense": 1}}), pytest.raises(ValueError):
+            Topic.objects.sync(spec)
+    finally:
+        registry.unregister("flow.set")
+
+
+def test_a_topic_refuses_a_bad_rate():
+    topic = Topic.objects.resolve("echo")
+    topic.rate = "fast"
+    with pytest.raises(ValidationError):
+        topic.clean()
+    topic.rate = "3/h:2"
+    topic.clean()
+
+
+def test_keyed_jobs_wait_behind_their_key_and_cancel_cleanly():
+    set_options("echo", key_concurrency=1)
+    a = [Job.objects.enqueue("echo", {"n": n}, key="A") for n in range(3)]
+    b = Job.objects.enqueue("echo", {"n": 9}, key="B")
+    assert engine.queue_ids("echo") == [str(a[0].pk), str(b.pk)]
+    assert engine.depths("echo")["queued"] == 4
+    assert a[1].position_in_queue == 2  # A's head at 0, then one round of two keys
+    a[1].cancel()
+    assert engine.depths("echo")["queued"] == 3
+    a[0].cancel()
+    assert engine.queue_ids("echo") == [str(b.pk), str(a[2].pk)]
+    status = Job.objects.queue_status("echo")
+    assert status["redis"]["queued"] == 2
+    assert status["flow"]["key_concurrency"] == 1
+    assert {k["key"] for k in status["flow"]["keys"]} == {"A", "B"}
+
+
+def test_after_a_flush_resync_restores_turns_and_running_counts(redis_client):
+    set_options("echo", key_concurrency=1)
+    a = [Job.objects.enqueue("echo", {"n": n}, key="A") for n in range(3)]
+    b = [Job.objects.enqueue("echo", {"n": n}, key="B") for n in range(2)]
+    assert engine.pop("echo") == [str(a[0].pk)]
+    Job.objects.filter(pk=a[0].pk).update(status=JobStatus.RUNNING)
+    redis_client.flushdb()
+    report = resync(["echo"])
+    assert report.pushed["echo"] == 4 and report.leases["echo"] == 1
+    assert engine.depths("echo")["queued"] == 4
+    # A's job still runs: its key is full after the flush too; B goes on.
+    assert engine.pop("echo", count=5) == [str(b[0].pk)]
+    assert engine.pop("echo", count=5) == []
+    resync(["echo"])  # nothing to do: nothing pushed twice
+    assert engine.depths("echo")["queued"] == 3
+
+
+def test_a_worker_takes_keys_in_turn(monkeypatch):
+    set_options("echo", fair=True)
+    Job.objects.enqueue_many([{"topic": "echo", "payload": {"n": n}, "key": "big"} for n in range(30)])
+    small = [Job.objects.enqueue("echo", {"n": n}, key="small") for n in range(3)]
+    run_worker("echo")
+    assert Job.objects.filter(topic_id="echo", status=JobStatus.SUCCEEDED).count() == 33
+    order = list(Execution.objects.filter(job__topic_id="echo").order_by("started_at", "pk")
+                 .values_list("job_id", flat=True))
+    assert max(order.index(job.pk) for job in small) < 8
+
+
+def test_a_rate_limited_worker_waits_instead_of_polling(monkeypatch):
+    set_options("echo", rate="50/s")
+    for n in range(8):
+        Job.objects.enqueue("echo", {"n": n})
+    calls = []
+    real_pop = flow.pop
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real_pop(*args, **kwargs)
+
+    monkeypatch.setattr(flow, "pop", counted)
+    run_worker("echo")
+    assert Job.objects.filter(topic_id="echo", status=JobStatus.SUCCEEDED).count() == 8
+    assert len(calls) < 40  # each wait is slept through: about one call per token, not a spin
+
+
+def test_admin_api_and_dashboard_show_the_limits(admin_client):
+    topic = set_options("echo", rate="10/s:4", key_concurrency=2)
+    for n in range(3):
+        Job.objects.enqueue("echo", {"n": n}, key="tenant-a")
+    Job.objects.enqueue("echo", {"n": 9}, key="tenant-b")
+    flow.configure("echo", topic.flow_limits())
+    assert engine.pop("echo", count=2) != []
+    page = admin_client.get(f"/admin/jobqueue/topic/{topic.pk}/change/").content.decode()
+    assert "rate 10/s:4" in page and "of 4 tokens left" in page and "at most 2 running per key" in page
+    assert "tenant-a" in page and "key(s) waiting" in page
+    dashboard = admin_client.get("/admin/jobqueue/job/dashboard/fragment/").content.decode()
+    assert "rate 10/s:4" in dashboard
+    body = admin_client.get("/jobs/api/stats/echo").json()
+    assert body["flow"]["rate"] == {"count": 10, "period": 1.0, "burst": 4}
+    assert 0 <= body["flow"]["tokens"] <= 4
+    assert body["flow"]["key_concurrency"] == 2
+    assert {k["key"]: k["running"] for k in body["flow"]["keys"]}["tenant-a"] == 1
+
+
+def test_enqueue_many_keeps_keys_also_when_copying():
+    set_options("echo", fair=True)
+    jobs = Job.objects.enqueue_many([{"topic": "echo", "payload": {"n": n}, "key": f"k{n % 3}"} for n in range(120)])
+    assert dict(Job.objects.filter(topic_id="echo").values_list("key").annotate(n=Count("pk"))) == {
+        "k0": 40, "k1": 40, "k2": 40,
+    }
+    assert len(engine.queue_ids("echo")) == 3  # one job of each key in the queue, the rest behind
+    assert engine.depths("echo")["queued"] == len(jobs)
+
+
+def test_a_rate_limited_topic_is_left_alone_while_the_others_are_served():
+    from jobqueue.worker import Worker
+
+    set_options("echo", rate="1/h")
+    echo = [Job.objects.enqueue("echo", {"n": n}) for n in range(2)]
+    other = [Job.objects.enqueue("other", {"n": n}) for n in range(2)]
+    worker = Worker(topics=["echo", "other"], install_signals=False)
+    worker.topics = ["echo", "other"]
+    try:
+        worker._take_slots()
+        fetched = [worker._fetch() for _ in range(4)]
+    finally:
+        from jobqueue.worker.slots import release_slots
+
+        release_slots(worker.slots)
+    assert fetched[:3] == [(str(echo[0].pk), "echo"), (str(other[0].pk), "other"), (str(other[1].pk), "other")]
+    assert fetched[3] == (None, "")
+    assert 3500 < flow.wait_seconds("echo") <= 3600  # the next token is an hour away: echo is not asked
