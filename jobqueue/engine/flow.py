@@ -18,7 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..conf import settings
-from .connection import get_redis
+from .connection import get_redis, is_cluster
 from .keys import topic_keys
 from .scripts import script
 
@@ -199,8 +199,9 @@ def state(topic: str, now_ms: int | None = None, keys_shown: int = 20) -> dict[s
     with r.pipeline(transaction=False) as pipe:
         pipe.get(k.rate)
         pipe.hkeys(k.heads)
-        pipe.time()
-        tat_raw, head_keys, (seconds, micros) = pipe.execute()
+        tat_raw, head_keys = pipe.execute()
+    # The clock of the server that keeps the bucket (a cluster's pipelines take no TIME).
+    seconds, micros = r.time(target_nodes=r.get_node_from_key(k.rate)) if is_cluster(r) else r.time()
     now = now_ms if now_ms is not None else seconds * 1000 + micros // 1000
     info: dict[str, Any] = lim.as_dict() if lim is not None else FlowLimits().as_dict()
     if lim is not None and lim.rate is not None:
