@@ -190,6 +190,13 @@ def position(topic: str, job_id: str) -> tuple[int | None, int]:
     return (None if int(rank) < 0 else int(rank)), int(total)
 
 
+def _server_time(r: Any, key: str) -> tuple[int, int]:
+    """``TIME`` of the server that keeps ``key`` (a cluster's pipelines take no ``TIME``)."""
+    if is_cluster(r):
+        return r.time(target_nodes=r.get_node_from_key(key))
+    return r.time()
+
+
 def state(topic: str, now_ms: int | None = None, keys_shown: int = 20) -> dict[str, Any]:
     """What the topic's limits look like now, for the admin, the dashboard and the API:
     tokens left in the rate bucket, the keys waiting with their queued and running jobs."""
@@ -200,8 +207,7 @@ def state(topic: str, now_ms: int | None = None, keys_shown: int = 20) -> dict[s
         pipe.get(k.rate)
         pipe.hkeys(k.heads)
         tat_raw, head_keys = pipe.execute()
-    # The clock of the server that keeps the bucket (a cluster's pipelines take no TIME).
-    seconds, micros = r.time(target_nodes=r.get_node_from_key(k.rate)) if is_cluster(r) else r.time()
+    seconds, micros = _server_time(r, k.rate)
     now = now_ms if now_ms is not None else seconds * 1000 + micros // 1000
     info: dict[str, Any] = lim.as_dict() if lim is not None else FlowLimits().as_dict()
     if lim is not None and lim.rate is not None:
