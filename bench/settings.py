@@ -114,3 +114,26 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"jobqueue": {"handlers": ["console"], "level": "WARNING"}},
 }
+
+# The durable peers, when installed (requirements/bench.txt): django-tasks' database backend
+# on any database, procrastinate on PostgreSQL only (bench/durable_peers.py).
+try:
+    import django_tasks_db  # noqa: F401
+except ImportError:
+    pass
+else:
+    try:
+        import django.tasks  # noqa: F401
+    except ImportError:
+        INSTALLED_APPS.append("django_tasks")
+    INSTALLED_APPS.append("django_tasks_db")
+    TASKS = {"db": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["bench"]}}
+
+if _db == "postgres":
+    try:
+        import procrastinate  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        INSTALLED_APPS.append("procrastinate.contrib.django")
+        PROCRASTINATE_IMPORT_PATHS = ["bench.durable_peers"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import common, procs
 from .procs import BenchError, Procs
-from .systems import CELERY, JOBQUEUE, RQ_
+from .systems import CELERY, JOBQUEUE, RQ_, durable_peers
 
 #: Jobs in the latency run, and the gap between two enqueues (seconds).
 LATENCY_JOBS = 200
@@ -35,6 +35,8 @@ def reset() -> None:
     from .peers import declare_celery_queue
 
     get_redis().flushdb()
+    for peer in durable_peers():
+        peer.reset()
     forget_announced()
     clear_topic_cache()
     tables = [Execution._meta.db_table, Job.depends_on.through._meta.db_table, Job._meta.db_table]
@@ -62,7 +64,7 @@ def _marks() -> tuple[float | None, float | None]:
 def single_enqueue(n: int) -> dict[str, float]:
     """Jobs/s of ``n`` enqueue calls, one job each (jobqueue in autocommit: INSERT + push)."""
     out = {}
-    for system in (JOBQUEUE, CELERY, RQ_):
+    for system in (JOBQUEUE, CELERY, RQ_, *durable_peers()):
         reset()
         for _ in range(20):  # connections, prepared scripts, cached topic rows
             system.enqueue("noop")
@@ -152,7 +154,7 @@ def drain_one(system: Any, topic: str, kind: str, n: int, notes: dict[str, Any])
 
 
 def drain_inline(n: int, notes: dict[str, Any]) -> dict[str, float]:
-    return {s.key: drain_one(s, "noop", "inline", n, notes) for s in (JOBQUEUE, CELERY, RQ_)}
+    return {s.key: drain_one(s, "noop", "inline", n, notes) for s in (JOBQUEUE, CELERY, RQ_, *durable_peers())}
 
 
 def drain_process(n: int, notes: dict[str, Any]) -> dict[str, float]:
@@ -202,7 +204,7 @@ def latency_one(system: Any, jobs: int = LATENCY_JOBS) -> tuple[float, float, fl
 
 
 def latency(_n: int) -> dict[str, tuple[float, float, float]]:
-    return {s.key: latency_one(s) for s in (JOBQUEUE, CELERY, RQ_)}
+    return {s.key: latency_one(s) for s in (JOBQUEUE, CELERY, RQ_, *durable_peers())}
 
 
 # -- scaling ------------------------------------------------------------------------------
