@@ -59,6 +59,13 @@ def _api() -> SimpleNamespace | None:
     return _load() if settings.OPENTELEMETRY else None
 
 
+def _provider_set(api: SimpleNamespace) -> bool:
+    """Whether a tracer provider was set (by code, or named by ``OTEL_PYTHON_TRACER_PROVIDER``):
+    until then the API hands out only non-recording spans."""
+    stand_ins = (api.trace.ProxyTracerProvider, api.trace.NoOpTracerProvider)
+    return not isinstance(api.trace.get_tracer_provider(), stand_ins)
+
+
 def capture() -> dict[str, str] | None:
     """The active span's context as a carrier to store with a new job, or ``None`` when
     no span is active (or tracing is off)."""
@@ -115,6 +122,16 @@ def job_span(job: Any) -> Iterator[JobSpan]:
     api = _api()
     if api is None:
         yield _NO_SPAN
+        return
+    if not _provider_set(api):
+        # No SDK: the span would record nothing, and starting it costs more than the rest
+        # of a no-op job's bookkeeping in Python. The job's trace still travels on to what
+        # the attempt enqueues, as the non-recording span would have carried it.
+        if not job.trace_context:
+            yield _NO_SPAN
+            return
+        with attached(job.trace_context):
+            yield _NO_SPAN
         return
     parent = api.propagate.extract(job.trace_context) if job.trace_context else None
     attributes = {
