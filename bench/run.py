@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 WORKLOADS = ("single", "bulk", "drain_inline", "drain_process", "latency", "scaling", "memory", "admin", "metrics",
-             "bridge")
+             "bridge", "growth", "redis_memory")
 ADMIN_SCRIPT = ROOT / "bench" / "admin_changelist.py"
 METRICS_SCRIPT = ROOT / "bench" / "metrics_scrape.py"
 
@@ -58,6 +58,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--bulk-jobs", type=positive, default=10_000, help="jobs in the bulk enqueue (default 10,000)")
     add("--memory-jobs", type=positive, help="jobs in the memory run (default 100,000; 20,000 with --quick)")
     add("--no-memory-peers", action="store_true", help="measure only jobqueue's worker memory")
+    add("--growth-rows", type=positive, default=1_000_000,
+        help="finished jobs in the table for the growth rows (default 1,000,000; the target is 10,000,000)")
+    add("--queued-jobs", type=positive, default=100_000,
+        help="jobs queued for Redis bytes per queued job (default 100,000)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.md",
                         help="where to write the Markdown report (a .json beside it holds the raw figures)")
     args = parser.parse_args(argv)
@@ -95,6 +99,10 @@ def ensure_postgres_database(db: dict[str, Any]) -> None:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [db["NAME"]]).fetchone():
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db["NAME"])))
             log(f"created database {db['NAME']}")
+
+
+#: The peers' cells of a row only jobqueue is measured in.
+NOT_RUN = {"celery": "—", "rq": "—", "procrastinate": "—", "tasksdb": "—"}
 
 
 def at_least(values: dict[str, float], ratios: dict[str, float]) -> bool:
@@ -231,6 +239,41 @@ class Bench:
                 cells={"jobqueue": f"{one:,.0f} → {two:,.0f} ({two / one:.2f}×)", "celery": "—", "rq": "—"},
                 target=target, met=(two / one >= 1.6) if target else None,
             ))
+
+    def growth(self) -> None:
+        from bench import workloads
+        from bench.report import Row
+
+        rows = self.args.growth_rows
+        log(f"growth: {self.args.runs} run(s) on empty tables, then with {rows:,} finished jobs")
+        result = workloads.growth(self.args.n, rows, self.args.runs, self.extra)
+        self.raw["growth"] = result
+        for key, what in (("enqueue", f"single enqueue, {self.args.n:,} calls"),
+                          ("drain", f"drain {self.args.n:,} jobs, inline, 1 worker")):
+            empty, full = result["empty"][key], result["full"][key]
+            self.rows.append(Row(
+                label=f"{what} (jobs/s): empty tables → {rows:,} finished jobs and their Executions",
+                cells={**NOT_RUN, "jobqueue": f"{empty:,.0f} → {full:,.0f} ({full / empty:.2f}×)"},
+                target="≥ 0.8× the empty-table figure", met=full >= 0.8 * empty,
+            ))
+        self.notes.append(f"growth: {rows:,} finished jobs (and Executions) written by one INSERT ... SELECT from "
+                          f"generate_series in {result['fill_seconds']:,.0f} s, then VACUUM ANALYZE.")
+
+    def redis_memory(self) -> None:
+        from bench import workloads
+        from bench.report import Row
+
+        jobs = self.args.queued_jobs
+        log(f"redis_memory: {jobs:,} jobs queued (one run)")
+        result = workloads.redis_bytes_per_job(jobs)
+        self.raw["redis_memory"] = result
+        self.rows.append(Row(
+            label=f"Redis memory per queued job, {jobs:,} queued (bytes, `INFO memory` used_memory before/after)",
+            cells={**NOT_RUN, "jobqueue": f"{result['bytes_per_job']:,.0f}"},
+            target="≤ 150 B", met=result["bytes_per_job"] <= 150,
+        ))
+        if result["queued"] != jobs + 1:  # and the one job queued before the first reading
+            self.notes.append(f"redis_memory: {result['queued']:,} ids in the queue, expected {jobs + 1:,}.")
 
     def bridge(self) -> None:
         from bench import bridging
@@ -371,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     bench.run()  # each workload stops the workers it started (bench.procs.Procs)
     settings = {"N": args.n, "runs": args.runs, "bulk": args.bulk_jobs, "memory jobs": args.memory_jobs}
+    if "growth" in args.only:
+        settings["growth rows"] = args.growth_rows
+    if "redis_memory" in args.only:
+        settings["queued jobs"] = args.queued_jobs
     text = document(bench.rows, machine(), settings, bench.notes)
     for name in ("admin", "metrics"):
         output = bench.raw.get(name, {}).get("output")

@@ -53,11 +53,14 @@ class JobQueue:
         return procs.jobqueue_worker(topic, burst=burst)
 
     def check_drained(self, topic: str, n: int) -> None:
-        """Every job succeeded and left its Execution row."""
+        """Every job succeeded and left its Execution row (growth rows not counted)."""
         from jobqueue.models import Execution, Job
 
-        done = Job.objects.filter(topic_id=topic, status="succeeded").count()
-        executions = Execution.objects.filter(job__topic_id=topic, outcome="succeeded").count()
+        from .workloads import GROWTH_EPOCH
+
+        done = Job.objects.filter(topic_id=topic, status="succeeded", created_at__gt=GROWTH_EPOCH).count()
+        executions = Execution.objects.filter(job__topic_id=topic, outcome="succeeded",
+                                              job__created_at__gt=GROWTH_EPOCH).count()
         if done != n or executions != n:
             raise BenchError(f"jobqueue: {done} jobs succeeded, {executions} executions; expected {n}")
 
