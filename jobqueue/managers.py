@@ -63,7 +63,7 @@ def _attnames(model: type[models.Model]) -> list[str]:
     return [f.attname for f in model._meta.concrete_fields]
 
 
-def _construct(model: type[Job], values: dict[str, Any]) -> Job:
+def _construct(model: Any, values: dict[str, Any]) -> Any:
     """A new, unsaved instance of ``model`` holding ``values`` (one per concrete field's attname).
 
     What ``Model.__init__`` does for a new instance, without its per-field ``setattr``
