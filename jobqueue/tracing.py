@@ -13,8 +13,9 @@ worker's span too (:func:`attached`), and the child flushes the spans it made be
 exits (:func:`flush`).
 
 Without ``opentelemetry-api`` installed, or with ``JOBQUEUE["OPENTELEMETRY"] = False``,
-every function here does nothing and imports nothing. With the API but no SDK
-configured, spans cost next to nothing and contexts still travel from job to job.
+every function here does nothing and imports nothing. With the API but no tracer
+provider set (no SDK configured), the worker starts no span and contexts still travel
+from job to job.
 """
 
 from __future__ import annotations
