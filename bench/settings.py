@@ -117,23 +117,17 @@ LOGGING = {
 
 # The durable peers, when installed (requirements/bench.txt): django-tasks' database backend
 # on any database, procrastinate on PostgreSQL only (bench/durable_peers.py).
-try:
-    import django_tasks_db  # noqa: F401
-except ImportError:
-    pass
-else:
-    try:
-        import django.tasks  # noqa: F401
-    except ImportError:
+from importlib.util import find_spec  # noqa: E402
+
+# On Django < 6 the backend runs on the django-tasks package (Django 6 has django.tasks).
+_tasks_api = "django.tasks" if find_spec("django.tasks") else "django_tasks" if find_spec("django_tasks") else None
+if find_spec("django_tasks_db") and _tasks_api:
+    if _tasks_api == "django_tasks":
         INSTALLED_APPS.append("django_tasks")
     INSTALLED_APPS.append("django_tasks_db")
     TASKS = {"db": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["bench"]}}
 
 if _db == "postgres":
-    try:
-        import procrastinate  # noqa: F401
-    except ImportError:
-        pass
-    else:
+    if find_spec("procrastinate"):
         INSTALLED_APPS.append("procrastinate.contrib.django")
         PROCRASTINATE_IMPORT_PATHS = ["bench.durable_peers"]
