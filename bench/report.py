@@ -69,6 +69,8 @@ def machine() -> dict[str, str]:
         "Redis": str(get_redis().info("server").get("redis_version")),
         "Celery": _version("celery"),
         "RQ": _version("rq"),
+        "procrastinate": _version("procrastinate"),
+        "django-tasks-db": _version("django-tasks-db"),
     }
 
 
@@ -100,13 +102,18 @@ def fmt_met(value: bool | None) -> str:
 
 
 def table(rows: list[Row]) -> str:
+    from .systems import COLUMNS, LABELS
+
+    peers = COLUMNS[1:]
     lines = [
-        "| workload | jobqueue | Celery | RQ | jobqueue vs Celery | jobqueue vs RQ | target | met? |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+        "| workload | " + " | ".join(LABELS[k] for k in COLUMNS) + " | "
+        + " | ".join(f"jobqueue vs {LABELS[k]}" for k in peers) + " | target | met? |",
+        "| --- | " + " | ".join("---:" for _ in COLUMNS) + " | " + " | ".join("---:" for _ in peers)
+        + " | --- | --- |",
     ]
     for row in rows:
-        cells = [row.cells.get(k, "n/a") for k in ("jobqueue", "celery", "rq")]
-        ratios = [fmt_ratio(row.ratios.get(k)) for k in ("celery", "rq")]
+        cells = [row.cells.get(k, "n/a") for k in COLUMNS]
+        ratios = [fmt_ratio(row.ratios.get(k)) for k in peers]
         figures = " | ".join([*cells, *ratios])
         lines.append(f"| {row.label} | {figures} | {row.target} | {fmt_met(row.met)} |")
     return "\n".join(lines)

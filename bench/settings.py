@@ -114,3 +114,20 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"jobqueue": {"handlers": ["console"], "level": "WARNING"}},
 }
+
+# The durable peers, when installed (requirements/bench.txt): django-tasks' database backend
+# on any database, procrastinate on PostgreSQL only (bench/durable_peers.py).
+from importlib.util import find_spec  # noqa: E402
+
+# On Django < 6 the backend runs on the django-tasks package (Django 6 has django.tasks).
+_tasks_api = "django.tasks" if find_spec("django.tasks") else "django_tasks" if find_spec("django_tasks") else None
+if find_spec("django_tasks_db") and _tasks_api:
+    if _tasks_api == "django_tasks":
+        INSTALLED_APPS.append("django_tasks")
+    INSTALLED_APPS.append("django_tasks_db")
+    TASKS = {"db": {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": ["bench"]}}
+
+if _db == "postgres":
+    if find_spec("procrastinate"):
+        INSTALLED_APPS.append("procrastinate.contrib.django")
+        PROCRASTINATE_IMPORT_PATHS = ["bench.durable_peers"]

@@ -53,11 +53,14 @@ class JobQueue:
         return procs.jobqueue_worker(topic, burst=burst)
 
     def check_drained(self, topic: str, n: int) -> None:
-        """Every job succeeded and left its Execution row."""
+        """Every job succeeded and left its Execution row (growth rows not counted)."""
         from jobqueue.models import Execution, Job
 
-        done = Job.objects.filter(topic_id=topic, status="succeeded").count()
-        executions = Execution.objects.filter(job__topic_id=topic, outcome="succeeded").count()
+        from .workloads import GROWTH_EPOCH
+
+        done = Job.objects.filter(topic_id=topic, status="succeeded", created_at__gt=GROWTH_EPOCH).count()
+        executions = Execution.objects.filter(job__topic_id=topic, outcome="succeeded",
+                                              job__created_at__gt=GROWTH_EPOCH).count()
         if done != n or executions != n:
             raise BenchError(f"jobqueue: {done} jobs succeeded, {executions} executions; expected {n}")
 
@@ -138,5 +141,113 @@ class RQ:
             raise BenchError(f"RQ: {queue.count} queued, {finished} finished, {failed} failed; expected {n}")
 
 
+class Procrastinate:
+    """procrastinate through its Django integration: ``defer()`` writes a row in PostgreSQL,
+    its worker (``manage.py procrastinate worker``, one job at a time) is woken by LISTEN/NOTIFY."""
+
+    key = "procrastinate"
+    label = "procrastinate"
+
+    @staticmethod
+    def available() -> bool:
+        from .durable_peers import HAS_PROCRASTINATE
+
+        return HAS_PROCRASTINATE
+
+    def enqueue(self, topic: str, **kwargs: Any) -> None:
+        from .durable_peers import procrastinate_noop
+
+        procrastinate_noop.defer(**kwargs)
+
+    def fill(self, topic: str, n: int, marks: bool = True, **extra: Any) -> None:
+        from .durable_peers import procrastinate_noop
+
+        for start in range(0, n, FILL_CHUNK):
+            stop = min(n, start + FILL_CHUNK)
+            procrastinate_noop.batch_defer(*({**extra, **marked(n, i, marks)} for i in range(start, stop)))
+
+    def worker(self, topic: str, kind: str, burst: bool = True) -> list[str]:
+        if kind != "inline":
+            raise BenchError("procrastinate has no per-job process isolation to compare with")
+        from .durable_peers import QUEUE_NAME
+
+        argv = procs.python("-m", "django", "procrastinate", "worker", "--queues", QUEUE_NAME, "--concurrency", "1")
+        return [*argv, "--one-shot"] if burst else argv
+
+    def reset(self) -> None:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("TRUNCATE procrastinate_jobs, procrastinate_events, procrastinate_periodic_defers "
+                           "RESTART IDENTITY CASCADE")
+
+    def check_drained(self, topic: str, n: int) -> None:
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT status, count(*) FROM procrastinate_jobs GROUP BY status")
+            counts = dict(cursor.fetchall())
+        if counts.get("succeeded") != n or len(counts) != 1:
+            raise BenchError(f"procrastinate: jobs by status {counts}; expected {n} succeeded")
+
+
+class TasksDB:
+    """django-tasks' database backend (django-tasks-db): ``enqueue()`` saves a row with the
+    ORM, ``manage.py db_worker`` polls for it (every 0.1 s when idle, a tenth of its default)."""
+
+    key = "tasksdb"
+    label = "django-tasks-db"
+    #: The worker's idle poll interval (s). Its default is 1 s; a tenth is kinder to its latency.
+    INTERVAL = "0.1"
+
+    @staticmethod
+    def available() -> bool:
+        from .durable_peers import HAS_TASKS_DB
+
+        return HAS_TASKS_DB
+
+    def enqueue(self, topic: str, **kwargs: Any) -> None:
+        from .durable_peers import tasks_db_noop
+
+        tasks_db_noop.enqueue(**kwargs)
+
+    def fill(self, topic: str, n: int, marks: bool = True, **extra: Any) -> None:
+        from .durable_peers import tasks_db_noop
+
+        for i in range(n):  # the backend has no bulk enqueue
+            tasks_db_noop.enqueue(**extra, **marked(n, i, marks))
+
+    def worker(self, topic: str, kind: str, burst: bool = True) -> list[str]:
+        if kind != "inline":
+            raise BenchError("django-tasks-db has no per-job process isolation to compare with")
+        from .durable_peers import QUEUE_NAME
+
+        argv = procs.python("-m", "django", "db_worker", "--backend", "db", "--queue-name", QUEUE_NAME,
+                            "--interval", self.INTERVAL, "--no-startup-delay", "--no-reload")
+        return [*argv, "--batch"] if burst else argv
+
+    def reset(self) -> None:
+        from django_tasks_db.models import DBTaskResult
+
+        DBTaskResult.objects.all().delete()
+
+    def check_drained(self, topic: str, n: int) -> None:
+        from django.db.models import Count
+        from django_tasks_db.models import DBTaskResult
+
+        counts = dict(DBTaskResult.objects.values_list("status").annotate(n=Count("id")))
+        if counts.get("SUCCESSFUL") != n or len(counts) != 1:
+            raise BenchError(f"django-tasks-db: results by status {counts}; expected {n} successful")
+
+
 JOBQUEUE, CELERY, RQ_ = JobQueue(), Celery(), RQ()
-SYSTEMS = {s.key: s for s in (JOBQUEUE, CELERY, RQ_)}
+PROCRASTINATE, TASKS_DB = Procrastinate(), TasksDB()
+SYSTEMS = {s.key: s for s in (JOBQUEUE, CELERY, RQ_, PROCRASTINATE, TASKS_DB)}
+#: The columns of the report, in order: every system that may appear in a row.
+COLUMNS = ("jobqueue", "celery", "rq", "procrastinate", "tasksdb")
+LABELS = {s.key: s.label for s in SYSTEMS.values()}
+
+
+def durable_peers() -> list[Any]:
+    """The durable peers installed here (procrastinate needs PostgreSQL)."""
+    return [s for s in (PROCRASTINATE, TASKS_DB) if s.available()]

@@ -6,13 +6,14 @@ Every measurement starts from a flushed Redis database and empty jobqueue tables
 
 from __future__ import annotations
 
+import datetime as dt
 import statistics
 import time
 from typing import Any
 
 from . import common, procs
 from .procs import BenchError, Procs
-from .systems import CELERY, JOBQUEUE, RQ_
+from .systems import CELERY, JOBQUEUE, RQ_, durable_peers
 
 #: Jobs in the latency run, and the gap between two enqueues (seconds).
 LATENCY_JOBS = 200
@@ -21,10 +22,13 @@ LATENCY_GAP = 0.020
 WARM_JOBS = 5
 #: Seconds a scaling job sleeps, standing for a call to another service.
 SCALING_SLEEP = 0.010
+#: When the growth rows were created and finished (before every job a measurement makes).
+GROWTH_EPOCH = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
 
 
-def reset() -> None:
-    """Flush the benchmark's Redis database and empty jobqueue's job tables."""
+def reset(keep_rows: bool = False) -> None:
+    """Flush the benchmark's Redis database and empty jobqueue's job tables (with
+    ``keep_rows``, delete only the jobs not finished: the growth rows stay)."""
     from django.db import connection
 
     from jobqueue.engine import get_redis
@@ -35,9 +39,16 @@ def reset() -> None:
     from .peers import declare_celery_queue
 
     get_redis().flushdb()
+    for peer in durable_peers():
+        peer.reset()
     forget_announced()
     clear_topic_cache()
     tables = [Execution._meta.db_table, Job.depends_on.through._meta.db_table, Job._meta.db_table]
+    if keep_rows:
+        # The jobs a measurement made are the ones after the growth rows' creation time.
+        Job.objects.filter(created_at__gt=GROWTH_EPOCH).delete()
+        declare_celery_queue()
+        return
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
             cursor.execute("TRUNCATE " + ", ".join(connection.ops.quote_name(t) for t in tables))
@@ -62,7 +73,7 @@ def _marks() -> tuple[float | None, float | None]:
 def single_enqueue(n: int) -> dict[str, float]:
     """Jobs/s of ``n`` enqueue calls, one job each (jobqueue in autocommit: INSERT + push)."""
     out = {}
-    for system in (JOBQUEUE, CELERY, RQ_):
+    for system in (JOBQUEUE, CELERY, RQ_, *durable_peers()):
         reset()
         for _ in range(20):  # connections, prepared scripts, cached topic rows
             system.enqueue("noop")
@@ -129,10 +140,10 @@ def bulk_enqueue(n: int) -> dict[str, float]:
 # -- drains -------------------------------------------------------------------------------
 
 
-def drain_one(system: Any, topic: str, kind: str, n: int, notes: dict[str, Any]) -> float:
+def drain_one(system: Any, topic: str, kind: str, n: int, notes: dict[str, Any], keep_rows: bool = False) -> float:
     """Fill the queue with ``n`` jobs, start one worker, return jobs/s from the first job's
     start to the last job's end (the worker's start-up is reported apart, in ``notes``)."""
-    reset()
+    reset(keep_rows)
     system.fill(topic, n)
     timeout = max(120.0, n / 20)
     with Procs() as running:
@@ -152,7 +163,7 @@ def drain_one(system: Any, topic: str, kind: str, n: int, notes: dict[str, Any])
 
 
 def drain_inline(n: int, notes: dict[str, Any]) -> dict[str, float]:
-    return {s.key: drain_one(s, "noop", "inline", n, notes) for s in (JOBQUEUE, CELERY, RQ_)}
+    return {s.key: drain_one(s, "noop", "inline", n, notes) for s in (JOBQUEUE, CELERY, RQ_, *durable_peers())}
 
 
 def drain_process(n: int, notes: dict[str, Any]) -> dict[str, float]:
@@ -202,7 +213,7 @@ def latency_one(system: Any, jobs: int = LATENCY_JOBS) -> tuple[float, float, fl
 
 
 def latency(_n: int) -> dict[str, tuple[float, float, float]]:
-    return {s.key: latency_one(s) for s in (JOBQUEUE, CELERY, RQ_)}
+    return {s.key: latency_one(s) for s in (JOBQUEUE, CELERY, RQ_, *durable_peers())}
 
 
 # -- scaling ------------------------------------------------------------------------------
@@ -254,3 +265,99 @@ def memory_one(system: Any, n: int) -> tuple[float, float, float]:
 def memory(n: int, peers: bool = True) -> dict[str, tuple[float, float, float]]:
     systems = (JOBQUEUE, CELERY, RQ_) if peers else (JOBQUEUE,)
     return {s.key: memory_one(s, n) for s in systems}
+
+
+# -- growth -------------------------------------------------------------------------------
+
+
+def fill_finished(rows: int, topic: str = "noop") -> float:
+    """Add ``rows`` succeeded jobs, each with its Execution, in one ``INSERT ... SELECT`` from
+    ``generate_series`` (PostgreSQL), then ``VACUUM ANALYZE``; returns the seconds it took."""
+    from django.db import connection
+
+    from jobqueue.models import Execution, Job
+
+    job, execution = Job._meta.db_table, Execution._meta.db_table
+    start = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            WITH made AS (
+                INSERT INTO {job} (id, status, priority, payload, error, progress, progress_message, stage,
+                                   has_dependents, attempts, max_attempts, timeout, worker_id, created_at,
+                                   updated_at, queued_at, started_at, finished_at, topic)
+                SELECT gen_random_uuid(), 'succeeded', 0, jsonb_build_object('i', i), '', 100, '', '', false, 1,
+                       3, 3600, 'growth', t, t, t, t, t, %s
+                FROM (SELECT i, %s::timestamptz - make_interval(secs => i) AS t
+                      FROM generate_series(1, %s) AS i) AS g
+                RETURNING id, finished_at
+            )
+            INSERT INTO {execution} (attempt, worker_id, hostname, pid, started_at, finished_at, outcome,
+                                     stdout, stderr, error, traceback, duration, job_id, error_class)
+            SELECT 1, 'growth', 'growth', 1, finished_at, finished_at, 'succeeded', '', '', '', '', 0.001, id, ''
+            FROM made
+        """, [topic, GROWTH_EPOCH, rows])
+    previous = connection.connection.autocommit
+    connection.connection.autocommit = True  # VACUUM runs outside a transaction
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"VACUUM ANALYZE {job}, {execution}")
+    finally:
+        connection.connection.autocommit = previous
+    return time.perf_counter() - start
+
+
+def jobqueue_enqueue_rate(n: int) -> float:
+    """jobqueue's single-enqueue jobs/s (as :func:`single_enqueue`), keeping the growth rows."""
+    reset(keep_rows=True)
+    for _ in range(20):
+        JOBQUEUE.enqueue("noop")
+    start = time.perf_counter()
+    for _ in range(n):
+        JOBQUEUE.enqueue("noop")
+    return n / (time.perf_counter() - start)
+
+
+def growth(n: int, rows: int, runs: int, notes: dict[str, Any]) -> dict[str, Any]:
+    """jobqueue's single enqueue and inline drain on empty tables, then with ``rows`` finished
+    jobs (and their Executions) in them: medians of ``runs`` each. PostgreSQL only."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        raise BenchError("the growth rows are made with generate_series: PostgreSQL only")
+    out: dict[str, Any] = {"rows": rows}
+    reset()
+    out["empty"] = _enqueue_and_drain(n, runs, notes)
+    reset()
+    out["fill_seconds"] = fill_finished(rows)
+    out["full"] = _enqueue_and_drain(n, runs, notes)
+    reset()
+    return out
+
+
+def _enqueue_and_drain(n: int, runs: int, notes: dict[str, Any]) -> dict[str, float]:
+    enqueue = [jobqueue_enqueue_rate(n) for _ in range(runs)]
+    drain = [drain_one(JOBQUEUE, "noop", "inline", n, notes, keep_rows=True) for _ in range(runs)]
+    return {"enqueue": statistics.median(enqueue), "drain": statistics.median(drain)}
+
+
+def redis_bytes_per_job(jobs: int) -> dict[str, float]:
+    """Redis ``used_memory`` growth per queued job, with ``jobs`` queued in one topic by
+    ``enqueue_many`` (rows in the database too, as always)."""
+    from jobqueue.engine import get_redis
+
+    reset()
+    r = get_redis()
+    JOBQUEUE.enqueue("noop")  # the topic's keys exist before the first reading
+    before = int(r.info("memory")["used_memory"])
+    JOBQUEUE.fill("noop", jobs, marks=False)
+    after = int(r.info("memory")["used_memory"])
+    key = _queue_key("noop")
+    queued = int((r.zcard(key) if r.type(key) == b"zset" else r.llen(key)) or 0)
+    reset()
+    return {"jobs": jobs, "queued": queued, "bytes_per_job": (after - before) / jobs}
+
+
+def _queue_key(topic: str) -> str:
+    from jobqueue.engine import TopicKeys
+
+    return TopicKeys(topic).queue

@@ -13,8 +13,9 @@ worker's span too (:func:`attached`), and the child flushes the spans it made be
 exits (:func:`flush`).
 
 Without ``opentelemetry-api`` installed, or with ``JOBQUEUE["OPENTELEMETRY"] = False``,
-every function here does nothing and imports nothing. With the API but no SDK
-configured, spans cost next to nothing and contexts still travel from job to job.
+every function here does nothing and imports nothing. With the API but no tracer
+provider set (no SDK configured), the worker starts no span and contexts still travel
+from job to job.
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ def _load() -> SimpleNamespace | None:
 
 def _api() -> SimpleNamespace | None:
     return _load() if settings.OPENTELEMETRY else None
+
+
+def _provider_set(api: SimpleNamespace) -> bool:
+    """Whether a tracer provider was set (by code, or named by ``OTEL_PYTHON_TRACER_PROVIDER``):
+    until then the API hands out only non-recording spans."""
+    stand_ins = (api.trace.ProxyTracerProvider, api.trace.NoOpTracerProvider)
+    return not isinstance(api.trace.get_tracer_provider(), stand_ins)
 
 
 def capture() -> dict[str, str] | None:
@@ -115,6 +123,16 @@ def job_span(job: Any) -> Iterator[JobSpan]:
     api = _api()
     if api is None:
         yield _NO_SPAN
+        return
+    if not _provider_set(api):
+        # No SDK: the span would record nothing, and starting it costs more than the rest
+        # of a no-op job's bookkeeping in Python. The job's trace still travels on to what
+        # the attempt enqueues, as the non-recording span would have carried it.
+        if not job.trace_context:
+            yield _NO_SPAN
+            return
+        with attached(job.trace_context):
+            yield _NO_SPAN
         return
     parent = api.propagate.extract(job.trace_context) if job.trace_context else None
     attributes = {

@@ -248,3 +248,37 @@ def test_the_seams_do_nothing_when_tracing_is_off(spans):
             assert span.span is None
         with tracing.attached(job.trace_context):
             assert not trace.get_current_span().get_span_context().is_valid
+
+
+def test_with_the_api_but_no_sdk_a_trace_still_travels_down_a_chain():
+    """With no tracer provider set the worker starts no span, yet a job enqueued inside a
+    trace (here a remote parent's context) passes it on to every job it chains into, and
+    a job enqueued outside one passes nothing on."""
+    script = textwrap.dedent("""
+        import json, sys
+        import django
+        django.setup()
+        from opentelemetry import trace
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+        from jobqueue import tracing
+        from jobqueue.models import Job
+        from jobqueue.worker import Worker
+        parent = SpanContext(trace_id=0x1234, span_id=0x5678, is_remote=True, trace_flags=TraceFlags(1))
+        with trace.use_span(NonRecordingSpan(parent)):
+            traced = Job.objects.enqueue("stage1", {"n": 0})
+        untraced = Job.objects.enqueue("stage1", {"n": 10})
+        Worker(topics=["stage1", "stage2", "stage3"], burst=True, install_signals=False).run()
+        print(json.dumps({
+            "provider_set": tracing._provider_set(tracing._load()),
+            "statuses": sorted(Job.objects.values_list("status", flat=True)),
+            "contexts": sorted(
+                (c or {}).get("traceparent", "") for c in Job.objects.values_list("trace_context", flat=True)
+            ),
+        }))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=child_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    traced = "00-" + f"{0x1234:032x}" + "-" + f"{0x5678:016x}" + "-01"
+    assert report == {"provider_set": False, "statuses": ["succeeded"] * 6, "contexts": [""] * 3 + [traced] * 3}

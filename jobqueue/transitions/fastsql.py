@@ -198,8 +198,30 @@ def _prep(model: type[Model], name: str, value: Any, connection: Any) -> Any:
     return field.get_db_prep_save(value, connection)
 
 
+#: Per list of fields (a module constant here) and database: each field's attname, the
+#: field, and its cheap value types and conversion (:func:`_fast_prep`), looked up once.
+_plans: dict[tuple[int, str], tuple[list[Any], list[tuple[str, Any, tuple[type, ...], Any]]]] = {}
+
+
+def _plan(model: type[Model], fields: list[Any], alias: str) -> list[tuple[str, Any, tuple[type, ...], Any]]:
+    entry = _plans.get((id(fields), alias))
+    if entry is None or entry[0] is not fields:
+        entry = (fields, [(f.attname, f, *_fast_prep(model, f.name, alias)) for f in fields])
+        _plans[(id(fields), alias)] = entry
+    return entry[1]
+
+
 def _prep_row(model: type[Model], fields: list[Any], obj: Model, connection: Any) -> list[Any]:
-    return [_prep(model, f.name, getattr(obj, f.attname), connection) for f in fields]
+    """:func:`_prep` of each of ``fields`` of ``obj``, in order (the hot loop of every insert)."""
+    row = []
+    for attname, field, kinds, convert in _plan(model, fields, connection.alias):
+        value = getattr(obj, attname)
+        kind = type(value)
+        if kind in kinds and (kind is not dt.datetime or value.tzinfo is not None):
+            row.append(value if value is None else convert(value))
+        else:
+            row.append(field.get_db_prep_save(value, connection))
+    return row
 
 
 @cache
