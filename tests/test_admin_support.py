@@ -52,8 +52,10 @@ def set_status(job: Job, status: str, **values: Any) -> Job:
 
 
 def topic_form(topic: Topic, **changes: Any) -> dict[str, Any]:
-    """The fields of a topic's change form as it stands, with ``changes`` made."""
-    return {**{name: getattr(topic, name) for name in registry.TOPIC_FIELDS}, **changes}
+    """The fields of a topic's change form as it stands, with ``changes`` made (an empty
+    field, such as an unset limit, is sent as a browser sends it: empty text)."""
+    fields = {name: getattr(topic, name) for name in registry.TOPIC_FIELDS}
+    return {name: "" if value is None else value for name, value in {**fields, **changes}.items()}
 
 
 def topic_url(topic: Topic) -> str:
