@@ -79,13 +79,17 @@ def test_quick_benchmark_prints_jobqueue_and_celery_figures(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
 
     rows = table_rows(done.stdout)
-    assert rows["workload"][:3] == ["jobqueue", "Celery", "RQ"]
+    assert rows["workload"][:5] == ["jobqueue", "Celery", "RQ", "procrastinate", "django-tasks-db"]
     number = re.compile(r"^\d[\d,]*$")
+    on_postgres = env["JOBQUEUE_BENCH_DB"] == "postgres"
     for prefix in ("single enqueue, 50 calls", "drain 50 jobs, inline"):
-        jobqueue, celery, rq = find(rows, prefix)[:3]
+        jobqueue, celery, rq, procrastinate, tasks_db = find(rows, prefix)[:5]
         assert number.match(jobqueue), (prefix, jobqueue)
         assert number.match(celery), (prefix, celery)
         assert number.match(rq), (prefix, rq)
+        assert number.match(tasks_db), (prefix, tasks_db)
+        # procrastinate needs PostgreSQL: measured there, "n/a" on SQLite.
+        assert number.match(procrastinate) if on_postgres else procrastinate == "n/a", (prefix, procrastinate)
     assert "PostgreSQL" in done.stdout or "SQLite" in done.stdout
     assert output.read_text() == done.stdout.rstrip("\n") + "\n"
     assert output.with_suffix(".json").exists()
