@@ -115,6 +115,25 @@ def test_a_name_that_is_not_a_topic_name_is_refused_with_the_fix():
         registry.unregister("celery-tests.resize")
 
 
+@pytest.mark.parametrize(("rate_limit", "rate"), [("10/m", "10/m"), ("100/h", "100/h"), (5, "5/s"), ("2", "2/s"),
+                                                   (None, "")])
+def test_rate_limit_becomes_the_topics_rate(rate_limit, rate):
+    task = shared_task(name="celery-tests.limited", rate_limit=rate_limit)(lambda: None)
+    try:
+        assert registry.get(task.name).defaults["rate"] == rate
+        assert Topic.objects.resolve(task.name).rate == rate
+    finally:
+        registry.unregister(task.name)
+
+
+@pytest.mark.parametrize(("rate_limit", "error"), [("ten/m", ValueError), (0.5, ValueError), ("0/m", ValueError),
+                                                   ([10], TypeError)])
+def test_a_rate_limit_jobqueue_cannot_hold_is_refused(rate_limit, error):
+    with pytest.raises(error, match="rate"):
+        shared_task(name="celery-tests.limited", rate_limit=rate_limit)(lambda: None)
+    assert registry.get("celery-tests.limited") is None
+
+
 # -- enqueueing ----------------------------------------------------------------------
 
 
@@ -277,7 +296,6 @@ def test_calls_and_chains_run_on_jobworker_processes(tmp_path):
         (lambda: add.apply_async((1, 2), serializer="pickle"), "JSON"),
         (lambda: add.s(1, 2).link(mul.s(2)), "chain the next step with |"),
         (lambda: (add.s(1, 2) | mul.s(2).set(entity_id="x")).delay(), "later step of a chain"),
-        (lambda: shared_task(rate_limit="10/m")(lambda: None), "concurrency"),
         (lambda: shared_task(autoretry_for=(ValueError,))(lambda: None), "max_retries"),
         (lambda: shared_task(max_retries=None)(lambda: None), "give a number"),
         (lambda: shared_task(retry_backoff=True)(lambda: None), "base delay"),

@@ -47,13 +47,31 @@ UNSUPPORTED_TASK_OPTIONS = {
     "retry_kwargs": "set max_retries, and retry_backoff (seconds, the base of the exponential delay)",
     "retry_jitter": "retry delays always have +/-25 % jitter",
     "retry_backoff_max": "set JOBQUEUE['MAX_RETRY_DELAY']",
-    "rate_limit": "limit how many run at once with concurrency=N (a topic setting)",
     "soft_time_limit": "time_limit is the timeout; an inline handler past it gets JobTimeout raised inside it",
     "base": "there is one task class; subclass nothing, wrap the function instead",
     "throws": "every failure is recorded with its traceback",
     "expires": UNSUPPORTED_OPTIONS["expires"],
     "serializer": "jobs are stored as JSON",
 }
+
+
+def celery_rate(value: Any) -> str:
+    """A Celery ``rate_limit`` (``"10/m"``, ``"5/s"``, ``"100/h"``, or a number: per second)
+    as the topic's ``rate``. Celery limits each worker on its own; a topic's rate holds
+    across every worker, so the same figure is a stricter limit here."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(f"@shared_task(rate_limit={value!r}): give e.g. '10/m', '5/s', '100/h' or a number.")
+    text = str(value).strip()
+    try:
+        number = float(text)
+    except ValueError:
+        return text  # "10/m": the topic's rate checks it
+    if number != int(number) or number < 1:
+        raise ValueError(f"@shared_task(rate_limit={value!r}): give whole tasks per second, minute or hour "
+                         f"(e.g. '30/m' rather than 0.5).")
+    return f"{int(number)}/s"
 
 
 def autodiscover_tasks() -> None:
@@ -202,7 +220,8 @@ def shared_task(func: Callable[..., Any] | None = None, **options: Any) -> Any:
     Celery options: ``name`` (the topic; a valid topic name: lowercase), ``bind``,
     ``max_retries`` (``max_attempts = max_retries + 1``), ``time_limit`` (the timeout,
     seconds), ``default_retry_delay`` (for ``self.retry()``), ``priority`` (the topic's
-    default priority). jobqueue's ``@handler`` options pass through (``max_attempts``,
+    default priority), ``rate_limit`` (the topic's ``rate``: shared by every worker, where
+    Celery's holds per worker). jobqueue's ``@handler`` options pass through (``max_attempts``,
     ``timeout``, ``isolation``, ``concurrency``, ``retry_backoff``...). Options listed
     in :data:`IGNORED_TASK_OPTIONS` are ignored; :data:`UNSUPPORTED_TASK_OPTIONS` raise
     :class:`NotSupported`.
@@ -227,6 +246,8 @@ def _make_task(func: Callable[..., Any], options: dict[str, Any]) -> Task:
         topic["max_attempts"] = int(retries) + 1
     if "time_limit" in options:
         topic["timeout"] = options.pop("time_limit")
+    if "rate_limit" in options:
+        topic["rate"] = celery_rate(options.pop("rate_limit"))
     if isinstance(options.get("retry_backoff"), bool):
         raise NotSupported(
             "@shared_task(retry_backoff=True/False): retries always back off; give the base delay "
