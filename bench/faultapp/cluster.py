@@ -80,10 +80,26 @@ class LocalCluster:
             time.sleep(0.02)
         raise ClusterError(f"redis-server {port} (pid {pid}) outlived SIGKILL")
 
+    def wait_in_sync(self, master_port: int, replica_port: int, timeout: float = 30) -> None:
+        """Wait until the replica holds every write its master has made so far (a new
+        replica's first sync waits ``repl-diskless-sync-delay``, 5 s by default)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            wanted = int(self.node(master_port).info("replication")["master_repl_offset"])
+            info = self.node(replica_port).info("replication")
+            if (info.get("master_link_status") == "up" and not int(info.get("master_sync_in_progress", 1))
+                    and int(info.get("slave_repl_offset", -1)) >= wanted):
+                return
+            time.sleep(0.05)
+        raise ClusterError(f"the replica on {replica_port} did not catch up with {master_port}")
+
     def fail_over(self, master_port: int) -> int:
-        """``kill -9`` the master on ``master_port`` and promote its replica; returns the
-        promoted node's port once it serves the slots as master."""
+        """``kill -9`` the master on ``master_port`` once its replica has caught up, and
+        promote the replica; returns the promoted node's port once it serves the slots as
+        master. (Writes the replica should lack are the caller's to take away: on one
+        machine a live replica is seldom behind.)"""
         replica = self.replica_of(master_port)
+        self.wait_in_sync(master_port, replica)
         self.kill9(master_port)
         self.node(replica).execute_command("CLUSTER FAILOVER TAKEOVER")
         deadline = time.monotonic() + 20

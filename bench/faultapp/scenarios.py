@@ -5,6 +5,7 @@ checks what came out of it against the database's rows and the handlers' own log
 from __future__ import annotations
 
 import functools
+import os
 import random
 import re
 import time
@@ -539,7 +540,6 @@ def redis_failover(lab: Lab, p: dict[str, Any], size: str) -> Result:
     find it per topic (the topic's ``epoch`` names the dead master) and rebuild it from the
     database: every job runs, none twice, never more at once than the topic allows.
     """
-    import os
 
     from django.conf import settings
 
@@ -565,18 +565,26 @@ def redis_failover(lab: Lab, p: dict[str, Any], size: str) -> Result:
         serial = enqueue_batch("serial", p["jobs"] // 2, p["ms"])
         workers = [lab.worker(f"fo-{i}", topics, env=env) for i in range(p["workers"])]
         total = len(ids) + len(serial)
-        poll(lambda: finished(topics) >= total // 4, p["timeout"])
+        # Kill once a quarter is done, or earlier if `serial` is about to run out of queued
+        # jobs: the writes taken away below must include some of its queue.
+        serial_queue = engine.topic_keys("serial").queue
+        poll(lambda: finished(topics) >= total // 4 or client.zcard(serial_queue) <= 3 * p["tail"], p["timeout"])
         at = finished(topics)
+        k = engine.topic_keys("serial")
+        epoch = client.get(k.epoch)  # what the replica holds too: the dead master's run id
         promoted = cluster.fail_over(victim)
         engine.reset_clients()
         client = engine.get_redis()
-        k = engine.topic_keys("serial")
         tail = [i.decode() for i in client.zrange(k.queue, 0, p["tail"] - 1)]
         with client.pipeline(transaction=False) as pipe:
             if tail:
                 pipe.zrem(k.queue, *tail)
             pipe.delete(k.lock)
             pipe.delete(k.holders)
+            # A worker may have found the new master and rebuilt the topic already: the
+            # epoch goes back to the dead master's, as on a replica that lacks the writes.
+            if epoch is not None:
+                pipe.set(k.epoch, epoch)
             pipe.execute()
         extra = enqueue_batch("work", max(10, len(ids) // 10), p["ms"], start=len(ids))  # after the failover
         ids += extra
