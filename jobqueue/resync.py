@@ -28,6 +28,7 @@ from typing import Any
 
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from . import engine
 from .engine import ResyncReport, TopicResync, TopicRows
@@ -63,6 +64,7 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
                 running=list(jobs.filter(status=JobStatus.RUNNING).values_list("pk", flat=True)),
                 keys={str(pk): key for pk, key in jobs.filter(status__in=(JobStatus.QUEUED, JobStatus.RUNNING),
                                                                key__isnull=False).values_list("pk", "key")},
+                recent_starts=_recent_starts(topic, row),
             ),
             report,
         )
@@ -70,6 +72,19 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
     if report.metrics:
         replace(counted(report.metrics))
     return report
+
+
+def _recent_starts(topic: str, row: Topic | None) -> list[float]:
+    """When the attempts of a rate-limited topic started within one burst's time (ms since
+    the epoch): finished ones by the executions' finished index, running ones by the jobs'."""
+    limits = row.flow_limits() if row is not None else None
+    if limits is None or limits.rate is None:
+        return []
+    cutoff = timezone.now() - dt.timedelta(milliseconds=limits.rate.burst * limits.rate.interval_ms)
+    finished = Execution.objects.filter(finished_at__gte=cutoff, started_at__gte=cutoff, job__topic_id=topic)
+    running = Job.objects.filter(topic_id=topic, status=JobStatus.RUNNING, started_at__gte=cutoff)
+    starts = [*finished.values_list("started_at", flat=True), *running.values_list("started_at", flat=True)]
+    return [start.timestamp() * 1000 for start in starts if start is not None]
 
 
 def _buckets(name: str, counts: dict[str, Any], total: int, seconds: float) -> dict[str, int]:

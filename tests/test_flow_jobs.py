@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ValidationError
 from django.db.models import Count
+from django.utils import timezone
 
 from jobqueue import engine, registry
 from jobqueue.engine import flow
@@ -128,6 +129,33 @@ def test_after_a_flush_resync_restores_turns_and_running_counts(redis_client):
     assert engine.pop("echo", count=5) == []
     resync(["echo"])  # nothing to do: nothing pushed twice
     assert engine.depths("echo")["queued"] == 3
+
+
+def test_after_a_flush_a_rate_limited_topic_lets_no_second_burst_through(redis_client):
+    topic = set_options("echo", rate="1/h:3")  # three at once, then one an hour
+    flow.configure("echo", topic.flow_limits())
+    for n in range(6):
+        Job.objects.enqueue("echo", {"n": n})
+    burst = engine.pop("echo", count=6)
+    assert len(burst) == 3  # the burst, on Redis's clock; their attempts start (as a claim records it)
+    Job.objects.filter(pk__in=burst).update(status=JobStatus.RUNNING, started_at=timezone.now())
+    redis_client.flushdb()  # Redis forgets that the bucket was spent
+    resync(["echo"])
+    assert engine.depths("echo") == {"queued": 3, "leased": 3, "scheduled": 0}
+    assert engine.pop("echo", count=6) == []  # the starts the database recorded still count
+    assert flow.wait_seconds("echo") > 3000
+    resync(["echo"])  # the bucket's state is there now: left as it is
+    assert engine.pop("echo", count=6) == []
+
+
+def test_after_a_flush_a_rate_limited_topic_that_started_nothing_lately_is_not_held_back(redis_client):
+    topic = set_options("echo", rate="1/h:3")
+    flow.configure("echo", topic.flow_limits())
+    for n in range(4):
+        Job.objects.enqueue("echo", {"n": n})
+    redis_client.flushdb()
+    resync(["echo"])
+    assert len(engine.pop("echo", count=6)) == 3
 
 
 def test_a_worker_takes_keys_in_turn(monkeypatch):

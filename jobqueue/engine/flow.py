@@ -10,6 +10,7 @@ rows it refreshes, and by ``enqueue()`` from the row it resolves).
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Sequence
@@ -188,6 +189,28 @@ def position(topic: str, job_id: str) -> tuple[int | None, int]:
     keys = [k.queue, k.heads, k.keyof, k.keyqueue]
     rank, total = script(r, "flow_position")(keys=keys, args=[job_id], client=r)
     return (None if int(rank) < 0 else int(rank)), int(total)
+
+
+def restore_bucket(topic: str, starts_ms: Sequence[float]) -> bool:
+    """Rebuild a rate-limited topic's bucket from the job starts the database recorded
+    (ms since the epoch, those within one burst's time are enough), unless its state is
+    still in Redis: after Redis lost it (a flush, a restart, a failover), the starts just
+    before the loss still count, so no second burst gets through; a topic that started
+    nothing lately is not held back. Whether it set the state."""
+    lim = _limits.get(topic)
+    if lim is None or lim.rate is None or not starts_ms:
+        return False
+    interval = lim.rate.interval_ms
+    tat = 0.0
+    for start in sorted(starts_ms):  # what flow_pop.lua did at each of them
+        tat = max(tat, start) + interval
+    k = topic_keys(topic)
+    r = get_redis()
+    seconds, micros = _server_time(r, k.rate)
+    now = seconds * 1000 + micros // 1000
+    if tat <= now:
+        return False  # the bucket has refilled since
+    return bool(r.set(k.rate, f"{tat:.17g}", px=math.ceil(tat - now) + 1000, nx=True))
 
 
 def _server_time(r: Any, key: str) -> tuple[int, int]:

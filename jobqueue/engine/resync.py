@@ -46,6 +46,8 @@ class TopicRows:
     running: Sequence[object] = ()
     #: The job key of each queued or running row that has one (by job id as text).
     keys: Mapping[str, str] = field(default_factory=dict)
+    #: When the topic's recent attempts started (ms since the epoch), for its rate limit.
+    recent_starts: Sequence[float] = ()
 
 
 class TopicResync:
@@ -76,6 +78,7 @@ class TopicResync:
         dropped; scheduled rows are rescheduled; a running row without a lease gets one, so
         the reaper recovers it if no worker renews it. Counts go to ``report``."""
         topic, r, k = self.topic, self.redis, self.keys
+        flow.restore_bucket(topic, rows.recent_starts)  # before any job is back in the queue
         in_queue = set(self.scores)
         queued = [(str(pk), priority, entity) for pk, priority, entity in rows.queued]
         queued_ids = {pk for pk, _, _ in queued}
