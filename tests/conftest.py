@@ -111,6 +111,18 @@ def broker(request):
 
 
 @pytest.fixture
+def no_flow_options():
+    """No topic's flow limits known to this process before or after the test."""
+    from jobqueue.engine import flow
+
+    flow._limits.clear()
+    flow._blocked_until.clear()
+    yield
+    flow._limits.clear()
+    flow._blocked_until.clear()
+
+
+@pytest.fixture
 def redis_client():
     from jobqueue.engine import get_redis
 

@@ -13,13 +13,7 @@ from jobqueue.engine.flow import FlowLimits, Rate, parse_rate
 T0 = 1_700_000_000_000
 
 
-@pytest.fixture(autouse=True)
-def _no_flow_options():
-    flow._limits.clear()
-    flow._blocked_until.clear()
-    yield
-    flow._limits.clear()
-    flow._blocked_until.clear()
+pytestmark = pytest.mark.usefixtures("no_flow_options")
 
 
 def ids(prefix: str, n: int) -> list[str]:

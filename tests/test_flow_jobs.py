@@ -17,16 +17,7 @@ from jobqueue.topic_manager import clear_topic_cache
 
 from .workerutil import jobqueue_settings, run_worker
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def _no_flow_options():
-    flow._limits.clear()
-    flow._blocked_until.clear()
-    yield
-    flow._limits.clear()
-    flow._blocked_until.clear()
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("no_flow_options")]
 
 
 def set_options(topic: str, **values) -> Topic:
