@@ -181,39 +181,51 @@ def start_workers(lab: Lab, prefix: str, count: int, topics: list[str], *args: s
 # -- scenarios --------------------------------------------------------------------------
 
 
+class RollingKills:
+    """``workers`` workers of ``topics``; each :meth:`tick` (called while waiting) SIGKILLs
+    a random one every 2 s and starts a new one in its place."""
+
+    def __init__(self, lab: Lab, name: str, topics: list[str], workers: int):
+        self.lab, self.name, self.topics = lab, name, topics
+        self.slots = {i: lab.worker(f"{name}-{i}-0", topics) for i in range(workers)}
+        self.generation = dict.fromkeys(self.slots, 0)
+        self.killed: set[str] = set()
+        self.killed_at: dict[int, float] = {}
+        self.next_kill = time.monotonic() + 2.0
+
+    def tick(self) -> None:
+        if time.monotonic() < self.next_kill:
+            return
+        i = random.choice(list(self.slots))
+        victim = self.slots[i]
+        self.killed_at[victim.pid] = victim.kill9()
+        self.killed.add(victim.worker_id)
+        self.generation[i] += 1
+        self.slots[i] = self.lab.worker(f"{self.name}-{i}-{self.generation[i]}", self.topics)
+        self.next_kill += 2.0
+
+
 def kill9(lab: Lab, p: dict[str, Any], size: str) -> Result:
     """SIGKILL a random worker every 2 s and start a new one in its place."""
     result = Result("kill -9", size, f"SIGKILL 1 of {p['workers']} workers every 2 s, restarted")
     lab.reset("kill9")
     ids = enqueue_batch("work", p["jobs"], p["ms"])
-    slots = {i: lab.worker(f"k9-{i}-0", ["work"]) for i in range(p["workers"])}
-    generation = dict.fromkeys(slots, 0)
-    killed: set[str] = set()
-    killed_at: dict[int, float] = {}
-    next_kill = time.monotonic() + 2.0
+    kills = RollingKills(lab, "k9", ["work"], p["workers"])
 
     def tick() -> None:
-        nonlocal next_kill
-        for w in slots.values():
+        for w in kills.slots.values():
             if not w.alive() and w.killed_at is None:
                 result.problems.append(f"worker {w.worker_id} exited by itself: {w.output()[-500:]}")
                 w.killed_at = 0.0
-        if time.monotonic() >= next_kill:
-            i = random.choice(list(slots))
-            victim = slots[i]
-            killed_at[victim.pid] = victim.kill9()
-            killed.add(victim.worker_id)
-            generation[i] += 1
-            slots[i] = lab.worker(f"k9-{i}-{generation[i]}", ["work"])
-            next_kill += 2.0
+        kills.tick()
 
     wait_all(lab, result, ["work"], len(ids), p["timeout"], tick)
     stop_workers(lab, result)
     runs = analysis.read_runs(lab.run_dir)
-    tally(result, ids, runs, killed, killed_at)
-    result.max_concurrent = f"{concurrency(result, 'work', ids, runs, killed_at, 4)} (limit 4)"
-    result.details["kills"] = len(killed)
-    result.injected = f"{len(killed)} × SIGKILL of 1 of {p['workers']} workers, every 2 s, restarted"
+    tally(result, ids, runs, kills.killed, kills.killed_at)
+    result.max_concurrent = f"{concurrency(result, 'work', ids, runs, kills.killed_at, 4)} (limit 4)"
+    result.details["kills"] = len(kills.killed)
+    result.injected = f"{len(kills.killed)} × SIGKILL of 1 of {p['workers']} workers, every 2 s, restarted"
     return result
 
 
@@ -671,30 +683,14 @@ def flow_kill9(lab: Lab, p: dict[str, Any], size: str) -> Result:
     lab.reset("flow-kill9")
     by_key = enqueue_keyed(p["jobs"], p["keys"], p["ms"])
     ids = [i for key_ids in by_key.values() for i in key_ids]
-    slots = {i: lab.worker(f"fk9-{i}-0", ["limited"]) for i in range(p["workers"])}
-    generation = dict.fromkeys(slots, 0)
-    killed: set[str] = set()
-    killed_at: dict[int, float] = {}
-    next_kill = time.monotonic() + 2.0
-
-    def tick() -> None:
-        nonlocal next_kill
-        if time.monotonic() >= next_kill:
-            i = random.choice(list(slots))
-            victim = slots[i]
-            killed_at[victim.pid] = victim.kill9()
-            killed.add(victim.worker_id)
-            generation[i] += 1
-            slots[i] = lab.worker(f"fk9-{i}-{generation[i]}", ["limited"])
-            next_kill += 2.0
-
-    wait_all(lab, result, ["limited"], len(ids), p["timeout"], tick)
+    kills = RollingKills(lab, "fk9", ["limited"], p["workers"])
+    wait_all(lab, result, ["limited"], len(ids), p["timeout"], kills.tick)
     stop_workers(lab, result)
     runs = analysis.read_runs(lab.run_dir)
-    tally(result, ids, runs, killed, killed_at)
-    flow_limits(result, by_key, runs, killed_at)
-    result.details["kills"] = len(killed)
-    result.injected = (f"{len(killed)} × SIGKILL of 1 of {p['workers']} workers, every 2 s; "
+    tally(result, ids, runs, kills.killed, kills.killed_at)
+    flow_limits(result, by_key, runs, kills.killed_at)
+    result.details["kills"] = len(kills.killed)
+    result.injected = (f"{len(kills.killed)} × SIGKILL of 1 of {p['workers']} workers, every 2 s; "
                        f"40/s:4, {LIMITED_PER_KEY} per key, {p['keys']} keys")
     return result
 
