@@ -236,9 +236,10 @@ class Worker:
     def _wait(self) -> None:
         """Block until a push wakes us (BLPOP on the owned topics' wake lists), at most a second."""
         owned = owned_topics(self.topics, self.slots)
-        waits = [w for w in map(engine.flow.wait_seconds, owned) if w]
+        rate_waits = {t: engine.flow.wait_seconds(t) for t in owned}
+        waits = [w for w in rate_waits.values() if w]
         # A topic waiting for its rate limit is not woken by pushes: it is asked again when due.
-        wakeable = [t for t in owned if not engine.flow.wait_seconds(t)]
+        wakeable = [t for t, w in rate_waits.items() if not w]
         timeout = max(0.05, min(IDLE_WAIT_SECONDS, self._next_maintenance - time.monotonic(), *waits))
         if not wakeable:
             time.sleep(min(timeout, 0.5))
