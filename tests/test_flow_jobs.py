@@ -224,3 +224,24 @@ def test_a_rate_limited_topic_is_left_alone_while_the_others_are_served():
     assert fetched[:3] == [(str(echo[0].pk), "echo"), (str(other[0].pk), "other"), (str(other[1].pk), "other")]
     assert fetched[3] == (None, "")
     assert 3500 < flow.wait_seconds("echo") <= 3600  # the next token is an hour away: echo is not asked
+
+
+@pytest.mark.parametrize("how", ["cancel", "delete"])
+def test_bulk_cancel_and_delete_take_keyed_jobs_from_behind_their_key(how):
+    from jobqueue.admin import bulk
+
+    set_options("echo", fair=True)
+    a = [Job.objects.enqueue("echo", {"n": n}, key="A") for n in range(3)]
+    b = Job.objects.enqueue("echo", {"n": 9}, key="B")
+    gone = Job.objects.filter(pk__in=[a[1].pk, a[2].pk])
+    result = bulk.cancel(gone) if how == "cancel" else bulk.delete(gone)
+    assert result.changed == 2
+    assert flow.waiting_behind_keys("echo") == {}
+    assert engine.depths("echo")["queued"] == 2
+    keyof = engine.get_redis().hkeys(engine.topic_keys("echo").keyof)
+    assert sorted(k.decode() for k in keyof) == sorted([str(a[0].pk), str(b.pk)])
+    # The head goes too: its key's next job would take its place, and A has none left.
+    head = Job.objects.filter(pk=a[0].pk)
+    assert (bulk.cancel(head) if how == "cancel" else bulk.delete(head)).changed == 1
+    assert engine.queue_ids("echo") == [str(b.pk)]
+    assert flow.state("echo")["keys_waiting"] == 1
