@@ -245,3 +245,23 @@ def test_bulk_cancel_and_delete_take_keyed_jobs_from_behind_their_key(how):
     assert (bulk.cancel(head) if how == "cancel" else bulk.delete(head)).changed == 1
     assert engine.queue_ids("echo") == [str(b.pk)]
     assert flow.state("echo")["keys_waiting"] == 1
+
+
+@pytest.mark.parametrize("flush", [False, True])
+def test_resync_repairs_the_priority_of_a_job_waiting_behind_its_key(redis_client, flush):
+    set_options("echo", fair=True)
+    a = [Job.objects.enqueue("echo", {"n": n}, key="A") for n in range(3)]
+    b = Job.objects.enqueue("echo", {"n": 9}, key="B")
+    # Priority changes that reached the database but not Redis: one behind A's head, one of A's head.
+    Job.objects.filter(pk=a[2].pk).update(priority=5)
+    Job.objects.filter(pk=a[0].pk).update(priority=-5)
+    if flush:
+        redis_client.flushdb()
+    report = resync(["echo"])
+    if not flush:
+        assert report.reprioritised["echo"] == 2
+    assert engine.queue_ids("echo") == [str(a[2].pk), str(b.pk)]  # a2 beats A's old head: now A's head
+    behind = {job_id: priority for job_id, (_key, priority) in flow.waiting_behind("echo").items()}
+    assert behind == {str(a[0].pk): -5, str(a[1].pk): 0}
+    assert engine.pop("echo", count=4) == [str(a[2].pk), str(b.pk), str(a[1].pk), str(a[0].pk)]
+    assert resync(["echo"]).reprioritised == {}

@@ -264,10 +264,18 @@ def queued_behind_keys(topic: str) -> int:
 
 def waiting_behind_keys(topic: str) -> dict[str, str]:
     """``{job id: job key}`` of the jobs waiting behind their key's head."""
-    found: dict[str, str] = {}
+    return {job_id: key for job_id, (key, _priority) in waiting_behind(topic).items()}
+
+
+def waiting_behind(topic: str) -> dict[str, tuple[str, int]]:
+    """``{job id: (job key, priority)}`` of the jobs waiting behind their key's head (the
+    priority their keyqueue entry's score encodes)."""
+    from .queue import score_priority  # .queue imports this module
+
+    found: dict[str, tuple[str, int]] = {}
     for member in map(_s, get_redis().zrange(topic_keys(topic).keyqueue, 0, -1)):
         key, _, rest = member.partition("\t")
-        found[rest[14:]] = key
+        found[rest[14:]] = (key, score_priority(int(rest[:14], 16)))
     return found
 
 
