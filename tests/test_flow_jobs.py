@@ -265,3 +265,38 @@ def test_resync_repairs_the_priority_of_a_job_waiting_behind_its_key(redis_clien
     assert behind == {str(a[0].pk): -5, str(a[1].pk): 0}
     assert engine.pop("echo", count=4) == [str(a[2].pk), str(b.pk), str(a[1].pk), str(a[0].pk)]
     assert resync(["echo"]).reprioritised == {}
+
+
+def test_a_retried_keyed_job_goes_behind_its_key_when_due():
+    set_options("flaky", fair=True)
+    first = Job.objects.enqueue("flaky", {"succeed_on": 2}, key="A")
+    run_worker("flaky", max_jobs=1)
+    first.refresh_from_db()
+    assert first.status == JobStatus.SCHEDULED  # its retry waits for its backoff
+    a = [Job.objects.enqueue("flaky", {"succeed_on": 1}, key="A") for _ in range(2)]
+    b = Job.objects.enqueue("flaky", {"succeed_on": 1}, key="B")
+    later = int((timezone.now().timestamp() + 60) * 1000)
+    assert engine.promote_due("flaky", now_ms=later) == [str(first.pk)]
+    assert engine.queue_ids("flaky") == [str(a[0].pk), str(b.pk)]  # one job of each key: the retry is behind A's
+    assert flow.waiting_behind_keys("flaky") == {str(a[1].pk): "A", str(first.pk): "A"}
+
+
+def test_reconciliation_puts_a_lost_keyed_push_back_behind_its_key():
+    from jobqueue.worker.reconcile import ReconcileReport, reconcile_topic
+
+    set_options("echo", key_concurrency=1)
+    running = Job.objects.enqueue("echo", {"n": 0}, key="A")
+    assert engine.pop("echo") == [str(running.pk)]  # A's one place is taken
+    lost = Job.objects.enqueue("echo", {"n": 1}, key="A")
+    due = Job.objects.enqueue("echo", {"n": 2}, key="A", run_after=timezone.now() + timezone.timedelta(seconds=1))
+    for job in (lost, due):  # committed, but their pushes never reached Redis
+        engine.remove("echo", str(job.pk), key="A")
+    report = ReconcileReport()
+    reconcile_topic("echo", timezone.now() + timezone.timedelta(hours=1), report)
+    assert report.pushed == {"echo": 1} and report.scheduled == {"echo": 1}
+    assert engine.pop("echo", count=5) == []  # back behind A, whose place is still taken
+    engine.ack("echo", str(running.pk))
+    assert engine.pop("echo", count=5) == [str(lost.pk)]
+    later = int((timezone.now().timestamp() + 60) * 1000)
+    assert engine.promote_due("echo", now_ms=later) == [str(due.pk)]
+    assert engine.pop("echo", count=5) == []  # the due one too waits for A

@@ -44,7 +44,7 @@ class TopicRows:
     scheduled: Sequence[tuple[object, datetime | None, int, str | None]] = ()
     #: Ids of the running rows.
     running: Sequence[object] = ()
-    #: The job key of each queued or running row that has one (by job id as text).
+    #: The job key of each queued, scheduled or running row that has one (by job id as text).
     keys: Mapping[str, str] = field(default_factory=dict)
     #: When the topic's recent attempts started (ms since the epoch), for its rate limit.
     recent_starts: Sequence[float] = ()
@@ -124,7 +124,7 @@ class TopicResync:
             r.zrem(k.scheduled, *sched_stale)
             r.hdel(k.schedprio, *sched_stale)
         if sched_missing:
-            schedule(topic, sched_missing)
+            schedule(topic, sched_missing, keys=rows.keys)
 
         unleased = [i for i in map(str, rows.running) if i not in self.leased]
         if unleased:
