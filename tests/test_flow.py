@@ -120,7 +120,7 @@ def test_key_concurrency_holds_a_key_back_and_serves_the_others():
     push_keyed("k", "B", ["b1"])
     assert engine.pop("k", count=5, now_ms=T0) == ["a1", "b1"]
     assert engine.pop("k", count=5, now_ms=T0) == []
-    assert flow.wait_seconds("k") > 0  # every waiting key is full: asked again shortly
+    assert flow.wait_seconds("k") == 0  # every waiting key is full: the end of a lease wakes the workers
     engine.ack("k", "a1")
     assert engine.pop("k", count=5, now_ms=T0) == ["a2"]
 
@@ -318,3 +318,54 @@ def test_a_restored_keyed_job_goes_behind_its_key():
         engine.ack("k", running)
         order += engine.pop("k", count=5, now_ms=T0)
     assert order == ["r2", "a2", "r1", "r3"]
+
+
+# -- waking the workers when a full key's place frees ------------------------------------
+
+
+def wakes(topic: str) -> int:
+    return int(engine.get_redis().llen(engine.topic_keys(topic).wake))
+
+
+@pytest.mark.parametrize("release", ["ack", "ack_pop", "retry", "remove"])
+def test_the_end_of_a_lease_wakes_the_workers_a_full_key_held_back(release):
+    flow.configure("k", FlowLimits(key_concurrency=1))
+    push_keyed("k", "A", ["a1", "a2"])
+    assert engine.pop("k", now_ms=T0) == ["a1"]
+    engine.get_redis().delete(engine.topic_keys("k").wake)  # the push's wakes were taken
+    assert engine.pop("k", now_ms=T0) == []  # a2's key is full: the worker waits for a wake
+    assert flow.wait_seconds("k") == 0 and wakes("k") == 0
+    if release == "ack":
+        engine.ack("k", "a1")
+    elif release == "ack_pop":
+        assert engine.ack_and_pop("k", "other", now_ms=T0) == []  # no lease ended: no place freed
+        assert wakes("k") == 0
+        assert engine.ack_and_pop("k", "a1", now_ms=T0) == ["a2"]  # it takes the place itself, and
+        assert wakes("k") == 1  # wakes the others all the same (another key's job may wait too)
+        return
+    elif release == "retry":
+        engine.schedule("k", [("a1", T0 / 1000 + 60, 0, None)], keys={"a1": "A"})
+    else:
+        engine.remove("k", "a1", key="A")
+    assert wakes("k") == 1
+    assert engine.pop("k", now_ms=T0) == ["a2"]
+
+
+def test_no_wake_when_no_key_held_a_job_back():
+    flow.configure("k", FlowLimits(key_concurrency=1))
+    push_keyed("k", "A", ["a1"])
+    push_keyed("k", "B", ["b1"])
+    assert engine.pop("k", count=2, now_ms=T0) == ["a1", "b1"]
+    engine.get_redis().delete(engine.topic_keys("k").wake)
+    engine.ack("k", "a1")
+    push_keyed("k", "A", ["a2", "a3"])
+    engine.get_redis().delete(engine.topic_keys("k").wake)
+    assert engine.pop("k", now_ms=T0) == ["a2"]
+    assert engine.pop("k", now_ms=T0) == []  # a3 held back: A's next end of a lease wakes
+    engine.ack("k", "b1")  # B's: no place a held-back job needs, yet the flag is topic-wide
+    engine.ack("k", "a2")
+    assert engine.pop("k", now_ms=T0) == ["a3"]
+    assert engine.pop("k", now_ms=T0) == []  # nothing held back any more: the flag is gone
+    engine.get_redis().delete(engine.topic_keys("k").wake)
+    engine.ack("k", "a3")
+    assert wakes("k") == 0

@@ -300,3 +300,33 @@ def test_reconciliation_puts_a_lost_keyed_push_back_behind_its_key():
     later = int((timezone.now().timestamp() + 60) * 1000)
     assert engine.promote_due("echo", now_ms=later) == [str(due.pk)]
     assert engine.pop("echo", count=5) == []  # the due one too waits for A
+
+
+def test_a_worker_whose_keys_are_full_waits_for_a_wake_instead_of_polling(monkeypatch):
+    import time
+
+    from jobqueue.worker import Worker
+    from jobqueue.worker import worker as worker_module
+    from jobqueue.worker.slots import release_slots
+
+    set_options("echo", key_concurrency=1)
+    running = Job.objects.enqueue("echo", {"n": 0}, key="A")
+    Job.objects.enqueue("echo", {"n": 1}, key="A")
+    assert engine.pop("echo") == [str(running.pk)]  # another worker runs A's job
+    waits, sleeps = [], []
+    monkeypatch.setattr(engine, "wait_for_push", lambda topics, timeout: waits.append((topics, timeout)))
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    worker = Worker(topics=["echo"], install_signals=False)
+    worker.topics = ["echo"]
+    try:
+        worker._take_slots()
+        assert worker._fetch() == (None, "")
+        worker._wait()
+    finally:
+        release_slots(worker.slots)
+    assert sleeps == []
+    assert [topics for topics, _timeout in waits] == [["echo"]]  # blocks on the wake list, as for a push
+    assert 0 < waits[0][1] <= worker_module.IDLE_WAIT_SECONDS  # a bounded fallback
+    engine.get_redis().delete(engine.topic_keys("echo").wake)
+    engine.ack("echo", str(running.pk))  # the other worker's job ends: the wake it waits for
+    assert engine.get_redis().llen(engine.topic_keys("echo").wake) == 1

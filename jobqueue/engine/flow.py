@@ -108,8 +108,10 @@ def takes_turns(topic: str) -> bool:
 
 
 def wait_seconds(topic: str) -> float:
-    """Seconds until ``topic`` is worth asking again (its last pop was rate limited, or every
-    waiting key was full); 0 if now."""
+    """Seconds until ``topic`` is worth asking again (its last pop was rate limited); 0 if
+    now. A pop that found every waiting key full says 0: the end of a running keyed job's
+    lease pushes to the topic's wake list, which an idle worker blocks on (at most its
+    idle wait) as for a push."""
     until = _blocked_until.get(topic)
     if until is None:
         return 0.0
@@ -128,12 +130,12 @@ def pop(topic: str, lim: FlowLimits, count: int, lease_seconds: float | None = N
         slot_token: str | None = None, ack: tuple[str, str, str] | None = None) -> list[str]:
     """Lease up to ``count`` ids within the topic's limits (``flow_pop.lua``), first
     acknowledging ``ack`` = ``(job id, entity id, tally)`` if given. When nothing could be
-    leased for a limit, :func:`wait_seconds` says how long to leave the topic alone."""
+    leased for the rate limit, :func:`wait_seconds` says how long to leave the topic alone."""
     k = topic_keys(topic)
     lease = settings.LEASE_SECONDS if lease_seconds is None else lease_seconds
     r = get_redis()
     keys = [k.queue, k.leases, k.paused, k.lock, k.seq, k.rate, k.heads, k.keyof, k.keyqueue, k.keyrun, k.entities,
-            k.abort, k.metrics]
+            k.abort, k.metrics, k.keyfull, k.wake]
     rate = lim.rate
     args: list[Any] = [
         lease, count, "" if now_ms is None else str(int(now_ms)), slot_token or "",
@@ -168,7 +170,8 @@ def remove(topic: str, job_id: str, entity_id: str | None = None, client: Any = 
     """Drop a keyed job from its topic, letting its key's next job into the queue."""
     k = topic_keys(topic)
     r = get_redis()
-    keys = [k.queue, k.leases, k.entities, k.scheduled, k.schedprio, k.heads, k.keyof, k.seq, k.keyqueue]
+    keys = [k.queue, k.leases, k.entities, k.scheduled, k.schedprio, k.heads, k.keyof, k.seq, k.keyqueue, k.keyfull,
+            k.wake]
     args = [str(job_id), entity_id or ""]
     return bool(script(r, "flow_remove")(keys=keys, args=args, client=r if client is None else client))
 

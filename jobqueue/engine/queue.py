@@ -107,7 +107,7 @@ def schedule(topic: str, items: Iterable[tuple[str, float, int, str | None]], cl
     for job_id, due, priority, entity in items:
         argv += [str(job_id), int(due * 1000), int(priority), entity or "", keyed.get(str(job_id)) or ""]
     if len(argv) > 1:
-        keys_ = [k.scheduled, k.schedprio, k.entities, k.leases, k.metrics, k.keyof]
+        keys_ = [k.scheduled, k.schedprio, k.entities, k.leases, k.metrics, k.keyof, k.keyfull, k.wake]
         script(get_redis(), "schedule")(keys=keys_, args=argv, client=r)
         _announce(topic, r)
 
@@ -193,7 +193,7 @@ def ack(topic: str, job_id: str, entity_id: str | None = None, tally: str = "") 
     """Drop a finished job's lease and entity mapping (and add ``tally`` to the topic's metrics)."""
     k = topic_keys(topic)
     r = get_redis()
-    keys = [k.leases, k.entities, k.abort, k.metrics]
+    keys = [k.leases, k.entities, k.abort, k.metrics, k.keyfull, k.wake]
     return bool(script(r, "ack")(keys=keys, args=[str(job_id), entity_id or "", tally], client=r))
 
 
