@@ -62,8 +62,8 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
                 scheduled=list(jobs.filter(status=JobStatus.SCHEDULED)
                                .values_list("pk", "run_after", "priority", "entity_id")),
                 running=list(jobs.filter(status=JobStatus.RUNNING).values_list("pk", flat=True)),
-                keys={str(pk): key for pk, key in jobs.filter(status__in=(JobStatus.QUEUED, JobStatus.RUNNING),
-                                                               key__isnull=False).values_list("pk", "key")},
+                keys={str(pk): key for pk, key in jobs.filter(status__in=KEYED_STATUSES, key__isnull=False)
+                      .values_list("pk", "key")},
                 recent_starts=_recent_starts(topic, row),
             ),
             report,
@@ -72,6 +72,11 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
     if report.metrics:
         replace(counted(report.metrics))
     return report
+
+
+#: The rows whose job key a resync reads: a keyed job goes behind its key (queued, or once
+#: due), and a running one counts against its key's limit.
+KEYED_STATUSES = (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.RUNNING)
 
 
 def _recent_starts(topic: str, row: Topic | None) -> list[float]:

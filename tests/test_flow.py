@@ -120,7 +120,7 @@ def test_key_concurrency_holds_a_key_back_and_serves_the_others():
     push_keyed("k", "B", ["b1"])
     assert engine.pop("k", count=5, now_ms=T0) == ["a1", "b1"]
     assert engine.pop("k", count=5, now_ms=T0) == []
-    assert flow.wait_seconds("k") > 0  # every waiting key is full: asked again shortly
+    assert flow.wait_seconds("k") == 0  # every waiting key is full: the end of a lease wakes the workers
     engine.ack("k", "a1")
     assert engine.pop("k", count=5, now_ms=T0) == ["a2"]
 
@@ -262,3 +262,110 @@ def test_changing_a_waiting_keyed_jobs_priority():
     assert engine.change_priority("f", "a2", -1, key="A") == "a2"
     assert engine.change_priority("f", "nothing", 5, key="A") is None
     assert engine.pop("f", count=10, now_ms=T0) == ["a3", "b1", "a1", "a2"]
+
+
+# -- keyed jobs that come back: due, retried, restored -------------------------------------
+
+
+@pytest.mark.parametrize("priority", [0, 5])
+def test_a_due_keyed_job_goes_behind_its_key(priority):
+    flow.configure("f", FlowLimits(fair=True))
+    push_keyed("f", "A", ["a1", "a2"])
+    engine.schedule("f", [("s1", T0 / 1000, priority, None)], keys={"s1": "A"})  # delayed, or a retry's backoff
+    push_keyed("f", "B", ["b1"])
+    assert engine.promote_due("f", now_ms=T0) == ["s1"]
+    if priority:  # a higher priority than its key's job in the queue: takes its place, as a push would
+        assert engine.queue_ids("f") == ["s1", "b1"]
+        assert engine.pop("f", count=10, now_ms=T0) == ["s1", "b1", "a1", "a2"]
+    else:  # it waits for its key's turn: one job of each key in the queue
+        assert engine.queue_ids("f") == ["a1", "b1"]
+        assert engine.pop("f", count=10, now_ms=T0) == ["a1", "b1", "a2", "s1"]
+
+
+def test_a_due_keyed_job_waits_for_its_key_to_have_a_free_place():
+    flow.configure("k", FlowLimits(key_concurrency=1))
+    push_keyed("k", "A", ["a1"])
+    engine.schedule("k", [("s1", T0 / 1000, 0, None)], keys={"s1": "A"})
+    assert engine.pop("k", now_ms=T0) == ["a1"]
+    assert engine.promote_due("k", now_ms=T0) == ["s1"]
+    assert engine.pop("k", now_ms=T0) == []
+    engine.ack("k", "a1")
+    assert engine.pop("k", now_ms=T0) == ["s1"]
+
+
+def test_keys_of_a_schedule_are_ignored_where_keys_take_no_turns():
+    engine.schedule("plain", [("s1", T0 / 1000, 0, None)], keys={"s1": "A"})
+    assert engine.get_redis().hlen(engine.topic_keys("plain").keyof) == 0
+    assert engine.promote_due("plain", now_ms=T0) == ["s1"]
+    assert engine.queue_ids("plain") == ["s1"]
+
+
+def test_a_restored_keyed_job_goes_behind_its_key():
+    flow.configure("k", FlowLimits(key_concurrency=1))
+    push_keyed("k", "A", ["a1", "a2"])
+    assert engine.pop("k", now_ms=T0) == ["a1"]  # A is full
+    # r1 and r2 were committed as queued, r3 as scheduled, but their pushes never happened.
+    restored = engine.restore("k", [("r1", 0, None, None), ("r2", 9, None, None), ("r3", 0, None, T0 / 1000),
+                                    ("a2", 0, None, None)], keys={"r1": "A", "r2": "A", "r3": "A", "a2": "A"})
+    assert sorted(restored) == ["r1", "r2", "r3"]  # a2, behind its key's job, is held
+    assert engine.queue_ids("k") == ["r2"]  # A's best job; the others wait behind it
+    assert engine.pop("k", now_ms=T0) == []  # A's place is taken: none of them runs
+    assert engine.promote_due("k", now_ms=T0) == ["r3"]
+    assert engine.pop("k", now_ms=T0) == []
+    assert engine.restore("k", [("r1", 0, None, None), ("r3", 0, None, None)], keys={"r1": "A", "r3": "A"}) == []
+    order = []
+    for running in ["a1", "r2", "a2", "r1"]:
+        engine.ack("k", running)
+        order += engine.pop("k", count=5, now_ms=T0)
+    assert order == ["r2", "a2", "r1", "r3"]
+
+
+# -- waking the workers when a full key's place frees ------------------------------------
+
+
+def wakes(topic: str) -> int:
+    return int(engine.get_redis().llen(engine.topic_keys(topic).wake))
+
+
+@pytest.mark.parametrize("release", ["ack", "ack_pop", "retry", "remove"])
+def test_the_end_of_a_lease_wakes_the_workers_a_full_key_held_back(release):
+    flow.configure("k", FlowLimits(key_concurrency=1))
+    push_keyed("k", "A", ["a1", "a2"])
+    assert engine.pop("k", now_ms=T0) == ["a1"]
+    engine.get_redis().delete(engine.topic_keys("k").wake)  # the push's wakes were taken
+    assert engine.pop("k", now_ms=T0) == []  # a2's key is full: the worker waits for a wake
+    assert flow.wait_seconds("k") == 0 and wakes("k") == 0
+    if release == "ack":
+        engine.ack("k", "a1")
+    elif release == "ack_pop":
+        assert engine.ack_and_pop("k", "other", now_ms=T0) == []  # no lease ended: no place freed
+        assert wakes("k") == 0
+        assert engine.ack_and_pop("k", "a1", now_ms=T0) == ["a2"]  # it takes the place itself, and
+        assert wakes("k") == 1  # wakes the others all the same (another key's job may wait too)
+        return
+    elif release == "retry":
+        engine.schedule("k", [("a1", T0 / 1000 + 60, 0, None)], keys={"a1": "A"})
+    else:
+        engine.remove("k", "a1", key="A")
+    assert wakes("k") == 1
+    assert engine.pop("k", now_ms=T0) == ["a2"]
+
+
+def test_no_wake_when_no_key_held_a_job_back():
+    flow.configure("k", FlowLimits(key_concurrency=1))
+    push_keyed("k", "A", ["a1"])
+    push_keyed("k", "B", ["b1"])
+    assert engine.pop("k", count=2, now_ms=T0) == ["a1", "b1"]
+    engine.get_redis().delete(engine.topic_keys("k").wake)
+    engine.ack("k", "a1")
+    push_keyed("k", "A", ["a2", "a3"])
+    engine.get_redis().delete(engine.topic_keys("k").wake)
+    assert engine.pop("k", now_ms=T0) == ["a2"]
+    assert engine.pop("k", now_ms=T0) == []  # a3 held back: A's next end of a lease wakes
+    engine.ack("k", "b1")  # B's: no place a held-back job needs, yet the flag is topic-wide
+    engine.ack("k", "a2")
+    assert engine.pop("k", now_ms=T0) == ["a3"]
+    assert engine.pop("k", now_ms=T0) == []  # nothing held back any more: the flag is gone
+    engine.get_redis().delete(engine.topic_keys("k").wake)
+    engine.ack("k", "a3")
+    assert wakes("k") == 0

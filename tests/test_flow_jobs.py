@@ -224,3 +224,109 @@ def test_a_rate_limited_topic_is_left_alone_while_the_others_are_served():
     assert fetched[:3] == [(str(echo[0].pk), "echo"), (str(other[0].pk), "other"), (str(other[1].pk), "other")]
     assert fetched[3] == (None, "")
     assert 3500 < flow.wait_seconds("echo") <= 3600  # the next token is an hour away: echo is not asked
+
+
+@pytest.mark.parametrize("how", ["cancel", "delete"])
+def test_bulk_cancel_and_delete_take_keyed_jobs_from_behind_their_key(how):
+    from jobqueue.admin import bulk
+
+    set_options("echo", fair=True)
+    a = [Job.objects.enqueue("echo", {"n": n}, key="A") for n in range(3)]
+    b = Job.objects.enqueue("echo", {"n": 9}, key="B")
+    gone = Job.objects.filter(pk__in=[a[1].pk, a[2].pk])
+    result = bulk.cancel(gone) if how == "cancel" else bulk.delete(gone)
+    assert result.changed == 2
+    assert flow.waiting_behind_keys("echo") == {}
+    assert engine.depths("echo")["queued"] == 2
+    keyof = engine.get_redis().hkeys(engine.topic_keys("echo").keyof)
+    assert sorted(k.decode() for k in keyof) == sorted([str(a[0].pk), str(b.pk)])
+    # The head goes too: its key's next job would take its place, and A has none left.
+    head = Job.objects.filter(pk=a[0].pk)
+    assert (bulk.cancel(head) if how == "cancel" else bulk.delete(head)).changed == 1
+    assert engine.queue_ids("echo") == [str(b.pk)]
+    assert flow.state("echo")["keys_waiting"] == 1
+
+
+@pytest.mark.parametrize("flush", [False, True])
+def test_resync_repairs_the_priority_of_a_job_waiting_behind_its_key(redis_client, flush):
+    set_options("echo", fair=True)
+    a = [Job.objects.enqueue("echo", {"n": n}, key="A") for n in range(3)]
+    b = Job.objects.enqueue("echo", {"n": 9}, key="B")
+    # Priority changes that reached the database but not Redis: one behind A's head, one of A's head.
+    Job.objects.filter(pk=a[2].pk).update(priority=5)
+    Job.objects.filter(pk=a[0].pk).update(priority=-5)
+    if flush:
+        redis_client.flushdb()
+    report = resync(["echo"])
+    if not flush:
+        assert report.reprioritised["echo"] == 2
+    assert engine.queue_ids("echo") == [str(a[2].pk), str(b.pk)]  # a2 beats A's old head: now A's head
+    behind = {job_id: priority for job_id, (_key, priority) in flow.waiting_behind("echo").items()}
+    assert behind == {str(a[0].pk): -5, str(a[1].pk): 0}
+    assert engine.pop("echo", count=4) == [str(a[2].pk), str(b.pk), str(a[1].pk), str(a[0].pk)]
+    assert resync(["echo"]).reprioritised == {}
+
+
+def test_a_retried_keyed_job_goes_behind_its_key_when_due():
+    set_options("flaky", fair=True)
+    first = Job.objects.enqueue("flaky", {"succeed_on": 2}, key="A")
+    run_worker("flaky", max_jobs=1)
+    first.refresh_from_db()
+    assert first.status == JobStatus.SCHEDULED  # its retry waits for its backoff
+    a = [Job.objects.enqueue("flaky", {"succeed_on": 1}, key="A") for _ in range(2)]
+    b = Job.objects.enqueue("flaky", {"succeed_on": 1}, key="B")
+    later = int((timezone.now().timestamp() + 60) * 1000)
+    assert engine.promote_due("flaky", now_ms=later) == [str(first.pk)]
+    assert engine.queue_ids("flaky") == [str(a[0].pk), str(b.pk)]  # one job of each key: the retry is behind A's
+    assert flow.waiting_behind_keys("flaky") == {str(a[1].pk): "A", str(first.pk): "A"}
+
+
+def test_reconciliation_puts_a_lost_keyed_push_back_behind_its_key():
+    from jobqueue.worker.reconcile import ReconcileReport, reconcile_topic
+
+    set_options("echo", key_concurrency=1)
+    running = Job.objects.enqueue("echo", {"n": 0}, key="A")
+    assert engine.pop("echo") == [str(running.pk)]  # A's one place is taken
+    lost = Job.objects.enqueue("echo", {"n": 1}, key="A")
+    due = Job.objects.enqueue("echo", {"n": 2}, key="A", run_after=timezone.now() + timezone.timedelta(seconds=1))
+    for job in (lost, due):  # committed, but their pushes never reached Redis
+        engine.remove("echo", str(job.pk), key="A")
+    report = ReconcileReport()
+    reconcile_topic("echo", timezone.now() + timezone.timedelta(hours=1), report)
+    assert report.pushed == {"echo": 1} and report.scheduled == {"echo": 1}
+    assert engine.pop("echo", count=5) == []  # back behind A, whose place is still taken
+    engine.ack("echo", str(running.pk))
+    assert engine.pop("echo", count=5) == [str(lost.pk)]
+    later = int((timezone.now().timestamp() + 60) * 1000)
+    assert engine.promote_due("echo", now_ms=later) == [str(due.pk)]
+    assert engine.pop("echo", count=5) == []  # the due one too waits for A
+
+
+def test_a_worker_whose_keys_are_full_waits_for_a_wake_instead_of_polling(monkeypatch):
+    import time
+
+    from jobqueue.worker import Worker
+    from jobqueue.worker import worker as worker_module
+    from jobqueue.worker.slots import release_slots
+
+    set_options("echo", key_concurrency=1)
+    running = Job.objects.enqueue("echo", {"n": 0}, key="A")
+    Job.objects.enqueue("echo", {"n": 1}, key="A")
+    assert engine.pop("echo") == [str(running.pk)]  # another worker runs A's job
+    waits, sleeps = [], []
+    monkeypatch.setattr(engine, "wait_for_push", lambda topics, timeout: waits.append((topics, timeout)))
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    worker = Worker(topics=["echo"], install_signals=False)
+    worker.topics = ["echo"]
+    try:
+        worker._take_slots()
+        assert worker._fetch() == (None, "")
+        worker._wait()
+    finally:
+        release_slots(worker.slots)
+    assert sleeps == []
+    assert [topics for topics, _timeout in waits] == [["echo"]]  # blocks on the wake list, as for a push
+    assert 0 < waits[0][1] <= worker_module.IDLE_WAIT_SECONDS  # a bounded fallback
+    engine.get_redis().delete(engine.topic_keys("echo").wake)
+    engine.ack("echo", str(running.pk))  # the other worker's job ends: the wake it waits for
+    assert engine.get_redis().llen(engine.topic_keys("echo").wake) == 1

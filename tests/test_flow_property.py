@@ -1,11 +1,14 @@
-"""The flow-control Lua (``flow_pop``, ``push_flow``, ``flow_remove``) against what it
-promises, driven by random operations with an explicit clock.
+"""The flow-control Lua (``flow_pop``, ``push_flow``, ``flow_remove``, and the keyed paths
+of ``schedule``, ``promote`` and ``restore``) against what it promises, driven by random
+operations with an explicit clock.
 
-The model keeps which jobs are queued (with priority and key), leased and finished, and
-the GCRA state of the rate limit. After every step: the jobs Redis holds are the model's,
-no key runs more jobs than its limit, every pop took as many jobs as the limits allowed and
-each the highest priority among the jobs it could take, and no window of time saw more
-starts than the burst plus the rate over that window.
+The model keeps which jobs are queued (with priority and key), scheduled, leased and
+finished, and the GCRA state of the rate limit. After every step: the jobs Redis holds are
+the model's, every key has at most one job in the queue (the others wait behind it, also
+those that were scheduled or put back), no key runs more jobs than its limit, every pop
+took as many jobs as the limits allowed and each the highest priority among the jobs it
+could take, and no window of time saw more starts than the burst plus the rate over that
+window.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class FlowMachine(RuleBasedStateMachine):
         self.topic = f"flowprop-{uuid.uuid4().hex[:12]}"
         self.queued: dict[str, tuple[int, str | None]] = {}  # id -> (priority, key)
         self.leased: dict[str, tuple[int, str | None]] = {}
+        self.scheduled: dict[str, tuple[int, str | None, int]] = {}  # id -> (priority, key, due ms)
         self.lease_deadline: dict[str, int] = {}
         self.starts: list[int] = []  # the time of every start, in order
         self.now = T0
@@ -56,6 +60,37 @@ class FlowMachine(RuleBasedStateMachine):
         items = [(self.new_id(), p, None, k) for p, k in batch]
         assert flow.push(self.topic, items) == len(items)
         self.queued.update({i: (p, k) for i, p, _, k in items})
+
+    @precondition(lambda self: self.limits is not None and len(self.scheduled) < 40)
+    @rule(batch=st.lists(st.tuples(priorities, job_keys, st.sampled_from([0, 100, 5000])), min_size=1, max_size=4))
+    def schedule(self, batch):
+        """Delayed jobs and retries: due later, then behind their key."""
+        items = [(self.new_id(), p, k, self.now + delay) for p, k, delay in batch]
+        engine.schedule(self.topic, [(i, due / 1000, p, None) for i, p, _k, due in items],
+                        keys={i: k for i, _p, k, _d in items if k is not None})
+        self.scheduled.update({i: (p, k, due) for i, p, k, due in items})
+
+    @precondition(lambda self: self.scheduled)
+    @rule()
+    def promote(self):
+        due = sorted(i for i, (_p, _k, at) in self.scheduled.items() if at <= self.now)
+        assert sorted(engine.promote_due(self.topic, now_ms=self.now)) == due
+        for job_id in due:
+            p, k, _at = self.scheduled.pop(job_id)
+            self.queued[job_id] = (p, k)
+
+    @precondition(lambda self: self.limits is not None and len(self.queued) < 120)
+    @rule(batch=st.lists(st.tuples(priorities, job_keys), min_size=1, max_size=4))
+    def restore(self, batch):
+        """Jobs whose push never happened, put back by reconciliation (with one already held)."""
+        items = [(self.new_id(), p, k) for p, k in batch]
+        held = sorted(self.queued)[:1]
+        keys = {i: k for i, _p, k in items if k is not None}
+        keys.update({i: k for i in held if (k := self.queued[i][1]) is not None})
+        restored = engine.restore(self.topic, [(i, p, None, None) for i, p, _k in items]
+                                  + [(i, self.queued[i][0], None, None) for i in held], keys=keys)
+        assert sorted(restored) == sorted(i for i, _p, _k in items)
+        self.queued.update({i: (p, k) for i, p, k in items})
 
     def running(self, key: str) -> int:
         return sum(1 for _p, k in self.leased.values() if k == key)
@@ -149,6 +184,13 @@ class FlowMachine(RuleBasedStateMachine):
         behind = set(flow.waiting_behind_keys(self.topic))
         assert behind | set(engine.queue_ids(self.topic)) == set(self.queued)
         assert not behind & set(engine.queue_ids(self.topic))
+        assert engine.depths(self.topic)["scheduled"] == len(self.scheduled)
+
+    @invariant()
+    def each_key_has_one_job_in_the_queue(self):
+        in_queue = [self.queued[i][1] for i in engine.queue_ids(self.topic)]
+        keyed = [k for k in in_queue if k is not None]
+        assert len(keyed) == len(set(keyed))
 
     @invariant()
     def no_key_runs_more_than_its_limit(self):

@@ -25,7 +25,7 @@ def delete(queryset: QuerySet, chunk_size: int | None = None) -> BulkResult:
     """
     result = BulkResult()
     candidates = queryset.exclude(status=JobStatus.RUNNING)
-    for rows in chunks(candidates, "topic_id", "entity_id", "status", chunk_size=chunk_size):
+    for rows in chunks(candidates, "topic_id", "entity_id", "status", "key", chunk_size=chunk_size):
         with transaction.atomic(using=_db()):
             locked = Job.objects.filter(pk__in=[r[0] for r in rows]).exclude(status=JobStatus.RUNNING)
             if transaction.get_connection(_db()).features.has_select_for_update:
@@ -35,6 +35,7 @@ def delete(queryset: QuerySet, chunk_size: int | None = None) -> BulkResult:
             _, per_model = Job.objects.filter(pk__in=ids).only("pk").delete()
             gone = [r for r in rows if r[0] in ids]
             queued = [r for r in gone if r[3] in PENDING_STATUSES]
-            effects.pipeline_after_commit(effects.removals([(topic, pk, entity) for pk, topic, entity, _ in queued]))
+            items = [(topic, pk, entity, key) for pk, topic, entity, _, key in queued]
+            effects.pipeline_after_commit(effects.removals(items))
         result.changed += per_model.get(Job._meta.label, 0)
     return result

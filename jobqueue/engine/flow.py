@@ -108,8 +108,10 @@ def takes_turns(topic: str) -> bool:
 
 
 def wait_seconds(topic: str) -> float:
-    """Seconds until ``topic`` is worth asking again (its last pop was rate limited, or every
-    waiting key was full); 0 if now."""
+    """Seconds until ``topic`` is worth asking again (its last pop was rate limited); 0 if
+    now. A pop that found every waiting key full says 0: the end of a running keyed job's
+    lease pushes to the topic's wake list, which an idle worker blocks on (at most its
+    idle wait) as for a push."""
     until = _blocked_until.get(topic)
     if until is None:
         return 0.0
@@ -128,12 +130,12 @@ def pop(topic: str, lim: FlowLimits, count: int, lease_seconds: float | None = N
         slot_token: str | None = None, ack: tuple[str, str, str] | None = None) -> list[str]:
     """Lease up to ``count`` ids within the topic's limits (``flow_pop.lua``), first
     acknowledging ``ack`` = ``(job id, entity id, tally)`` if given. When nothing could be
-    leased for a limit, :func:`wait_seconds` says how long to leave the topic alone."""
+    leased for the rate limit, :func:`wait_seconds` says how long to leave the topic alone."""
     k = topic_keys(topic)
     lease = settings.LEASE_SECONDS if lease_seconds is None else lease_seconds
     r = get_redis()
     keys = [k.queue, k.leases, k.paused, k.lock, k.seq, k.rate, k.heads, k.keyof, k.keyqueue, k.keyrun, k.entities,
-            k.abort, k.metrics]
+            k.abort, k.metrics, k.keyfull, k.wake]
     rate = lim.rate
     args: list[Any] = [
         lease, count, "" if now_ms is None else str(int(now_ms)), slot_token or "",
@@ -168,7 +170,8 @@ def remove(topic: str, job_id: str, entity_id: str | None = None, client: Any = 
     """Drop a keyed job from its topic, letting its key's next job into the queue."""
     k = topic_keys(topic)
     r = get_redis()
-    keys = [k.queue, k.leases, k.entities, k.scheduled, k.schedprio, k.heads, k.keyof, k.seq, k.keyqueue]
+    keys = [k.queue, k.leases, k.entities, k.scheduled, k.schedprio, k.heads, k.keyof, k.seq, k.keyqueue, k.keyfull,
+            k.wake]
     args = [str(job_id), entity_id or ""]
     return bool(script(r, "flow_remove")(keys=keys, args=args, client=r if client is None else client))
 
@@ -264,10 +267,18 @@ def queued_behind_keys(topic: str) -> int:
 
 def waiting_behind_keys(topic: str) -> dict[str, str]:
     """``{job id: job key}`` of the jobs waiting behind their key's head."""
-    found: dict[str, str] = {}
+    return {job_id: key for job_id, (key, _priority) in waiting_behind(topic).items()}
+
+
+def waiting_behind(topic: str) -> dict[str, tuple[str, int]]:
+    """``{job id: (job key, priority)}`` of the jobs waiting behind their key's head (the
+    priority their keyqueue entry's score encodes)."""
+    from .queue import score_priority  # .queue imports this module
+
+    found: dict[str, tuple[str, int]] = {}
     for member in map(_s, get_redis().zrange(topic_keys(topic).keyqueue, 0, -1)):
         key, _, rest = member.partition("\t")
-        found[rest[14:]] = key
+        found[rest[14:]] = (key, score_priority(int(rest[:14], 16)))
     return found
 
 

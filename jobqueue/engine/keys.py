@@ -40,11 +40,14 @@ class TopicKeys:
     keyof = cached_property(lambda self: self._key("keyof"))
     keyqueue = cached_property(lambda self: self._key("keyqueue"))
     keyrun = cached_property(lambda self: self._key("keyrun"))
+    #: Set while a pop found jobs it could not take for their key's limit: the end of a
+    #: lease (ack, fail, retry, removal) then wakes the idle workers (see ``flow_pop.lua``).
+    keyfull = cached_property(lambda self: self._key("keyfull"))
 
     def all(self) -> list[str]:
         names = ["queue", "seq", "leases", "entities", "scheduled", "schedprio", "lock", "holders", "paused", "wake"]
         names += ["abort", "cron", "reconcile", "reconcile_turn", "metrics", "epoch"]
-        names += ["rate", "heads", "keyof", "keyqueue", "keyrun"]
+        names += ["rate", "heads", "keyof", "keyqueue", "keyrun", "keyfull"]
         return [getattr(self, name) for name in names]
 
 

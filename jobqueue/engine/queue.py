@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 import redis
@@ -95,17 +95,20 @@ def push(topic: str, items: Iterable[tuple[str, int, str | None]], client: Any =
 
 
 def schedule(topic: str, items: Iterable[tuple[str, float, int, str | None]], client: Any = None,
-             tally: str = "") -> None:
+             tally: str = "", keys: Mapping[str, str] | None = None) -> None:
     """Hold ``(job_id, due_epoch_seconds, priority, entity_id)`` items until due (and add
-    ``tally`` to the topic's metrics hash)."""
+    ``tally`` to the topic's metrics hash). ``keys`` gives the job key of keyed items: on a
+    topic that takes turns between keys, such a job goes behind its key's once it is due
+    (``promote.lua``), so its key's limit and turns hold."""
     k = topic_keys(topic)
     r = client if client is not None else get_redis()
+    keyed = keys if keys and flow.takes_turns(topic) else {}
     argv: list[Any] = [tally]
     for job_id, due, priority, entity in items:
-        argv += [str(job_id), int(due * 1000), int(priority), entity or ""]
+        argv += [str(job_id), int(due * 1000), int(priority), entity or "", keyed.get(str(job_id)) or ""]
     if len(argv) > 1:
-        keys = [k.scheduled, k.schedprio, k.entities, k.leases, k.metrics]
-        script(get_redis(), "schedule")(keys=keys, args=argv, client=r)
+        keys_ = [k.scheduled, k.schedprio, k.entities, k.leases, k.metrics, k.keyof, k.keyfull, k.wake]
+        script(get_redis(), "schedule")(keys=keys_, args=argv, client=r)
         _announce(topic, r)
 
 
@@ -119,7 +122,7 @@ def push_jobs(jobs: Iterable[Any], enqueued: bool = False) -> None:
     keyed: dict[str, list[tuple[str, int, str | None, str | None]]] = defaultdict(list)
     scheduled: dict[str, list[tuple[str, float, int, str | None]]] = defaultdict(list)
     waiting: dict[str, int] = defaultdict(int)
-    keyed_scheduled: list[tuple[str, str, str]] = []
+    scheduled_keys: dict[str, dict[str, str]] = defaultdict(dict)
     for job in jobs:
         key = getattr(job, "key", None)
         if job.status == "queued":
@@ -129,8 +132,8 @@ def push_jobs(jobs: Iterable[Any], enqueued: bool = False) -> None:
                 queued[job.topic_id].append((str(job.pk), job.priority, job.entity_id))
         elif job.status == "scheduled" and job.run_after is not None:
             scheduled[job.topic_id].append((str(job.pk), job.run_after.timestamp(), job.priority, job.entity_id))
-            if key and flow.takes_turns(job.topic_id):  # its key's limit holds once it is due
-                keyed_scheduled.append((job.topic_id, str(job.pk), key))
+            if key:  # its key's limit and turns hold once it is due
+                scheduled_keys[job.topic_id][str(job.pk)] = key
         elif job.status == "waiting":
             waiting[job.topic_id] += 1
     r = get_redis()
@@ -144,12 +147,11 @@ def push_jobs(jobs: Iterable[Any], enqueued: bool = False) -> None:
                 kchunk = kitems[start : start + PUSH_CHUNK]
                 flow.push(topic, kchunk, client=pipe, tally=f"enqueued={len(kchunk)}" if enqueued else "")
                 _announce(topic, pipe)
-        for topic, job_id, key in keyed_scheduled:
-            pipe.hset(topic_keys(topic).keyof, job_id, key)
         for topic, sitems in scheduled.items():
             for start in range(0, len(sitems), PUSH_CHUNK):
                 due = sitems[start : start + PUSH_CHUNK]
-                schedule(topic, due, client=pipe, tally=f"enqueued={len(due)}" if enqueued else "")
+                schedule(topic, due, client=pipe, tally=f"enqueued={len(due)}" if enqueued else "",
+                         keys=scheduled_keys.get(topic))
         if enqueued:
             for topic, count in waiting.items():  # in no queue yet: only counted
                 pipe.hincrby(topic_keys(topic).metrics, "enqueued", count)
@@ -165,12 +167,11 @@ def push_job(job: Any, tally: str = "") -> None:
         flow.push(job.topic_id, [(str(job.pk), job.priority, job.entity_id, key)], tally=tally)
         _announce(job.topic_id, get_redis())
         return
-    if key and job.status == "scheduled" and flow.takes_turns(job.topic_id):
-        get_redis().hset(topic_keys(job.topic_id).keyof, str(job.pk), key)
     if job.status == "queued":
         push(job.topic_id, [(str(job.pk), job.priority, job.entity_id)], tally=tally)
     elif job.status == "scheduled" and job.run_after is not None:
-        schedule(job.topic_id, [(str(job.pk), job.run_after.timestamp(), job.priority, job.entity_id)], tally=tally)
+        schedule(job.topic_id, [(str(job.pk), job.run_after.timestamp(), job.priority, job.entity_id)], tally=tally,
+                 keys={str(job.pk): key} if key else None)
 
 
 def pop(topic: str, count: int = 1, lease_seconds: float | None = None, now_ms: int | None = None,
@@ -192,7 +193,7 @@ def ack(topic: str, job_id: str, entity_id: str | None = None, tally: str = "") 
     """Drop a finished job's lease and entity mapping (and add ``tally`` to the topic's metrics)."""
     k = topic_keys(topic)
     r = get_redis()
-    keys = [k.leases, k.entities, k.abort, k.metrics]
+    keys = [k.leases, k.entities, k.abort, k.metrics, k.keyfull, k.wake]
     return bool(script(r, "ack")(keys=keys, args=[str(job_id), entity_id or "", tally], client=r))
 
 
@@ -274,10 +275,11 @@ def position(topic: str, job_id: str) -> int | None:
 
 
 def promote_due(topic: str, limit: int = 1000, now_ms: int | None = None) -> list[str]:
-    """Move due scheduled ids into the queue; returns the promoted ids."""
+    """Move due scheduled ids into the queue (a keyed one of a topic taking turns behind its
+    key's job: see ``promote.lua``); returns the promoted ids."""
     k = topic_keys(topic)
     r = get_redis()
-    keys = [k.scheduled, k.schedprio, k.queue, k.seq, k.wake]
+    keys = [k.scheduled, k.schedprio, k.queue, k.seq, k.wake, k.heads, k.keyof, k.keyqueue]
     return [_s(i) for i in script(r, "promote")(keys=keys, args=[limit, _now_arg(now_ms)], client=r)]
 
 

@@ -4,9 +4,10 @@ whose push never reached Redis."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
+from . import flow
 from .connection import get_redis
 from .keys import topic_keys
 from .queue import PUSH_CHUNK, _announce, _s
@@ -43,10 +44,13 @@ def save_reconcile_cursors(topic: str, values: dict[str, str | None]) -> None:
         pipe.execute()
 
 
-def restore(topic: str, items: Iterable[tuple[str, int, str | None, float | None]]) -> list[str]:
+def restore(topic: str, items: Iterable[tuple[str, int, str | None, float | None]],
+            keys: Mapping[str, str] | None = None) -> list[str]:
     """Put back ``(job_id, priority, entity_id, due_epoch_seconds or None)`` items that Redis
     does not hold: ``None`` queues the job, a due time schedules it. An id already queued or
-    leased (or scheduled) is left alone. Returns the ids put back.
+    leased (or scheduled) is left alone. Returns the ids put back. ``keys`` gives the job
+    key of keyed items: on a topic that takes turns between keys such a job goes back
+    behind its key's (see :mod:`.flow`), so its key's limit and turns hold.
 
     A pipelined ``ZMSCORE`` read sifts the items first, so the script (which holds Redis
     while it runs, and checks again) only sees the few that look missing."""
@@ -67,15 +71,18 @@ def restore(topic: str, items: Iterable[tuple[str, int, str | None, float | None
         if queued is None and leased is None and (item[3] is None or scheduled is None)
     ]
     if missing and r.exists(k.keyof):  # a keyed job waiting behind its key's head is held too (flow.py)
-        behind = r.hmget(k.keyof, [str(item[0]) for item in missing])
-        missing = [item for item, key in zip(missing, behind, strict=True) if key is None]
+        tags = r.hmget(k.keyof, [str(item[0]) for item in missing])
+        # "<key>\t<score>": queued behind its key (the script checks again); a bare "<key>" marks a scheduled job.
+        missing = [item for item, tag in zip(missing, tags, strict=True) if tag is None or b"\t" not in tag]
+    keyed = keys if keys and flow.takes_turns(topic) else {}
     restored: list[str] = []
     for start in range(0, len(missing), PUSH_CHUNK):
         argv: list[str | int] = []
         for job_id, priority, entity, due in missing[start : start + PUSH_CHUNK]:
-            argv += [str(job_id), int(priority), entity or "", "" if due is None else int(due * 1000)]
-        keys = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake]
-        restored += [_s(i) for i in script(r, "restore")(keys=keys, args=argv, client=r)]
+            due_ms = "" if due is None else int(due * 1000)
+            argv += [str(job_id), int(priority), entity or "", due_ms, keyed.get(str(job_id)) or ""]
+        names = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake, k.heads, k.keyof, k.keyqueue]
+        restored += [_s(i) for i in script(r, "restore")(keys=names, args=argv, client=r)]
     if restored:
         _announce(topic, r)
     return restored

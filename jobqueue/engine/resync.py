@@ -44,7 +44,7 @@ class TopicRows:
     scheduled: Sequence[tuple[object, datetime | None, int, str | None]] = ()
     #: Ids of the running rows.
     running: Sequence[object] = ()
-    #: The job key of each queued or running row that has one (by job id as text).
+    #: The job key of each queued, scheduled or running row that has one (by job id as text).
     keys: Mapping[str, str] = field(default_factory=dict)
     #: When the topic's recent attempts started (ms since the epoch), for its rate limit.
     recent_starts: Sequence[float] = ()
@@ -70,7 +70,7 @@ class TopicResync:
         self.leased = {_s(i) for i in self.redis.zrange(k.leases, 0, -1)}
         self.in_schedule = {_s(i) for i in self.redis.zrange(k.scheduled, 0, -1)}
         # Jobs waiting behind their key's head (see flow.py): queued, though not in the queue.
-        self.behind = flow.waiting_behind_keys(topic)
+        self.behind = flow.waiting_behind(topic)
 
     def apply(self, rows: TopicRows, report: ResyncReport) -> None:
         """Queued rows missing from the queue are pushed in queue order, so after a FLUSHDB
@@ -92,13 +92,20 @@ class TopicResync:
             flow.remove(topic, job_id)
         if stale:
             flow.repair(topic)  # a dropped id may have been its key's head
-        # A priority change that reached the database but not Redis (e.g. it raced the push).
+        # A priority change that reached the database but not Redis (e.g. it raced the push),
+        # also of a job waiting behind its key's (which may then take the key's place).
+        turns = flow.takes_turns(topic)
         for pk, priority, _entity in queued:
             score = self.scores.get(pk)
-            if score is not None and score_priority(score) != priority:
-                change_priority(topic, pk, priority)
+            if score is not None:
+                was, key = score_priority(score), rows.keys.get(pk) if turns else None
+            elif pk in self.behind:
+                key, was = self.behind[pk]
+            else:
+                continue
+            if was != priority:
+                change_priority(topic, pk, priority, key=key)
                 report.reprioritised[topic] = report.reprioritised.get(topic, 0) + 1
-        turns = flow.takes_turns(topic)
         keyed = [(pk, p, e, rows.keys[pk]) for pk, p, e in missing if pk in rows.keys] if turns else []
         if keyed:
             missing_keyed = {item[0] for item in keyed}
@@ -117,7 +124,7 @@ class TopicResync:
             r.zrem(k.scheduled, *sched_stale)
             r.hdel(k.schedprio, *sched_stale)
         if sched_missing:
-            schedule(topic, sched_missing)
+            schedule(topic, sched_missing, keys=rows.keys)
 
         unleased = [i for i in map(str, rows.running) if i not in self.leased]
         if unleased:

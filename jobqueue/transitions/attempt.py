@@ -189,7 +189,7 @@ def fail(job: Job, execution: Execution, error: str, retry_at: dt.datetime | Non
     if retry_at is not None:
         engine.safe_call(
             engine.schedule, job.topic_id, [(str(job.pk), retry_at.timestamp(), job.priority, job.entity_id)],
-            tally=tally_of(job, "retried", end=now),
+            tally=tally_of(job, "retried", end=now), keys={str(job.pk): job.key} if job.key else None,
         )
     else:
         engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id, tally_of(job, "failed", end=now))

@@ -104,12 +104,13 @@ def cancel(queryset: QuerySet, reason: str = "cancelled", chunk_size: int | None
     """``cancel`` the pending jobs of ``queryset`` and ask its running ones to ``abort``."""
     result = BulkResult()
     pending = queryset.filter(status__in=_sources("cancel"))
-    for chunk in chunks(pending, "topic_id", "entity_id", "has_dependents", chunk_size=chunk_size):
+    for chunk in chunks(pending, "topic_id", "entity_id", "has_dependents", "key", chunk_size=chunk_size):
         now = timezone.now()
         with transaction.atomic(using=_db()):
             updated = move_many("cancel", [r[0] for r in chunk], finished_at=now, error=reason, updated_at=now)
             won = _winners(chunk, updated, now, status=JobStatus.CANCELLED)
-            effects.pipeline_after_commit(effects.removals([(topic, pk, entity) for pk, topic, entity, _ in won]))
+            items = [(topic, pk, entity, key) for pk, topic, entity, _, key in won]
+            effects.pipeline_after_commit(effects.removals(items))
             _finished(won, 3)
         result.changed += len(won)
     running = queryset.filter(status=JobStatus.RUNNING)

@@ -59,10 +59,13 @@ def pipeline_after_commit(calls: Calls) -> None:
     transaction.on_commit(run, using=router.db_for_write(Job))
 
 
-def removals(items: Sequence[tuple[str, Any, str | None]]) -> Calls:
+def removals(items: Sequence[tuple[str, Any, str | None, str | None]]) -> Calls:
+    """Drop ``(topic, job id, entity id, job key)`` items from Redis: a keyed job leaves its
+    key's sub-queue too, and its key's next job takes its place (``flow_remove.lua``)."""
+
     def calls(pipe: Any) -> None:
-        for topic, pk, entity in items:
-            engine.remove(topic, str(pk), entity, client=pipe)
+        for topic, pk, entity, key in items:
+            engine.remove(topic, str(pk), entity, client=pipe, key=key)
 
     return calls
 

@@ -48,8 +48,8 @@ SCHEDULED_LIMIT = 10_000
 #: older rows are the sweep's, and a worker's start-up resync covered them.
 HEAD_LOOKBACK_PERIODS = 10
 
-#: The fields read of each queued row.
-ROW = ("pk", "priority", "entity_id")
+#: The fields read of each queued row (its job key: a keyed job goes back behind its key's).
+ROW = ("pk", "priority", "entity_id", "key")
 #: (job id, priority, entity id, due time or None), as ``engine.restore`` takes them.
 Item = tuple[str, int, str | None, float | None]
 
@@ -85,19 +85,23 @@ def reconcile_topic(topic: str, now: dt.datetime, report: ReconcileReport) -> No
     head_rows, head = _head(topic, after if after is not None and after[0] >= floor else (floor, None), upto)
     sweep_rows, sweep = _sweep(topic, _load_sweep(saved.get("sweep")), upto)
     queued: dict[Any, Item] = {}
-    for pk, priority, entity in [*head_rows, *sweep_rows]:
+    keys: dict[str, str] = {}
+    for pk, priority, entity, key in [*head_rows, *sweep_rows]:
         queued[pk] = (str(pk), priority, entity, None)
+        if key:
+            keys[str(pk)] = key
     due = Job.objects.filter(topic_id=topic, status=JobStatus.SCHEDULED, run_after__lte=upto).order_by(
         "run_after", "pk"
     )
-    scheduled = [
-        (str(pk), priority, entity, run_after.timestamp())
-        for pk, priority, entity, run_after in due.values_list("pk", "priority", "entity_id", "run_after")[
-            :SCHEDULED_LIMIT
-        ]
-    ]
+    scheduled: list[Item] = []
+    for pk, priority, entity, run_after, key in due.values_list("pk", "priority", "entity_id", "run_after", "key")[
+        :SCHEDULED_LIMIT
+    ]:
+        scheduled.append((str(pk), priority, entity, run_after.timestamp()))
+        if key:
+            keys[str(pk)] = key
     items = [*queued.values(), *scheduled]
-    restored = set(engine.restore(topic, items))
+    restored = set(engine.restore(topic, items, keys))
     engine.save_reconcile_cursors(topic, {"head": head, "sweep": sweep})
 
     report.checked[topic] = len(items)

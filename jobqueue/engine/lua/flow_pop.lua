@@ -22,6 +22,10 @@
 -- is gone (acknowledged, requeued by the reaper, removed) no longer counts and is dropped
 -- when seen, so acknowledging, failing or losing a lease releases its place without any
 -- other script knowing of keys. Queued jobs whose key is full are skipped, not dequeued.
+-- A pop that skipped some sets the keyfull flag (cleared by a pop that looked through the
+-- queue and skipped none); while it is set, the end of a lease (this script's ack, ack.lua,
+-- a retry's schedule.lua, flow_remove.lua) pushes to the wake list, so an idle worker
+-- blocks on it as for a push instead of asking again and again.
 --
 -- The keyqueue and keyrun sets are read by key with ZRANGEBYLEX: their members all have
 -- score 0 and sort by text, "<key>\t<14 hex digits of the job's queue score><id>" and
@@ -39,6 +43,8 @@
 -- KEYS[11] entities  hash: entity id -> job id
 -- KEYS[12] abort     set of job ids asked to abort
 -- KEYS[13] metrics   hash: the topic's counters
+-- KEYS[14] keyfull   flag: a pop passed over jobs whose key was full
+-- KEYS[15] wake      list that idle workers block on (BLPOP)
 -- ARGV[1]  lease length in seconds
 -- ARGV[2]  how many jobs at most
 -- ARGV[3]  now in ms, or "" for the Redis server's clock
@@ -50,13 +56,16 @@
 -- ARGV[9]  its entity id or ""
 -- ARGV[10] its tally for the metrics hash ("field=integer" pairs), or ""
 -- Returns {wait, id, id, ...}: the leased ids, best first, after the milliseconds to wait
--- before asking again (0: no reason to wait; when rate limited, until the next token; when
--- every waiting job's key is full, a short retry).
+-- before asking again (0: no reason to wait, or wait for a wake; when rate limited, until
+-- the next token).
 local SHIFT = 17592186044416 -- 2^44, as in push.lua
-local KEY_FULL_RETRY_MS = 100
+local KEYFULL_TTL_MS = 60000 -- a flag no pop renews goes by itself
 local SCAN = 256 -- queued jobs looked at per call, at most (those of full keys are passed over)
 if ARGV[8] ~= '' then
-  redis.call('ZREM', KEYS[2], ARGV[8])
+  if redis.call('ZREM', KEYS[2], ARGV[8]) == 1 and redis.call('EXISTS', KEYS[14]) == 1 then
+    redis.call('RPUSH', KEYS[15], '1')
+    redis.call('LTRIM', KEYS[15], 0, 63)
+  end
   if ARGV[9] ~= '' and redis.call('HGET', KEYS[11], ARGV[9]) == ARGV[8] then
     redis.call('HDEL', KEYS[11], ARGV[9])
   end
@@ -153,12 +162,17 @@ while #ids < want and scanned < SCAN do
     end
   end
 end
+if full then
+  redis.call('SET', KEYS[14], '1', 'PX', KEYFULL_TTL_MS)
+elseif #ids < want then
+  redis.call('DEL', KEYS[14])
+end
 if interval and #ids > 0 then
   local new_tat = tat + #ids * interval
   -- Every digit of the double, so the next call compares exactly what this one computed.
   redis.call('SET', KEYS[6], string.format('%.17g', new_tat), 'PX', math.ceil(new_tat - now) + 1000)
 end
-local result = {(#ids == 0 and full) and KEY_FULL_RETRY_MS or 0}
+local result = {0}
 for _, id in ipairs(ids) do
   result[#result + 1] = id
 end

@@ -10,6 +10,8 @@
 -- KEYS[7] keyof      hash: job id -> "<key>\t<score in hex>": its keyqueue entry, less the id
 -- KEYS[8] seq        counter
 -- KEYS[9] keyqueue   sorted set (by text): "<key>\t<14 hex digits of the score><id>"
+-- KEYS[10] keyfull  flag: a pop passed over jobs whose key was full (see flow_pop.lua)
+-- KEYS[11] wake     list that idle workers block on: a removed running job's place wakes one
 -- ARGV[1] job id
 -- ARGV[2] entity id or ""
 -- Returns 1 if the job was queued or scheduled, 0 otherwise.
@@ -35,7 +37,10 @@ if tag then
     end
   end
 end
-redis.call('ZREM', KEYS[2], id)
+if redis.call('ZREM', KEYS[2], id) == 1 and redis.call('EXISTS', KEYS[10]) == 1 then
+  redis.call('RPUSH', KEYS[11], '1')
+  redis.call('LTRIM', KEYS[11], 0, 63)
+end
 redis.call('HDEL', KEYS[5], id)
 if ARGV[2] ~= '' and redis.call('HGET', KEYS[3], ARGV[2]) == id then
   redis.call('HDEL', KEYS[3], ARGV[2])

@@ -1,33 +1,76 @@
 -- Put back jobs the database holds as queued (or scheduled) whose push never reached Redis.
 -- An id Redis already holds in the queue or the leases (or, for a scheduled job, the
--- schedule) is left alone, so a job taken by a worker meanwhile is never queued twice.
--- KEYS[1] queue      sorted set: job id -> score (see push.lua)
--- KEYS[2] seq        counter giving each push its place within a priority
--- KEYS[3] entities   hash: entity id -> job id (set only where no mapping exists)
--- KEYS[4] leases     sorted set: job id -> lease deadline (ms)
--- KEYS[5] scheduled  sorted set: job id -> due time (ms)
--- KEYS[6] schedprio  hash: scheduled job id -> priority
--- KEYS[7] wake       list that idle workers block on (BLPOP)
--- ARGV    quadruples: job id, priority (-100..100), entity id or "", due time in ms or "" for a queued job
+-- schedule; for a keyed job, behind its key's job) is left alone, so a job taken by a
+-- worker meanwhile is never queued twice. A keyed job of a topic that takes turns between
+-- keys goes back behind its key's job, as push_flow.lua pushes it (see flow_pop.lua), so
+-- its key's limit and turns hold; a scheduled one gets its key's mark for promote.lua.
+-- KEYS[1]  queue      sorted set: job id -> score (see push.lua)
+-- KEYS[2]  seq        counter giving each push its place within a priority
+-- KEYS[3]  entities   hash: entity id -> job id (set only where no mapping exists)
+-- KEYS[4]  leases     sorted set: job id -> lease deadline (ms)
+-- KEYS[5]  scheduled  sorted set: job id -> due time (ms)
+-- KEYS[6]  schedprio  hash: scheduled job id -> priority
+-- KEYS[7]  wake       list that idle workers block on (BLPOP)
+-- KEYS[8]  keyheads   hash: job key -> the id of its job in the queue
+-- KEYS[9]  keyof      hash: job id -> "<key>\t<score in hex>" for a queued keyed job, "<key>" for a scheduled one
+-- KEYS[10] keyqueue   sorted set (by text): "<key>\t<14 hex digits of the score><id>"
+-- ARGV    quintuples: job id, priority (-100..100), entity id or "", due time in ms or "" for a queued job,
+--         job key or "" (a key only for a topic that takes turns)
 -- Returns the ids put back.
 local SHIFT = 17592186044416 -- 2^44, as in push.lua
 local restored = {}
 local queued = 0
-for i = 1, #ARGV, 4 do
-  local id, priority, entity, due = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
+for i = 1, #ARGV, 5 do
+  local id, priority, entity, due, key = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
   local held = redis.call('ZSCORE', KEYS[1], id) or redis.call('ZSCORE', KEYS[4], id)
   if not held and due ~= '' then
     held = redis.call('ZSCORE', KEYS[5], id)
   end
+  local tag = redis.call('HGET', KEYS[9], id)
+  if not held and due == '' and tag and string.find(tag, '\t', 1, true) then
+    held = redis.call('ZSCORE', KEYS[10], string.format('%s%s', tag, id))
+  end
   if not held then
-    if due == '' then
-      redis.call('ZREM', KEYS[5], id)
-      redis.call('HDEL', KEYS[6], id)
-      redis.call('ZADD', KEYS[1], (100 - priority) * SHIFT + redis.call('INCR', KEYS[2]), id)
-      queued = queued + 1
-    else
+    if due ~= '' then
       redis.call('ZADD', KEYS[5], tonumber(due), id)
       redis.call('HSET', KEYS[6], id, priority)
+      if key ~= '' then
+        redis.call('HSET', KEYS[9], id, key)
+      end
+    else
+      redis.call('ZREM', KEYS[5], id)
+      redis.call('HDEL', KEYS[6], id)
+      if key == '' then
+        redis.call('ZADD', KEYS[1], (100 - priority) * SHIFT + redis.call('INCR', KEYS[2]), id)
+      else
+        local score = (100 - priority) * SHIFT + redis.call('INCR', KEYS[2])
+        redis.call('HSET', KEYS[9], id, string.format('%s\t%014x', key, score))
+        local head = redis.call('HGET', KEYS[8], key)
+        local head_score = head and redis.call('ZSCORE', KEYS[1], head)
+        if not head_score then
+          local first = redis.call('ZRANGEBYLEX', KEYS[10], string.format('[%s\t', key), string.format('(%s\n', key),
+                                   'LIMIT', 0, 1)[1]
+          local first_score = first and tonumber(string.sub(first, #key + 2, #key + 15), 16)
+          if first_score and first_score < score then
+            redis.call('ZREM', KEYS[10], first)
+            redis.call('ZADD', KEYS[10], 0, string.format('%s\t%014x%s', key, score, id))
+            redis.call('ZADD', KEYS[1], first_score, string.sub(first, #key + 16))
+            redis.call('HSET', KEYS[8], key, string.sub(first, #key + 16))
+          else
+            redis.call('ZADD', KEYS[1], score, id)
+            redis.call('HSET', KEYS[8], key, id)
+          end
+        elseif math.floor(score / SHIFT) < math.floor(tonumber(head_score) / SHIFT) then
+          redis.call('ZREM', KEYS[1], head)
+          redis.call('ZADD', KEYS[10], 0, string.format('%s\t%014x%s', key, tonumber(head_score), head))
+          redis.call('HSET', KEYS[9], head, string.format('%s\t%014x', key, tonumber(head_score)))
+          redis.call('ZADD', KEYS[1], score, id)
+          redis.call('HSET', KEYS[8], key, id)
+        else
+          redis.call('ZADD', KEYS[10], 0, string.format('%s\t%014x%s', key, score, id))
+        end
+      end
+      queued = queued + 1
     end
     if entity ~= '' then
       redis.call('HSETNX', KEYS[3], entity, id)
