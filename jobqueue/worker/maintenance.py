@@ -13,7 +13,7 @@ from typing import Any
 from .. import cron, engine
 from ..conf import settings
 from ..models import FINISHED_STATUSES, Job, JobStatus
-from ..resync import resync
+from ..resync import resync, roll_up
 from ..transitions import recovery
 from ..transitions.followups import release_dependents
 from .reconcile import reconcile as reconcile  # one of the steps, kept in its own module
@@ -88,6 +88,13 @@ def ensure_redis_state(topics: Iterable[str], force: bool = False) -> bool:
         logger.warning("Rebuilt Redis from the database for %s (its data was lost, or came from another server): "
                        "pushed %s, scheduled %s, dropped %s, leases %s", ", ".join(lost), *counts)
     return True
+
+
+def roll_up_metrics() -> bool:
+    """Add the rows that finished since the metrics tally's watermark to the tally, a
+    bounded number at a time (see :func:`jobqueue.resync.roll_up`), so that rebuilding a
+    lost metrics hash reads only recent rows; returns whether more is left to add."""
+    return roll_up()
 
 
 def run_hooks(worker: Any) -> None:
