@@ -257,7 +257,13 @@ def changelist_scenarios() -> list[tuple[str, str]]:
         ("page 50", base + "?p=50"),
         ("search: id prefix", base + f"?q={str(pk)[:8]}"),
         ("search: entity id (entity:...)", base + f"?q=entity:{entity}"),
-        ("search: payload text (full scan)", base + "?q=payload:img.example.com/123456.png"),
+        ("search: payload text (payload:..., the newest jobs only)", base + "?q=payload:img.example.com/123456.png"),
+        ("search: text (id, entity id, payload of the newest jobs)", base + "?q=img.example.com/123456.png"),
+        (
+            "search: payload text, date hierarchy: this month",
+            base + f"?q=payload:img.example.com/123456.png&created_at__year={local.year}"
+            f"&created_at__month={local.month}",
+        ),
         ("topic list", "/admin/jobqueue/topic/"),
         ("dashboard", "/admin/jobqueue/job/dashboard/"),
     ]
