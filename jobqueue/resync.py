@@ -110,7 +110,7 @@ def _buckets(name: str, counts: dict[str, Any], total: int, seconds: float) -> d
 ROLLUP_LAG = dt.timedelta(minutes=1)
 #: Rows of each kind (executions finished, jobs created, jobs finished per status) that one
 #: :func:`roll_up` reads at most: the watermark moves only as far as that many rows.
-ROLLUP_ROWS = 50_000
+ROLLUP_ROWS = 10_000
 #: The statuses whose jobs stay as they are (unless requeued: see :func:`counted`).
 _DONE = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED]
 #: The statuses of jobs that wait and have not started.
