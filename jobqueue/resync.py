@@ -177,11 +177,11 @@ def _aggregate(lower: dt.datetime | None, upper: dt.datetime | None,
 
     final = Q(attempt__gte=F("job__max_attempts"))
     ran = Q(duration__isnull=False) & ~Q(outcome=ExecutionOutcome.LOST)
-    executions = Execution.objects.filter(stamped)
+    finished = Execution.objects.filter(stamped)
     if names is not None:
-        executions = executions.filter(job__topic_id__in=names)
+        finished = finished.filter(job__topic_id__in=names)
     executions = (
-        executions.values("job__topic_id")
+        finished.values("job__topic_id")
         .order_by()
         .annotate(
             succeeded=Count("pk", filter=Q(outcome=ExecutionOutcome.SUCCEEDED)),
