@@ -286,12 +286,13 @@ def roll_up(now: dt.datetime | None = None, rows: int = ROLLUP_ROWS) -> bool:
 
 def _cutoff(now: dt.datetime) -> dt.datetime:
     """Where a roll-up stops: :data:`ROLLUP_LAG` before now, or before the oldest open
-    transaction of another session on PostgreSQL."""
+    transaction of another client of the database on PostgreSQL (one left open for long
+    holds the watermark back: the rebuild then reads more rows, never fewer)."""
     edge = now
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT min(xact_start) FROM pg_stat_activity WHERE datname = current_database() "
-                           "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL")
+                           "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND backend_type = 'client backend'")
             row = cursor.fetchone()
         if row and row[0] is not None:
             edge = min(edge, row[0])

@@ -258,3 +258,25 @@ def test_the_plan_check_sees_a_read_of_every_row_of_a_topic():
         assert all(unbounded_reads(statement) for statement in sql)
     else:
         assert all(topic_wide_reads(statement) for statement in sql)
+
+
+def test_the_watermark_stays_before_a_transaction_still_open():
+    """A row stamped before the watermark but committed after it would never be counted: on
+    PostgreSQL the watermark stays a lag before the oldest open transaction of another client."""
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    if connection.vendor != "postgresql":
+        roll_up(now=later)  # one writer at a time: only the lag
+        assert MetricsTally.objects.get(topic="").until == later - ROLLUP_LAG
+        return
+    other = connection.get_new_connection(connection.get_connection_params())
+    try:
+        other.autocommit = False
+        with other.cursor() as cursor:
+            cursor.execute("SELECT now()")  # the transaction begins
+            began = cursor.fetchone()[0]
+        roll_up(now=later)
+        assert MetricsTally.objects.get(topic="").until == began - ROLLUP_LAG
+    finally:
+        other.close()
+    roll_up(now=later)
+    assert MetricsTally.objects.get(topic="").until == later - ROLLUP_LAG
