@@ -291,6 +291,7 @@ def _cutoff(now: dt.datetime) -> dt.datetime:
     edge = now
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")  # not a view cached earlier in a transaction
             cursor.execute("SELECT min(xact_start) FROM pg_stat_activity WHERE datname = current_database() "
                            "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND backend_type = 'client backend'")
             row = cursor.fetchone()
