@@ -11,10 +11,12 @@ from django.db import connection
 from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
+from jobqueue import engine
 from jobqueue import resync as resync_module
 from jobqueue.engine import metrics
 from jobqueue.models import Execution, Job, MetricsTally
 from jobqueue.resync import ROLLUP_LAG, counted, resync, roll_up
+from jobqueue.worker import maintenance
 from tests.workerutil import run_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -311,3 +313,16 @@ def test_the_watermark_stays_before_a_transaction_still_open():
         other.close()
     roll_up(now=later)
     assert MetricsTally.objects.get(topic="").until == later - ROLLUP_LAG
+
+
+def test_one_worker_at_a_time_rolls_up_and_gives_the_turn_back_while_more_is_left(redis_client, monkeypatch):
+    assert maintenance.roll_up_metrics(30) is False  # caught up: the turn is kept for the period
+    assert redis_client.pttl(engine.rollup_key()) > 25_000
+    with CaptureQueriesContext(connection) as queries:
+        assert maintenance.roll_up_metrics(30) is False  # another worker's turn: nothing read
+    assert queries.captured_queries == []
+
+    redis_client.delete(engine.rollup_key())
+    monkeypatch.setattr(maintenance, "roll_up", lambda: True)  # more left to add
+    assert maintenance.roll_up_metrics(30) is True
+    assert not redis_client.exists(engine.rollup_key())  # the next pass, any worker's, goes on

@@ -90,11 +90,20 @@ def ensure_redis_state(topics: Iterable[str], force: bool = False) -> bool:
     return True
 
 
-def roll_up_metrics() -> bool:
+def roll_up_metrics(period: float) -> bool:
     """Add the rows that finished since the metrics tally's watermark to the tally, a
     bounded number at a time (see :func:`jobqueue.resync.roll_up`), so that rebuilding a
-    lost metrics hash reads only recent rows; returns whether more is left to add."""
-    return roll_up()
+    lost metrics hash reads only recent rows; returns whether more is left to add.
+
+    One worker takes the turn for ``period`` seconds (the others do nothing meanwhile);
+    while more is left, it gives the turn back at once for the next pass of any worker."""
+    r = engine.get_redis()
+    if not r.set(engine.rollup_key(), "1", nx=True, px=max(1, int(period * 1000))):
+        return False
+    more = roll_up()
+    if more:
+        r.delete(engine.rollup_key())
+    return more
 
 
 def run_hooks(worker: Any) -> None:

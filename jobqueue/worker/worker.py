@@ -368,7 +368,7 @@ class Worker:
             maintenance.sweep_waiting()
             self._next_sweep = time.monotonic() + SWEEP_SECONDS
         if time.monotonic() >= self._next_rollup:
-            more = maintenance.roll_up_metrics()  # until caught up, once a pass
+            more = maintenance.roll_up_metrics(ROLLUP_SECONDS)  # until caught up, once a pass
             self._next_rollup = time.monotonic() + (0.0 if more else ROLLUP_SECONDS)
         maintenance.run_hooks(self)
 
