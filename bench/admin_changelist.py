@@ -163,8 +163,10 @@ def fill(total: int, topics: list[str], status_sql: str | None = None, span_days
         "progress_message": "CASE WHEN s = 'running' THEN 'step ' || mod(i, 10) ELSE '' END",
         "stage": "CASE WHEN s = 'running' THEN 'rendering' ELSE '' END",
         "entity_id": "'ent-' || i",
+        "key": "NULL::varchar",
         "parent_id": "NULL::uuid",
         "has_dependents": "false",
+        "trace_context": "NULL::jsonb",
         "attempts": "CASE WHEN s IN ('queued', 'scheduled') THEN 0 ELSE 1 + mod(i, 3) END",
         "max_attempts": "3",
         "run_after": "CASE WHEN s = 'scheduled' THEN now() + interval '1 hour' END",
@@ -255,7 +257,13 @@ def changelist_scenarios() -> list[tuple[str, str]]:
         ("page 50", base + "?p=50"),
         ("search: id prefix", base + f"?q={str(pk)[:8]}"),
         ("search: entity id (entity:...)", base + f"?q=entity:{entity}"),
-        ("search: payload text (full scan)", base + "?q=payload:img.example.com/123456.png"),
+        ("search: payload text (payload:..., the newest jobs only)", base + "?q=payload:img.example.com/123456.png"),
+        ("search: text (id, entity id, payload of the newest jobs)", base + "?q=img.example.com/123456.png"),
+        (
+            "search: payload text, date hierarchy: this month",
+            base + f"?q=payload:img.example.com/123456.png&created_at__year={local.year}"
+            f"&created_at__month={local.month}",
+        ),
         ("topic list", "/admin/jobqueue/topic/"),
         ("dashboard", "/admin/jobqueue/job/dashboard/"),
     ]

@@ -392,6 +392,28 @@ class Execution(models.Model):
         return f"{self.job_id} #{self.attempt} {self.outcome}"
 
 
+class MetricsTally(models.Model):
+    """What a topic's finished history adds to its metrics, so that rebuilding a lost
+    metrics hash reads only the rows that finished since (see :mod:`jobqueue.resync`).
+
+    One row per topic holds the hash's fields (counters, non-cumulative buckets, sums in
+    microseconds) counted from the rows whose time stamp is before the watermark; the row
+    whose ``topic`` is empty holds that watermark in ``until``, shared by every topic.
+    Workers move it forward a bounded number of rows at a time (:func:`jobqueue.resync.roll_up`).
+    """
+
+    topic = models.CharField(_("topic"), max_length=TOPIC_NAME_MAX_LENGTH, primary_key=True, blank=True)
+    until = models.DateTimeField(_("counted until"), null=True, blank=True)
+    counts = models.JSONField(_("counts"), default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("metrics tally")
+        verbose_name_plural = _("metrics tallies")
+
+    def __str__(self) -> str:
+        return self.topic or "(watermark)"
+
+
 #: What a new job holds in the columns enqueue() does not always set: the model's own defaults.
 FRESH_JOB: dict[str, Any] = fresh_job_defaults(Job)
 
@@ -405,6 +427,7 @@ __all__ = [
     "Isolation",
     "Job",
     "JobStatus",
+    "MetricsTally",
     "Topic",
 ]
 

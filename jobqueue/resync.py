@@ -5,8 +5,9 @@ Redis lost its data), so a flushed or restarted Redis loses nothing. This module
 the rows; :class:`jobqueue.engine.TopicResync` makes Redis match them, and
 :func:`jobqueue.engine.metrics.replace` puts back the metrics counted from them.
 
-The live counters count events as they happen; the tables give back what they still
-hold, so a rebuild is exact where no job was purged and no attempt numbering was reset:
+The live counters count events as they happen; the tables give back what they hold, so a
+rebuild is exact where no job was purged before the tally took it (below) and no attempt
+numbering was reset:
 
 - ``enqueued``: the topic's jobs;
 - ``succeeded``: executions that succeeded;
@@ -18,6 +19,11 @@ hold, so a rebuild is exact where no job was purged and no attempt numbering was
 - ``run``: every finished attempt's duration but lost ones (their end is unknown);
 - ``wait``: one observation per job that started and is no longer pending, its last
   attempt's (earlier attempts' waits are not kept in the tables).
+
+Finished rows are added up once: workers move a watermark forward through them, a bounded
+number at a time (:func:`roll_up`), into a :class:`~jobqueue.models.MetricsTally` row per
+topic, and a rebuild reads only the rows stamped since (:func:`counted`). Its cost follows
+the recent traffic, not the size of the tables.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
+from django.db import connection, transaction
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -33,7 +40,7 @@ from django.utils import timezone
 from . import engine
 from .engine import ResyncReport, TopicResync, TopicRows
 from .engine.metrics import BUCKETS, LABELS, replace, unbuilt
-from .models import Execution, ExecutionOutcome, Job, JobStatus, Topic
+from .models import Execution, ExecutionOutcome, Job, JobStatus, MetricsTally, Topic
 
 
 def resync(topics: Iterable[str] | None = None) -> ResyncReport:
@@ -103,19 +110,83 @@ def _buckets(name: str, counts: dict[str, Any], total: int, seconds: float) -> d
     return fields
 
 
+#: How far behind now (and behind the oldest open transaction, on PostgreSQL) the tally's
+#: watermark stays: a row is rolled up only once nothing can still commit a row stamped before it.
+ROLLUP_LAG = dt.timedelta(minutes=1)
+#: Rows of each kind (executions finished, jobs created, jobs finished per status) that one
+#: :func:`roll_up` reads at most: the watermark moves only as far as that many rows.
+ROLLUP_ROWS = 10_000
+#: The statuses whose jobs stay as they are (unless requeued: see :func:`counted`).
+_DONE = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED]
+#: The statuses of jobs that wait and have not started.
+_PENDING = [JobStatus.WAITING, JobStatus.SCHEDULED, JobStatus.QUEUED]
+
+
 def counted(topics: Iterable[str]) -> dict[str, dict[str, int]]:
-    """The fields of each topic's metrics hash, as the tables give them back (two
-    aggregate queries, whatever the number of topics)."""
+    """The fields of each topic's metrics hash, as the tables give them back.
+
+    The rows stamped before the tally's watermark are not read: their counts come from the
+    :class:`~jobqueue.models.MetricsTally` rows (read with the watermark in one query, so a
+    roll-up meanwhile is seen whole or not at all). The rest is read through indexes:
+    executions finished since the watermark (or not finished), jobs created since, and the
+    jobs running or finished since. The cost follows what happened since the watermark
+    (about :data:`ROLLUP_LAG` plus the time between two roll-ups), not the table's size.
+
+    A rolled-up count stays when its rows go: a purge no longer takes it back, nor does a
+    requeue of a finished job (its next attempt adds one more wait, as the live counter does).
+    """
     names = list(topics)
     out: dict[str, dict[str, int]] = {name: {} for name in names}
     if not names:
         return out
+    tallies = {row.topic: row for row in MetricsTally.objects.filter(topic__in=[*names, ""])}
+    head = tallies.pop("", None)
+    since = head.until if head is not None else None
+    for topic, row in tallies.items():
+        _add(out[topic], row.counts)
+    # After a watermark the time stamps alone bound what is read: every topic's rows since
+    # then are read (by the time stamps' indexes, which lead), and the others' dropped here.
+    for topic, fields in _aggregate(since, None, names if since is None else None).items():
+        if topic in out:
+            _add(out[topic], fields)
+    return out
+
+
+def _add(into: dict[str, int], fields: dict[str, Any]) -> None:
+    for name, value in fields.items():
+        into[name] = into.get(name, 0) + int(value)
+
+
+def _aggregate(lower: dt.datetime | None, upper: dt.datetime | None,
+               names: list[str] | None) -> dict[str, dict[str, int]]:
+    """The metrics fields of the rows stamped in ``[lower, upper)``, by topic (two or three
+    aggregate queries, whatever the number of topics).
+
+    With ``upper`` (a roll-up's window) only rows that are done count: executions finished,
+    jobs created, jobs finished. Without it (what follows the watermark) the rows not done
+    count too: executions not finished, running jobs, finished jobs with no finish time.
+    ``names`` limits the topics (``None``: every topic).
+    """
+    out: dict[str, dict[str, int]] = {}
+
+    def fields(topic: str) -> dict[str, int]:
+        return out.setdefault(topic, {})
+
+    stamped = Q()
+    if lower is not None:
+        stamped &= Q(finished_at__gte=lower)
+    if upper is not None:
+        stamped &= Q(finished_at__lt=upper)
+    elif lower is not None:
+        stamped |= Q(finished_at__isnull=True)
 
     final = Q(attempt__gte=F("job__max_attempts"))
     ran = Q(duration__isnull=False) & ~Q(outcome=ExecutionOutcome.LOST)
+    finished = Execution.objects.filter(stamped)
+    if names is not None:
+        finished = finished.filter(job__topic_id__in=names)
     executions = (
-        Execution.objects.filter(job__topic_id__in=names)
-        .values("job__topic_id")
+        finished.values("job__topic_id")
         .order_by()
         .annotate(
             succeeded=Count("pk", filter=Q(outcome=ExecutionOutcome.SUCCEEDED)),
@@ -131,32 +202,122 @@ def counted(topics: Iterable[str]) -> dict[str, dict[str, int]]:
     )
     for row in executions:
         values: dict[str, Any] = dict(row)
-        fields = out[values["job__topic_id"]]
-        fields.update({name: values[name] for name in ("succeeded", "retried", "failed", "lost")})
-        fields.update(_buckets("run", values, values["ran"], float(values["ran_seconds"] or 0.0)))
+        into = fields(values["job__topic_id"])
+        into.update({name: values[name] for name in ("succeeded", "retried", "failed", "lost")})
+        into.update(_buckets("run", values, values["ran"], float(values["ran_seconds"] or 0.0)))
 
-    waited = Q(started_at__isnull=False, waited__gte=dt.timedelta(0)) & ~Q(
-        status__in=[JobStatus.WAITING, JobStatus.SCHEDULED, JobStatus.QUEUED])
-    jobs = (
-        Job.objects.filter(topic_id__in=names)
-        .alias(waited=ExpressionWrapper(F("started_at") - Coalesce("queued_at", "created_at"),
-                                        output_field=DurationField()))
+    created = Job.objects.all()
+    if names is not None:
+        created = created.filter(topic_id__in=names)
+    if lower is not None:
+        created = created.filter(created_at__gte=lower)
+    if upper is not None:
+        created = created.filter(created_at__lt=upper)
+    for topic, n in created.values("topic_id").order_by().annotate(n=Count("pk")).values_list("topic_id", "n"):
+        fields(topic)["enqueued"] = n
+
+    # One wait per job that started and is no longer pending: its last attempt's.
+    if upper is not None:
+        done = Q(status__in=_DONE, finished_at__lt=upper)
+        if lower is not None:
+            done &= Q(finished_at__gte=lower)
+    elif lower is not None:
+        done = Q(status=JobStatus.RUNNING) | Q(status__in=_DONE, finished_at__gte=lower) | Q(
+            status__in=_DONE, finished_at__isnull=True)
+    else:
+        done = ~Q(status__in=_PENDING)
+    started = Job.objects.filter(done, started_at__isnull=False)
+    if names is not None:
+        started = started.filter(topic_id__in=names)
+    waited = Q(waited__gte=dt.timedelta(0))
+    waits = (
+        started.alias(waited=ExpressionWrapper(F("started_at") - Coalesce("queued_at", "created_at"),
+                                               output_field=DurationField()))
         .values("topic_id")
         .order_by()
         .annotate(
-            enqueued=Count("pk"),
             started=Count("pk", filter=waited),
             waited_for=Sum("waited", filter=waited),
             **{f"le{i}": Count("pk", filter=waited & Q(waited__lte=dt.timedelta(seconds=bound)))
                for i, bound in enumerate(BUCKETS)},
         )
     )
-    for row in jobs:
-        fields = out[row["topic_id"]]
-        fields["enqueued"] = row["enqueued"]
+    for row in waits:
         seconds = row["waited_for"].total_seconds() if row["waited_for"] is not None else 0.0
-        fields.update(_buckets("wait", row, row["started"], seconds))
+        fields(row["topic_id"]).update(_buckets("wait", row, row["started"], seconds))
     return out
 
 
-__all__ = ["ResyncReport", "counted", "resync"]
+def roll_up(now: dt.datetime | None = None, rows: int = ROLLUP_ROWS) -> bool:
+    """Move the tally's watermark forward over at most ``rows`` rows of each kind, adding
+    what they count to each topic's :class:`~jobqueue.models.MetricsTally` row; returns
+    whether it stopped short of :data:`ROLLUP_LAG` (more to do: call again).
+
+    Many workers may call it at once: the watermark moves by compare-and-set in the
+    transaction that adds the counts, so a window is added once. The window is read
+    through the time stamps' indexes and stops :data:`ROLLUP_LAG` before now and, on
+    PostgreSQL, before the oldest open transaction started (a row stamped before the
+    watermark but committed after it would never be counted).
+    """
+    head, _created = MetricsTally.objects.get_or_create(topic="")
+    lower = head.until
+    cutoff = upper = _cutoff(now or timezone.now())
+    short = False
+    for edge in _nth_stamps(lower, rows):
+        if edge < upper:
+            upper, short = edge, True
+    if lower is not None and upper <= lower:  # more than ``rows`` rows share one time stamp
+        upper = lower + dt.timedelta(microseconds=1)
+        if upper > cutoff:
+            return False
+    window = _aggregate(lower, upper, None)
+    with transaction.atomic():
+        moved = MetricsTally.objects.filter(topic="", until=lower) if lower is not None else (
+            MetricsTally.objects.filter(topic="", until__isnull=True))
+        if not moved.update(until=upper):
+            return False  # another worker moved it first
+        kept = {row.topic: row for row in MetricsTally.objects.select_for_update().filter(topic__in=list(window))}
+        new = []
+        for topic, fields in window.items():
+            row = kept.get(topic)
+            if row is None:
+                new.append(MetricsTally(topic=topic, counts=fields))
+            else:
+                _add(row.counts, fields)
+        MetricsTally.objects.bulk_update(kept.values(), ["counts"])
+        MetricsTally.objects.bulk_create(new)
+    return short
+
+
+def _cutoff(now: dt.datetime) -> dt.datetime:
+    """Where a roll-up stops: :data:`ROLLUP_LAG` before now, or before the oldest open
+    transaction of another client of the database on PostgreSQL (one left open for long
+    holds the watermark back: the rebuild then reads more rows, never fewer)."""
+    edge = now
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")  # not a view cached earlier in a transaction
+            cursor.execute("SELECT min(xact_start) FROM pg_stat_activity WHERE datname = current_database() "
+                           "AND pid <> pg_backend_pid() AND xact_start IS NOT NULL AND backend_type = 'client backend'")
+            row = cursor.fetchone()
+        if row and row[0] is not None:
+            edge = min(edge, row[0])
+    return edge - ROLLUP_LAG
+
+
+def _nth_stamps(lower: dt.datetime | None, rows: int) -> list[dt.datetime]:
+    """The time stamp of the row ``rows`` rows after ``lower`` in each index a roll-up reads."""
+    sources = [(Execution.objects.all(), "finished_at"), (Job.objects.all(), "created_at")]
+    sources += [(Job.objects.filter(status=status), "finished_at") for status in _DONE]
+    out = []
+    for qs, column in sources:
+        qs = qs.filter(**{f"{column}__isnull": False})
+        if lower is not None:
+            qs = qs.filter(**{f"{column}__gte": lower})
+        edge = qs.order_by(column).values_list(column, flat=True)[rows : rows + 1].first()
+        if edge is not None:
+            out.append(edge)
+    return out
+
+
+__all__ = ["ResyncReport", "counted", "resync", "roll_up"]

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from jobqueue import engine
 from jobqueue.admin.changelist import BoundedPaginator
+from jobqueue.admin.jobs import JobAdmin
 from jobqueue.models import Execution, Job
 from jobqueue.transitions import bulk
 
@@ -80,6 +81,50 @@ def test_search_by_id_entity_and_payload(root):
     assert listed(root, f"?q={b.pk}") == {str(b.pk)}
     assert listed(root, "?q=payload:ent-a") == set()  # scoped to the payload
     assert listed(root, "?q=entity:turquoise") == set()
+
+
+def test_payload_search_reads_the_newest_jobs_and_says_when_it_left_older_ones_out(root, monkeypatch):
+    monkeypatch.setattr(JobAdmin, "payload_search_rows", 3)
+    now = timezone.now()
+    jobs = []
+    for n in range(5):  # the first is the oldest
+        job = Job.objects.enqueue("echo", {"colour": "turquoise"}, entity_id=f"ent-{n}")
+        Job.objects.filter(pk=job.pk).update(created_at=now - dt.timedelta(days=400 * (5 - n)))
+        jobs.append(str(job.pk))
+
+    response = root.get(JOB_CHANGELIST + "?q=turquoise")
+    assert {str(job.pk) for job in response.context["cl"].result_list} == set(jobs[2:])
+    (note,) = messages_of(response)
+    assert "newest 3 jobs" in note and "Narrow the list by date" in note
+    # What has an index is still searched everywhere.
+    assert listed(root, "?q=ent-0") == {jobs[0]}
+    # Narrowed by date, the payload of older jobs is searched.
+    oldest_year = timezone.localtime(now - dt.timedelta(days=2000)).year
+    assert listed(root, f"?q=payload:turquoise&created_at__year={oldest_year}") == {jobs[0]}
+    # Nothing left out: no note.
+    response = root.get(JOB_CHANGELIST + f"?q=turquoise&created_at__year={oldest_year}")
+    assert messages_of(response) == []
+
+
+def test_payload_search_reads_no_more_than_its_rows(root, monkeypatch):
+    """Every read of the jobs table in a payload search is an index range (no scan of
+    every row's payload), whatever the size of the table."""
+    monkeypatch.setattr(JobAdmin, "payload_search_rows", 3)
+    Job.objects.enqueue_many([("echo", {"colour": "red", "n": n}) for n in range(6)])
+    with CaptureQueriesContext(connection) as queries:
+        assert listed(root, "?q=turquoise") == set()
+    reads = [q["sql"] for q in queries.captured_queries if "LIKE" in q["sql"] and '"payload"' in q["sql"]]
+    assert reads and all('"created_at" >' in sql for sql in reads), reads
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET enable_seqscan = off")
+            try:
+                for sql in reads:
+                    cursor.execute("EXPLAIN " + sql)
+                    plan = "\n".join(row[0] for row in cursor.fetchall())
+                    assert "Seq Scan" not in plan and "Index Cond: (created_at >" in plan, plan
+            finally:
+                cursor.execute("RESET enable_seqscan")
 
 
 def test_date_hierarchy_lists_the_range(root):

@@ -6,7 +6,7 @@ database (through :class:`TopicResync`). Nothing here imports the models.
 
 from . import flow
 from .connection import ConfigurationError, get_redis, reset_clients
-from .keys import TopicKeys, topic_keys, topics_key, workers_key
+from .keys import TopicKeys, rollup_key, topic_keys, topics_key, workers_key
 from .locks import Holder, TopicLock
 from .metrics import tally
 from .queue import (
@@ -81,6 +81,7 @@ __all__ = [
     "stamp_epochs",
     "tally",
     "topic_keys",
+    "rollup_key",
     "topics_key",
     "wait_for_push",
     "workers_key",

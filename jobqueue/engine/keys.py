@@ -66,6 +66,11 @@ def workers_key() -> str:
     return f"{settings.PREFIX}:workers"
 
 
+def rollup_key() -> str:
+    """String: present while a worker has its turn at the metrics tally's roll-up (it expires)."""
+    return f"{settings.PREFIX}:rollup"
+
+
 def topics_key() -> str:
     """Set of topics that have had jobs in Redis (for maintenance across all topics)."""
     return f"{settings.PREFIX}:topics"

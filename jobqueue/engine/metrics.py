@@ -16,7 +16,8 @@ time from being queued (or due) to starting, ``run`` the time from starting to t
 attempt's end; both are observed when an attempt ends (a lost attempt has no run time).
 
 After Redis lost the hash (a flush), ``resync()`` rebuilds it from the jobs and
-executions tables (:func:`jobqueue.resync.counted`) and stamps it with :data:`SINCE`.
+executions tables (:func:`jobqueue.resync.counted`: a tally of the finished rows, kept in
+the database, and the rows since) and stamps it with :data:`SINCE`.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any
 from .. import cron, engine
 from ..conf import settings
 from ..models import FINISHED_STATUSES, Job, JobStatus
-from ..resync import resync
+from ..resync import resync, roll_up
 from ..transitions import recovery
 from ..transitions.followups import release_dependents
 from .reconcile import reconcile as reconcile  # one of the steps, kept in its own module
@@ -88,6 +88,22 @@ def ensure_redis_state(topics: Iterable[str], force: bool = False) -> bool:
         logger.warning("Rebuilt Redis from the database for %s (its data was lost, or came from another server): "
                        "pushed %s, scheduled %s, dropped %s, leases %s", ", ".join(lost), *counts)
     return True
+
+
+def roll_up_metrics(period: float) -> bool:
+    """Add the rows that finished since the metrics tally's watermark to the tally, a
+    bounded number at a time (see :func:`jobqueue.resync.roll_up`), so that rebuilding a
+    lost metrics hash reads only recent rows; returns whether more is left to add.
+
+    One worker takes the turn for ``period`` seconds (the others do nothing meanwhile);
+    while more is left, it gives the turn back at once for the next pass of any worker."""
+    r = engine.get_redis()
+    if not r.set(engine.rollup_key(), "1", nx=True, px=max(1, int(period * 1000))):
+        return False
+    more = roll_up()
+    if more:
+        r.delete(engine.rollup_key())
+    return more
 
 
 def run_hooks(worker: Any) -> None:

@@ -49,6 +49,8 @@ SLOT_RETRY_SECONDS = 2.0
 MAINTENANCE_SECONDS = 1.0
 #: Seconds between two sweeps for waiting jobs whose dependencies already finished.
 SWEEP_SECONDS = 5.0
+#: Seconds between two roll-ups of finished rows into the metrics tally (once caught up).
+ROLLUP_SECONDS = 30.0
 #: Seconds a worker waits idle before it lets Django close old database connections.
 IDLE_CLOSE_SECONDS = 30.0
 #: Longest wait for new work before looking around again (seconds).
@@ -101,6 +103,7 @@ class Worker:
         self._next_slot_try = 0.0
         self._next_maintenance = 0.0
         self._next_sweep = 0.0
+        self._next_rollup = 0.0
         self.readahead = ReadAhead()
         self._idle_since: float | None = None
         self.outage = Outage()
@@ -364,6 +367,9 @@ class Worker:
         if time.monotonic() >= self._next_sweep:
             maintenance.sweep_waiting()
             self._next_sweep = time.monotonic() + SWEEP_SECONDS
+        if time.monotonic() >= self._next_rollup:
+            more = maintenance.roll_up_metrics(ROLLUP_SECONDS)  # until caught up, once a pass
+            self._next_rollup = time.monotonic() + (0.0 if more else ROLLUP_SECONDS)
         maintenance.run_hooks(self)
 
     def _burst_done(self) -> bool:
