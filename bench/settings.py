@@ -10,6 +10,7 @@ named by an environment variable so a run never touches another project's data:
 - ``JOBQUEUE_BENCH_REDIS_URL`` (``redis://127.0.0.1:6379/13``): one Redis database,
   flushed between workloads, holding jobqueue's keys, Celery's broker and RQ's queues;
 - ``JOBQUEUE_BENCH_PREFIX`` (``jqbench``): jobqueue's key prefix;
+- ``JOBQUEUE_BENCH_WORKER_PREFETCH``: the worker's ``WORKER_PREFETCH``, if set;
 - ``JOBQUEUE_BENCH_AMQP_URL`` (``amqp://guest:guest@127.0.0.1:5672//``): the RabbitMQ of the
   Celery bridge's workload.
 """
@@ -99,6 +100,12 @@ CACHES = {
 JOBQUEUE = {
     "CACHE_ALIAS": "default",
     "PREFIX": os.environ.get("JOBQUEUE_BENCH_PREFIX", "jqbench"),
+    # JOBQUEUE_BENCH_WORKER_PREFETCH=1 measures a worker that leases one job id per Redis call.
+    **(
+        {"WORKER_PREFETCH": int(os.environ["JOBQUEUE_BENCH_WORKER_PREFETCH"])}
+        if os.environ.get("JOBQUEUE_BENCH_WORKER_PREFETCH")
+        else {}
+    ),
 }
 
 # Celery as a Django project configures it: Redis broker, results ignored (nothing here reads them).

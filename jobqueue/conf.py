@@ -24,6 +24,8 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_PAYLOAD_DEPTH = 100
 #: Longest accepted entity id, in characters (at most the column's size).
 ENTITY_ID_MAX_LENGTH = ENTITY_ID_COLUMN_LENGTH
+#: Job ids a worker leases ahead per Redis call at most (see ``jobqueue/worker/readahead.py``).
+WORKER_PREFETCH = 8
 #: Bytes of stdout and of stderr kept per execution.
 MAX_OUTPUT_BYTES = 64 * 1024
 #: Seconds between two checks (by one worker per topic) for queued jobs missing from Redis.
@@ -61,6 +63,9 @@ DEFAULTS: dict[str, Any] = {
     "TOPIC_OPTIONS": {},
     # Worker.
     "WORKER_STALE_SECONDS": 30,
+    # Job ids a worker holding one slot of a topic leases per Redis call at most (fewer
+    # as its jobs take longer: see jobqueue/worker/readahead.py); 1 leases one at a time.
+    "WORKER_PREFETCH": WORKER_PREFETCH,
     "PROGRESS_THROTTLE_SECONDS": 0.5,
     # A job whose push to Redis never happened (Redis unreachable, or the enqueuer died
     # after its commit) is found and pushed within about this many seconds.

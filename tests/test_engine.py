@@ -150,6 +150,33 @@ def test_ack_and_pop_acknowledges_and_leases_the_next(redis_client):
     assert engine.queue_ids("t") == [c]
 
 
+def test_acks_and_pop_acknowledges_several_and_leases_a_batch_in_one_call(redis_client):
+    a, b, c, d, e = new_ids(5)
+    engine.push("t", [(a, 0, "ea"), (b, 0, None), (c, 0, None), (d, 0, None), (e, 0, None)])
+    assert engine.pop("t", count=2, now_ms=T0) == [a, b]
+    finished = [(a, "ea", "succeeded=1"), (b, "", "succeeded=1")]
+    assert engine.acks_and_pop("t", finished, count=2, lease_seconds=5, now_ms=T0) == [c, d]
+    k = TopicKeys("t")
+    assert redis_client.zscore(k.leases, a) is None and redis_client.zscore(k.leases, b) is None
+    assert redis_client.hget(k.entities, "ea") is None
+    assert redis_client.hget(k.metrics, "succeeded") == b"2"
+    assert [redis_client.zscore(k.leases, i) for i in (c, d)] == [T0 + 5000] * 2
+    # A count of 0 only acknowledges.
+    assert engine.acks_and_pop("t", [(c, "", ""), (d, "", "")], count=0, now_ms=T0) == []
+    assert engine.depths("t") == {"queued": 1, "leased": 0, "scheduled": 0}
+
+
+def test_acks_and_pop_on_a_topic_with_flow_options_acknowledges_every_job(redis_client, no_flow_options):
+    a, b, c = new_ids(3)
+    engine.flow.configure("t", engine.flow.FlowLimits(key_concurrency=5))
+    engine.push("t", [(a, 0, None), (b, 0, None), (c, 0, None)])
+    assert sorted(engine.pop("t", count=2, now_ms=T0)) == sorted([a, b])
+    assert engine.acks_and_pop("t", [(a, "", "succeeded=1"), (b, "", "succeeded=1")], 3, now_ms=T0) == [c]
+    assert redis_client.hget(TopicKeys("t").metrics, "succeeded") == b"2"
+    assert engine.acks_and_pop("t", [(c, "", "")], 0, now_ms=T0) == []
+    assert engine.depths("t") == {"queued": 0, "leased": 0, "scheduled": 0}
+
+
 def test_extend_leases_reports_lost_ids(redis_client):
     a, b, gone = new_ids(3)
     engine.push("t", [(a, 0, None), (b, 0, None)])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -201,14 +201,35 @@ def ack_and_pop(topic: str, job_id: str, entity_id: str | None = None, count: in
                 lease_seconds: float | None = None, now_ms: int | None = None,
                 slot_token: str | None = None, tally: str = "") -> list[str]:
     """:func:`ack` a finished job and :func:`pop` the topic's next ones, in one call."""
+    return acks_and_pop(topic, [(str(job_id), entity_id or "", tally)], count, lease_seconds, now_ms, slot_token)
+
+
+def acks_and_pop(topic: str, finished: Sequence[tuple[str, str, str]], count: int = 1,
+                 lease_seconds: float | None = None, now_ms: int | None = None,
+                 slot_token: str | None = None) -> list[str]:
+    """:func:`ack` the ``finished`` jobs (``(job id, entity id or "", tally)`` each) and
+    :func:`pop` up to ``count`` next ones (none for 0), in one call.
+
+    A topic with flow options acknowledges all but the last finished job in calls of
+    their own: ``flow_pop.lua`` takes one.
+    """
     lim = flow.limits(topic)
     if lim is not None:
-        return flow.pop(topic, lim, count, lease_seconds, now_ms, slot_token, (str(job_id), entity_id or "", tally))
+        for job_id, entity_id, tally in finished[:-1]:
+            ack(topic, job_id, entity_id, tally)
+        last = finished[-1] if finished else None
+        if count < 1:
+            if last is not None:
+                ack(topic, *last)
+            return []
+        return flow.pop(topic, lim, count, lease_seconds, now_ms, slot_token, last)
     k = topic_keys(topic)
     lease = settings.LEASE_SECONDS if lease_seconds is None else lease_seconds
     r = get_redis()
     keys = [k.queue, k.leases, k.paused, k.entities, k.abort, k.lock, k.metrics]
-    args = [str(job_id), entity_id or "", lease, count, _now_arg(now_ms), slot_token or "", tally]
+    args: list[Any] = [lease, max(0, int(count)), _now_arg(now_ms), slot_token or ""]
+    for job_id, entity_id, tally in finished:
+        args += [str(job_id), entity_id or "", tally]
     return [_s(i) for i in script(r, "ack_pop")(keys=keys, args=args, client=r)]
 
 

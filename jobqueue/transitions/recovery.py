@@ -83,6 +83,25 @@ def recover(topic: str, job_id: str) -> str:
     return result
 
 
+def give_back(topic: str, job_id: str) -> str:
+    """Hand back a job leased for a worker that never started it (it stopped first, or
+    could not claim it): still queued, it goes back in its queue; finished, cancelled or
+    gone, it is only acknowledged. A job running is left alone: another worker claimed
+    it (a loss of Redis's data gave its id out again), and the lease is that worker's.
+    """
+    try:
+        job = Job.objects.filter(pk=uuid.UUID(job_id)).first()
+    except ValueError:
+        job = None
+    if job is None:
+        engine.ack(topic, job_id)
+        return "dropped"
+    if job.status == JobStatus.RUNNING:
+        return "running"
+    _put_back(job, topic)
+    return f"already {job.status}"
+
+
 def _put_back(job: Job, topic: str) -> None:
     """A job whose lease expired but that is not running: only Redis needs repair."""
     if job.status == JobStatus.QUEUED:

@@ -1,4 +1,5 @@
-"""The heartbeat thread: renews the worker's topic slots and its job's lease, publishes
+"""The heartbeat thread: renews the worker's topic slots, its job's lease and those of the
+jobs it leased ahead (``readahead.py``), publishes
 the worker in the live-worker registry, notices cancel requests for the running job,
 and lets the watchdog abandon an inline handler that will not stop (``watchdog.py``).
 
@@ -67,6 +68,10 @@ class Heartbeat(threading.Thread):
             if lost:
                 logger.warning("The lease of job %s was reclaimed; its result will be discarded.", current.pk,
                                extra=job_extra(current))
+        for topic, ids in w.readahead.held_leases().items():
+            lost = engine.extend_leases(topic, ids)
+            if lost:
+                w.readahead.lost(lost)
         engine.beat(w.worker_id, w.info())
 
     def check_abort(self) -> None:

@@ -25,11 +25,14 @@ from ..progress import flush_progress
 from ..storable import exception_class_path, exception_text, storable_json, storable_text
 from ..transitions import attempt
 from ..transitions.attempt import HOSTNAME, NextJob, claim, success_tally, unclaim
-from ..transitions.recovery import recover
+from ..transitions.recovery import give_back, recover
 
 logger = logging.getLogger("jobqueue.worker")
 
-__all__ = ["HOSTNAME", "NextJob", "Outcome", "backoff_delay", "claim", "finish", "recover", "success_tally", "unclaim"]
+__all__ = [
+    "HOSTNAME", "NextJob", "Outcome", "backoff_delay", "claim", "finish", "give_back", "recover", "success_tally",
+    "unclaim",
+]
 
 
 @dataclass

@@ -1,11 +1,23 @@
 """The worker's read-ahead: its next job, leased (and maybe claimed) while the last one's
-success is recorded, and that success's Redis acknowledgement, held back to ride on the
-next pop.
+success is recorded; a few more job ids leased in the same Redis call (the batch); and
+the recorded successes whose Redis acknowledgements wait to ride on the next such call.
 
-A worker holding one topic slot calls Redis once per job, not twice: while it records
-a success it leases the next job id, acknowledging the success before it in the same
-call (``ack_and_pop``). On PostgreSQL the statement recording the success also claims
-that job (:class:`~jobqueue.transitions.attempt.NextJob`): one statement, not two.
+A worker holding one topic slot calls Redis once per batch of jobs, not twice per job:
+one ``acks_and_pop`` call acknowledges the successes held since the last call and
+leases up to :attr:`ReadAhead.prefetch` ids, which the worker then runs one by one. On
+PostgreSQL the statement recording a success also claims the next job
+(:class:`~jobqueue.transitions.attempt.NextJob`): one statement per job, not two. A job
+is claimed (marked running) only when it is about to start; until then it is queued in
+the database and leased in Redis.
+
+The batch stays small. Its size adapts to how long the worker's recent jobs took: a
+batch holds at most :data:`PREFETCH_WINDOW_SECONDS` of work (and at most
+``WORKER_PREFETCH`` jobs), so a job of higher priority pushed meanwhile, a pause or
+another worker of the topic waits that long at most; after a slow job the worker leases
+one job at a time again. Each leased id has its own lease, renewed by the heartbeat
+(:meth:`ReadAhead.held_leases`); an id whose lease is gone (the job was cancelled, or
+the lease reclaimed) is skipped. Ids not yet run go back to their queue when the worker
+stops (:meth:`ReadAhead.give_back`), and their leases to the reaper if it dies.
 
 The next job goes through explicit stages (:class:`Stage`)::
 
@@ -13,15 +25,15 @@ The next job goes through explicit stages (:class:`Stage`)::
                      LEASED ──take_lease──▶ EMPTY (the loop claims it, or acknowledges it)
 
 and :meth:`ReadAhead.give_back` returns whatever is held when the worker stops. A move
-from a stage that does not allow it raises :class:`IllegalMove`. The held
-acknowledgement is independent of the stage: the last success is held while the next
-job is leased or claimed.
+from a stage that does not allow it raises :class:`IllegalMove`. The batch and the held
+acknowledgements are independent of the stage.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+from collections import defaultdict
 from typing import TYPE_CHECKING
 
 import redis
@@ -29,12 +41,15 @@ from django.db import DatabaseError
 
 from .. import engine
 from ..logging import job_extra, job_id_extra
-from .lifecycle import NextJob, recover, success_tally, unclaim
+from .lifecycle import NextJob, give_back, success_tally, unclaim
 
 if TYPE_CHECKING:
     from ..models import Execution, Job
 
 logger = logging.getLogger("jobqueue.worker")
+
+#: Seconds of work (at the pace of the worker's recent jobs) one batch of leased ids holds at most.
+PREFETCH_WINDOW_SECONDS = 0.05
 
 
 class IllegalMove(RuntimeError):
@@ -53,17 +68,27 @@ class Stage(enum.Enum):
 
 
 class ReadAhead:
-    """The next job of one worker, and the success whose acknowledgement waits for it."""
+    """The next job of one worker, the ids leased after it, and the successes whose
+    acknowledgement waits for the next Redis call.
+
+    The heartbeat thread reads :meth:`held_leases` and calls :meth:`lost`; everything
+    else is the worker loop's. The batch is a tuple, replaced rather than changed, so the
+    heartbeat always reads a whole one.
+    """
 
     def __init__(self) -> None:
         self._stage = Stage.EMPTY
         self._lease: tuple[str, str] | None = None  # (job id, topic) while LEASED
         self._claimed: tuple[Job, Execution] | None = None  # while CLAIMED
-        self._unacked: Job | None = None
+        self._unacked: list[Job] = []
+        self._batch: tuple[str, ...] = ()  # ids of _batch_topic leased for us, in pop order
+        self._batch_topic = ""
+        self._lost: set[str] = set()  # batch ids whose lease the heartbeat found gone
+        self._pace: float | None = None  # seconds per job, recent (see observe())
 
     def __repr__(self) -> str:
-        unacked = self._unacked.pk if self._unacked is not None else None
-        return f"<ReadAhead {self._stage.name} unacked={unacked}>"
+        unacked = [job.pk for job in self._unacked]
+        return f"<ReadAhead {self._stage.name} batch={len(self._batch)} unacked={unacked}>"
 
     @property
     def stage(self) -> Stage:
@@ -75,9 +100,14 @@ class ReadAhead:
         return self._lease[0] if self._lease is not None else None
 
     @property
-    def unacked(self) -> Job | None:
-        """The last success, recorded in the database and still leased in Redis."""
-        return self._unacked
+    def unacked(self) -> tuple[Job, ...]:
+        """The last successes, recorded in the database and still leased in Redis."""
+        return tuple(self._unacked)
+
+    @property
+    def batch(self) -> tuple[str, ...]:
+        """The ids leased for us after the next job, in the order they will run."""
+        return self._batch
 
     def _expect(self, stage: Stage, move: str) -> None:
         if self._stage is not stage:
@@ -110,65 +140,140 @@ class ReadAhead:
         lease, self._stage, self._lease = self._lease, Stage.EMPTY, None
         return lease
 
-    def lease_next(self, topic: str, slot_token: str) -> str | None:
-        """EMPTY → LEASED: lease the next job of ``topic`` (whose slot ``slot_token`` is
-        ours), acknowledging the held success in the same call if it is of that topic.
+    def lease_next(self, topic: str, slot_token: str, count: int = 1) -> str | None:
+        """EMPTY → LEASED: the next job of ``topic`` (whose slot ``slot_token`` is ours),
+        from the batch, else from Redis (see :meth:`next_id`).
 
         Returns the leased id, or ``None`` if the queue is empty or Redis is unreachable
         (the success is then recorded alone, and the loop meets the outage next).
         """
         self._expect(Stage.EMPTY, "lease")
-        held = self._unacked
         try:
-            if held is not None and held.topic_id == topic:
-                ids = engine.ack_and_pop(topic, str(held.pk), held.entity_id, 1, slot_token=slot_token,
-                                         tally=success_tally(held))
-                self._unacked = None
-            else:
-                ids = engine.pop(topic, 1, slot_token=slot_token)
+            job_id = self.next_id(topic, slot_token, count)
         except redis.RedisError:
             return None
+        if job_id is not None:
+            self.lease(job_id, topic)
+        return job_id
+
+    def next_id(self, topic: str, slot_token: str, count: int = 1) -> str | None:
+        """The id of the next job of ``topic`` to run: the batch's first, else one of up
+        to ``count`` ids leased in one Redis call that also acknowledges the successes
+        of ``topic`` held back (the others stay in the batch). ``None`` if nothing is
+        queued. A batch of another topic is given back first.
+
+        Raises :class:`redis.RedisError` (the held successes then stay held).
+        """
+        if self._batch and self._batch_topic != topic:
+            self.give_back_batch()
+        while self._batch:
+            job_id, self._batch = self._batch[0], self._batch[1:]
+            if job_id in self._lost:  # cancelled, or reclaimed: no longer ours to run
+                self._lost.discard(job_id)
+                continue
+            return job_id
+        held = [job for job in self._unacked if job.topic_id == topic]
+        ids = engine.acks_and_pop(topic, [_ack_item(job) for job in held], count, slot_token=slot_token)
+        if held:
+            self._unacked = [job for job in self._unacked if job.topic_id != topic]
+        if self._unacked:  # of a topic whose slot the worker no longer holds
+            self.flush_acks()
         if not ids:
             return None
-        self.lease(ids[0], topic)
+        self._lost.clear()
+        self._batch, self._batch_topic = tuple(ids[1:]), topic
         return ids[0]
 
     def settle(self, next_job: NextJob) -> None:
         """After the statement that recorded a success and was offered ``next_job``:
         LEASED → CLAIMED if it claimed the leased job, else LEASED → EMPTY (a job
         claimed but not started is left to its lease; one cancelled since it was queued
-        is acknowledged). Nothing changes if no such statement ran."""
+        is acknowledged, see :func:`~jobqueue.transitions.recovery.give_back`). Nothing
+        changes if no such statement ran."""
         if next_job.claimed is not None:
             self.claim(*next_job.claimed)
         elif next_job.id is not None:
             job_id, topic = self.take_lease()
             if not next_job.stranded:
-                engine.safe_call(engine.ack, topic, job_id)
+                engine.safe_call(give_back, topic, job_id)
 
-    # -- the held acknowledgement ---------------------------------------------------------
+    # -- how many ids to lease --------------------------------------------------------------
+
+    def observe(self, seconds: float) -> None:
+        """Note that a job took ``seconds`` (run and recorded): a slower job than the pace
+        sets it at once, faster ones bring it down by halves."""
+        pace = self._pace
+        self._pace = seconds if pace is None or seconds >= pace else (pace + seconds) / 2
+
+    def prefetch(self, most: int) -> int:
+        """How many ids to lease in the next Redis call: as many jobs as fit in
+        :data:`PREFETCH_WINDOW_SECONDS` at the recent pace, between 1 and ``most``
+        (1 until a job was observed)."""
+        if most <= 1 or self._pace is None:
+            return 1
+        return max(1, min(most, int(PREFETCH_WINDOW_SECONDS / max(self._pace, 1e-6))))
+
+    # -- the held acknowledgements --------------------------------------------------------
 
     def hold_ack(self, job: Job) -> None:
-        """Hold back the acknowledgement of ``job``'s success until the next pop; a success
-        held before it, that no pop took, is acknowledged alone now."""
-        earlier, self._unacked = self._unacked, job
-        if earlier is not None:
-            engine.safe_call(engine.ack, earlier.topic_id, str(earlier.pk), earlier.entity_id, success_tally(earlier))
+        """Hold back the acknowledgement of ``job``'s success until the next Redis call
+        for its topic (:meth:`next_id`), which carries every one held."""
+        self._unacked.append(job)
 
     def take_ack(self) -> Job | None:
-        """Hand over the held success (``None`` if there is none) for the caller to
-        acknowledge, alone or with its next pop; it is no longer held."""
-        held, self._unacked = self._unacked, None
-        return held
+        """Hand over the oldest held success (``None`` if there is none) for the caller
+        to acknowledge; it is no longer held."""
+        return self._unacked.pop(0) if self._unacked else None
+
+    def flush_acks(self) -> None:
+        """Acknowledge every held success now: one call per topic."""
+        by_topic: dict[str, list[Job]] = defaultdict(list)
+        for job in self._unacked:
+            by_topic[job.topic_id].append(job)
+        self._unacked = []
+        for topic, jobs in by_topic.items():
+            engine.safe_call(engine.acks_and_pop, topic, [_ack_item(job) for job in jobs], 0)
+
+    # -- the heartbeat ----------------------------------------------------------------------
+
+    def held_leases(self) -> dict[str, list[str]]:
+        """Per topic, the ids whose leases are ours but whose jobs are not the running
+        one: the next job, the batch and the held successes (for the heartbeat to renew)."""
+        held: dict[str, list[str]] = defaultdict(list)
+        lease, claimed, batch, topic = self._lease, self._claimed, self._batch, self._batch_topic
+        if lease is not None:
+            held[lease[1]].append(lease[0])
+        if claimed is not None:
+            held[claimed[0].topic_id].append(str(claimed[0].pk))
+        held[topic].extend(batch)
+        for job in tuple(self._unacked):
+            held[job.topic_id].append(str(job.pk))
+        return {t: ids for t, ids in held.items() if ids}
+
+    def lost(self, job_ids: list[str]) -> None:
+        """The heartbeat found these leases gone: an id of the batch among them is skipped."""
+        self._lost.update(job_ids)
 
     # -- stopping -------------------------------------------------------------------------
 
+    def give_back_batch(self) -> None:
+        """Put the batch's ids back in their queue (queued again, never started)."""
+        batch, topic, self._batch = self._batch, self._batch_topic, ()
+        for job_id in batch:
+            if job_id in self._lost:
+                continue
+            try:
+                give_back(topic, job_id)  # still queued: back in its queue, no longer leased
+            except (DatabaseError, redis.RedisError):
+                logger.exception("Could not put back job %s; its lease will recover it.", job_id,
+                                 extra=job_id_extra(job_id, topic))
+        self._lost.clear()
+
     def give_back(self) -> None:
-        """On the way out: acknowledge the held success, and put back a next job leased or
-        claimed for us but never run (queued again, the attempt not counted). What cannot
-        be put back now is recovered from its lease."""
-        held = self.take_ack()
-        if held is not None:
-            engine.safe_call(engine.ack, held.topic_id, str(held.pk), held.entity_id, success_tally(held))
+        """On the way out: acknowledge the held successes, and put back the next job and
+        the batch, leased or claimed for us but never run (queued again, the attempt not
+        counted). What cannot be put back now is recovered from its lease."""
+        self.flush_acks()
         if self._stage is Stage.CLAIMED:
             job, _execution = self.take()
             try:
@@ -179,7 +284,13 @@ class ReadAhead:
         elif self._stage is Stage.LEASED:
             job_id, topic = self.take_lease()
             try:
-                recover(topic, job_id)  # still queued: back in its queue, no longer leased
+                give_back(topic, job_id)  # still queued: back in its queue, no longer leased
             except (DatabaseError, redis.RedisError):
                 logger.exception("Could not put back job %s; its lease will recover it.", job_id,
                                  extra=job_id_extra(job_id, topic))
+        self.give_back_batch()
+
+
+def _ack_item(job: Job) -> tuple[str, str, str]:
+    """A held success as ``acks_and_pop`` takes it."""
+    return str(job.pk), job.entity_id or "", success_tally(job)

@@ -33,7 +33,7 @@ from ..storable import exception_class_path
 from . import connections, datadir, maintenance
 from .forking import ForkRunner
 from .heartbeat import Heartbeat
-from .lifecycle import NextJob, Outcome, claim, finish, success_tally
+from .lifecycle import NextJob, Outcome, claim, finish, give_back
 from .outage import Outage, call_with_retry
 from .readahead import ReadAhead, Stage
 from .runner import INTERRUPTED_CLASS, WorkerInterrupted, run_inline
@@ -211,17 +211,20 @@ class Worker:
     def _fetch(self) -> tuple[str | None, str]:
         if self.readahead.stage is Stage.LEASED:  # leased for us, but the statement claiming it failed
             return self.readahead.take_lease()
-        job = self.readahead.take_ack()
-        if job is not None:
-            lock = self.slots.get(job.topic_id)
-            if lock is not None and len(self.slots) == 1:
-                # One round trip acknowledges the last job and leases the next.
-                ids = engine.ack_and_pop(job.topic_id, str(job.pk), job.entity_id, 1, slot_token=lock.token,
-                                         tally=success_tally(job))
-                if ids:
-                    return ids[0], job.topic_id
-            else:
-                engine.ack(job.topic_id, str(job.pk), job.entity_id, success_tally(job))
+        held = list(self.slots.items())  # the heartbeat may drop a slot meanwhile
+        if len(held) == 1:
+            # One slot: the batch's next id, or one call that acknowledges the held
+            # successes and leases the next batch (see readahead.py).
+            [(topic, slot)] = held
+            if self.readahead.batch or self.readahead.unacked or not engine.flow.wait_seconds(topic):
+                job_id = self.readahead.next_id(topic, slot.token, self._prefetch(topic, 0))
+                if job_id is not None:
+                    return job_id, topic
+            self.readahead.flush_acks()  # of a topic whose slot is gone
+            return None, ""
+        if self.readahead.batch:  # leased while the worker held one slot
+            self.readahead.give_back_batch()
+        self.readahead.flush_acks()
         owned = owned_topics(self.topics, self.slots)
         for i in range(len(owned)):
             topic = owned[(self._rr + i) % len(owned)]
@@ -235,6 +238,15 @@ class Worker:
                 self._rr = (self._rr + i + 1) % max(len(owned), 1)
                 return ids[0], topic
         return None, ""
+
+    def _prefetch(self, topic: str, ahead: int) -> int:
+        """How many ids of ``topic`` to lease in one call, the next job ``ahead`` of the
+        one about to run or record (see :meth:`.ReadAhead.prefetch`): one for a topic
+        with flow options, none beyond ``max_jobs``."""
+        count = 1 if engine.flow.limits(topic) is not None else self.readahead.prefetch(settings.WORKER_PREFETCH)
+        if self.max_jobs is not None:
+            count = min(count, self.max_jobs - self.processed - ahead)
+        return max(count, 1)
 
     def _wait(self) -> None:
         """Block until a push wakes us (BLPOP on the owned topics' wake lists), at most a second."""
@@ -252,7 +264,7 @@ class Worker:
     def _process(self, topic: str, job_id: str) -> None:
         claimed = claim(job_id, self.worker_id, os.getpid(), self.topic_rows)
         if claimed is None:
-            engine.ack(topic, job_id)  # cancelled or deleted since it was queued
+            give_back(topic, job_id)  # cancelled or deleted since it was queued (or running elsewhere)
             return
         self._run(*claimed)
 
@@ -260,6 +272,7 @@ class Worker:
         """Run a claimed job and record its outcome."""
         self.abort_current.clear()
         self.current = job
+        began = time.monotonic()
         try:
             # The span is current while the outcome is recorded: chained jobs continue its trace.
             with tracing.job_span(job) as span:
@@ -277,6 +290,7 @@ class Worker:
         finally:
             self.current = None
             self.processed += 1
+            self.readahead.observe(time.monotonic() - began)
 
     def _execute(self, job: Job, execution: Any) -> Outcome:
         spec = registry.get(job.topic_id)
@@ -349,7 +363,7 @@ class Worker:
         if (lock is None or len(self.slots) != 1 or self.stopping
                 or (self.max_jobs is not None and self.processed + 1 >= self.max_jobs)):
             return None
-        return self.readahead.lease_next(job.topic_id, lock.token)
+        return self.readahead.lease_next(job.topic_id, lock.token, self._prefetch(job.topic_id, 1))
 
     # -- slots, maintenance, outages -------------------------------------------------
 

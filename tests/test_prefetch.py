@@ -1,0 +1,315 @@
+"""A worker holding one slot of a topic leases a few job ids per Redis call (its batch,
+see ``jobqueue/worker/readahead.py``): fewer round trips per job, each job still claimed
+when it starts, recorded, and acknowledged once; priorities, cancels, stops and the
+reaper keep their guarantees."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from contextlib import contextmanager
+
+import pytest
+import redis
+from django.db import connection
+from redis.client import Pipeline
+
+from jobqueue import engine
+from jobqueue.engine import TopicLock, get_redis, topic_keys
+from jobqueue.models import Execution, Job, JobStatus
+from jobqueue.signals import job_started
+from jobqueue.transitions.recovery import recover
+from jobqueue.worker import Worker, readahead, worker
+from jobqueue.worker.heartbeat import Heartbeat
+from jobqueue.worker.lifecycle import claim
+from jobqueue.worker.readahead import PREFETCH_WINDOW_SECONDS, ReadAhead
+
+from .workerutil import jobqueue_settings, run_worker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+#: WORKER_PREFETCH's default.
+PREFETCH = 8
+
+
+@pytest.fixture
+def full_batches(monkeypatch):
+    """Every batch as large as WORKER_PREFETCH allows, however long the test's jobs take
+    (the window is about time; these tests are about counts)."""
+    monkeypatch.setattr(readahead, "PREFETCH_WINDOW_SECONDS", 1e9)
+
+
+@pytest.fixture
+def no_periodic_passes(monkeypatch):
+    """The worker's maintenance and slot passes run once, at its start: what a drain
+    costs per job is then only the jobs' own calls."""
+    monkeypatch.setattr(worker, "MAINTENANCE_SECONDS", 1e9)
+    monkeypatch.setattr(worker, "SLOT_RETRY_SECONDS", 1e9)
+    monkeypatch.setattr(worker, "SWEEP_SECONDS", 1e9)
+
+
+@contextmanager
+def on_job_started(receiver):
+    job_started.connect(receiver, dispatch_uid="tests.prefetch.job_started")
+    try:
+        yield
+    finally:
+        job_started.disconnect(dispatch_uid="tests.prefetch.job_started")
+
+
+class RedisCalls:
+    """Counts the round trips to Redis made by this thread (a pipeline is one)."""
+
+    def __init__(self):
+        self.count = 0
+        self.thread = threading.get_ident()
+
+    @contextmanager
+    def counting(self):
+        calls = self
+        monkeypatch = pytest.MonkeyPatch()
+        clients = [redis.Redis, *([redis.RedisCluster] if hasattr(redis, "RedisCluster") else [])]
+        for cls in clients:
+            original = cls.execute_command
+
+            def execute_command(client, *args, _original=original, **kwargs):
+                if threading.get_ident() == calls.thread:
+                    calls.count += 1
+                return _original(client, *args, **kwargs)
+
+            monkeypatch.setattr(cls, "execute_command", execute_command)
+        original_execute = Pipeline.execute
+
+        def execute(pipe, *args, **kwargs):
+            if threading.get_ident() == calls.thread:
+                calls.count += 1
+            return original_execute(pipe, *args, **kwargs)
+
+        monkeypatch.setattr(Pipeline, "execute", execute)
+        try:
+            yield self
+        finally:
+            monkeypatch.undo()
+
+
+class StatementLog:
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, execute, sql, params, many, context):
+        self.count += 1
+        return execute(sql, params, many, context)
+
+
+def drain(n: int) -> tuple[int, int]:
+    """Drain ``n`` queued echo jobs with one burst worker: its Redis round trips and SQL
+    statements (the main thread's)."""
+    Job.objects.all().delete()
+    jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(n)]
+    calls, statements = RedisCalls(), StatementLog()
+    with calls.counting(), connection.execute_wrapper(statements):
+        run_worker("echo")
+    assert Counter(Job.objects.filter(pk__in=[j.pk for j in jobs]).values_list("status", flat=True)) == {
+        JobStatus.SUCCEEDED: n
+    }
+    assert Execution.objects.filter(job__in=jobs, outcome="succeeded").count() == n
+    return calls.count, statements.count
+
+
+# -- round trips --------------------------------------------------------------------------
+
+
+@pytest.mark.usefixtures("full_batches", "no_periodic_passes")
+def test_a_drain_makes_one_redis_call_per_batch_not_per_job():
+    drain(1)  # the process's first calls load scripts and announce the topic
+    small_calls, small_statements = drain(PREFETCH)
+    extra = 8 * PREFETCH
+    calls, statements = drain(PREFETCH + extra)
+    per_job = (calls - small_calls) / extra
+    # One call leases a batch and acknowledges the successes before it; one id at a time
+    # would take at least one call per job.
+    assert per_job <= 1.5 / PREFETCH, (calls, small_calls)
+    # The database is not asked more for it: one statement per job on PostgreSQL (the
+    # success claims the next job); elsewhere a claim, and a success in a transaction.
+    assert (statements - small_statements) / extra <= (1 if connection.vendor == "postgresql" else 4)
+
+
+@pytest.mark.usefixtures("full_batches", "no_periodic_passes")
+def test_prefetch_of_one_leases_one_id_per_call():
+    with jobqueue_settings(WORKER_PREFETCH=1):
+        drain(1)
+        small_calls, _ = drain(4)
+        calls, _ = drain(4 + 16)
+    assert calls - small_calls >= 16
+
+
+def test_prefetch_follows_the_pace_of_recent_jobs():
+    ahead = ReadAhead()
+    assert ahead.prefetch(PREFETCH) == 1  # nothing observed yet
+    ahead.observe(PREFETCH_WINDOW_SECONDS / 100)
+    assert ahead.prefetch(PREFETCH) == PREFETCH
+    assert ahead.prefetch(1) == 1
+    ahead.observe(PREFETCH_WINDOW_SECONDS * 2)  # a slow job: one id at a time at once
+    assert ahead.prefetch(PREFETCH) == 1
+    ahead.observe(PREFETCH_WINDOW_SECONDS / 4)  # faster ones bring the pace down by halves
+    assert ahead.prefetch(PREFETCH) == 1
+    for _ in range(10):
+        ahead.observe(PREFETCH_WINDOW_SECONDS / 100)
+    assert ahead.prefetch(PREFETCH) == PREFETCH
+
+
+# -- what a batch must not change ------------------------------------------------------
+
+
+@pytest.mark.usefixtures("full_batches")
+def test_a_job_of_higher_priority_waits_behind_one_batch_at_most():
+    jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(3 * PREFETCH)]
+    urgent: list[Job] = []
+
+    def push_urgent(sender, job, **kwargs):
+        if job.pk == jobs[2].pk:  # the first batch is leased by now
+            urgent.append(Job.objects.enqueue("echo", {"urgent": True}, priority=50))
+
+    with on_job_started(push_urgent):
+        run_worker("echo")
+    order = list(Execution.objects.order_by("started_at", "id").values_list("job_id", flat=True))
+    assert len(order) == 3 * PREFETCH + 1
+    behind = order.index(urgent[0].pk) - order.index(jobs[2].pk) - 1
+    assert 0 < behind <= PREFETCH - 1  # the rest of the batch leased before the push, no more
+
+
+@pytest.mark.usefixtures("full_batches")
+def test_a_job_cancelled_while_in_a_batch_never_runs():
+    jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(PREFETCH)]
+    doomed = jobs[4]
+
+    def cancel_doomed(sender, job, **kwargs):
+        if job.pk == jobs[2].pk:
+            assert Job.objects.get(pk=doomed.pk).cancel()  # queued in the database, leased for the worker
+
+    with on_job_started(cancel_doomed):
+        run_worker("echo")
+    assert Job.objects.get(pk=doomed.pk).status == JobStatus.CANCELLED
+    assert not Execution.objects.filter(job=doomed).exists()
+    others = Job.objects.exclude(pk=doomed.pk)
+    assert set(others.values_list("status", flat=True)) == {JobStatus.SUCCEEDED}
+    assert engine.depths("echo") == {"queued": 0, "leased": 0, "scheduled": 0}
+
+
+@pytest.mark.usefixtures("full_batches")
+def test_a_stopping_worker_puts_its_batch_back_uncounted():
+    jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(3 * PREFETCH)]
+    stopping = Worker(topics=["echo"], burst=True, install_signals=False)
+
+    batch: list[str] = []
+
+    def stop_on_third(sender, job, **kwargs):
+        if job.pk == jobs[2].pk:
+            batch.extend(stopping.readahead.batch)
+            stopping.stop()
+
+    with on_job_started(stop_on_third):
+        assert stopping.run() == 0
+    assert len(batch) >= PREFETCH - 3  # leased, never run
+    done = set(Job.objects.filter(status=JobStatus.SUCCEEDED).values_list("pk", flat=True))
+    # The third job ran, or (on PostgreSQL, claimed with the second's success) never started.
+    assert {j.pk for j in jobs[:2]} <= done <= {j.pk for j in jobs[:3]}
+    rest = Job.objects.exclude(pk__in=done)
+    assert set(rest.values_list("status", "attempts", "worker_id")) == {(JobStatus.QUEUED, 0, "")}
+    assert not Execution.objects.filter(job__in=rest).exists()
+    assert sorted(engine.queue_ids("echo")) == sorted(str(pk) for pk in rest.values_list("pk", flat=True))
+    assert engine.depths("echo")["leased"] == 0
+
+    run_worker("echo")
+    assert set(Job.objects.values_list("status", flat=True)) == {JobStatus.SUCCEEDED}
+    assert Execution.objects.count() == len(jobs)  # each job ran once
+
+
+def test_a_dead_workers_batch_is_queued_again_by_the_reaper():
+    jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(4)]
+    ahead = ReadAhead()
+    lock = TopicLock("echo", token="prefetch-test")
+    assert lock.acquire(limit=1)
+    first = ahead.next_id("echo", lock.token, 4)
+    assert first == str(jobs[0].pk) and len(ahead.batch) == 3
+    # The worker dies here: nothing renews the leases; once they expire the reaper runs.
+    expired = engine.claim_expired("echo", grace_seconds=0, now_ms=2**50)
+    assert sorted(expired) == sorted(str(j.pk) for j in jobs)
+    for job_id in expired:
+        assert recover("echo", job_id) == "already queued"
+    assert sorted(engine.queue_ids("echo")) == sorted(str(j.pk) for j in jobs)
+    assert set(Job.objects.values_list("status", "attempts")) == {(JobStatus.QUEUED, 0)}
+
+
+def test_the_heartbeat_renews_a_batchs_leases_and_a_lost_one_is_skipped():
+    jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(4)]
+    beating = Worker(topics=["echo"], install_signals=False)
+    lock = TopicLock("echo", token="prefetch-test")
+    assert lock.acquire(limit=1)
+    ahead = beating.readahead
+    assert ahead.next_id("echo", lock.token, 4) == str(jobs[0].pk)
+    r = get_redis()
+    deadline = {i: r.zscore(topic_keys("echo").leases, i) for i in ahead.batch}
+    engine.remove("echo", str(jobs[2].pk))  # as a cancel does: its lease is gone
+    with jobqueue_settings(LEASE_SECONDS=3600):
+        Heartbeat(beating).beat()
+    for job in (jobs[1], jobs[3]):
+        assert r.zscore(topic_keys("echo").leases, str(job.pk)) > deadline[str(job.pk)] + 3000 * 1000
+    assert r.zscore(topic_keys("echo").leases, str(jobs[2].pk)) is None
+    assert ahead.next_id("echo", lock.token, 4) == str(jobs[1].pk)
+    assert ahead.next_id("echo", lock.token, 4) == str(jobs[3].pk)  # the lost one skipped
+    assert ahead.batch == ()
+
+
+@pytest.mark.usefixtures("full_batches", "no_flow_options")
+def test_a_topic_with_flow_options_leases_one_id_per_call(monkeypatch):
+    with jobqueue_settings(TOPIC_OPTIONS={"echo": {"key_concurrency": 100}}):
+        jobs = [Job.objects.enqueue("echo", {"i": i}, key=f"k{i}") for i in range(6)]
+        popped: list[int] = []
+        original = engine.flow.pop
+
+        def counting_pop(topic, lim, count, *args, **kwargs):
+            popped.append(count)
+            return original(topic, lim, count, *args, **kwargs)
+
+        monkeypatch.setattr(engine.flow, "pop", counting_pop)
+        run_worker("echo")
+    assert set(Job.objects.filter(pk__in=[j.pk for j in jobs]).values_list("status", flat=True)) == {
+        JobStatus.SUCCEEDED
+    }
+    assert popped and set(popped) == {1}
+
+
+def test_a_batch_of_another_topic_goes_back_before_a_call_for_this_one():
+    echo = [Job.objects.enqueue("echo", {"i": i}) for i in range(3)]
+    other = Job.objects.enqueue("other", {})
+    ahead = ReadAhead()
+    assert ahead.next_id("echo", "", 3) == str(echo[0].pk)
+    assert ahead.next_id("other", "", 3) == str(other.pk)
+    assert engine.queue_ids("echo") == [str(echo[1].pk), str(echo[2].pk)]
+    assert set(Job.objects.filter(pk__in=[j.pk for j in echo[1:]]).values_list("status", flat=True)) == {
+        JobStatus.QUEUED
+    }
+    assert ahead.batch == ()
+
+
+@pytest.mark.parametrize("held_as", ["next", "batch"])
+def test_a_job_given_back_that_another_worker_runs_keeps_running(held_as):
+    # After a loss of Redis's data the resync queues a leased id again: another worker
+    # may pop and claim it while this one still holds it.
+    first = Job.objects.enqueue("echo", {"i": 1})
+    Job.objects.enqueue("echo", {"i": 2})
+    ahead = ReadAhead()
+    if held_as == "next":
+        [job_id] = engine.pop("echo")
+        ahead.lease(job_id, "echo")
+    else:
+        assert ahead.next_id("echo", "", 2) == str(first.pk)
+        [job_id] = ahead.batch
+    assert claim(job_id, "another-worker", 1) is not None
+    ahead.give_back()
+    row = Job.objects.get(pk=job_id)
+    assert (row.status, row.worker_id, row.attempts) == (JobStatus.RUNNING, "another-worker", 1)
+    assert not Execution.objects.filter(job_id=job_id).exists()  # not recorded as lost
+    assert job_id in {i.decode() for i in get_redis().zrange(topic_keys("echo").leases, 0, -1)}
+    assert job_id not in engine.queue_ids("echo")
