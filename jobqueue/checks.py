@@ -109,6 +109,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="jobqueue.E010",
             )
         )
+    prefetch = user.get("WORKER_PREFETCH", DEFAULTS["WORKER_PREFETCH"])
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1:
+        errors.append(
+            Error(
+                f"JOBQUEUE['WORKER_PREFETCH'] must be a whole number of at least 1, not {prefetch!r}.",
+                hint=f"The default is {DEFAULTS['WORKER_PREFETCH']}; 1 leases one job id per Redis call.",
+                id="jobqueue.E011",
+            )
+        )
     prefix = user.get("PREFIX", DEFAULTS["PREFIX"])
     if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} "):
         errors.append(
