@@ -7,6 +7,7 @@ import uuid
 from collections import defaultdict
 
 import pytest
+from django_redis.client import DefaultClient
 from redis.cluster import RedisCluster
 
 from jobqueue import engine, registry
@@ -69,3 +70,37 @@ def test_jobs_of_topics_on_every_master_run_through_the_engine():
         assert engine.ack_and_pop(job.topic_id, str(job.pk)) == [i for i in ids if i != str(job.pk)][:1]
     reading = engine.metrics.read(chosen)
     assert all(reading[t].counters["enqueued"] >= 1 for t in chosen)
+
+
+class DjangoRedisClusterClient(DefaultClient):
+    """A django-redis ``CLIENT_CLASS`` whose connections are redis-py ``RedisCluster``s.
+
+    django-redis (7.0) ships no cluster client; a project that has one of its own (like
+    this) can keep naming its cache alias in ``JOBQUEUE["CACHE_ALIAS"]``."""
+
+    def connect(self, index: int = 0):
+        return cluster_client(self._server[index], socket_connect_timeout=5)
+
+
+def test_a_django_redis_alias_whose_client_is_a_cluster_is_used_as_one(settings):
+    settings.CACHES = {
+        **settings.CACHES,
+        "cluster": {
+            "BACKEND": "django_redis.cache.RedisCache",
+            "LOCATION": settings.JOBQUEUE["REDIS_URL"],
+            "OPTIONS": {"CLIENT_CLASS": f"{__name__}.DjangoRedisClusterClient"},
+        },
+    }
+    settings.JOBQUEUE = {**settings.JOBQUEUE, "REDIS_URL": None, "CACHE_ALIAS": "cluster"}
+    engine.reset_clients()
+    try:
+        client = engine.get_redis()
+        assert is_cluster(client) and len(client.get_primaries()) == 3
+        spread = masters_of(client, registry.topics())
+        chosen = [topics[0] for topics in spread.values()]
+        jobs = [Job.objects.enqueue(topic, {"n": i}) for i, topic in enumerate(chosen)]
+        engine.push_jobs(jobs)
+        for job in jobs:
+            assert str(job.pk) in engine.pop(job.topic_id, 10)
+    finally:
+        engine.reset_clients()
