@@ -5,7 +5,9 @@
 #   lane A: the environments that run the system tests (tests/conftest.py's SYSTEM_MODULES:
 #           fault runs, the demo, the browser, the Celery integration); they start their own
 #           servers and brokers, so they run one after another, never beside each other.
-#   lane B: the environments that deselect the system tests, then the linters.
+#   lane B: the environments that deselect the system tests, the Celery integration at the
+#           oldest kombu and Celery (Redis databases of its own, queues named per test), then
+#           the linters.
 #
 # Each test environment has its own Redis database (tox.ini), SQLite file and PostgreSQL test
 # database, so the lanes never share state. Lane B is printed as it runs, lane A when it ends;
@@ -16,8 +18,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 TOX=${TOX:-tox}
-LANE_A=(py311-django52-sqlite py312-django61-postgres py311-celery54-sqlite)
-LANE_B=(py311-django52-postgres py312-django61-sqlite py311-django52-cluster ruff mypy lint-imports migrations)
+LANE_A=(py311-django52-sqlite py312-django61-postgres)
+LANE_B=(py311-django52-postgres py312-django61-sqlite py311-django52-cluster py311-celery54-sqlite ruff mypy lint-imports
+        migrations)
 
 join() { local IFS=,; echo "$*"; }
 

@@ -15,9 +15,10 @@ import redis
 from .workerutil import REPO_ROOT, wait_for
 
 RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672//"
-REDIS_BROKER_URL = "redis://127.0.0.1:6379/9"
 #: Where the fleet stores its results (Celery's result backend) and what its task saw.
 BACKEND_URL = os.environ.get("JOBQUEUE_TEST_CELERY_BACKEND", "redis://127.0.0.1:6379/9")
+#: The fleet's Redis broker: the same database (each test has queues of its own).
+REDIS_BROKER_URL = BACKEND_URL
 BROKERS = {"rabbitmq": RABBITMQ_URL, "redis": REDIS_BROKER_URL}
 
 
