@@ -364,8 +364,10 @@ class Bench:
             self.failed = True
             self.notes.append(f"cluster: {error}")
         elif row is not None:
-            self.notes.append(f"cluster: measured on {row[1]} cores, both layouts in the same run on the same "
-                              "cluster; the client processes share those cores with the three masters.")
+            ceiling = next((line for line in (output or "").splitlines() if line.startswith("One master")), "")
+            self.notes.append(f"cluster: measured on {row[2]} cores, both layouts in the same run on the same "
+                              f"cluster; the client processes share those cores with the three masters (the "
+                              f"busiest master used {row[1]} of a core). {ceiling}")
 
     def run(self) -> None:
         from bench.procs import BenchError
