@@ -313,3 +313,23 @@ def test_a_job_given_back_that_another_worker_runs_keeps_running(held_as):
     assert not Execution.objects.filter(job_id=job_id).exists()  # not recorded as lost
     assert job_id in {i.decode() for i in get_redis().zrange(topic_keys("echo").leases, 0, -1)}
     assert job_id not in engine.queue_ids("echo")
+
+
+@pytest.mark.usefixtures("full_batches")
+def test_no_success_is_acknowledged_before_it_is_recorded(monkeypatch):
+    jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(3 * PREFETCH)]
+    acked: list[str] = []
+    original = engine.acks_and_pop
+
+    def acks_and_pop(topic, finished, *args, **kwargs):
+        ids = [job_id for job_id, _entity, _tally in finished]
+        recorded = Job.objects.filter(pk__in=ids, status=JobStatus.SUCCEEDED)
+        assert recorded.count() == len(ids), f"acknowledged before recorded: {ids}"
+        assert Execution.objects.filter(job__in=ids, outcome="succeeded").count() == len(ids)
+        acked.extend(ids)
+        return original(topic, finished, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "acks_and_pop", acks_and_pop)
+    run_worker("echo")
+    assert sorted(acked) == sorted(str(job.pk) for job in jobs)  # each acknowledged once
+    assert engine.depths("echo") == {"queued": 0, "leased": 0, "scheduled": 0}
