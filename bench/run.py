@@ -191,6 +191,16 @@ class Bench:
                  "procrastinate concurrency 1, `db_worker`")
         self.throughput_row(label, v, "≥ 1.5× Celery solo and ≥ 4× procrastinate",
                             at_least(v, {"celery": 1.5, "procrastinate": 4.0}))
+        floors = [f for f in self.repeat("drain_floor", workloads.drain_floor, self.args.n) if f is not None]
+        if floors:
+            floor = median(floors)
+            self.notes.append(
+                f"drain floor: {floor:,.0f} jobs/s ({floor / v['celery']:.2f}× Celery solo) for the worker's own "
+                "database and Redis calls with no Python around them (per job, the prepared statement that "
+                "records the previous job's success with its Execution row and claims the next; per 8 jobs, "
+                "one acknowledge-and-lease script call): what the drain would reach if the worker's own code "
+                "took no time."
+            )
 
     def drain_process(self) -> None:
         from bench import workloads

@@ -163,6 +163,71 @@ def drain_one(system: Any, topic: str, kind: str, n: int, notes: dict[str, Any],
     return n / (last - first)
 
 
+def drain_floor(n: int) -> float | None:
+    """Jobs/s of the least a worker that records every job durably costs here.
+
+    The worker's database and Redis calls with no Python around them: per job, the prepared
+    statement that records the previous job's success with its Execution row and claims
+    this one (in a session whose commits skip the WAL flush, as a worker's do by default);
+    per 8 jobs, one call of the script that acknowledges them and leases the next 8. No
+    handler, no job object built: what the drain would reach if the worker's own code took
+    no time. PostgreSQL only (``None`` elsewhere).
+    """
+    import uuid
+
+    from django.db import connection
+
+    from jobqueue import engine
+    from jobqueue.conf import settings
+    from jobqueue.models import Execution, JobStatus
+    from jobqueue.transitions import attempt, fastsql
+    from jobqueue.worker import connections
+
+    if connection.vendor != "postgresql":
+        return None
+    reset()
+    JOBQUEUE.fill("noop", n + 1, marks=False)
+    if not settings.WORKER_SYNCHRONOUS_COMMIT:
+        connections.relax_commit_durability()
+    batch = 8
+    ids = engine.pop("noop", batch)
+    first = attempt.claim(ids.pop(0), "floor", 0)
+    assert first is not None
+    job, execution = first
+    execution.outcome, execution.finished_at = "succeeded", job.started_at
+    now = job.started_at
+    # The success-and-claim statement's parameters, built once: only the ids change per job.
+    params = fastsql._succeed_params(job, None, now, connection)
+    params += fastsql._prep_row(Execution, fastsql.EXECUTION_FIELDS, execution, connection)
+    params += fastsql._claim_params(str(job.pk), "floor", now, connection)
+    done_at = 4
+    logged_at = 7 + [f.attname for f in fastsql.EXECUTION_FIELDS].index("job_id")
+    next_at = len(params) - 3
+    sql = fastsql.statement("succeed_and_claim", connection.alias)
+    tally = engine.tally("succeeded", wait=0.001, run=0.0)
+    running = JobStatus.RUNNING.value
+    status_at = 1 + [f.attname for f in fastsql.JOB_FIELDS].index("status")
+    finished: list[tuple[str, str, str]] = []
+    previous, count = str(job.pk), 0
+    start = time.perf_counter()
+    with fastsql._cursor(connection) as cursor:
+        while True:
+            if not ids:
+                ids = engine.acks_and_pop("noop", finished, batch)
+                finished = []
+                if not ids:
+                    break
+            following = ids.pop(0)
+            params[done_at] = params[logged_at] = uuid.UUID(previous)
+            params[next_at] = uuid.UUID(following)
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+            assert row[0] == 1 and row[status_at] == running  # recorded, and the next one claimed
+            finished.append((previous, "", tally))
+            previous, count = following, count + 1
+    return count / (time.perf_counter() - start)
+
+
 def drain_inline(n: int, notes: dict[str, Any]) -> dict[str, float]:
     return {s.key: drain_one(s, "noop", "inline", n, notes) for s in (JOBQUEUE, CELERY, RQ_, *durable_peers())}
 
