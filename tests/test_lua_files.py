@@ -263,7 +263,7 @@ def test_an_unknown_include_is_an_error_when_the_scripts_load(monkeypatch):
     monkeypatch.setattr(scripts, "file_source", with_an_unknown_include)
     scripts.source.cache_clear()
     try:
-        with pytest.raises(ValueError, match="nosuch"):
+        with pytest.raises(ValueError, match=r"push\.lua: No Lua snippet 'nosuch'"):
             scripts.script(redis.Redis(), "push")
     finally:
         monkeypatch.undo()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -90,7 +90,7 @@ def includes(text: str) -> list[str]:
     return names
 
 
-def compose(text: str, snippets: Callable[[str], str] = snippet) -> str:
+def compose(text: str) -> str:
     """``text`` with the snippets it includes put after its opening comment (a blank line
     either side), so that the composed text still opens with the script's KEYS and ARGV."""
     names = includes(text)
@@ -100,14 +100,17 @@ def compose(text: str, snippets: Callable[[str], str] = snippet) -> str:
     opening = next((i for i, line in enumerate(lines) if not line.startswith("--")), len(lines))
     parts = ["".join(lines[:opening]), "\n"]
     for name in names:
-        parts += [snippets(name).rstrip("\n"), "\n\n"]
+        parts += [snippet(name).rstrip("\n"), "\n\n"]
     return "".join(parts) + "".join(lines[opening:])
 
 
 @cache
 def source(name: str) -> str:
     """The text of the script ``name`` as Redis runs it: its file with its includes."""
-    return compose(file_source(name))
+    try:
+        return compose(file_source(name))
+    except ValueError as error:
+        raise ValueError(f"{name}.lua: {error}") from None
 
 
 class LuaScript:
