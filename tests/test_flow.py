@@ -207,6 +207,32 @@ def test_repair_after_a_plain_remove_and_flatten():
     assert engine.pop("f", count=10, now_ms=T0) == ["b1", "a2", "a3", "b2"]
 
 
+def come_back(how: str, job_id: str, priority: int) -> None:
+    """Queue keyed job ``job_id`` of key A of topic f by a push, a promotion or a restore."""
+    if how == "push":
+        assert push_keyed("f", "A", [job_id], priority) == 1
+    elif how == "promote":
+        engine.schedule("f", [(job_id, T0 / 1000, priority, None)], keys={job_id: "A"})
+        assert engine.promote_due("f", now_ms=T0) == [job_id]
+    else:
+        assert engine.restore("f", [(job_id, priority, None, None)], keys={job_id: "A"}) == [job_id]
+
+
+@pytest.mark.parametrize("how", ["push", "promote", "restore"])
+@pytest.mark.parametrize("priority", [0, 5])
+def test_a_keyed_job_queued_where_its_keys_head_left_the_queue_gives_the_key_its_best_job(how, priority):
+    flow.configure("f", FlowLimits(fair=True))
+    push_keyed("f", "A", ["a1", "a2", "a3"])
+    engine.remove("f", "a1")  # knows no keys: A's sub-queue has no head now
+    come_back(how, "a4", priority)
+    if priority:  # better than every job of A waiting: it is A's job in the queue
+        assert engine.queue_ids("f") == ["a4"]
+        assert engine.pop("f", count=10, now_ms=T0) == ["a4", "a2", "a3"]
+    else:  # A's best waiting job, pushed before it, goes first
+        assert engine.queue_ids("f") == ["a2"]
+        assert engine.pop("f", count=10, now_ms=T0) == ["a2", "a3", "a4"]
+
+
 def test_state_shows_tokens_and_waiting_keys():
     flow.configure("s", FlowLimits(rate=parse_rate("10/s:2"), key_concurrency=1))
     push_keyed("s", "A", ["a1", "a2", "a3"])

@@ -1,3 +1,4 @@
+-- include: keyed
 -- Change the priority of a queued or scheduled job, as change_priority.lua does, and of a
 -- keyed job waiting behind its key's first one (see flow_pop.lua): it keeps its place
 -- within its priority, and takes the place of its key's job in the queue if it now beats it
@@ -55,15 +56,6 @@ local key = string.match(tag, '^[^\t]*')
 redis.call('ZREM', KEYS[7], string.format('%s%s', tag, id))
 local new = (100 - priority) * SHIFT + tonumber(string.sub(tag, #key + 2), 16) % SHIFT
 redis.call('HSET', KEYS[6], id, string.format('%s\t%014x', key, new))
-local head = redis.call('HGET', KEYS[5], key)
-local head_score = head and redis.call('ZSCORE', KEYS[1], head)
-if head_score and math.floor(new / SHIFT) < math.floor(tonumber(head_score) / SHIFT) then
-  redis.call('ZREM', KEYS[1], head)
-  redis.call('ZADD', KEYS[7], 0, string.format('%s\t%014x%s', key, tonumber(head_score), head))
-  redis.call('HSET', KEYS[6], head, string.format('%s\t%014x', key, tonumber(head_score)))
-  redis.call('ZADD', KEYS[1], new, id)
-  redis.call('HSET', KEYS[5], key, id)
-else
-  redis.call('ZADD', KEYS[7], 0, string.format('%s\t%014x%s', key, new, id))
-end
+local head, head_score = keyed_head(KEYS[1], KEYS[5], key)
+keyed_wait(KEYS[1], KEYS[5], KEYS[6], KEYS[7], key, id, new, head, head_score)
 return id

@@ -1,3 +1,4 @@
+-- include: keyed
 -- Move due scheduled jobs into the queue. Atomic, so many workers running it at
 -- once never promote a job twice. A due keyed job of a topic that takes turns between
 -- keys (its keyof entry is its bare key, set when it was scheduled) goes behind its key's
@@ -28,32 +29,7 @@ for _, id in ipairs(ids) do
   if redis.call('ZSCORE', KEYS[3], id) or (key and string.find(key, '\t', 1, true)) then
     -- Already queued (in the queue, or behind its key's job): it keeps its place.
   elseif key then
-    local score = (100 - priority) * SHIFT + redis.call('INCR', KEYS[4])
-    redis.call('HSET', KEYS[7], id, string.format('%s\t%014x', key, score))
-    local head = redis.call('HGET', KEYS[6], key)
-    local head_score = head and redis.call('ZSCORE', KEYS[3], head)
-    if not head_score then
-      local first = redis.call('ZRANGEBYLEX', KEYS[8], string.format('[%s\t', key), string.format('(%s\n', key),
-                               'LIMIT', 0, 1)[1]
-      local first_score = first and tonumber(string.sub(first, #key + 2, #key + 15), 16)
-      if first_score and first_score < score then
-        redis.call('ZREM', KEYS[8], first)
-        redis.call('ZADD', KEYS[8], 0, string.format('%s\t%014x%s', key, score, id))
-        redis.call('ZADD', KEYS[3], first_score, string.sub(first, #key + 16))
-        redis.call('HSET', KEYS[6], key, string.sub(first, #key + 16))
-      else
-        redis.call('ZADD', KEYS[3], score, id)
-        redis.call('HSET', KEYS[6], key, id)
-      end
-    elseif math.floor(score / SHIFT) < math.floor(tonumber(head_score) / SHIFT) then
-      redis.call('ZREM', KEYS[3], head)
-      redis.call('ZADD', KEYS[8], 0, string.format('%s\t%014x%s', key, tonumber(head_score), head))
-      redis.call('HSET', KEYS[7], head, string.format('%s\t%014x', key, tonumber(head_score)))
-      redis.call('ZADD', KEYS[3], score, id)
-      redis.call('HSET', KEYS[6], key, id)
-    else
-      redis.call('ZADD', KEYS[8], 0, string.format('%s\t%014x%s', key, score, id))
-    end
+    keyed_push(KEYS[3], KEYS[4], KEYS[6], KEYS[7], KEYS[8], key, id, priority)
   else
     redis.call('ZADD', KEYS[3], (100 - priority) * SHIFT + redis.call('INCR', KEYS[4]), id)
   end

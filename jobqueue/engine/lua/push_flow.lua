@@ -1,3 +1,4 @@
+-- include: keyed
 -- Push jobs onto a topic with turns between job keys (see flow_pop.lua): a keyed job
 -- waits in the keyqueue, and only its key's first job (the key's head) is in the queue.
 -- Jobs without a key are pushed as push.lua does.
@@ -28,34 +29,7 @@ for i = 2, #ARGV, 4 do
       added = added + 1
     end
   elseif not redis.call('ZSCORE', KEYS[1], id) and not redis.call('HGET', KEYS[10], id) then
-    local score = (100 - priority) * SHIFT + redis.call('INCR', KEYS[2])
-    redis.call('HSET', KEYS[10], id, string.format('%s\t%014x', key, score))
-    local head = redis.call('HGET', KEYS[9], key)
-    local head_score = head and redis.call('ZSCORE', KEYS[1], head)
-    if not head_score then
-      -- No head (or it left the queue): the key's best waiting job becomes its head.
-      local first = redis.call('ZRANGEBYLEX', KEYS[11], string.format('[%s\t', key), string.format('(%s\n', key),
-                               'LIMIT', 0, 1)[1]
-      local first_score = first and tonumber(string.sub(first, #key + 2, #key + 15), 16)
-      if first_score and first_score < score then
-        redis.call('ZREM', KEYS[11], first)
-        redis.call('ZADD', KEYS[11], 0, string.format('%s\t%014x%s', key, score, id))
-        redis.call('ZADD', KEYS[1], first_score, string.sub(first, #key + 16))
-        redis.call('HSET', KEYS[9], key, string.sub(first, #key + 16))
-      else
-        redis.call('ZADD', KEYS[1], score, id)
-        redis.call('HSET', KEYS[9], key, id)
-      end
-    elseif math.floor(score / SHIFT) < math.floor(tonumber(head_score) / SHIFT) then
-      -- A higher priority than the key's head: it takes the head's place.
-      redis.call('ZREM', KEYS[1], head)
-      redis.call('ZADD', KEYS[11], 0, string.format('%s\t%014x%s', key, tonumber(head_score), head))
-      redis.call('HSET', KEYS[10], head, string.format('%s\t%014x', key, tonumber(head_score)))
-      redis.call('ZADD', KEYS[1], score, id)
-      redis.call('HSET', KEYS[9], key, id)
-    else
-      redis.call('ZADD', KEYS[11], 0, string.format('%s\t%014x%s', key, score, id))
-    end
+    keyed_push(KEYS[1], KEYS[2], KEYS[9], KEYS[10], KEYS[11], key, id, priority)
     added = added + 1
   end
   if entity ~= '' then

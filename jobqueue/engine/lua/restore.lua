@@ -1,3 +1,4 @@
+-- include: keyed
 -- Put back jobs the database holds as queued (or scheduled) whose push never reached Redis.
 -- An id Redis already holds in the queue or the leases (or, for a scheduled job, the
 -- schedule; for a keyed job, behind its key's job) is left alone, so a job taken by a
@@ -43,32 +44,7 @@ for i = 1, #ARGV, 5 do
       if key == '' then
         redis.call('ZADD', KEYS[1], (100 - priority) * SHIFT + redis.call('INCR', KEYS[2]), id)
       else
-        local score = (100 - priority) * SHIFT + redis.call('INCR', KEYS[2])
-        redis.call('HSET', KEYS[9], id, string.format('%s\t%014x', key, score))
-        local head = redis.call('HGET', KEYS[8], key)
-        local head_score = head and redis.call('ZSCORE', KEYS[1], head)
-        if not head_score then
-          local first = redis.call('ZRANGEBYLEX', KEYS[10], string.format('[%s\t', key), string.format('(%s\n', key),
-                                   'LIMIT', 0, 1)[1]
-          local first_score = first and tonumber(string.sub(first, #key + 2, #key + 15), 16)
-          if first_score and first_score < score then
-            redis.call('ZREM', KEYS[10], first)
-            redis.call('ZADD', KEYS[10], 0, string.format('%s\t%014x%s', key, score, id))
-            redis.call('ZADD', KEYS[1], first_score, string.sub(first, #key + 16))
-            redis.call('HSET', KEYS[8], key, string.sub(first, #key + 16))
-          else
-            redis.call('ZADD', KEYS[1], score, id)
-            redis.call('HSET', KEYS[8], key, id)
-          end
-        elseif math.floor(score / SHIFT) < math.floor(tonumber(head_score) / SHIFT) then
-          redis.call('ZREM', KEYS[1], head)
-          redis.call('ZADD', KEYS[10], 0, string.format('%s\t%014x%s', key, tonumber(head_score), head))
-          redis.call('HSET', KEYS[9], head, string.format('%s\t%014x', key, tonumber(head_score)))
-          redis.call('ZADD', KEYS[1], score, id)
-          redis.call('HSET', KEYS[8], key, id)
-        else
-          redis.call('ZADD', KEYS[10], 0, string.format('%s\t%014x%s', key, score, id))
-        end
+        keyed_push(KEYS[1], KEYS[2], KEYS[8], KEYS[9], KEYS[10], key, id, priority)
       end
       queued = queued + 1
     end
