@@ -49,6 +49,11 @@ class Bridge:
         os.killpg(self.proc.pid, 9)
         self.proc.wait()
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the bridge says it is bridging: its stop signals are installed then
+        (a SIGTERM during Django's start-up would kill it as any process, exit -15)."""
+        return poll(lambda: "Bridging Celery queue" in self.output() or self.proc.poll() is not None, timeout, 0.05)
+
     def stop(self, timeout: float = 30) -> int | None:
         self.proc.terminate()
         try:
@@ -112,6 +117,8 @@ def bridge_kill9(lab: Lab, p: dict[str, Any], size: str, transport: str) -> Resu
         kills += 1
     time.sleep(VISIBILITY_SECONDS + 0.5)  # what the last killed bridge held is now due back (Redis)
     last = Bridge(lab, "last", url, queue, p["batch"])
+    if not last.wait_ready(p["timeout"]):
+        result.problems.append(f"the last bridge did not start:\n{last.output()[-1000:]}")
     wait_all(lab, result, [TOPIC], len(ids), p["timeout"])
     code = last.stop()
     summary = re.search(r"Bridge stopped: (.*)\.", last.output())
