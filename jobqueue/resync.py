@@ -267,7 +267,7 @@ def _aggregate(lower: dt.datetime | None, upper: dt.datetime | None,
     waited = Q(started_at__isnull=False, waited__gte=dt.timedelta(0))
     waits = (
         ended.alias(waited=ExpressionWrapper(F("started_at") - Coalesce("queued_at", "created_at"),
-                                               output_field=DurationField()))
+                                             output_field=DurationField()))
         .values("topic_id")
         .order_by()
         .annotate(
