@@ -21,7 +21,7 @@ def count_finished(apps, schema_editor):
         Job.objects.using(db).filter(status__in=FINISHED, finished_at__lt=head.until)
         .values_list("topic_id", "status").annotate(n=Count("*")).order_by()
     )
-    counts: dict = {}
+    counts = {}  # topic -> {"jobs:failed": n, ...}
     for topic, status, n in rows:
         counts.setdefault(topic, {})[PREFIX + status] = n
     for topic, fields in counts.items():
