@@ -3,6 +3,12 @@
     python bench/admin_changelist.py                 # fill (once) and time the change list
     python bench/admin_changelist.py --actions       # also time bulk actions on 100,000 jobs
     python bench/admin_changelist.py --refill --jobs 200000
+    python bench/admin_changelist.py --layout finished --jobs 10000000 --db jq_10m  # every page
+
+``--layout finished`` fills the table the way a system that has run for long looks: every
+job finished (succeeded, failed or cancelled), each with its execution, but the newest
+``--active`` ones (queued, scheduled, waiting, running), and the metrics tally rolled up
+as its workers would have; it then times every admin page and the ``/stats`` API.
 
 The script uses its own database (``jobqueue_bench_admin`` unless ``--db`` says
 otherwise), created if missing and filled with ``INSERT ... SELECT FROM
@@ -43,6 +49,11 @@ TOPICS = ["thumbnails", "emails", "reports", "webhooks"]
 ACTION_TOPIC = "bulk-actions"
 #: Rows per INSERT statement while filling.
 FILL_BATCH = 250_000
+
+#: ``--layout finished``: the statuses of the finished jobs, as (status, share in percent).
+FINISHED_MIX = [("succeeded", 90), ("failed", 8), ("cancelled", 2)]
+#: ``--layout finished``: the statuses of the newest ``--active`` jobs.
+ACTIVE_MIX = [("queued", 50), ("running", 10), ("scheduled", 30), ("waiting", 10)]
 
 urlpatterns: list[Any] = []  # filled once Django is set up (this module is ROOT_URLCONF)
 
@@ -106,9 +117,10 @@ def configure(db_name: str) -> None:
     )
     django.setup()
     from django.contrib import admin
-    from django.urls import path
+    from django.urls import include, path
 
     urlpatterns.append(path("admin/", admin.site.urls))
+    urlpatterns.append(path("jobs/api/", include("jobqueue.api.urls")))
 
 
 def create_database(db_name: str) -> None:
@@ -128,10 +140,10 @@ def create_database(db_name: str) -> None:
             print(f"created database {db_name}", file=sys.stderr)
 
 
-def _status_case(index: str) -> str:
-    """A SQL CASE giving each generated row its status from :data:`STATUS_MIX`."""
+def _status_case(index: str, mix: list[tuple[str, int]] | None = None) -> str:
+    """A SQL CASE giving each generated row its status from ``mix`` (:data:`STATUS_MIX`)."""
     parts, upper = [], 0
-    for status, share in STATUS_MIX:
+    for status, share in mix or STATUS_MIX:
         upper += share
         parts.append(f"WHEN mod({index}, 100) < {upper} THEN '{status}'")
     return "CASE " + " ".join(parts) + " END"
@@ -197,6 +209,41 @@ def fill(total: int, topics: list[str], status_sql: str | None = None, span_days
         cursor.execute("VACUUM ANALYZE jobqueue_job")
 
 
+def finished_status_sql(total: int, active: int) -> str:
+    """Every row finished (:data:`FINISHED_MIX`) but the newest ``active`` (:data:`ACTIVE_MIX`)."""
+    return (f"CASE WHEN i >= {total - active} THEN ({_status_case('i', ACTIVE_MIX)}) "
+            f"ELSE ({_status_case('i', FINISHED_MIX)}) END")
+
+
+def fill_executions() -> None:
+    """One execution for every job that started, as its worker would have written it."""
+    from django.db import connection
+
+    outcome = ("CASE j.status WHEN 'succeeded' THEN 'succeeded' WHEN 'failed' THEN 'failed' "
+               "WHEN 'cancelled' THEN 'cancelled' ELSE 'running' END")
+    with connection.cursor() as cursor:
+        cursor.execute(f"""
+            INSERT INTO jobqueue_execution (attempt, worker_id, hostname, pid, started_at, finished_at, outcome,
+                                            stdout, stderr, error, traceback, duration, job_id, error_class)
+            SELECT j.attempts, j.worker_id, 'bench', 1, j.started_at, j.finished_at, {outcome}, '', '', j.error,
+                   '', CASE WHEN j.finished_at IS NOT NULL THEN 2.0 END, j.id,
+                   CASE WHEN j.status = 'failed' THEN 'RuntimeError' ELSE '' END
+            FROM jobqueue_job j WHERE j.started_at IS NOT NULL AND j.topic <> %s
+        """, [ACTION_TOPIC])
+        print("  inserted the executions", file=sys.stderr)
+        cursor.execute("VACUUM ANALYZE jobqueue_execution")
+
+
+def roll_up_tally() -> float:
+    """Roll every finished row up into the metrics tally, as a running system's workers have."""
+    from jobqueue.resync import roll_up
+
+    start = time.perf_counter()
+    while roll_up(rows=500_000):
+        pass
+    return time.perf_counter() - start
+
+
 def job_count() -> int:
     from django.db import connection
 
@@ -211,7 +258,7 @@ def timed(client: Any, url: str, requests: int, method: str = "get", data: Any =
 
     call = getattr(client, method)
     response = call(url, data) if data is not None else call(url)  # warm-up, and a status check
-    if response.status_code not in (200, 302):
+    if response.status_code not in ((200,) if method == "get" else (200, 302)):
         raise SystemExit(f"{url} answered {response.status_code}")
     samples = []
     for _ in range(requests):
@@ -269,6 +316,36 @@ def changelist_scenarios() -> list[tuple[str, str]]:
     ]
 
 
+def page_scenarios() -> list[tuple[str, str]]:
+    """Every admin page and the ``/stats`` API (``--layout finished``)."""
+    from jobqueue.models import Execution, Job, Topic
+
+    topic = Topic.objects.get(name="emails").pk
+    newest = Job.objects.exclude(topic_id=ACTION_TOPIC).order_by("-created_at").values_list("pk", flat=True).first()
+    failed = (Job.objects.filter(status="failed", topic_id="emails").order_by("-finished_at")
+              .values_list("pk", flat=True).first())
+    execution = Execution.objects.order_by("-pk").values_list("pk", flat=True).first()
+    base = "/admin/jobqueue/job/"
+    return [
+        ("job list, default (newest first)", base),
+        ("job list: status = failed", base + "?status__exact=failed"),
+        ("job list: status = queued", base + "?status__exact=queued"),
+        ("job list: topic = emails", base + "?topic__name__exact=emails"),
+        ("job list: search payload text", base + "?q=payload:img.example.com/123456.png"),
+        ("job list: search text", base + "?q=img.example.com/123456.png"),
+        ("job list: search id prefix", base + f"?q={str(newest)[:8]}"),
+        ("job change page (newest job)", base + f"{newest}/change/"),
+        ("job change page (a failed job)", base + f"{failed}/change/"),
+        ("execution list", "/admin/jobqueue/execution/"),
+        ("execution change page", f"/admin/jobqueue/execution/{execution}/change/"),
+        ("topic list", "/admin/jobqueue/topic/"),
+        ("topic change page", f"/admin/jobqueue/topic/{topic}/change/"),
+        ("dashboard", "/admin/jobqueue/job/dashboard/"),
+        ("API GET /stats", "/jobs/api/stats"),
+        ("API GET /stats/emails", "/jobs/api/stats/emails"),
+    ]
+
+
 def bench_actions(client: Any, count: int) -> list[tuple[str, dict[str, Any]]]:
     """Cancel, then requeue, ``count`` queued jobs of one topic with "select all matching"."""
     from django.db import connection
@@ -323,6 +400,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1_000_000, help="Jobs in the table (default 1,000,000).")
     parser.add_argument("--requests", type=int, default=7, help="Timed requests per page (default 7).")
     parser.add_argument("--refill", action="store_true", help="Empty and refill the table.")
+    parser.add_argument("--layout", choices=["mixed", "finished"], default="mixed",
+                        help="mixed: the job list's status mix; finished: every job finished but --active, "
+                        "with executions and the metrics tally, and every page timed.")
+    parser.add_argument("--active", type=int, default=2_000,
+                        help="--layout finished: jobs not finished (the newest; default 2,000).")
+    parser.add_argument("--fill-only", action="store_true", help="Fill (if needed) and stop.")
     parser.add_argument(
         "--actions",
         type=int,
@@ -348,21 +431,34 @@ def main() -> None:
         print(f"filling {args.jobs:,} jobs (found {have:,})", file=sys.stderr)
         with connection.cursor() as cursor:
             cursor.execute("TRUNCATE jobqueue_job, jobqueue_execution, jobqueue_job_depends_on")
-        fill(args.jobs, TOPICS)
+            cursor.execute("DELETE FROM jobqueue_metricstally")
+        started = time.perf_counter()
+        if args.layout == "finished":
+            fill(args.jobs, TOPICS, status_sql=finished_status_sql(args.jobs, args.active))
+            fill_executions()
+        else:
+            fill(args.jobs, TOPICS)
+        print(f"filled in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    if args.layout == "finished":
+        print(f"tally rolled up in {roll_up_tally():.1f} s", file=sys.stderr)
+    if args.fill_only:
+        return
     user = User.objects.filter(username="bench-admin").first() or User.objects.create_superuser(
         "bench-admin", "bench@example.com", "bench"
     )
     client = Client()
     client.force_login(user)
 
-    rows = [(label, timed(client, url, args.requests)) for label, url in changelist_scenarios()]
+    scenarios = page_scenarios() if args.layout == "finished" else changelist_scenarios()
+    rows = [(label, timed(client, url, args.requests)) for label, url in scenarios]
     if args.actions:
         rows += bench_actions(client, args.actions)
 
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         pg_version = cursor.fetchone()[0]
-    print(f"## Admin change list over {job_count():,} jobs\n")
+    title = "Admin pages and /stats" if args.layout == "finished" else "Admin change list"
+    print(f"## {title} over {job_count():,} jobs\n")
     print(
         f"PostgreSQL {pg_version}, Django {get_version()}, Python {sys.version.split()[0]}, "
         f"{os.cpu_count()} CPU(s). Server time through Django's test client, median of {args.requests} "

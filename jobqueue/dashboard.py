@@ -1,10 +1,11 @@
 """The numbers behind the admin's topic list and dashboard.
 
-Each function asks the database one grouped question for all the topics it is given
+Each function asks the database a few grouped questions for all the topics it is given
 (answered from the ``(topic, status)``, ``(status, finished_at)`` and queued-job
-indexes) and Redis one pipeline, so a page costs the same few round trips whether it
-shows two topics or a hundred. Redis being down never breaks a page: its numbers come
-back as ``None`` and the database still answers.
+indexes; the failed jobs from the metrics tally and the rows since its watermark, see
+:func:`jobqueue.resync.job_counts`) and Redis one pipeline, so a page costs the same few
+round trips whether it shows two topics or a hundred, and at any table size. Redis being
+down never breaks a page: its numbers come back as ``None`` and the database still answers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from django.utils import timezone
 
 from . import engine
 from .models import FINISHED_STATUSES, Job, JobStatus
+from .resync import job_counts
 
 logger = logging.getLogger("jobqueue.admin")
 
@@ -43,7 +45,8 @@ THROUGHPUT_MINUTES = 60
 @dataclass
 class TopicStats:
     name: str
-    #: Jobs by status (only :data:`COUNTED_STATUSES`), from the database.
+    #: Jobs by status (only :data:`COUNTED_STATUSES`), from the database (failed ones: every
+    #: job that failed, purged since or not, see :func:`jobqueue.resync.job_counts`).
     counts: dict[str, int] = field(default_factory=dict)
     #: Queued jobs by priority, highest priority first: ``[(priority, count), ...]``.
     by_priority: list[tuple[int, int]] = field(default_factory=list)
@@ -66,14 +69,8 @@ def topic_stats(
     stats = {name: TopicStats(name=name) for name in names}
     if not names:
         return stats
-    rows = (
-        Job.objects.filter(topic_id__in=names, status__in=COUNTED_STATUSES)
-        .values_list("topic_id", "status")
-        .annotate(n=Count("*"))  # COUNT(*): answered from the index alone
-        .order_by()
-    )
-    for topic, status, n in rows:
-        stats[topic].counts[status] = n
+    for topic, counts in job_counts(names).items():
+        stats[topic].counts = {status: counts[status] for status in COUNTED_STATUSES}
     prio_rows = (
         Job.objects.filter(topic_id__in=names, status=JobStatus.QUEUED)
         .values_list("topic_id", "priority")

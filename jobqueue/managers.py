@@ -322,10 +322,13 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         return job
 
     def queue_status(self, topic: str) -> dict[str, Any]:
-        """Counts by status and, for queued jobs, by priority (highest first)."""
-        rows = self.filter(topic_id=topic).values_list("status").annotate(n=Count("pk")).order_by()
-        by_status = {s.value: 0 for s in JobStatus}
-        by_status.update({status: n for status, n in rows})
+        """Counts by status and, for queued jobs, by priority (highest first).
+
+        The counts are :func:`jobqueue.resync.job_counts`'s: bounded at any table size, the
+        finished ones counting every job that finished so (purged since or not)."""
+        from .resync import job_counts
+
+        by_status = job_counts([topic])[topic]
         prio_rows = self.filter(topic_id=topic, status=JobStatus.QUEUED).values_list("priority").annotate(
             n=Count("pk")
         ).order_by("-priority")

@@ -18,7 +18,9 @@ numbering was reset:
 - ``lost``: executions lost with their worker;
 - ``run``: every finished attempt's duration but lost ones (their end is unknown);
 - ``wait``: one observation per job that started and is no longer pending, its last
-  attempt's (earlier attempts' waits are not kept in the tables).
+  attempt's (earlier attempts' waits are not kept in the tables);
+- ``jobs:succeeded``, ``jobs:failed``, ``jobs:cancelled``: jobs that finished so (not
+  metrics: :func:`job_counts` reads them, and a rebuilt metrics hash leaves them out).
 
 Finished rows are added up once: workers move a watermark forward through them, a bounded
 number at a time (:func:`roll_up`), into a :class:`~jobqueue.models.MetricsTally` row per
@@ -40,7 +42,7 @@ from django.utils import timezone
 from . import engine
 from .engine import ResyncReport, TopicResync, TopicRows
 from .engine.metrics import BUCKETS, LABELS, replace, unbuilt
-from .models import Execution, ExecutionOutcome, Job, JobStatus, MetricsTally, Topic
+from .models import ACTIVE_STATUSES, Execution, ExecutionOutcome, Job, JobStatus, MetricsTally, Topic
 
 
 def resync(topics: Iterable[str] | None = None) -> ResyncReport:
@@ -77,7 +79,8 @@ def resync(topics: Iterable[str] | None = None) -> ResyncReport:
         )
     report.metrics = unbuilt(names)
     if report.metrics:
-        replace(counted(report.metrics))
+        replace({topic: {name: n for name, n in fields.items() if not name.startswith(JOBS_FIELD)}
+                 for topic, fields in counted(report.metrics).items()})
     return report
 
 
@@ -120,6 +123,37 @@ ROLLUP_ROWS = 10_000
 _DONE = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED]
 #: The statuses of jobs that wait and have not started.
 _PENDING = [JobStatus.WAITING, JobStatus.SCHEDULED, JobStatus.QUEUED]
+#: The prefix of the fields that count finished jobs by status (``jobs:failed``), not metrics.
+JOBS_FIELD = "jobs:"
+
+
+def job_counts(topics: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Jobs by status (every status, zeros included) of each topic, at a cost bounded at any
+    table size: what ``GET /stats``, :meth:`~jobqueue.managers.JobManager.queue_status`, the
+    dashboard and the admin's topic list show.
+
+    The jobs not finished (waiting, scheduled, queued, running: few, in a system that keeps
+    up) are counted through the ``(topic, status)`` index. The finished ones come from the
+    tally and the rows finished since its watermark (:func:`counted`), so they count every
+    job that finished so, including those purged since, and a requeued job once more each
+    time it finishes again. Until a worker first rolls the tally up, every row is read.
+    """
+    names = list(dict.fromkeys(topics))
+    out = {name: {status: 0 for status in JobStatus.values} for name in names}
+    if not names:
+        return out
+    active = (
+        Job.objects.filter(topic_id__in=names, status__in=ACTIVE_STATUSES)
+        .values_list("topic_id", "status")
+        .annotate(n=Count("*"))  # COUNT(*): answered from the index alone
+        .order_by()
+    )
+    for topic, status, n in active:
+        out[topic][status] = n
+    for topic, fields in counted(names).items():
+        for status in _DONE:
+            out[topic][status] = fields.get(JOBS_FIELD + status, 0)
+    return out
 
 
 def counted(topics: Iterable[str]) -> dict[str, dict[str, int]]:
@@ -216,7 +250,8 @@ def _aggregate(lower: dt.datetime | None, upper: dt.datetime | None,
     for topic, n in created.values("topic_id").order_by().annotate(n=Count("pk")).values_list("topic_id", "n"):
         fields(topic)["enqueued"] = n
 
-    # One wait per job that started and is no longer pending: its last attempt's.
+    # One wait per job that started and is no longer pending: its last attempt's; and the
+    # finished jobs by status (started or not: a job that never started has no wait).
     if upper is not None:
         done = Q(status__in=_DONE, finished_at__lt=upper)
         if lower is not None:
@@ -226,13 +261,13 @@ def _aggregate(lower: dt.datetime | None, upper: dt.datetime | None,
             status__in=_DONE, finished_at__isnull=True)
     else:
         done = ~Q(status__in=_PENDING)
-    started = Job.objects.filter(done, started_at__isnull=False)
+    ended = Job.objects.filter(done)
     if names is not None:
-        started = started.filter(topic_id__in=names)
-    waited = Q(waited__gte=dt.timedelta(0))
+        ended = ended.filter(topic_id__in=names)
+    waited = Q(started_at__isnull=False, waited__gte=dt.timedelta(0))
     waits = (
-        started.alias(waited=ExpressionWrapper(F("started_at") - Coalesce("queued_at", "created_at"),
-                                               output_field=DurationField()))
+        ended.alias(waited=ExpressionWrapper(F("started_at") - Coalesce("queued_at", "created_at"),
+                                             output_field=DurationField()))
         .values("topic_id")
         .order_by()
         .annotate(
@@ -240,11 +275,15 @@ def _aggregate(lower: dt.datetime | None, upper: dt.datetime | None,
             waited_for=Sum("waited", filter=waited),
             **{f"le{i}": Count("pk", filter=waited & Q(waited__lte=dt.timedelta(seconds=bound)))
                for i, bound in enumerate(BUCKETS)},
+            **{JOBS_FIELD + status: Count("pk", filter=Q(status=status)) for status in _DONE},
         )
     )
     for row in waits:
-        seconds = row["waited_for"].total_seconds() if row["waited_for"] is not None else 0.0
-        fields(row["topic_id"]).update(_buckets("wait", row, row["started"], seconds))
+        into = fields(row["topic_id"])
+        into.update({name: n for name, n in row.items() if name.startswith(JOBS_FIELD) and n})
+        if row["started"]:
+            seconds = row["waited_for"].total_seconds() if row["waited_for"] is not None else 0.0
+            into.update(_buckets("wait", row, row["started"], seconds))
     return out
 
 
@@ -320,4 +359,4 @@ def _nth_stamps(lower: dt.datetime | None, rows: int) -> list[dt.datetime]:
     return out
 
 
-__all__ = ["ResyncReport", "counted", "resync", "roll_up"]
+__all__ = ["ResyncReport", "counted", "job_counts", "resync", "roll_up"]

@@ -157,7 +157,7 @@ def test_a_worker_rolls_up_in_its_maintenance():
 BOUNDED = ("finished_at", "created_at", "'running'", "(id =", "(job_id =", ".id =")
 
 
-def unbounded_reads(sql: str) -> list[str]:
+def unbounded_reads(sql: str, bounded: tuple[str, ...] = BOUNDED) -> list[str]:
     """The reads of the jobs or executions table in ``sql``'s plan that no bounded index
     condition limits: a sequential scan, or an index read over a whole topic.
 
@@ -198,8 +198,8 @@ def unbounded_reads(sql: str) -> list[str]:
     def walk(node: dict) -> None:
         if node.get("Relation Name") in tables:
             conds = conditions(node)
-            if node["Node Type"] == "Seq Scan" or not conds or not all(any(b in c for b in BOUNDED) for c in conds):
-                out.append(f"{node['Node Type']} on {node['Relation Name']}: {conds}")
+            if node["Node Type"] == "Seq Scan" or not conds or not all(any(b in c for b in bounded) for c in conds):
+                out.append(f"{node['Node Type']} on {node['Relation Name']} ({node.get('Index Name')}): {conds}")
         for child in node.get("Plans", []):
             walk(child)
 

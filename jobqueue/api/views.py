@@ -8,7 +8,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.db import connections, router
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 
@@ -16,6 +15,7 @@ from .. import engine, registry
 from ..constants import MAX_PROGRESS, MIN_PROGRESS, PROGRESS_MESSAGE_MAX_LENGTH, STAGE_MAX_LENGTH
 from ..models import FINISHED_STATUSES, Job, JobStatus, Topic
 from ..permissions import CHANGE_PRIORITY, VIEW_JOB, check_may_enqueue
+from ..resync import job_counts
 from ..validation import TOPIC_NAME_RE, validate_entity_id, validate_topic_name
 from .endpoint import only_fields, read_json, refuse_unstorable_text
 from .errors import ApiError, error_response
@@ -221,13 +221,14 @@ def _empty_counts() -> dict[str, int]:
 
 
 def stats(request: HttpRequest) -> HttpResponse:
-    """``GET /stats``: job counts by status for every topic, and in total."""
+    """``GET /stats``: job counts by status for every topic, and in total (finished ones
+    from the metrics tally: :func:`jobqueue.resync.job_counts`)."""
     topics = {t.name: t for t in Topic.objects.order_by("name")}
-    counts: dict[str, dict[str, int]] = {name: _empty_counts() for name in topics}
+    counts = job_counts(topics)  # bounded at any table size: see job_counts
     totals = _empty_counts()
-    for topic, status, n in Job.objects.values_list("topic_id", "status").annotate(n=Count("pk")).order_by():
-        counts.setdefault(topic, _empty_counts())[status] = n
-        totals[status] += n
+    for by_status in counts.values():
+        for status, n in by_status.items():
+            totals[status] += n
     return JsonResponse(
         {
             "topics": [

@@ -63,6 +63,9 @@ PRIORITY = {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY}
 UUID = {"type": "string", "format": "uuid"}
 COUNTS = {
     "type": "object",
+    "description": "Jobs by status. The finished statuses (succeeded, failed, cancelled) count every job "
+    "that finished so, including jobs purged or deleted since (from the metrics tally); the others count "
+    "the jobs in that status now.",
     "properties": {status: {"type": "integer", "minimum": 0} for status in JobStatus.values},
     "required": list(JobStatus.values),
 }

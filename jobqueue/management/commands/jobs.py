@@ -6,14 +6,13 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db.models import Count
 from django.utils import timezone
 
 from ... import engine, registry
 from ...chaining import storable_result
 from ...exceptions import DuplicateJob, InvalidTransition
 from ...models import FINISHED_STATUSES, Job, JobStatus, Topic
-from ...resync import resync
+from ...resync import job_counts, resync
 from ...worker.runner import run_inline
 from ._utils import duration, job_id, one_line_errors, positive_int, printable
 
@@ -168,10 +167,7 @@ class Command(BaseCommand):
         self.stdout.write(f"deleted {deleted} job(s) finished before {_fmt_time(cutoff)}")
 
     def do_stats(self, options: dict[str, Any]) -> None:
-        topics = list(Topic.objects.values_list("name", flat=True))
-        counts: dict[str, dict[str, int]] = {t: {s: 0 for s in JobStatus.values} for t in topics}
-        for topic, status, n in Job.objects.values_list("topic_id", "status").annotate(n=Count("pk")).order_by():
-            counts.setdefault(topic, {s: 0 for s in JobStatus.values})[status] = n
+        counts = job_counts(Topic.objects.values_list("name", flat=True))
         workers = engine.safe_call(engine.live_workers) or []
         if options["json"]:
             self.stdout.write(json.dumps({"topics": counts, "workers": workers}, default=str, indent=2))
