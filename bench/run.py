@@ -156,6 +156,15 @@ class Bench:
             met=met,
         ))
 
+    def floor_note(self, name: str, measure: Any, values: dict[str, float], what: str, peer: str,
+                   meaning: str) -> None:
+        """Note the median of ``measure(n)`` (a floor, ``None`` where it cannot be measured)
+        beside Celery's figure of the same run."""
+        floors = [f for f in self.repeat(name, measure, self.args.n) if f is not None]
+        if floors:
+            floor = median(floors)
+            self.notes.append(f"{what}: {floor:,.0f} jobs/s ({floor / values['celery']:.2f}× {peer}) for {meaning}")
+
     # -- workloads --------------------------------------------------------------------
 
     def single(self) -> None:
@@ -166,14 +175,9 @@ class Bench:
                  "`defer()` / `enqueue()`")
         self.throughput_row(label, v, "≥ 1.0× Celery `delay()` and procrastinate `defer()`",
                             at_least(v, {"celery": 1.0, "procrastinate": 1.0}))
-        floors = [f for f in self.repeat("single_floor", workloads.enqueue_floor, self.args.n) if f is not None]
-        if floors:
-            floor = median(floors)
-            self.notes.append(
-                f"single enqueue floor: {floor:,.0f} jobs/s ({floor / v['celery']:.2f}× Celery `delay()`) for a "
-                "prepared `INSERT` of a job row with its commit plus one call of the push script, with no "
-                "Python around them: what `enqueue()` would reach if its own code took no time."
-            )
+        self.floor_note("single_floor", workloads.enqueue_floor, v, "single enqueue floor", "Celery `delay()`",
+                        "a prepared `INSERT` of a job row with its commit plus one call of the push script, with "
+                        "no Python around them: what `enqueue()` would reach if its own code took no time.")
 
     def bulk(self) -> None:
         from bench import workloads
@@ -191,16 +195,11 @@ class Bench:
                  "procrastinate concurrency 1, `db_worker`")
         self.throughput_row(label, v, "≥ 1.5× Celery solo and ≥ 4× procrastinate",
                             at_least(v, {"celery": 1.5, "procrastinate": 4.0}))
-        floors = [f for f in self.repeat("drain_floor", workloads.drain_floor, self.args.n) if f is not None]
-        if floors:
-            floor = median(floors)
-            self.notes.append(
-                f"drain floor: {floor:,.0f} jobs/s ({floor / v['celery']:.2f}× Celery solo) for the worker's own "
-                "database and Redis calls with no Python around them (per job, the prepared statement that "
-                "records the previous job's success with its Execution row and claims the next; per 8 jobs, "
-                "one acknowledge-and-lease script call): what the drain would reach if the worker's own code "
-                "took no time."
-            )
+        self.floor_note("drain_floor", workloads.drain_floor, v, "drain floor", "Celery solo",
+                        "the worker's own database and Redis calls with no Python around them (per job, the "
+                        "prepared statement that records the previous job's success with its Execution row and "
+                        "claims the next; per 8 jobs, one acknowledge-and-lease script call): what the drain "
+                        "would reach if the worker's own code took no time.")
 
     def drain_process(self) -> None:
         from bench import workloads
