@@ -173,22 +173,35 @@ def drain_floor(n: int) -> float | None:
     handler, no job object built: what the drain would reach if the worker's own code took
     no time. PostgreSQL only (``None`` elsewhere).
     """
-    import uuid
 
     from django.db import connection
 
-    from jobqueue import engine
     from jobqueue.conf import settings
-    from jobqueue.models import Execution, JobStatus
-    from jobqueue.transitions import attempt, fastsql
-    from jobqueue.worker import connections
 
     if connection.vendor != "postgresql":
         return None
     reset()
     JOBQUEUE.fill("noop", n + 1, marks=False)
-    if not settings.WORKER_SYNCHRONOUS_COMMIT:
-        connections.relax_commit_durability()
+    # As a worker's session does by default, for this measurement only: the workloads after
+    # it (an enqueue commits with the project's durability) run on the same connection.
+    with connection.cursor() as cursor:
+        cursor.execute(f"SET synchronous_commit TO {'ON' if settings.WORKER_SYNCHRONOUS_COMMIT else 'OFF'}")
+    try:
+        return _drain_floor(n)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("RESET synchronous_commit")
+
+
+def _drain_floor(n: int) -> float:
+    import uuid
+
+    from django.db import connection
+
+    from jobqueue import engine
+    from jobqueue.models import Execution, JobStatus
+    from jobqueue.transitions import attempt, fastsql
+
     batch = 8
     ids = engine.pop("noop", batch)
     first = attempt.claim(ids.pop(0), "floor", 0)
