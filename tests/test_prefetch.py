@@ -333,3 +333,30 @@ def test_no_success_is_acknowledged_before_it_is_recorded(monkeypatch):
     run_worker("echo")
     assert sorted(acked) == sorted(str(job.pk) for job in jobs)  # each acknowledged once
     assert engine.depths("echo") == {"queued": 0, "leased": 0, "scheduled": 0}
+
+
+@pytest.mark.parametrize("moved_on", [True, False])
+def test_the_heartbeat_warns_of_a_reclaimed_lease_only_while_its_job_still_runs(monkeypatch, caplog, moved_on):
+    """The heartbeat reads the running job, then renews its lease: between the two the
+    worker may have finished it (its lease acknowledged) and moved on. That job was not
+    reclaimed and its result is not discarded: no warning. A lease gone while the job
+    still runs is a reclaim, and is said."""
+    job = Job.objects.enqueue("echo", {})
+    beating = Worker(topics=["echo"], install_signals=False)
+    lock = TopicLock("echo", token="prefetch-test")
+    assert lock.acquire(limit=1)
+    assert beating.readahead.next_id("echo", lock.token, 1) == str(job.pk)
+    beating.current = job
+    renew = engine.extend_leases
+
+    def meanwhile(topic, ids):
+        engine.remove("echo", str(job.pk))  # its lease is gone: acknowledged, or reclaimed
+        if moved_on:
+            beating.current = None
+        return renew(topic, ids)
+
+    monkeypatch.setattr(engine, "extend_leases", meanwhile)
+    caplog.set_level("WARNING", logger="jobqueue")
+    Heartbeat(beating).beat()
+    warned = [r for r in caplog.records if "was reclaimed" in r.getMessage()]
+    assert len(warned) == (0 if moved_on else 1)

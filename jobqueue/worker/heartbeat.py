@@ -65,7 +65,10 @@ class Heartbeat(threading.Thread):
         current = w.current
         if current is not None:
             lost = engine.extend_leases(current.topic_id, [str(current.pk)])
-            if lost:
+            # Unless the worker moved on meanwhile (this thread may wait for the GIL between
+            # reading ``current`` and the call while several jobs run): then the lease went
+            # with the job's own acknowledgement, not to a reclaim.
+            if lost and w.current is current:
                 logger.warning("The lease of job %s was reclaimed; its result will be discarded.", current.pk,
                                extra=job_extra(current))
         for topic, ids in w.readahead.held_leases().items():
