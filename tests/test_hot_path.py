@@ -219,6 +219,30 @@ def test_parameters_are_what_django_would_send():
             assert (field.name, mine, type(mine)) == (field.name, theirs, type(theirs))
 
 
+@pytest.mark.skipif(not POSTGRES, reason="psycopg's loaders: PostgreSQL only")
+def test_rows_come_back_with_the_datetimes_django_gives(monkeypatch):
+    """The hot statements load timestamptz with psycopg's own loader where Django's would
+    only set the UTC it already has; the values are Django's to the tzinfo."""
+    import datetime as dt
+    import zoneinfo
+
+    job = Job.objects.enqueue("echo", {"x": 1}, run_after=timezone.now() - timezone.timedelta(seconds=5))
+    claimed = fastsql.claim_job(str(job.pk), "w", timezone.now())
+    assert claimed is not None
+    loaded = Job.objects.get(pk=job.pk)
+    for name in ("created_at", "updated_at", "queued_at", "started_at", "run_after"):
+        ours, django = getattr(claimed, name), getattr(loaded, name)
+        assert (name, ours, ours.tzinfo) == (name, django, django.tzinfo)
+        assert ours.tzinfo is dt.timezone.utc
+    with fastsql._cursor(connection) as cursor:
+        assert cursor.adapters.get_loader(fastsql._TIMESTAMPTZ, 0) is fastsql._FAST_TZ_LOADER
+    # A database whose time zone is not UTC keeps Django's loader (it sets that zone).
+    monkeypatch.setitem(connection.__dict__, "timezone", zoneinfo.ZoneInfo("Europe/Paris"))
+    with fastsql._cursor(connection) as cursor:
+        assert cursor.adapters.get_loader(fastsql._TIMESTAMPTZ, 0) is connection.connection.adapters.get_loader(
+            fastsql._TIMESTAMPTZ, 0)
+
+
 def test_a_naive_datetime_still_goes_through_django(settings):
     import datetime as dt
     import warnings

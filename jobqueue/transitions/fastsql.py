@@ -132,6 +132,11 @@ def _cursor(connection: Any) -> Iterator[Any]:
         raw.prepare_threshold = _NEVER_AUTOMATICALLY
     with connection.wrap_database_errors:
         cursor = _PreparingCursor(raw)
+        if connection.timezone is dt.timezone.utc and raw.info.timezone is dt.timezone.utc:
+            # Django loads timestamptz with a Python loader that only sets the tzinfo it
+            # already has here (UTC): psycopg's own loader (C, with its binary package)
+            # gives the same datetime, ~15 times faster, for a few per job.
+            cursor.adapters.register_loader(_TIMESTAMPTZ, _FAST_TZ_LOADER)
         try:
             yield cursor
         finally:
@@ -147,6 +152,10 @@ if psycopg is not None:
     class _PreparingCursor(psycopg.Cursor):
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
             return super().execute(query, params, prepare=True)
+
+    _TIMESTAMPTZ = psycopg.postgres.types["timestamptz"].oid
+    #: psycopg's default timestamptz loader: aware datetimes in the session's time zone.
+    _FAST_TZ_LOADER = psycopg.adapters.get_loader(_TIMESTAMPTZ, psycopg.pq.Format.TEXT)
 
 
 #: Python types that a field of this internal type saves unchanged on PostgreSQL (or, for
