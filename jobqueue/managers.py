@@ -51,7 +51,13 @@ ENQUEUE_SETS = frozenset({
 def fresh_job_defaults(model: type[models.Model]) -> dict[str, Any]:
     """What a new job holds in every column enqueue() does not always set, unless an
     argument says otherwise (``entity_id``, ``parent``, ``run_after``): the model's defaults."""
-    return {f.attname: f.get_default() for f in model._meta.concrete_fields if f.attname not in ENQUEUE_SETS}
+    return model_defaults(model, ENQUEUE_SETS)
+
+
+def model_defaults(model: type[models.Model], set_by_caller: frozenset[str]) -> dict[str, Any]:
+    """Each concrete field's default, by attname, but for those in ``set_by_caller``
+    (which must include every field whose default is callable: the result is cached)."""
+    return {f.attname: f.get_default() for f in model._meta.concrete_fields if f.attname not in set_by_caller}
 
 
 @functools.cache
@@ -64,23 +70,28 @@ def _attnames(model: type[models.Model]) -> list[str]:
     return [f.attname for f in model._meta.concrete_fields]
 
 
-def _construct(model: Any, values: dict[str, Any]) -> Any:
-    """A new, unsaved instance of ``model`` holding ``values`` (one per concrete field's attname).
+def build_instance(model: Any, values: dict[str, Any], db: str | None = None) -> Any:
+    """An instance of ``model`` holding ``values`` (one per concrete field's attname): a
+    new one, or with ``db`` one loaded from that database (as ``Model.from_db`` makes it).
 
-    What ``Model.__init__`` does for a new instance, without its per-field ``setattr``
-    through the descriptors (most of an enqueue's Python time after the validation):
-    none of ``Job``'s descriptors does anything on a fresh instance. With a
-    ``pre_init``/``post_init`` receiver for the model, ``__init__`` runs as usual so
-    they are called.
+    What ``Model.__init__`` does, without its per-field ``setattr`` through the
+    descriptors (most of the Python time of an enqueue after the validation, and of a
+    worker's claim): none of the descriptors of ``Job`` or ``Execution`` does anything on
+    an instance that has nothing cached yet. With a ``pre_init``/``post_init`` receiver
+    for the model, ``__init__`` runs as usual so they are called.
     """
     if (signals.pre_init.has_listeners(model) or signals.post_init.has_listeners(model)
             or len(values) != len(_attnames(model))):  # (a missing value raises KeyError there)
         # Positional construction skips Model.__init__'s keyword and default handling.
-        return model(*[values[name] for name in _attnames(model)])
-    job = model.__new__(model)
-    job._state = ModelState()
-    job.__dict__.update(values)
-    return job
+        obj = model(*[values[name] for name in _attnames(model)])
+    else:
+        obj = model.__new__(model)
+        obj._state = ModelState()
+        obj.__dict__.update(values)
+    if db is not None:
+        obj._state.adding = False
+        obj._state.db = db
+    return obj
 
 
 class JobQuerySet(models.QuerySet["Job"]):
@@ -175,7 +186,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             "queued_at": now if status == JobStatus.QUEUED else None,
             "trace_context": tracing.capture(),
         }
-        job = _construct(self.model, values)
+        job = build_instance(self.model, values)
         self.model.topic.field.set_cached_value(job, topic_obj)
         job._payload_json = payload_json  # reused by COPY in enqueue_many
         return job, dep_ids

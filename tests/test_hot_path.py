@@ -4,6 +4,7 @@ calls, and the worker claiming its next job in the statement that records a succ
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -241,6 +242,48 @@ def test_rows_come_back_with_the_datetimes_django_gives(monkeypatch):
     with fastsql._cursor(connection) as cursor:
         assert cursor.adapters.get_loader(fastsql._TIMESTAMPTZ, 0) is connection.connection.adapters.get_loader(
             fastsql._TIMESTAMPTZ, 0)
+
+
+@pytest.mark.parametrize("listening", [False, True])
+def test_a_claimed_job_and_its_execution_are_the_instances_django_builds(listening):
+    """The claim builds its Job and Execution without ``Model.__init__``'s per-field work;
+    they are what ``from_db()`` and ``Execution(job=...)`` give, and a ``post_init``
+    receiver still sees both."""
+    from django.db.models.signals import post_init
+
+    from jobqueue.transitions import attempt
+
+    job = Job.objects.enqueue("echo", {"x": 1})
+    seen: list[Any] = []
+
+    def receiver(sender, instance, **kwargs):
+        seen.append(instance)
+
+    if listening:
+        post_init.connect(receiver, sender=Job)
+        post_init.connect(receiver, sender=Execution)
+    try:
+        claimed, execution = attempt.claim(str(job.pk), "w", 7)
+    finally:
+        post_init.disconnect(receiver, sender=Job)
+        post_init.disconnect(receiver, sender=Execution)
+    loaded = Job.objects.get(pk=job.pk)
+    assert (claimed._state.adding, claimed._state.db) == (loaded._state.adding, loaded._state.db) == (False, "default")
+    for field in Job._meta.concrete_fields:
+        assert getattr(claimed, field.attname) == getattr(loaded, field.attname), field.attname
+    assert execution._state.adding is True and execution.pk is None
+    with CaptureQueriesContext(connection) as queries:
+        assert execution.job is claimed  # cached: no query
+    assert len(queries) == 0
+    assert (execution.job_id, execution.attempt, execution.worker_id, execution.pid) == (job.pk, 1, "w", 7)
+    assert (execution.outcome, execution.finished_at, execution.stdout) == (
+        Execution._meta.get_field("outcome").get_default(), None, "")
+    if listening:
+        assert seen[-2:] == [claimed, execution]
+    claimed.priority = 4
+    claimed.save(update_fields=["priority"])  # an UPDATE: the instance is a loaded one
+    execution.save()
+    assert Job.objects.get(pk=job.pk).priority == 4 and Execution.objects.filter(job_id=job.pk).count() == 1
 
 
 def test_a_naive_datetime_still_goes_through_django(settings):

@@ -18,6 +18,7 @@ and on PostgreSQL also claims the worker's next job.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import socket
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from django.utils import timezone
 from .. import engine
 from ..constants import MAX_PROGRESS
 from ..logging import job_extra
+from ..managers import build_instance, model_defaults
 from ..models import Execution, ExecutionOutcome, Job, JobStatus
 from . import fastsql, followups
 from .guard import move, rows
@@ -93,14 +95,22 @@ def _started(job: Job, worker_id: str, pid: int, topics: dict[str, Any] | None, 
     topic = (topics or {}).get(job.topic_id)
     if topic is not None:
         job.topic = topic
-    execution = Execution(
-        job=job, attempt=execution_number(job), worker_id=worker_id, hostname=HOSTNAME, pid=pid, started_at=now
-    )
+    execution = build_instance(Execution, {
+        **_new_execution(), "job_id": job.pk, "attempt": execution_number(job), "worker_id": worker_id,
+        "hostname": HOSTNAME, "pid": pid, "started_at": now,
+    })
+    Execution.job.field.set_cached_value(execution, job)
     followups.started(job)
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("Job %s of topic %s started (attempt %s/%s).", job.pk, job.topic_id, job.attempts,
                      job.max_attempts, extra=job_extra(job))
     return job, execution
+
+
+@functools.cache
+def _new_execution() -> dict[str, Any]:
+    """What a new Execution holds in the columns :func:`_started` does not set."""
+    return model_defaults(Execution, frozenset({"job_id", "attempt", "worker_id", "hostname", "pid", "started_at"}))
 
 
 def execution_number(job: Job) -> int:

@@ -32,6 +32,7 @@ from django.db.models import Field, Model
 
 from .. import constants
 from ..conf import settings
+from ..managers import build_instance
 from ..models import FRESH_JOB, Execution, Job, JobStatus
 
 try:
@@ -246,12 +247,12 @@ def _converters(model: type[Model], alias: str) -> list[tuple[str, Any, list[Any
 def _from_row(model: type[Model], row: Any, connection: Any) -> Any:
     """Build a model instance from a ``RETURNING`` row, converting values as the ORM does."""
     converters = _converters(model, connection.alias)
-    values = []
-    for (_name, col, funcs), value in zip(converters, row, strict=True):
+    values = {}
+    for (name, col, funcs), value in zip(converters, row, strict=True):
         for func in funcs:
             value = func(value, col, connection)
-        values.append(value)
-    return model.from_db(connection.alias, [name for name, _, _ in converters], values)
+        values[name] = value
+    return build_instance(model, values, db=connection.alias)
 
 
 _orm_only: ContextVar[bool] = ContextVar("jobqueue_orm_only", default=False)
