@@ -45,8 +45,8 @@ THROUGHPUT_MINUTES = 60
 @dataclass
 class TopicStats:
     name: str
-    #: Jobs by status (only :data:`COUNTED_STATUSES`), from the database (failed ones: every
-    #: job that failed, purged since or not, see :func:`jobqueue.resync.job_counts`).
+    #: Jobs by status (only :data:`COUNTED_STATUSES`), from the database (failed ones through
+    #: the metrics tally, see :func:`jobqueue.resync.job_counts`).
     counts: dict[str, int] = field(default_factory=dict)
     #: Queued jobs by priority, highest priority first: ``[(priority, count), ...]``.
     by_priority: list[tuple[int, int]] = field(default_factory=list)

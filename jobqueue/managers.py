@@ -114,6 +114,19 @@ class JobQuerySet(models.QuerySet["Job"]):
         """Queued jobs in the order workers take them: priority, then time queued."""
         return self.order_by("-priority", "queued_at", "id")
 
+    def delete(self) -> tuple[int, dict[str, int]]:
+        """Delete the jobs (their executions go with them), taking the ones the metrics tally
+        counts as finished off it in the same transaction (:func:`jobqueue.tally.untally`:
+        one aggregate over these jobs), so the finished counts stay the rows left."""
+        from .tally import untally, writing_db
+
+        refused = self.query.is_sliced or self.query.distinct_fields or self.query.combinator
+        if refused or getattr(self, "_fields", None) is not None:
+            return super().delete()  # which refuses them
+        with transaction.atomic(using=writing_db(self)):
+            untally(self)
+            return super().delete()
+
 
 class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[misc]
     def build(
@@ -335,8 +348,8 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
     def queue_status(self, topic: str) -> dict[str, Any]:
         """Counts by status and, for queued jobs, by priority (highest first).
 
-        The counts are :func:`jobqueue.resync.job_counts`'s: bounded at any table size, the
-        finished ones counting every job that finished so (purged since or not)."""
+        The counts are :func:`jobqueue.resync.job_counts`'s: bounded at any table size, and
+        exact (the finished ones from the metrics tally, which requeues and deletes update)."""
         from .resync import job_counts
 
         by_status = job_counts([topic])[topic]

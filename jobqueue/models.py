@@ -13,7 +13,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.db import models, transaction
+from django.db import models, router, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import format_lazy
@@ -273,6 +273,19 @@ class Job(models.Model):
 
     def __str__(self) -> str:
         return f"{self.topic_id}:{self.short_id}"
+
+    def delete(self, using: str | None = None, keep_parents: bool = False) -> tuple[int, dict[str, int]]:
+        """Delete the job (its executions go with it), taking it off the metrics tally in the
+        same transaction if the tally counts it as finished (:func:`jobqueue.tally.untally`)."""
+        from .tally import untally, writing_db
+
+        if self.pk is None:
+            return super().delete(using=using, keep_parents=keep_parents)  # which refuses it
+        this = type(self)._base_manager.filter(pk=self.pk)
+        this = this.using(using or router.db_for_write(type(self), instance=self))
+        with transaction.atomic(using=writing_db(this)):
+            untally(this)
+            return super().delete(using=using, keep_parents=keep_parents)
 
     @property
     def short_id(self) -> str:

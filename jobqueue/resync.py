@@ -19,8 +19,9 @@ numbering was reset:
 - ``run``: every finished attempt's duration but lost ones (their end is unknown);
 - ``wait``: one observation per job that started and is no longer pending, its last
   attempt's (earlier attempts' waits are not kept in the tables);
-- ``jobs:succeeded``, ``jobs:failed``, ``jobs:cancelled``: jobs that finished so (not
-  metrics: :func:`job_counts` reads them, and a rebuilt metrics hash leaves them out).
+- ``jobs:succeeded``, ``jobs:failed``, ``jobs:cancelled``: the jobs in that status (not
+  metrics: :func:`job_counts` reads them, and a rebuilt metrics hash leaves them out; a
+  requeue or a delete takes its jobs off the tally, see :mod:`jobqueue.tally`).
 
 Finished rows are added up once: workers move a watermark forward through them, a bounded
 number at a time (:func:`roll_up`), into a :class:`~jobqueue.models.MetricsTally` row per
@@ -34,7 +35,7 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection, router, transaction
 from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -43,6 +44,7 @@ from . import engine
 from .engine import ResyncReport, TopicResync, TopicRows
 from .engine.metrics import BUCKETS, LABELS, replace, unbuilt
 from .models import ACTIVE_STATUSES, Execution, ExecutionOutcome, Job, JobStatus, MetricsTally, Topic
+from .tally import JOBS_FIELD, lock_watermark
 
 
 def resync(topics: Iterable[str] | None = None) -> ResyncReport:
@@ -119,12 +121,10 @@ ROLLUP_LAG = dt.timedelta(minutes=1)
 #: Rows of each kind (executions finished, jobs created, jobs finished per status) that one
 #: :func:`roll_up` reads at most: the watermark moves only as far as that many rows.
 ROLLUP_ROWS = 10_000
-#: The statuses whose jobs stay as they are (unless requeued: see :func:`counted`).
+#: The statuses whose jobs stay as they are (unless requeued: see :func:`jobqueue.tally.untally`).
 _DONE = [JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED]
 #: The statuses of jobs that wait and have not started.
 _PENDING = [JobStatus.WAITING, JobStatus.SCHEDULED, JobStatus.QUEUED]
-#: The prefix of the fields that count finished jobs by status (``jobs:failed``), not metrics.
-JOBS_FIELD = "jobs:"
 
 
 def job_counts(topics: Iterable[str]) -> dict[str, dict[str, int]]:
@@ -134,9 +134,10 @@ def job_counts(topics: Iterable[str]) -> dict[str, dict[str, int]]:
 
     The jobs not finished (waiting, scheduled, queued, running: few, in a system that keeps
     up) are counted through the ``(topic, status)`` index. The finished ones come from the
-    tally and the rows finished since its watermark (:func:`counted`), so they count every
-    job that finished so, including those purged since, and a requeued job once more each
-    time it finishes again. Until a worker first rolls the tally up, every row is read.
+    tally and the rows finished since its watermark (:func:`counted`): the jobs in that
+    status now, as a plain count gives them, since a requeue or a delete of a job the tally
+    counts takes it off in the same transaction (:func:`jobqueue.tally.untally`). Until a
+    worker first rolls the tally up, every row is read.
     """
     names = list(dict.fromkeys(topics))
     out = {name: {status: 0 for status in JobStatus.values} for name in names}
@@ -166,8 +167,10 @@ def counted(topics: Iterable[str]) -> dict[str, dict[str, int]]:
     jobs running or finished since. The cost follows what happened since the watermark
     (about :data:`ROLLUP_LAG` plus the time between two roll-ups), not the table's size.
 
-    A rolled-up count stays when its rows go: a purge no longer takes it back, nor does a
-    requeue of a finished job (its next attempt adds one more wait, as the live counter does).
+    The metrics stay when their rows go: a purge does not take them back, nor does a
+    requeue of a finished job (its next attempt adds one more wait, as the live counter
+    does). The finished jobs by status (``jobs:failed``) are the rows now: a requeue or a
+    delete takes its jobs off the tally (:func:`jobqueue.tally.untally`).
     """
     names = list(topics)
     out: dict[str, dict[str, int]] = {name: {} for name in names}
@@ -292,8 +295,10 @@ def roll_up(now: dt.datetime | None = None, rows: int = ROLLUP_ROWS) -> bool:
     what they count to each topic's :class:`~jobqueue.models.MetricsTally` row; returns
     whether it stopped short of :data:`ROLLUP_LAG` (more to do: call again).
 
-    Many workers may call it at once: the watermark moves by compare-and-set in the
-    transaction that adds the counts, so a window is added once. The window is read
+    Many workers may call it at once: the window is read and added, and the watermark
+    moved, under the watermark row's lock (:func:`jobqueue.tally.lock_watermark`, which a
+    requeue or a delete of finished jobs holds too), so a window is added once and counts
+    the jobs as they are when it commits. The window is read
     through the time stamps' indexes and stops :data:`ROLLUP_LAG` before now and, on
     PostgreSQL, before the oldest open transaction started (a row stamped before the
     watermark but committed after it would never be counted).
@@ -309,13 +314,19 @@ def roll_up(now: dt.datetime | None = None, rows: int = ROLLUP_ROWS) -> bool:
         upper = lower + dt.timedelta(microseconds=1)
         if upper > cutoff:
             return False
-    window = _aggregate(lower, upper, None)
-    with transaction.atomic():
+    using = router.db_for_write(MetricsTally)
+    with transaction.atomic(using=using):
+        # Read under the watermark's lock: a requeue or a delete (tally.untally) that
+        # commits first is seen, one that waits for this roll-up sees its watermark.
+        if lock_watermark(using).until != lower:
+            return False  # another worker moved it first
+        window = _aggregate(lower, upper, None)
         moved = MetricsTally.objects.filter(topic="", until=lower) if lower is not None else (
             MetricsTally.objects.filter(topic="", until__isnull=True))
         if not moved.update(until=upper):
-            return False  # another worker moved it first
-        kept = {row.topic: row for row in MetricsTally.objects.select_for_update().filter(topic__in=list(window))}
+            return False  # a roll-up nested in this one's read moved it (the lock keeps others out)
+        # The watermark's lock covers the topics' rows: every writer of the tally takes it first.
+        kept = {row.topic: row for row in MetricsTally.objects.filter(topic__in=list(window))}
         new = []
         for topic, fields in window.items():
             row = kept.get(topic)

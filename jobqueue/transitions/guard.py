@@ -3,6 +3,10 @@
 A transition changes a row only if it is still in one of the states the transition
 leaves (:data:`~.table.TRANSITIONS`), so two actors can never both win it: the
 loser's ``UPDATE`` matches no row.
+
+A transition that leaves a finished status (``requeue``) takes its jobs off the metrics
+tally in the same transaction (:func:`jobqueue.tally.untally`), so the finished counts stay
+the rows the table holds.
 """
 
 from __future__ import annotations
@@ -10,10 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from django.db import router, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from ..models import Job
+from ..models import FINISHED_STATUSES, Job
+from ..tally import untally
 from .table import TRANSITIONS, sources_of
 
 
@@ -48,7 +54,7 @@ def update(job: Job, name: str, *, attempt: int | None = None, only: tuple[str, 
            **values: Any) -> bool:
     """A guarded change that may keep the status (``set_priority``): like :func:`move`."""
     values.setdefault("updated_at", timezone.now())
-    won = rows(name, pk=job.pk, attempts=attempt, only=only).update(**values)
+    won = _apply(name, rows(name, pk=job.pk, attempts=attempt, only=only), values)
     if won:
         for field, value in values.items():
             if not hasattr(value, "resolve_expression"):
@@ -59,7 +65,21 @@ def update(job: Job, name: str, *, attempt: int | None = None, only: tuple[str, 
 def move_many(name: str, ids: Iterable[Any], to: str | None = None, **values: Any) -> int:
     """Apply transition ``name`` to the jobs ``ids`` still in its source states; returns how many."""
     values.setdefault("updated_at", timezone.now())
-    return rows(name, ids=ids).update(status=_target(name, to), **values)
+    return _apply(name, rows(name, ids=ids), {"status": _target(name, to), **values})
+
+
+def _apply(name: str, qs: QuerySet, values: dict[str, Any]) -> int:
+    """``qs.update(**values)``, with the jobs it takes out of a finished status taken off
+    the metrics tally first, in one transaction."""
+    if name not in _LEAVES_FINISHED:
+        return qs.update(**values)
+    with transaction.atomic(using=router.db_for_write(Job)):
+        untally(qs)
+        return qs.update(**values)
+
+
+#: The transitions that take a job out of a finished status, so off the tally (``requeue``).
+_LEAVES_FINISHED = frozenset(name for name, t in TRANSITIONS.items() if set(t.sources) & set(FINISHED_STATUSES))
 
 
 def _target(name: str, to: str | None) -> str:

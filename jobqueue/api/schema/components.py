@@ -63,9 +63,8 @@ PRIORITY = {"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY}
 UUID = {"type": "string", "format": "uuid"}
 COUNTS = {
     "type": "object",
-    "description": "Jobs by status. The finished statuses (succeeded, failed, cancelled) count every job "
-    "that finished so, including jobs purged or deleted since (from the metrics tally); the others count "
-    "the jobs in that status now.",
+    "description": "Jobs by status: the jobs in that status now (the finished statuses, succeeded, failed "
+    "and cancelled, read from the metrics tally, which a requeue or a delete updates in the same transaction).",
     "properties": {status: {"type": "integer", "minimum": 0} for status in JobStatus.values},
     "required": list(JobStatus.values),
 }
