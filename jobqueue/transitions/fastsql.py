@@ -156,7 +156,7 @@ if psycopg is not None:
 
     _TIMESTAMPTZ = psycopg.postgres.types["timestamptz"].oid
     #: psycopg's default timestamptz loader: aware datetimes in the session's time zone.
-    _FAST_TZ_LOADER = psycopg.adapters.get_loader(_TIMESTAMPTZ, psycopg.pq.Format.TEXT)
+    _FAST_TZ_LOADER = cast(Any, psycopg.adapters.get_loader(_TIMESTAMPTZ, psycopg.pq.Format.TEXT))
 
 
 #: Python types that a field of this internal type saves unchanged on PostgreSQL (or, for
