@@ -271,7 +271,8 @@ def test_a_roll_up_that_starts_during_a_requeue_waits_for_it():
     assert exact()["echo"][JobStatus.CANCELLED] == 1  # the one rolled up before, not this one
 
 
-def test_a_requeue_during_a_roll_up_waits_for_it_then_takes_the_job_off(monkeypatch):
+@pytest.mark.parametrize("change", ["requeue", "delete"])
+def test_a_requeue_or_delete_during_a_roll_up_waits_for_it_then_takes_the_job_off(monkeypatch, change):
     job = next_window_job()
     errors: list[BaseException] = []
     read, go = threading.Event(), threading.Event()
@@ -283,49 +284,30 @@ def test_a_requeue_during_a_roll_up_waits_for_it_then_takes_the_job_off(monkeypa
             read.set()
             assert go.wait(WAIT)
         return window
+
+    def act() -> None:
+        if change == "requeue":
+            Job.objects.get(pk=job.pk).requeue()
+        else:
+            Job.objects.filter(pk=job.pk).delete()
 
     monkeypatch.setattr(resync_module, "_aggregate", read_then_wait)
     roller = in_thread(lambda: roll_up(now=timezone.now() + AGO), errors)
     assert read.wait(WAIT)  # the roll-up has counted the job as cancelled
-    requeuer = in_thread(lambda: Job.objects.get(pk=job.pk).requeue(), errors)
-    requeuer.join(0.5)  # the requeue reads the watermark once the roll-up has committed
+    changer = in_thread(act, errors)
+    changer.join(0.5)  # the change reads the watermark once the roll-up has committed
     go.set()
     roller.join(WAIT)
-    requeuer.join(WAIT)
+    changer.join(WAIT)
     monkeypatch.undo()
-    assert not errors and not requeuer.is_alive() and not roller.is_alive()
-    assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
+    assert not errors and not changer.is_alive() and not roller.is_alive()
+    if change == "requeue":
+        assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
+    else:
+        assert not Job.objects.filter(pk=job.pk).exists()
     assert MetricsTally.objects.get(topic="").until > job.finished_at
     assert exact()["echo"][JobStatus.CANCELLED] == 1  # the one rolled up before, not this one
     assert MetricsTally.objects.get(topic="echo").counts["jobs:cancelled"] == 1
-
-
-def test_a_delete_during_a_roll_up_waits_for_it_then_takes_the_job_off(monkeypatch):
-    job = next_window_job()
-    errors: list[BaseException] = []
-    read, go = threading.Event(), threading.Event()
-    aggregate = resync_module._aggregate
-
-    def read_then_wait(lower: dt.datetime | None, upper: dt.datetime | None, names: Any) -> Any:
-        window = aggregate(lower, upper, names)
-        if upper is not None and not read.is_set():
-            read.set()
-            assert go.wait(WAIT)
-        return window
-
-    monkeypatch.setattr(resync_module, "_aggregate", read_then_wait)
-    roller = in_thread(lambda: roll_up(now=timezone.now() + AGO), errors)
-    assert read.wait(WAIT)
-    deleter = in_thread(lambda: Job.objects.filter(pk=job.pk).delete(), errors)
-    deleter.join(0.5)
-    go.set()
-    roller.join(WAIT)
-    deleter.join(WAIT)
-    monkeypatch.undo()
-    assert not errors and not deleter.is_alive() and not roller.is_alive()
-    assert not Job.objects.filter(pk=job.pk).exists()
-    assert MetricsTally.objects.get(topic="").until > job.finished_at
-    assert exact()["echo"][JobStatus.CANCELLED] == 1
 
 
 def test_requeue_and_delete_before_the_first_roll_up_take_nothing_off():
