@@ -340,3 +340,38 @@ def test_a_next_job_that_cannot_start_is_left_to_its_lease():
     assert list(Execution.objects.filter(job=second).values_list("outcome", flat=True)) == ["lost"]
     run_worker("echo")
     assert Job.objects.get(pk=second.pk).status == JobStatus.SUCCEEDED
+
+
+
+def test_one_preparing_cursor_serves_a_connection_until_it_or_its_time_zone_changes():
+    """The hot statements share one cursor per database connection; a new connection, or a
+    session time zone other than the one the cursor was made for, gets a new one, and the
+    statements keep working throughout."""
+    def cursor_of_a_statement():
+        with fastsql._cursor(connection) as cursor:
+            cursor.execute("SELECT 1")
+            return cursor
+
+    Job.objects.enqueue("echo", {"x": 1})
+    first = cursor_of_a_statement()
+    if not POSTGRES:  # Django's own cursor, one per statement
+        assert type(first).__module__.startswith("django.") and cursor_of_a_statement() is not first
+        return
+    assert cursor_of_a_statement() is first
+    connection.close()
+    job = Job.objects.enqueue("echo", {"x": 2})
+    second = cursor_of_a_statement()
+    assert second is not first and not second.closed
+    with connection.cursor() as plain:
+        plain.execute("SET TIME ZONE 'Europe/Paris'")
+    try:
+        third = cursor_of_a_statement()
+        assert third is not second
+        # Not UTC: the session's own loader, as Django's cursors have.
+        assert third.adapters.get_loader(fastsql._TIMESTAMPTZ, 0) is not fastsql._FAST_TZ_LOADER
+    finally:
+        with connection.cursor() as plain:
+            plain.execute("SET TIME ZONE 'UTC'")
+    assert cursor_of_a_statement() is not third
+    claimed = fastsql.claim_job(str(job.pk), "w", timezone.now())
+    assert claimed is not None and claimed.started_at == Job.objects.get(pk=job.pk).started_at

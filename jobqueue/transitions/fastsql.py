@@ -126,23 +126,33 @@ def _cursor(connection: Any) -> Iterator[Any]:
     connection.ensure_connection()
     connection.validate_no_broken_transaction()
     raw = connection.connection
+    with connection.wrap_database_errors:
+        yield _preparing_cursor(connection, raw)
+
+
+def _preparing_cursor(connection: Any, raw: Any) -> Any:
+    """The preparing cursor of psycopg connection ``raw``, made on its first statement and
+    kept for the connection's life (a cursor per statement was a measurable part of a
+    worker's time per job); one is made anew if the time zones it was made for changed."""
+    zone = raw.pgconn.parameter_status(b"TimeZone")
+    kept = getattr(raw, "_jobqueue_cursor", None)
+    if kept is not None and kept[0] is connection.timezone and kept[1] == zone and not kept[2].closed:
+        return kept[2]
     if raw.prepare_threshold is None:
         # Django's default: preparing off. Its own cursors bind on the client and never
         # prepare, so only this cursor's statements are affected; a threshold this high
         # never prepares anything else.
         raw.prepare_threshold = _NEVER_AUTOMATICALLY
-    with connection.wrap_database_errors:
-        cursor = _PreparingCursor(raw)
-        if connection.timezone is dt.timezone.utc and raw.info.timezone is dt.timezone.utc:
-            # Django loads timestamptz with a Python loader that only sets the tzinfo it
-            # already has here (UTC): psycopg's own loader (C, with its binary package)
-            # gives the same datetime, ~15 times faster, for a few per job.
-            cursor.adapters.register_loader(_TIMESTAMPTZ, _FAST_TZ_LOADER)
-        try:
-            yield cursor
-        finally:
-            cursor.close()
-
+    cursor = _PreparingCursor(raw)
+    if connection.timezone is dt.timezone.utc and raw.info.timezone is dt.timezone.utc:
+        # Django loads timestamptz with a Python loader that only sets the tzinfo it
+        # already has here (UTC): psycopg's own loader (C, with its binary package)
+        # gives the same datetime, ~15 times faster, for a few per job.
+        cursor.adapters.register_loader(_TIMESTAMPTZ, _FAST_TZ_LOADER)
+    # Kept on the connection itself: the Django time zone and session ``TimeZone`` the
+    # cursor was made for, and the cursor (they go with the connection).
+    raw._jobqueue_cursor = (connection.timezone, zone, cursor)
+    return cursor
 
 #: psycopg's prepare threshold on a connection Django left unprepared: only statements run
 #: with ``prepare=True`` (these) are prepared.
@@ -235,24 +245,30 @@ def _prep_row(model: type[Model], fields: list[Any], obj: Model, connection: Any
 
 
 @cache
-def _converters(model: type[Model], alias: str) -> list[tuple[str, Any, list[Any]]]:
+def _converters(model: type[Model], alias: str) -> tuple[tuple[str, ...], list[tuple[int, Any, list[Any]]]]:
+    """The attnames of ``model``'s concrete fields, in order, and the ORM's converters of
+    the few that have any on database ``alias`` (by position)."""
     connection = connections[alias]
-    out = []
-    for field in model._meta.concrete_fields:
+    names, converting = [], []
+    for index, field in enumerate(model._meta.concrete_fields):
         col = field.get_col(model._meta.db_table)
-        out.append((field.attname, col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
-    return out
+        names.append(field.attname)
+        funcs = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
+        if funcs:
+            converting.append((index, col, funcs))
+    return tuple(names), converting
 
 
 def _from_row(model: type[Model], row: Any, connection: Any) -> Any:
     """Build a model instance from a ``RETURNING`` row, converting values as the ORM does."""
-    converters = _converters(model, connection.alias)
-    values = {}
-    for (name, col, funcs), value in zip(converters, row, strict=True):
+    names, converting = _converters(model, connection.alias)
+    values = list(row)
+    for index, col, funcs in converting:
+        value = values[index]
         for func in funcs:
             value = func(value, col, connection)
-        values[name] = value
-    return build_instance(model, values, db=connection.alias)
+        values[index] = value
+    return build_instance(model, dict(zip(names, values, strict=True)), db=connection.alias)
 
 
 _orm_only: ContextVar[bool] = ContextVar("jobqueue_orm_only", default=False)
