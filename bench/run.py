@@ -234,6 +234,17 @@ class Bench:
                           + " (jobqueue's includes the commit of the job row)."
                           f" django-tasks-db's `db_worker` polls every {TasksDB.INTERVAL} s when idle (its "
                           "default is 1 s); procrastinate's worker is woken by LISTEN/NOTIFY.")
+        floors = [f for f in self.repeat("latency_floor", workloads.latency_floor, self.args.n) if f is not None]
+        if floors:
+            best = min((k for k in results[0] if k != "jobqueue"),
+                       key=lambda k: median([r[k][0] for r in results]))
+            best_p50 = median([r[best][0] for r in results])
+            floor = median(floors)
+            self.notes.append(
+                f"latency floor: {floor:.2f} ms (p50) for a prepared `INSERT` of a job row with its commit plus one "
+                f"call of the push script, jobs {workloads.LATENCY_GAP * 1000:.0f} ms apart, no Python around them: "
+                f"the durable part of an enqueue alone, before any worker wakes; {floor / best_p50:.2f}× the best "
+                f"peer's whole p50 ({best}, {best_p50:.1f} ms).")
 
     def scaling(self) -> None:
         from bench import workloads

@@ -125,6 +125,44 @@ def enqueue_floor(n: int) -> float | None:
         return n / (time.perf_counter() - start)
 
 
+def latency_floor(_n: int) -> float | None:
+    """p50 (ms) of the least the durable part of an enqueue costs when jobs come one at a
+    time, as in :func:`latency_one`: one prepared ``INSERT`` of a job row in autocommit
+    (its commit, with the WAL flush, included) and one call of the push script,
+    ``LATENCY_JOBS`` times ``LATENCY_GAP`` apart, with no Python around them. A worker
+    has not even been woken yet at its end. PostgreSQL only (``None`` elsewhere)."""
+    import uuid
+
+    from django.db import connection
+
+    from jobqueue.engine import TopicKeys, get_redis
+    from jobqueue.engine.scripts import script
+    from jobqueue.models import Job
+    from jobqueue.transitions import fastsql
+
+    if connection.vendor != "postgresql":
+        return None
+    reset()
+    job, _ = Job.objects.build("latency", {})
+    params = fastsql._prep_row(Job, fastsql.JOB_FIELDS, job, connection)
+    insert = fastsql.statement("insert_job", connection.alias)
+    at = [f.attname for f in fastsql.JOB_FIELDS].index("id")
+    r, k = get_redis(), TopicKeys("latency")
+    keys = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake, k.metrics]
+    push = script(r, "push")
+    took: list[float] = []
+    with fastsql._cursor(connection) as cursor:
+        for i in range(LATENCY_JOBS + 20):  # the first 20 warm up
+            params[at] = uuid.uuid4()
+            began = time.perf_counter()
+            cursor.execute(insert, params)
+            push(keys=keys, args=["enqueued=1", str(params[at]), 0, ""], client=r)
+            if i >= 20:
+                took.append((time.perf_counter() - began) * 1000)
+            time.sleep(LATENCY_GAP)
+    return statistics.median(took)
+
+
 def bulk_enqueue(n: int) -> dict[str, float]:
     """Jobs/s of one bulk call enqueueing ``n`` jobs (Celery has none)."""
     out = {}
