@@ -154,6 +154,7 @@ def _preparing_cursor(connection: Any, raw: Any) -> Any:
     raw._jobqueue_cursor = (connection.timezone, zone, cursor)
     return cursor
 
+
 #: psycopg's prepare threshold on a connection Django left unprepared: only statements run
 #: with ``prepare=True`` (these) are prepared.
 _NEVER_AUTOMATICALLY = 2**31
