@@ -24,7 +24,8 @@ MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_PAYLOAD_DEPTH = 100
 #: Longest accepted entity id, in characters (at most the column's size).
 ENTITY_ID_MAX_LENGTH = ENTITY_ID_COLUMN_LENGTH
-#: Job ids a worker leases ahead per Redis call at most (see ``jobqueue/worker/readahead.py``).
+#: Job ids a worker leases ahead per Redis call at most, and on PostgreSQL claims and records per
+#: statement (see ``jobqueue/worker/readahead.py``).
 WORKER_PREFETCH = 8
 #: Bytes of stdout and of stderr kept per execution.
 MAX_OUTPUT_BYTES = 64 * 1024

@@ -36,6 +36,7 @@ operations = st.lists(
         st.tuples(st.just("enqueue"), st.sampled_from(TOPICS[:2]), st.integers(-3, 3), st.booleans()),
         st.tuples(st.just("claim"), st.sampled_from(TOPICS)),
         st.tuples(st.just("succeed"), index, st.booleans()),
+        st.tuples(st.just("succeed_batch"), st.sampled_from(TOPICS), st.integers(1, 3), st.integers(0, 3)),
         st.tuples(st.just("fail"), index, st.booleans()),
         st.tuples(st.sampled_from(["cancel", "requeue", "run_now"]), index),
         st.tuples(st.just("priority"), index, st.integers(-5, 5)),
@@ -57,6 +58,28 @@ def claim_next(topic: str) -> None:
         engine.ack(topic, ids[0])
 
 
+def succeed_batch(topic: str, successes: int, claims: int, jobs: list[Job]) -> None:
+    """What a worker claiming ahead does: hold the successes of up to ``successes``
+    running jobs of ``topic``, then record them with the claim of up to ``claims`` more
+    (the ORM path: one success at a time, then one claim at a time)."""
+    running = [j for j in Job.objects.filter(topic_id=topic, status=JobStatus.RUNNING, pk__in=[j.pk for j in jobs])
+               .order_by("created_at")][:successes]
+    next_job = attempt.NextJob(lambda: engine.pop(topic, claims) if claims else [], "w", 7, {}, may_hold=True)
+    for job in running:
+        attempt.succeed(job, execution_for(job), {"n": 1}, {"n": 1}, defer_ack=True, next_job=next_job)
+    if next_job.held:  # the fast path held every quiet success
+        next_job.may_hold = False
+        attempt.record_held(next_job)
+        if set(next_job.ids) - {str(j.pk) for j, _ in next_job.claimed}:
+            for job_id in set(next_job.ids) - {str(j.pk) for j, _ in next_job.claimed}:
+                engine.ack(topic, job_id)  # leased, but cancelled meanwhile
+    else:
+        for _ in range(claims):
+            claim_next(topic)
+    for job in next_job.recorded:
+        engine.ack(topic, str(job.pk), job.entity_id, attempt.success_tally(job))
+
+
 def execution_for(job: Job) -> Execution:
     now = timezone.now()
     return Execution(job=job, attempt=attempt.execution_number(job), worker_id="w", started_at=now,
@@ -74,12 +97,14 @@ def run(op: tuple[Any, ...], jobs: list[Job]) -> None:
         job = pick(jobs, op[1], JobStatus.RUNNING)
         if job is not None:
             fuse = op[2]
-            next_job = attempt.NextJob(lambda: (engine.pop(job.topic_id, 1) or [None])[0], "w", 7, {})
+            next_job = attempt.NextJob(lambda: engine.pop(job.topic_id, 1), "w", 7, {})
             attempt.succeed(job, execution_for(job), {"n": 1}, {"n": 1}, next_job=next_job if fuse else None)
-            if next_job.id is not None and next_job.claimed is None:
-                engine.ack(job.topic_id, next_job.id)  # leased, but cancelled meanwhile
-            elif fuse and next_job.id is None:
+            if next_job.ids and not next_job.claimed:
+                engine.ack(job.topic_id, next_job.ids[0])  # leased, but cancelled meanwhile
+            elif fuse and not next_job.ids:
                 claim_next(job.topic_id)  # what the worker does next when no statement claimed it
+    elif name == "succeed_batch":
+        succeed_batch(*op[1:], jobs)
     elif name == "fail":
         job = pick(jobs, op[1], JobStatus.RUNNING)
         if job is not None:
@@ -155,10 +180,30 @@ def test_a_fused_success_claims_the_next_job_on_postgresql_only():
     first, second = Job.objects.enqueue("echo", {"n": 1}), Job.objects.enqueue("echo", {"n": 2})
     claim_next("echo")
     job = Job.objects.get(pk=first.pk)
-    next_job = attempt.NextJob(lambda: (engine.pop("echo", 1) or [None])[0], "w", 7, {})
+    next_job = attempt.NextJob(lambda: engine.pop("echo", 1), "w", 7, {})
     attempt.succeed(job, execution_for(job), None, None, next_job=next_job)
-    claimed = next_job.claimed[0] if next_job.claimed else None
+    claimed = next_job.claimed[0][0] if next_job.claimed else None
     if connection.vendor == "postgresql":
         assert claimed is not None and claimed.pk == second.pk and claimed.status == JobStatus.RUNNING
     else:
         assert claimed is None and Job.objects.get(pk=second.pk).status == JobStatus.QUEUED
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("cancelled", [False, True])
+def test_held_successes_recorded_with_several_claims_leave_what_the_orm_leaves(cancelled):
+    """A worker's batch (two successes held, recorded with the claim of the next two)
+    against the same jobs ended and claimed one at a time by the ORM."""
+    ops: list[tuple[Any, ...]] = [("enqueue", "echo", 0, False) for _ in range(5)]
+    ops += [("claim", "echo"), ("claim", "echo")]
+    if cancelled:
+        ops.append(("cancel", 3))  # a queued job: out of the queue, so the claims skip it
+    ops.append(("succeed_batch", "echo", 2, 2))
+    fast = run_all(ops)
+    assert [row[1][0] for row in fast["rows"]] == (
+        ["succeeded", "succeeded", "running", "cancelled", "running"] if cancelled
+        else ["succeeded", "succeeded", "running", "running", "queued"]
+    )
+    with fastsql.orm_only():
+        orm = run_all(ops)
+    assert fast == orm

@@ -192,18 +192,51 @@ def test_a_job_of_higher_priority_waits_behind_one_batch_at_most():
 def test_a_job_cancelled_while_in_a_batch_never_runs():
     jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(PREFETCH)]
     doomed = jobs[4]
+    cancelling = Worker(topics=["echo"], burst=True, install_signals=False)
+    run_claimed = cancelling._run_claimed
 
     def cancel_doomed(sender, job, **kwargs):
         if job.pk == jobs[2].pk:
-            assert Job.objects.get(pk=doomed.pk).cancel()  # queued in the database, leased for the worker
+            # Leased for the worker, and on PostgreSQL claimed with the second job's
+            # success (a claim announces the start): then the cancel asks it to abort.
+            assert Job.objects.get(pk=doomed.pk).cancel()
 
+    def heartbeat_first(job, execution):
+        Heartbeat(cancelling).check_abort()  # as if the heartbeat looked just before
+        run_claimed(job, execution)
+
+    cancelling._run_claimed = heartbeat_first
     with on_job_started(cancel_doomed):
-        run_worker("echo")
-    assert Job.objects.get(pk=doomed.pk).status == JobStatus.CANCELLED
-    assert not Execution.objects.filter(job=doomed).exists()
+        assert cancelling.run() == 0
+    doomed.refresh_from_db()
+    assert doomed.status == JobStatus.CANCELLED and doomed.result is None
+    if connection.vendor == "postgresql":
+        [execution] = Execution.objects.filter(job=doomed)  # its claimed attempt, ended before it started
+        assert (execution.outcome, execution.error) == ("cancelled", "cancelled before it started")
+    else:
+        assert not Execution.objects.filter(job=doomed).exists()
     others = Job.objects.exclude(pk=doomed.pk)
     assert set(others.values_list("status", flat=True)) == {JobStatus.SUCCEEDED}
     assert engine.depths("echo") == {"queued": 0, "leased": 0, "scheduled": 0}
+
+
+@pytest.mark.usefixtures("full_batches")
+def test_a_cancel_request_the_worker_has_not_seen_reaches_a_claimed_job_as_a_running_ones():
+    jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(PREFETCH)]
+    late = jobs[4]
+
+    def cancel_late(sender, job, **kwargs):
+        if job.pk == jobs[2].pk:
+            assert Job.objects.get(pk=late.pk).cancel()
+
+    with on_job_started(cancel_late):
+        run_worker("echo")
+    late.refresh_from_db()
+    # Claimed ahead (PostgreSQL): running, so asked to abort; this handler never looks,
+    # and ends before the heartbeat's next look. Elsewhere: still queued, cancelled at once.
+    assert late.status == (JobStatus.SUCCEEDED if connection.vendor == "postgresql" else JobStatus.CANCELLED)
+    assert engine.depths("echo") == {"queued": 0, "leased": 0, "scheduled": 0}
+    assert not get_redis().smembers(topic_keys("echo").abort)  # the request went with its job
 
 
 @pytest.mark.usefixtures("full_batches")
@@ -212,18 +245,25 @@ def test_a_stopping_worker_puts_its_batch_back_uncounted():
     stopping = Worker(topics=["echo"], burst=True, install_signals=False)
 
     batch: list[str] = []
+    announced: set = set()  # every claim announces its job's start
 
     def stop_on_third(sender, job, **kwargs):
+        announced.add(job.pk)
         if job.pk == jobs[2].pk:
             batch.extend(stopping.readahead.batch)
             stopping.stop()
 
     with on_job_started(stop_on_third):
         assert stopping.run() == 0
-    assert len(batch) >= PREFETCH - 3  # leased, never run
     done = set(Job.objects.filter(status=JobStatus.SUCCEEDED).values_list("pk", flat=True))
-    # The third job ran, or (on PostgreSQL, claimed with the second's success) never started.
-    assert {j.pk for j in jobs[:2]} <= done <= {j.pk for j in jobs[:3]}
+    if connection.vendor == "postgresql":
+        # The third job was claimed, with the next ones, by the second's success: none started.
+        assert done == {j.pk for j in jobs[:2]}
+        assert len(announced - done) == PREFETCH  # claimed, never run
+    else:
+        # The third job was claimed as it started, and ran; the ids leased after it never did.
+        assert done == {j.pk for j in jobs[:3]}
+        assert len(batch) >= PREFETCH - 3
     rest = Job.objects.exclude(pk__in=done)
     assert set(rest.values_list("status", "attempts", "worker_id")) == {(JobStatus.QUEUED, 0, "")}
     assert not Execution.objects.filter(job__in=rest).exists()
@@ -370,3 +410,75 @@ def test_the_heartbeat_warns_of_a_reclaimed_lease_only_while_its_job_still_runs(
     Heartbeat(beating).beat()
     warned = [r for r in caplog.records if "was reclaimed" in r.getMessage()]
     assert len(warned) == (0 if moved_on else 1)
+
+
+# -- held successes (PostgreSQL: a batch is claimed at once, its successes recorded at once) --
+
+
+@pytest.mark.usefixtures("full_batches")
+def test_successes_held_before_a_failure_are_recorded_before_the_worker_waits():
+    jobs = [Job.objects.enqueue("flaky", {"succeed_on": 2 if i == 3 else 1}) for i in range(6)]
+    retried = jobs[3]
+    seen: list[dict] = []
+
+    def on_second_attempt(sender, job, **kwargs):
+        if job.pk == retried.pk and job.attempts == 2:  # the retry, due 0.05 s after its failure
+            others = Job.objects.exclude(pk=retried.pk)
+            seen.append(dict(Counter(others.values_list("status", flat=True))))
+
+    with on_job_started(on_second_attempt):
+        run_worker("flaky")
+    assert seen == [{JobStatus.SUCCEEDED: 5}]
+    assert set(Job.objects.values_list("status", flat=True)) == {JobStatus.SUCCEEDED}
+    outcomes = Counter(Execution.objects.values_list("job_id", "outcome"))
+    assert outcomes == {**{(j.pk, "succeeded"): 1 for j in jobs}, (retried.pk, "retry"): 1}
+    assert engine.depths("flaky") == {"queued": 0, "leased": 0, "scheduled": 0}
+
+
+@pytest.mark.usefixtures("full_batches")
+def test_a_worker_that_stops_while_holding_successes_records_them_and_puts_the_rest_back():
+    jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(2 * PREFETCH)]
+    stopping = Worker(topics=["echo"], burst=True, install_signals=False)
+    finish = stopping._finish
+    held: list[int] = []
+
+    def stop_while_holding(job, execution, outcome):
+        finish(job, execution, outcome)
+        if stopping.readahead.held and not stopping.stopping:
+            held.append(len(stopping.readahead.held))
+            stopping.stop()  # as a SIGTERM between two jobs does
+
+    stopping._finish = stop_while_holding
+    assert stopping.run() == 0
+    # Elsewhere than on PostgreSQL each success is recorded as it comes: nothing is held.
+    assert held == ([1] if connection.vendor == "postgresql" else [])
+    done = set(Job.objects.filter(status=JobStatus.SUCCEEDED).values_list("pk", flat=True))
+    ran = set(Execution.objects.values_list("job_id", flat=True))
+    assert done == ran and len(done) >= 3  # the held success recorded, with its Execution row
+    rest = Job.objects.exclude(pk__in=done)
+    assert rest.count() == len(jobs) - len(done)
+    assert set(rest.values_list("status", "attempts", "worker_id")) <= {(JobStatus.QUEUED, 0, "")}
+    assert engine.depths("echo") == {"queued": rest.count(), "leased": 0, "scheduled": 0}
+
+
+def test_a_held_success_whose_job_moved_on_is_recorded_as_lost_and_the_others_stand():
+    from jobqueue.transitions import attempt
+
+    jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(2)]
+    claims = [claim(job_id, "w", 7) for job_id in engine.pop("echo", 2)]
+    reclaimed = claims[1][0]
+    next_job = attempt.NextJob(lambda: [], "w", 7, {}, may_hold=True)
+    for job, execution in claims:
+        execution.outcome, execution.finished_at = "succeeded", execution.started_at
+        status = attempt.succeed(job, execution, job.payload, job.payload, defer_ack=True, next_job=next_job)
+        assert status == (attempt.HELD if connection.vendor == "postgresql" else JobStatus.SUCCEEDED)
+    if connection.vendor != "postgresql":
+        return  # nothing is held elsewhere: each success was recorded as it came
+    # Meanwhile its lease expired and the reaper queued it again (one attempt counted).
+    Job.objects.filter(pk=reclaimed.pk).update(status=JobStatus.QUEUED, worker_id="")
+    next_job.may_hold = False
+    assert attempt.record_held(next_job) == {str(jobs[0].pk)}
+    assert next_job.recorded == [claims[0][0]] and next_job.held == []
+    assert Job.objects.get(pk=jobs[0].pk).status == JobStatus.SUCCEEDED
+    assert Job.objects.get(pk=jobs[1].pk).status == JobStatus.QUEUED
+    assert list(Execution.objects.filter(job_id=jobs[1].pk).values_list("outcome", flat=True)) == ["lost"]

@@ -129,7 +129,7 @@ def test_lease_next_acknowledges_the_held_success_in_the_same_call(slot):
     readahead.hold_ack(first)
     assert leased() == [str(first.pk)]  # held, not acknowledged yet
 
-    assert readahead.lease_next("echo", slot.token) == str(second.pk)
+    assert readahead.lease_next("echo", slot.token) == [str(second.pk)]
     assert held(readahead) == (Stage.LEASED, str(second.pk), ())
     assert leased() == [str(second.pk)]
     assert engine.queue_ids("echo") == []
@@ -143,7 +143,7 @@ def test_lease_next_acknowledges_a_held_success_of_another_topic_too(slot):
     readahead = ReadAhead()
     readahead.hold_ack(other)
 
-    assert readahead.lease_next("echo", slot.token) == str(nxt.pk)
+    assert readahead.lease_next("echo", slot.token) == [str(nxt.pk)]
     assert held(readahead) == (Stage.LEASED, str(nxt.pk), ())
     assert leased("other") == []
 
@@ -153,7 +153,7 @@ def test_lease_next_with_nothing_queued_leases_nothing_but_sends_the_acknowledge
     assert engine.pop("echo", slot_token=slot.token) == [str(job.pk)]
     readahead = ReadAhead()
     readahead.hold_ack(job)
-    assert readahead.lease_next("echo", slot.token) is None
+    assert readahead.lease_next("echo", slot.token) == []
     assert held(readahead) == (Stage.EMPTY, None, ())
     assert leased() == []
 
@@ -169,7 +169,7 @@ def test_lease_next_without_redis_leases_nothing_and_keeps_the_acknowledgement(s
         raise redis.ConnectionError("Redis is down")
 
     monkeypatch.setattr(engine, "acks_and_pop", unreachable)
-    assert readahead.lease_next("echo", slot.token) is None
+    assert readahead.lease_next("echo", slot.token) == []
     assert held(readahead) == (Stage.EMPTY, None, (job,))
     assert engine.queue_ids("echo") == [str(queued.pk)]
 
@@ -193,15 +193,16 @@ def test_held_successes_wait_for_the_next_call_which_acknowledges_them_all(slot)
     assert readahead.unacked == (first, second)
     assert leased() == sorted([str(first.pk), str(second.pk)])  # nothing sent yet
 
-    assert readahead.lease_next("echo", slot.token) == str(nxt.pk)
+    assert readahead.lease_next("echo", slot.token) == [str(nxt.pk)]
     assert held(readahead) == (Stage.LEASED, str(nxt.pk), ())
     assert leased() == [str(nxt.pk)]
     assert engine.metrics.read(["echo"])["echo"].counters["succeeded"] == 2
 
 
 def offer(job_id: str | None = None, **after) -> NextJob:
-    """A NextJob as the success statement leaves it."""
-    next_job = NextJob(lambda: job_id, "readahead-test", os.getpid(), {}, id=job_id)
+    """A NextJob as the success statement leaves it (``job_id`` leased)."""
+    leased_ids = [job_id] if job_id else []
+    next_job = NextJob(lambda: leased_ids, "readahead-test", os.getpid(), {}, ids=leased_ids)
     for name, value in after.items():
         setattr(next_job, name, value)
     return next_job
@@ -213,7 +214,7 @@ def test_settle_keeps_the_job_the_statement_claimed():
     claimed = claim(job_id, "readahead-test", os.getpid())
     readahead = ReadAhead()
     readahead.lease(job_id, "echo")
-    readahead.settle(offer(job_id, claimed=claimed))
+    readahead.settle(offer(job_id, claimed=[claimed]))
     assert readahead.stage is Stage.CLAIMED
     running, _execution = readahead.take()
     assert running.pk == job.pk and running.status == JobStatus.RUNNING
@@ -236,7 +237,7 @@ def test_settle_leaves_a_stranded_job_to_its_lease():
     [job_id] = engine.pop("echo")
     readahead = ReadAhead()
     readahead.lease(job_id, "echo")
-    readahead.settle(offer(job_id, stranded=True))
+    readahead.settle(offer(job_id, stranded={job_id}))
     assert held(readahead) == (Stage.EMPTY, None, ())
     assert leased() == [job_id]
 
@@ -291,3 +292,106 @@ def test_give_back_with_nothing_held_does_nothing():
     readahead.give_back()
     assert held(readahead) == (Stage.EMPTY, None, ())
     assert engine.queue_ids("echo") == [str(job.pk)]
+
+
+# -- several next jobs ------------------------------------------------------------------------
+
+
+def queued_and_popped(n: int, slot) -> list[str]:
+    jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(n)]
+    ids = engine.pop("echo", n, slot_token=slot.token)
+    assert ids == [str(j.pk) for j in jobs]
+    return ids
+
+
+def test_claimed_jobs_are_taken_in_order_and_the_stage_empties_after_the_last(slot):
+    first, second, third = queued_and_popped(3, slot)
+    claims = [claim(job_id, "readahead-test", os.getpid()) for job_id in (first, second, third)]
+    readahead = ReadAhead()
+    readahead.lease(first, "echo", second, third)
+    assert readahead.leased_ids == [first, second, third]
+    readahead.claim(*claims[0], *claims[1:])
+    assert readahead.claimed == 3 and readahead.claimed_ids() == {"echo": [first, second, third]}
+    assert readahead.held_leases() == {"echo": [first, second, third]}
+    for job_id in (first, second, third):
+        assert readahead.stage is Stage.CLAIMED
+        job, _execution = readahead.take()
+        assert str(job.pk) == job_id
+    assert readahead.stage is Stage.EMPTY and readahead.claimed == 0
+
+
+def test_take_lease_hands_over_the_first_and_puts_the_others_before_the_batch(slot):
+    ids = queued_and_popped(4, slot)
+    readahead = ReadAhead()
+    assert readahead.next_id("echo", slot.token, 1) is None  # nothing left: no batch yet
+    readahead.lease(ids[0], "echo", ids[1], ids[2])
+    assert readahead.take_lease() == (ids[0], "echo")
+    assert readahead.stage is Stage.EMPTY and readahead.batch == (ids[1], ids[2])
+    assert readahead.next_id("echo", slot.token) == ids[1]
+
+
+def test_lease_next_leases_the_whole_batch(slot):
+    ids = [str(Job.objects.enqueue("echo", {"i": i}).pk) for i in range(5)]
+    readahead = ReadAhead()
+    assert readahead.next_id("echo", slot.token, 5) == ids[0]
+    assert readahead.batch == tuple(ids[1:])
+    assert readahead.lease_next("echo", slot.token, 5) == ids[1:]
+    assert readahead.stage is Stage.LEASED and readahead.batch == ()
+    assert readahead.held_leases() == {"echo": ids[1:]}
+
+
+def test_lease_next_skips_the_batch_ids_whose_lease_was_lost(slot):
+    ids = [str(Job.objects.enqueue("echo", {"i": i}).pk) for i in range(4)]
+    readahead = ReadAhead()
+    assert readahead.next_id("echo", slot.token, 4) == ids[0]
+    readahead.lost([ids[2]])
+    assert readahead.lease_next("echo", slot.token, 4) == [ids[1], ids[3]]
+
+
+def test_a_cancel_request_seen_for_a_claimed_job_is_answered_once(slot):
+    first, second = queued_and_popped(2, slot)
+    claims = [claim(job_id, "readahead-test", os.getpid()) for job_id in (first, second)]
+    readahead = ReadAhead()
+    readahead.lease(first, "echo", second)
+    readahead.claim(*claims[0], claims[1])
+    readahead.cancelled([second])
+    job, _ = readahead.take()
+    assert not readahead.was_cancelled(job)
+    job, _ = readahead.take()
+    assert readahead.was_cancelled(job) and not readahead.was_cancelled(job)
+
+
+def test_give_back_queues_every_claimed_job_again_uncounted(slot):
+    ids = queued_and_popped(3, slot)
+    claims = [claim(job_id, "readahead-test", os.getpid()) for job_id in ids]
+    readahead = ReadAhead()
+    readahead.lease(ids[0], "echo", *ids[1:])
+    readahead.claim(*claims[0], *claims[1:])
+    readahead.take()  # the first one runs (and is recorded by the worker, not here)
+
+    readahead.give_back()
+    assert readahead.stage is Stage.EMPTY
+    rows = Job.objects.filter(pk__in=ids[1:])
+    assert set(rows.values_list("status", "attempts", "worker_id")) == {(JobStatus.QUEUED, 0, "")}
+    assert sorted(engine.queue_ids("echo")) == sorted(ids[1:])
+    assert leased() == [ids[0]]
+
+
+def test_give_back_returns_every_leased_job_to_its_queue(slot):
+    ids = queued_and_popped(3, slot)
+    readahead = ReadAhead()
+    readahead.lease(ids[0], "echo", *ids[1:])
+    readahead.give_back()
+    assert readahead.stage is Stage.EMPTY and readahead.batch == ()
+    assert sorted(engine.queue_ids("echo")) == sorted(ids) and leased() == []
+
+
+def test_settle_keeps_the_claimed_jobs_and_gives_back_the_others(slot):
+    ids = queued_and_popped(3, slot)
+    Job.objects.filter(pk=ids[1]).update(status=JobStatus.CANCELLED)  # why the statement could not claim it
+    claims = [claim(ids[2], "readahead-test", os.getpid()), claim(ids[0], "readahead-test", os.getpid())]
+    readahead = ReadAhead()
+    readahead.lease(ids[0], "echo", *ids[1:])
+    readahead.settle(offer(ids[0], ids=ids, claimed=[claims[1], claims[0]]))  # in lease order
+    assert [str(job.pk) for job, _ in (readahead.take(), readahead.take())] == [ids[0], ids[2]]
+    assert leased() == sorted([ids[0], ids[2]])  # the cancelled one acknowledged

@@ -11,6 +11,7 @@ from .locks import Holder, TopicLock
 from .metrics import tally
 from .queue import (
     abort_requested,
+    aborts_requested,
     ack,
     ack_and_pop,
     acks_and_pop,
@@ -47,6 +48,7 @@ __all__ = [
     "TopicResync",
     "TopicRows",
     "abort_requested",
+    "aborts_requested",
     "ack",
     "ack_and_pop",
     "acks_and_pop",

@@ -373,5 +373,14 @@ def abort_requested(topic: str, job_id: str) -> bool:
     return bool(get_redis().sismember(topic_keys(topic).abort, str(job_id)))
 
 
+def aborts_requested(topic: str, job_ids: Iterable[str]) -> list[str]:
+    """Which of ``job_ids`` have a cancel request (one call)."""
+    ids = [str(i) for i in job_ids]
+    if not ids:
+        return []
+    asked = get_redis().smismember(topic_keys(topic).abort, ids)
+    return [job_id for job_id, yes in zip(ids, asked, strict=True) if yes]
+
+
 def known_topics() -> list[str]:
     return sorted(_s(t) for t in get_redis().smembers(topics_key()))

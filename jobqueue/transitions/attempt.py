@@ -11,8 +11,14 @@ Each end of an attempt also counts it in the topic's metrics (:func:`tally_of`),
 Redis call that acknowledges or reschedules the job: no extra round trip.
 
 ``claim`` and ``succeed`` have a fast path (:mod:`.fastsql`): when nothing follows a
-success (:func:`.followups.quiet`) one statement records it with its Execution row,
-and on PostgreSQL also claims the worker's next job.
+success (:func:`.followups.quiet`) one statement records it with its Execution row.
+On PostgreSQL a worker with a backlog goes further (:class:`NextJob`): it claims its
+next few jobs in one statement, holds their successes as they come, and records them
+all with the statement that claims the next few (:func:`record_held`): one statement
+per few jobs, as Oban's and River's batched fetches and completions do. A held success
+is recorded before the worker waits, stops, or holds it longer than its batch took to
+run; until then its lease stands, so a worker killed meanwhile leaves it to be run
+again, as any attempt it had not recorded.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import functools
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
@@ -42,24 +48,34 @@ logger = logging.getLogger("jobqueue.worker")
 HOSTNAME = socket.gethostname()
 
 
+#: What ``succeed`` returns for a success the worker holds, to record with a later one.
+HELD = "held"
+
+
 @dataclass
 class NextJob:
-    """A worker's offer to claim its next job in the statement that records a success.
+    """A worker's offer, with the attempt it ends: record the successes it holds and
+    claim its next jobs in the same statement (PostgreSQL, see :func:`record_held`).
 
-    ``lease`` leases the next job id in Redis (``None``: nothing to run next); after
-    the statement, ``claimed`` holds the started job, or ``id`` the leased id that
-    could not be claimed (cancelled meanwhile). Neither is set if no statement ran.
-    ``stranded`` says the job was claimed but could not be started (a ``job_started``
-    receiver raised): as after any claim, its lease recovers it.
+    ``lease`` leases the ids of the next jobs in Redis (empty: nothing to run next).
+    ``held`` is the worker's list of successes it ran and has not recorded yet; with
+    ``may_hold`` (the worker has claimed jobs to run first) a quiet success joins them
+    instead of being recorded now. After a statement ran: ``ids`` are the leased ids,
+    ``claimed`` the started jobs (in lease order), ``recorded`` the jobs whose success it
+    recorded (to acknowledge in Redis), ``stranded`` the ids claimed but not started (a
+    ``job_started`` receiver raised: as after any claim, their lease recovers them).
     """
 
-    lease: Callable[[], str | None]
+    lease: Callable[[], list[str]]
     worker_id: str
     pid: int
     topics: dict[str, Any]
-    id: str | None = None
-    claimed: tuple[Job, Execution] | None = None
-    stranded: bool = False
+    held: list[tuple[Job, Any, Execution]] = field(default_factory=list)
+    may_hold: bool = False
+    ids: list[str] = field(default_factory=list)
+    claimed: list[tuple[Job, Execution]] = field(default_factory=list)
+    recorded: list[Job] = field(default_factory=list)
+    stranded: set[str] = field(default_factory=set)
 
 
 # -- claim -------------------------------------------------------------------------------
@@ -137,29 +153,23 @@ def succeed(job: Job, execution: Execution, result: Any, returned: Any, defer_ac
 
     With ``defer_ack`` Redis is not acknowledged: the caller does it (the worker fuses
     it with its next pop); until then the lease stands. With ``next_job``, a success
-    that nothing follows also claims the worker's next job in the same statement.
+    that nothing follows is recorded with the worker's held successes by the statement
+    that claims its next jobs (:func:`record_held`), or, when ``next_job.may_hold``,
+    joins the held ones (``"held"`` is returned: nothing is written yet).
     """
-    now = timezone.now()
+    now = execution.finished_at or timezone.now()  # the job ends when its attempt did
     if fastsql.enabled() and followups.quiet(job, returned):
-        next_id = next_job.lease() if next_job is not None and fastsql.can_fuse() else None
-        if next_id is not None and next_id != str(job.pk):
-            assert next_job is not None
-            started = timezone.now()  # after this attempt's end: attempts of a slot never overlap
-            won, claimed = fastsql.succeed_and_claim(job, result, now, execution, next_id, next_job.worker_id,
-                                                     started)
-            next_job.id = next_id
-            if claimed is not None:
-                try:
-                    next_job.claimed = _started(claimed, next_job.worker_id, next_job.pid, next_job.topics, started)
-                except Exception:
-                    # This job's success stands; the next one is left to its lease, as a
-                    # claim whose start announcement fails is.
-                    logger.exception("Job %s was claimed but could not be started.", claimed.pk,
-                                     extra=job_extra(claimed))
-                    next_job.stranded = True
-        else:
-            won = fastsql.succeed_with_execution(job, result, now, execution)
-        if not won:
+        if next_job is not None and fastsql.can_fuse():
+            if next_job.may_hold:
+                next_job.held.append((job, result, execution))
+                return HELD
+            won = str(job.pk) in record_held(next_job, (job, result, execution))
+            if not defer_ack:
+                for recorded in next_job.recorded:
+                    engine.safe_call(engine.ack, recorded.topic_id, str(recorded.pk), recorded.entity_id,
+                                     success_tally(recorded))
+            return JobStatus.SUCCEEDED if won else "lost"
+        if not fastsql.succeed_with_execution(job, result, now, execution):
             return not_ours(job, execution)
     else:
         with transaction.atomic():
@@ -177,9 +187,47 @@ def succeed(job: Job, execution: Execution, result: Any, returned: Any, defer_ac
             # Successors are created in this same transaction: never a success without them.
             followups.succeeded(job, returned)
     job.status, job.result, job.finished_at, job.progress = JobStatus.SUCCEEDED, result, now, MAX_PROGRESS
+    if next_job is not None:
+        next_job.recorded.append(job)
     if not defer_ack:
         engine.safe_call(engine.ack, job.topic_id, str(job.pk), job.entity_id, success_tally(job))
     return JobStatus.SUCCEEDED
+
+
+def record_held(next_job: NextJob, *successes: tuple[Job, Any, Execution]) -> set[str]:
+    """Record the successes ``next_job`` holds, and ``successes``, each with its
+    Execution row, and claim the worker's next jobs (``next_job.lease``), in one
+    statement (PostgreSQL only). Returns the ids whose success was recorded; the others
+    were no longer their attempt's (:func:`not_ours`). On a database error nothing is
+    recorded and the held successes stay held.
+    """
+    todo = [*next_job.held, *successes]
+    mine = {str(job.pk) for job, _result, _execution in todo}
+    ids = [job_id for job_id in next_job.lease() if job_id not in mine]  # a loss of Redis data may repeat one
+    started = timezone.now()  # after these attempts' ends: attempts of a slot never overlap
+    done, claimed = fastsql.record_and_claim(todo, ids, next_job.worker_id, started)
+    next_job.held.clear()
+    next_job.ids = ids
+    for job, result, execution in todo:
+        if str(job.pk) in done:
+            job.status, job.result, job.finished_at = JobStatus.SUCCEEDED, result, execution.finished_at
+            job.progress, job.error = MAX_PROGRESS, ""
+            next_job.recorded.append(job)
+        else:
+            not_ours(job, execution)
+    by_id = {str(row.pk): row for row in claimed}
+    for job_id in ids:
+        row = by_id.get(job_id)
+        if row is None:
+            continue
+        try:
+            next_job.claimed.append(_started(row, next_job.worker_id, next_job.pid, next_job.topics, started))
+        except Exception:
+            # The successes stand; this job is left to its lease, as a claim whose start
+            # announcement fails is.
+            logger.exception("Job %s was claimed but could not be started.", row.pk, extra=job_extra(row))
+            next_job.stranded.add(job_id)
+    return done
 
 
 def fail(job: Job, execution: Execution, error: str, retry_at: dt.datetime | None) -> str:

@@ -370,23 +370,55 @@ def succeed_with_execution(job: Job, result: Any, now: Any, execution: Execution
     return bool(count == 1)
 
 
-def succeed_and_claim(job: Job, result: Any, now: Any, execution: Execution, next_id: str,
-                      worker_id: str, started: Any) -> tuple[bool, Job | None]:
-    """Record a success with its Execution row and claim the next job, in one statement
-    (PostgreSQL only; see :func:`can_fuse`).
+#: The columns of a success in ``record_and_claim``'s ``succeeded`` rows, in order.
+_SUCCEEDED = ("id", "attempts", "result", "started_at", "finished_at")
 
-    Returns whether the success was this attempt's, and the claimed job (``None`` if
-    ``next_id`` is not claimable), as :func:`succeed_with_execution` and :func:`claim_job`;
-    ``started`` is the claimed job's start time.
+
+@cache
+def _record_statement(successes: int, alias: str) -> str:
+    """``record_and_claim`` with rows of parameters for ``successes`` successes."""
+    conn = connections[alias]
+    fields = [cast(Field, Job._meta.get_field(name)) for name in _SUCCEEDED]
+    succeeded = "(" + ", ".join(f"CAST(%s AS {f.cast_db_type(conn)})" for f in fields) + ")"
+    executions = "(" + _Table(Execution, EXECUTION_FIELDS, conn).typed_marks + ")"
+    text = statement("record_and_claim", alias)
+    return (text.replace("[succeeded]", ", ".join([succeeded] * successes))
+            .replace("[executions]", ", ".join([executions] * successes)))
+
+
+def record_and_claim(successes: list[tuple[Job, Any, Execution]], next_ids: list[str], worker_id: str,
+                     started: Any) -> tuple[set[str], list[Job]]:
+    """Record ``successes`` (each a job, its storable result and its attempt's filled-in
+    Execution; the job's ``started_at`` is when it started) and claim the jobs of
+    ``next_ids``, in one statement (PostgreSQL only; see :func:`can_fuse`). ``started``
+    is the claimed jobs' start time.
+
+    Returns the ids of the jobs whose success was this attempt's (the others had moved
+    on: see ``attempt.not_ours``) and the claimed jobs, in no particular order (a job
+    no longer claimable is not among them).
     """
     connection = connections[_db()]
+    params: list[Any] = []
+    executions: list[Any] = []
+    for job, result, execution in successes:
+        params += [
+            _prep(Job, "id", job.pk, connection),
+            job.attempts,
+            _prep(Job, "result", result, connection),
+            _prep(Job, "started_at", job.started_at, connection),
+            _prep(Job, "finished_at", execution.finished_at, connection),
+        ]
+        executions += _prep_row(Execution, EXECUTION_FIELDS, execution, connection)
+    params += [JobStatus.SUCCEEDED.value, JobStatus.RUNNING.value, *executions]
     when = _prep(Job, "started_at", started, connection)
-    params = _succeed_params(job, result, now, connection)
-    params += _prep_row(Execution, EXECUTION_FIELDS, execution, connection)
-    params += _claim_params(next_id, worker_id, when, connection)
-    _, row = _run("succeed_and_claim", params, connection, returns_row=True)
-    # The claim matched no row if its id column is NULL (never otherwise).
-    return bool(row[0]), (_claimed(row[1:], connection) if row[1] is not None else None)
+    params += [JobStatus.RUNNING.value, when, worker_id, when, [uuid.UUID(i) for i in next_ids],
+               JobStatus.QUEUED.value, JobStatus.SCHEDULED.value]
+    with _cursor(connection) as cursor:
+        cursor.execute(_record_statement(len(successes), connection.alias), params)
+        rows = cursor.fetchall()
+    done = {str(pk) for pk in rows[0][0]}
+    # Nothing was claimed if the one row's id column is NULL (never otherwise).
+    return done, [_claimed(row[1:], connection) for row in rows if row[1] is not None]
 
 
 def insert_execution(execution: Execution) -> None:

@@ -35,15 +35,38 @@ INSERT INTO {execution.table} ({execution.columns}) VALUES ({execution.marks})
 WITH done AS ({q.succeed} RETURNING {job.id})
 INSERT INTO {execution.table} ({execution.columns}) SELECT {execution.typed_marks} FROM done
 
--- name: succeed_and_claim
--- succeed with its Execution row, and claim the worker's next job, in one statement
--- (PostgreSQL). Returns how many jobs succeeded (0 or 1) and the claimed row (NULLs if
--- the next job was not claimable).
-WITH done AS ({q.succeed} RETURNING {job.id}),
+-- name: claim_many
+-- claim, of several jobs at once (the ids of one array). Parameters as for claim.
+UPDATE {job.table}
+SET {job.status} = %s, {job.attempts} = {job.attempts} + 1, {job.started_at} = %s,
+    {job.finished_at} = NULL, {job.worker_id} = %s, {job.updated_at} = %s
+WHERE {job.id} = ANY(CAST(%s AS uuid[])) AND {job.status} IN (%s, %s)
+RETURNING {job.columns},
+    (SELECT MAX({execution.attempt}) FROM {execution.table}
+     WHERE {execution.job_id} = {job.table}.{job.id})
+
+-- name: record_and_claim
+-- Several successes, each with its Execution row, and the claim of the worker's next
+-- jobs, in one statement (PostgreSQL). [succeeded] and [executions] stand for as many
+-- rows of parameters as successes (see fastsql.record_and_claim): per success its id,
+-- attempt, result, start and end; per Execution row every column but the id. Each
+-- success is guarded as succeed's is, and its start is the one the worker saw (a job
+-- claimed ahead started later than its claim). Returns the ids that succeeded, on each
+-- claimed row (one row of NULLs if nothing was claimed).
+WITH succeeded (id, attempts, result, started_at, finished_at) AS (VALUES [succeeded]),
+     done AS (UPDATE {job.table}
+              SET {job.status} = %s, {job.result} = succeeded.result, {job.started_at} = succeeded.started_at,
+                  {job.finished_at} = succeeded.finished_at, {job.progress} = {const.MAX_PROGRESS},
+                  {job.error} = '', {job.updated_at} = succeeded.finished_at
+              FROM succeeded
+              WHERE {job.table}.{job.id} = succeeded.id AND {job.table}.{job.status} = %s
+                AND {job.table}.{job.attempts} = succeeded.attempts
+              RETURNING {job.table}.{job.id}),
      logged AS (INSERT INTO {execution.table} ({execution.columns})
-                SELECT {execution.typed_marks} FROM done),
-     claimed AS ({q.claim} AS last_execution)
-SELECT (SELECT COUNT(*) FROM done), claimed.* FROM (SELECT 1) AS one LEFT JOIN claimed ON TRUE
+                SELECT * FROM (VALUES [executions]) AS attempt ({execution.columns})
+                WHERE attempt.{execution.job_id} IN (SELECT {job.id} FROM done)),
+     claimed AS ({q.claim_many} AS last_execution)
+SELECT ARRAY(SELECT {job.id} FROM done), claimed.* FROM (SELECT 1) AS one LEFT JOIN claimed ON TRUE
 
 -- name: insert_job
 -- enqueue: a new job. Parameters: every column, in field order.

@@ -78,7 +78,11 @@ class Heartbeat(threading.Thread):
         engine.beat(w.worker_id, w.info())
 
     def check_abort(self) -> None:
+        """The cancel requests of the running job, and of the jobs claimed to run next
+        (those never start: see :meth:`.ReadAhead.cancelled`)."""
         current = self.worker.current
         if current is not None and not self.worker.abort_current.is_set():
             if engine.abort_requested(current.topic_id, str(current.pk)):
                 self.worker.abort_current.set()
+        for topic, ids in self.worker.readahead.claimed_ids().items():
+            self.worker.readahead.cancelled(engine.aborts_requested(topic, ids))

@@ -24,14 +24,14 @@ from ..models import Execution, ExecutionOutcome, Job, JobStatus
 from ..progress import flush_progress
 from ..storable import exception_class_path, exception_text, storable_json, storable_text
 from ..transitions import attempt
-from ..transitions.attempt import HOSTNAME, NextJob, claim, success_tally, unclaim
+from ..transitions.attempt import HELD, HOSTNAME, NextJob, claim, record_held, success_tally, unclaim
 from ..transitions.recovery import give_back, recover
 
 logger = logging.getLogger("jobqueue.worker")
 
 __all__ = [
-    "HOSTNAME", "NextJob", "Outcome", "backoff_delay", "claim", "finish", "give_back", "recover", "success_tally",
-    "unclaim",
+    "HELD", "HOSTNAME", "NextJob", "Outcome", "backoff_delay", "claim", "finish", "give_back", "record_held", "recover",
+    "success_tally", "unclaim",
 ]
 
 

@@ -1,32 +1,36 @@
-"""The worker's read-ahead: its next job, leased (and maybe claimed) while the last one's
-success is recorded; a few more job ids leased in the same Redis call (the batch); and
-the recorded successes whose Redis acknowledgements wait to ride on the next such call.
+"""The worker's read-ahead: its next jobs, leased (and maybe claimed) while the last
+one's success is recorded; a few more job ids leased in the same Redis call (the
+batch); the successes not recorded yet (held); and the recorded successes whose Redis
+acknowledgements wait to ride on the next such call.
 
 A worker holding one topic slot calls Redis once per batch of jobs, not twice per job:
-one ``acks_and_pop`` call acknowledges the successes held since the last call and
-leases up to :attr:`ReadAhead.prefetch` ids, which the worker then runs one by one. On
-PostgreSQL the statement recording a success also claims the next job
-(:class:`~jobqueue.transitions.attempt.NextJob`): one statement per job, not two. A job
-is claimed (marked running) only when it is about to start; until then it is queued in
-the database and leased in Redis.
+one ``acks_and_pop`` call acknowledges the successes recorded since the last call and
+leases up to :attr:`ReadAhead.prefetch` ids. On PostgreSQL the worker also writes to
+the database once per batch (:class:`~jobqueue.transitions.attempt.NextJob`): the
+statement that records the held successes claims the whole next batch, and while
+claimed jobs are left to run their (quiet) successes are held, to be recorded with
+the next such statement. Elsewhere a job is claimed when it is about to start, and
+each success is recorded when it ends.
 
 The batch stays small. Its size adapts to how long the worker's recent jobs took: a
 batch holds at most :data:`PREFETCH_WINDOW_SECONDS` of work (and at most
 ``WORKER_PREFETCH`` jobs), so a job of higher priority pushed meanwhile, a pause or
-another worker of the topic waits that long at most; after a slow job the worker leases
-one job at a time again. Each leased id has its own lease, renewed by the heartbeat
-(:meth:`ReadAhead.held_leases`); an id whose lease is gone (the job was cancelled, or
-the lease reclaimed) is skipped. Ids not yet run go back to their queue when the worker
-stops (:meth:`ReadAhead.give_back`), and their leases to the reaper if it dies.
+another worker of the topic waits that long at most, and a held success is recorded
+about that long after it ended; after a slow job the worker leases one job at a time
+again. Each leased id has its own lease, renewed by the heartbeat
+(:meth:`ReadAhead.held_leases`); an id of the batch whose lease is gone (the job was
+cancelled, or the lease reclaimed) is skipped. Jobs not yet run go back to their queue
+when the worker stops (:meth:`ReadAhead.give_back`), and their leases to the reaper
+if it dies (a job claimed ahead then counts an attempt, as Oban's and River's do).
 
-The next job goes through explicit stages (:class:`Stage`)::
+The next jobs go through explicit stages (:class:`Stage`)::
 
-    EMPTY ──lease──▶ LEASED ──claim──▶ CLAIMED ──take──▶ EMPTY (the loop runs it)
-                     LEASED ──take_lease──▶ EMPTY (the loop claims it, or acknowledges it)
+    EMPTY ──lease──▶ LEASED ──claim──▶ CLAIMED ──take (the last)──▶ EMPTY
+                     LEASED ──take_lease──▶ EMPTY (the loop claims the first, or acknowledges it)
 
 and :meth:`ReadAhead.give_back` returns whatever is held when the worker stops. A move
-from a stage that does not allow it raises :class:`IllegalMove`. The batch and the held
-acknowledgements are independent of the stage.
+from a stage that does not allow it raises :class:`IllegalMove`. The batch, the held
+successes and the held acknowledgements are independent of the stage.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from __future__ import annotations
 import enum
 import logging
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis
 from django.db import DatabaseError
@@ -61,34 +65,41 @@ class Stage(enum.Enum):
 
     #: No next job.
     EMPTY = "empty"
-    #: Its id is leased in Redis; its row is not claimed.
+    #: Their ids are leased in Redis; their rows are not claimed.
     LEASED = "leased"
-    #: Its row is claimed (running, with an unsaved Execution); the loop has not started it.
+    #: Their rows are claimed (running, each with an unsaved Execution); the loop has not
+    #: started them.
     CLAIMED = "claimed"
 
 
 class ReadAhead:
-    """The next job of one worker, the ids leased after it, and the successes whose
-    acknowledgement waits for the next Redis call.
+    """The next jobs of one worker, the ids leased after them, the successes not yet
+    recorded, and those whose acknowledgement waits for the next Redis call.
 
     The heartbeat thread reads :meth:`held_leases` and calls :meth:`lost`; everything
-    else is the worker loop's. The batch is a tuple, replaced rather than changed, so the
-    heartbeat always reads a whole one.
+    else is the worker loop's. The batch and the claimed jobs are tuples, replaced
+    rather than changed, so the heartbeat always reads a whole one.
     """
 
     def __init__(self) -> None:
         self._stage = Stage.EMPTY
-        self._lease: tuple[str, str] | None = None  # (job id, topic) while LEASED
-        self._claimed: tuple[Job, Execution] | None = None  # while CLAIMED
+        self._lease: tuple[tuple[str, ...], str] | None = None  # (job ids, topic) while LEASED
+        self._claimed: tuple[tuple[Job, Execution], ...] = ()  # while CLAIMED, in the order they run
+        #: Successes run and not recorded yet (job, storable result, Execution), oldest first:
+        #: the list a :class:`NextJob` records from (see :attr:`held`).
+        self.held: list[tuple[Job, Any, Execution]] = []
+        self._held_since = 0.0  # time.monotonic() when the oldest held success was held
         self._unacked: list[Job] = []
         self._batch: tuple[str, ...] = ()  # ids of _batch_topic leased for us, in pop order
         self._batch_topic = ""
         self._lost: set[str] = set()  # batch ids whose lease the heartbeat found gone
+        self._cancelled: set[str] = set()  # claimed ids the heartbeat found a cancel request for
         self._pace: float | None = None  # seconds per job, recent (see observe())
 
     def __repr__(self) -> str:
         unacked = [job.pk for job in self._unacked]
-        return f"<ReadAhead {self._stage.name} batch={len(self._batch)} unacked={unacked}>"
+        return (f"<ReadAhead {self._stage.name} claimed={len(self._claimed)} batch={len(self._batch)} "
+                f"held={len(self.held)} unacked={unacked}>")
 
     @property
     def stage(self) -> Stage:
@@ -96,8 +107,18 @@ class ReadAhead:
 
     @property
     def leased_id(self) -> str | None:
-        """The id of the leased next job (``None`` unless :attr:`Stage.LEASED`)."""
-        return self._lease[0] if self._lease is not None else None
+        """The id of the first leased next job (``None`` unless :attr:`Stage.LEASED`)."""
+        return self._lease[0][0] if self._lease is not None else None
+
+    @property
+    def leased_ids(self) -> list[str]:
+        """The ids of the leased next jobs (empty unless :attr:`Stage.LEASED`)."""
+        return list(self._lease[0]) if self._lease is not None else []
+
+    @property
+    def claimed(self) -> int:
+        """How many claimed jobs wait to run."""
+        return len(self._claimed)
 
     @property
     def unacked(self) -> tuple[Job, ...]:
@@ -106,55 +127,71 @@ class ReadAhead:
 
     @property
     def batch(self) -> tuple[str, ...]:
-        """The ids leased for us after the next job, in the order they will run."""
+        """The ids leased for us after the next jobs, in the order they will run."""
         return self._batch
 
     def _expect(self, stage: Stage, move: str) -> None:
         if self._stage is not stage:
             raise IllegalMove(f"cannot {move} the next job: it is {self._stage.name}, not {stage.name}")
 
-    # -- the next job ---------------------------------------------------------------------
+    # -- the next jobs --------------------------------------------------------------------
 
-    def lease(self, job_id: str, topic: str) -> None:
-        """EMPTY → LEASED: ``job_id`` of ``topic`` was leased for us in Redis."""
+    def lease(self, job_id: str, topic: str, *more: str) -> None:
+        """EMPTY → LEASED: ``job_id`` (and ``more``) of ``topic`` were leased for us in Redis."""
         self._expect(Stage.EMPTY, "lease")
-        self._stage, self._lease = Stage.LEASED, (job_id, topic)
+        self._stage, self._lease = Stage.LEASED, ((job_id, *more), topic)
 
-    def claim(self, job: Job, execution: Execution) -> None:
-        """LEASED → CLAIMED: the leased job's row was claimed for us."""
+    def claim(self, job: Job, execution: Execution, *more: tuple[Job, Execution]) -> None:
+        """LEASED → CLAIMED: the leased jobs' rows were claimed for us (``job`` runs first)."""
         self._expect(Stage.LEASED, "claim")
-        self._stage, self._lease, self._claimed = Stage.CLAIMED, None, (job, execution)
+        self._stage, self._lease, self._claimed = Stage.CLAIMED, None, ((job, execution), *more)
 
     def take(self) -> tuple[Job, Execution]:
-        """CLAIMED → EMPTY: hand the claimed job and its Execution to the loop to run."""
+        """CLAIMED → CLAIMED, or EMPTY after the last: hand the first claimed job and its
+        Execution to the loop to run."""
         self._expect(Stage.CLAIMED, "take")
-        assert self._claimed is not None
-        claimed, self._stage, self._claimed = self._claimed, Stage.EMPTY, None
-        return claimed
+        first, self._claimed = self._claimed[0], self._claimed[1:]
+        if not self._claimed:
+            self._stage = Stage.EMPTY
+        return first
 
     def take_lease(self) -> tuple[str, str]:
-        """LEASED → EMPTY: hand over the leased ``(job id, topic)``, for the loop to claim
-        (the statement that would have claimed it failed) or to acknowledge."""
+        """LEASED → EMPTY: hand over the first leased ``(job id, topic)``, for the loop to
+        claim (the statement that would have claimed it failed) or to acknowledge; the
+        other leased ids go back to the front of the batch."""
         self._expect(Stage.LEASED, "take the lease of")
         assert self._lease is not None
-        lease, self._stage, self._lease = self._lease, Stage.EMPTY, None
-        return lease
+        (job_id, *rest), topic = self._lease
+        self._stage, self._lease = Stage.EMPTY, None
+        if rest:
+            if self._batch and self._batch_topic != topic:
+                self.give_back_batch()
+            self._batch, self._batch_topic = (*rest, *self._batch), topic
+        return job_id, topic
 
-    def lease_next(self, topic: str, slot_token: str, count: int = 1) -> str | None:
-        """EMPTY → LEASED: the next job of ``topic`` (whose slot ``slot_token`` is ours),
-        from the batch, else from Redis (see :meth:`next_id`).
+    def lease_next(self, topic: str, slot_token: str, count: int = 1) -> list[str]:
+        """EMPTY → LEASED: the next jobs of ``topic`` (whose slot ``slot_token`` is ours):
+        the whole batch if there is one, else up to ``count`` ids leased in one Redis call
+        that also acknowledges the recorded successes of ``topic`` (see :meth:`next_id`).
 
-        Returns the leased id, or ``None`` if the queue is empty or Redis is unreachable
-        (the success is then recorded alone, and the loop meets the outage next).
+        Returns the leased ids: none if the queue is empty or Redis is unreachable (the
+        successes are then recorded alone, and the loop meets the outage next).
         """
         self._expect(Stage.EMPTY, "lease")
-        try:
-            job_id = self.next_id(topic, slot_token, count)
-        except redis.RedisError:
-            return None
-        if job_id is not None:
-            self.lease(job_id, topic)
-        return job_id
+        if self._batch and self._batch_topic != topic:
+            self.give_back_batch()
+        ids = [job_id for job_id in self._batch if job_id not in self._lost]
+        self._batch, self._lost = (), set()
+        if not ids:
+            try:
+                first = self.next_id(topic, slot_token, count)
+            except redis.RedisError:
+                return []
+            if first is None:
+                return []
+            ids, self._batch = [first, *self._batch], ()
+        self.lease(*ids[:1], topic, *ids[1:])
+        return ids
 
     def next_id(self, topic: str, slot_token: str, count: int = 1) -> str | None:
         """The id of the next job of ``topic`` to run: the batch's first, else one of up
@@ -185,17 +222,39 @@ class ReadAhead:
         return ids[0]
 
     def settle(self, next_job: NextJob) -> None:
-        """After the statement that recorded a success and was offered ``next_job``:
-        LEASED → CLAIMED if it claimed the leased job, else LEASED → EMPTY (a job
-        claimed but not started is left to its lease; one cancelled since it was queued
-        is acknowledged, see :func:`~jobqueue.transitions.recovery.give_back`). Nothing
-        changes if no such statement ran."""
-        if next_job.claimed is not None:
-            self.claim(*next_job.claimed)
-        elif next_job.id is not None:
-            job_id, topic = self.take_lease()
-            if not next_job.stranded:
+        """After the statement that recorded successes and was offered ``next_job``: its
+        recorded successes wait for their acknowledgement (:meth:`hold_ack`); LEASED →
+        CLAIMED with the jobs it claimed, else LEASED → EMPTY. A leased job it did not
+        claim is given back (cancelled since it was queued: acknowledged, see
+        :func:`~jobqueue.transitions.recovery.give_back`), unless it was claimed but not
+        started (left to its lease). Nothing else changes if no such statement ran."""
+        for job in next_job.recorded:
+            self.hold_ack(job)
+        next_job.recorded = []
+        if not next_job.ids:
+            return
+        self._expect(Stage.LEASED, "settle")
+        assert self._lease is not None
+        topic = self._lease[1]
+        self._stage, self._lease = Stage.EMPTY, None
+        if next_job.claimed:
+            self._stage, self._claimed = Stage.CLAIMED, tuple(next_job.claimed)
+        claimed = {str(job.pk) for job, _execution in next_job.claimed}
+        for job_id in next_job.ids:
+            if job_id not in claimed and job_id not in next_job.stranded:
                 engine.safe_call(give_back, topic, job_id)
+
+    # -- the held successes ---------------------------------------------------------------
+
+    def may_hold(self, now: float) -> bool:
+        """Whether a success ending now may wait for a later statement: claimed jobs are
+        left to run, and the oldest held success waited less than a batch's window."""
+        return bool(self._claimed) and (not self.held or now - self._held_since < PREFETCH_WINDOW_SECONDS)
+
+    def holding(self, now: float) -> None:
+        """Note the time a first success joined :attr:`held`."""
+        if len(self.held) == 1:
+            self._held_since = now
 
     # -- how many ids to lease --------------------------------------------------------------
 
@@ -238,17 +297,42 @@ class ReadAhead:
 
     def held_leases(self) -> dict[str, list[str]]:
         """Per topic, the ids whose leases are ours but whose jobs are not the running
-        one: the next job, the batch and the held successes (for the heartbeat to renew)."""
+        one: the next jobs, the batch, the held successes and those recorded but not
+        acknowledged (for the heartbeat to renew)."""
         held: dict[str, list[str]] = defaultdict(list)
         lease, claimed, batch, topic = self._lease, self._claimed, self._batch, self._batch_topic
         if lease is not None:
-            held[lease[1]].append(lease[0])
-        if claimed is not None:
-            held[claimed[0].topic_id].append(str(claimed[0].pk))
+            held[lease[1]].extend(lease[0])
+        for job, _execution in claimed:
+            held[job.topic_id].append(str(job.pk))
         held[topic].extend(batch)
+        for job, _result, _execution in tuple(self.held):
+            held[job.topic_id].append(str(job.pk))
         for job in tuple(self._unacked):
             held[job.topic_id].append(str(job.pk))
         return {t: ids for t, ids in held.items() if ids}
+
+    def claimed_ids(self) -> dict[str, list[str]]:
+        """Per topic, the ids of the claimed jobs waiting to run (for the heartbeat to
+        look for their cancel requests)."""
+        ids: dict[str, list[str]] = defaultdict(list)
+        for job, _execution in self._claimed:
+            ids[job.topic_id].append(str(job.pk))
+        return ids
+
+    def cancelled(self, job_ids: list[str]) -> None:
+        """The heartbeat found cancel requests for these claimed jobs: they never start
+        (see :meth:`was_cancelled`)."""
+        self._cancelled.update(job_ids)
+
+    def was_cancelled(self, job: Job) -> bool:
+        """Whether a cancel request for ``job``, just taken, was seen before it started."""
+        if not self._cancelled:
+            return False
+        job_id = str(job.pk)
+        seen = job_id in self._cancelled
+        self._cancelled.discard(job_id)
+        return seen
 
     def lost(self, job_ids: list[str]) -> None:
         """The heartbeat found these leases gone: an id of the batch among them is skipped."""
@@ -270,19 +354,20 @@ class ReadAhead:
         self._lost.clear()
 
     def give_back(self) -> None:
-        """On the way out: acknowledge the held successes, and put back the next job and
-        the batch, leased or claimed for us but never run (queued again, the attempt not
-        counted). What cannot be put back now is recovered from its lease."""
+        """On the way out: acknowledge the recorded successes, and put back the next jobs
+        and the batch, leased or claimed for us but never run (queued again, the attempts
+        not counted). What cannot be put back now is recovered from its lease. (The held
+        successes are the worker's to record first.)"""
         self.flush_acks()
-        if self._stage is Stage.CLAIMED:
+        while self._stage is Stage.CLAIMED:
             job, _execution = self.take()
             try:
                 unclaim(job)
             except DatabaseError:
                 logger.exception("Could not put back job %s; its lease will recover it.", job.pk,
                                  extra=job_extra(job))
-        elif self._stage is Stage.LEASED:
-            job_id, topic = self.take_lease()
+        if self._stage is Stage.LEASED:
+            job_id, topic = self.take_lease()  # the other leased ids join the batch
             try:
                 give_back(topic, job_id)  # still queued: back in its queue, no longer leased
             except (DatabaseError, redis.RedisError):

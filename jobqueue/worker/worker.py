@@ -33,7 +33,7 @@ from ..storable import exception_class_path
 from . import connections, datadir, maintenance
 from .forking import ForkRunner
 from .heartbeat import Heartbeat
-from .lifecycle import NextJob, Outcome, claim, finish, give_back
+from .lifecycle import HELD, NextJob, Outcome, claim, finish, give_back, record_held
 from .outage import Outage, call_with_retry
 from .readahead import ReadAhead, Stage
 from .runner import INTERRUPTED_CLASS, WorkerInterrupted, run_inline
@@ -138,6 +138,7 @@ class Worker:
                     break
         finally:
             self.fork_runner.close()
+            self._record_held()
             self.heartbeat.stop()
             self.readahead.give_back()
             release_slots(self.slots)
@@ -174,9 +175,8 @@ class Worker:
                 self._maintain()
                 self._next_maintenance = now + MAINTENANCE_SECONDS
             if self.readahead.stage is Stage.CLAIMED:
-                job, execution = self.readahead.take()
                 self._idle_since = None
-                self._run(job, execution)
+                self._run_claimed(*self.readahead.take())
                 return True
             job_id, topic = self._fetch()
             if self.outage.ongoing:
@@ -268,6 +268,17 @@ class Worker:
             return
         self._run(*claimed)
 
+    def _run_claimed(self, job: Job, execution: Any) -> None:
+        """Run a job claimed ahead (see :mod:`.readahead`): it starts now, unless the
+        heartbeat saw a cancel request for it meanwhile (then it ends cancelled, never
+        started; a request it has not seen yet reaches the job as a running one's does)."""
+        job.started_at = execution.started_at = timezone.now()
+        if self.readahead.was_cancelled(job):
+            self._finish(job, execution, Outcome(ok=False, aborted=True, error="cancelled before it started"))
+            self.processed += 1
+            return
+        self._run(job, execution)
+
     def _run(self, job: Job, execution: Any) -> None:
         """Run a claimed job and record its outcome."""
         self.abort_current.clear()
@@ -332,14 +343,21 @@ class Worker:
 
     def _finish(self, job: Job, execution: Any, outcome: Outcome) -> None:
         """Record the outcome, retrying while the database is unreachable (the heartbeat
-        keeps the lease meanwhile); if it never comes back the reaper recovers the job."""
+        keeps the lease meanwhile); if it never comes back the reaper recovers the job.
+
+        A quiet success is held instead while claimed jobs are left to run (see
+        :mod:`.readahead`); the held ones are recorded with the next success that is
+        not, or right after any other outcome that ends the batch."""
         delay = 0.5
         deadline = time.monotonic() + settings.LEASE_SECONDS * 5
         while True:
             try:
-                next_job = NextJob(lambda: self._lease_next(job), self.worker_id, os.getpid(), self.topic_rows)
-                if finish(job, execution, outcome, defer_ack=True, next_job=next_job) == JobStatus.SUCCEEDED:
-                    self.readahead.hold_ack(job)
+                now = time.monotonic()
+                next_job = self._next_job(job, may_hold=not self.stopping and self.readahead.may_hold(now))
+                if finish(job, execution, outcome, defer_ack=True, next_job=next_job) == HELD:
+                    self.readahead.holding(now)
+                elif self.readahead.held and not next_job.may_hold:
+                    record_held(next_job)  # after a failure (or a success recorded alone) that ends the batch
                 self.readahead.settle(next_job)
                 return
             except (OperationalError, InterfaceError) as exc:
@@ -353,16 +371,34 @@ class Worker:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _lease_next(self, job: Job) -> str | None:
-        """Lease the job to run after ``job`` (see :mod:`.readahead`), so that recording
-        ``job``'s success claims it too. Only for a worker holding one topic slot, that
-        goes on running jobs."""
+    def _next_job(self, job: Job, may_hold: bool = False) -> NextJob:
+        return NextJob(lambda: self._lease_next(job), self.worker_id, os.getpid(), self.topic_rows,
+                       held=self.readahead.held, may_hold=may_hold)
+
+    def _record_held(self) -> None:
+        """Record the successes still held (the worker is stopping); if the database is
+        unreachable they are left to their leases, and run again."""
+        if not self.readahead.held:
+            return
+        job = self.readahead.held[0][0]
+        try:
+            next_job = self._next_job(job)
+            next_job.lease = lambda: []  # nothing more to run
+            record_held(next_job)
+            self.readahead.settle(next_job)
+        except Exception:
+            logger.exception("Could not record %s finished job(s); they will run again.", len(self.readahead.held))
+
+    def _lease_next(self, job: Job) -> list[str]:
+        """Lease the jobs to run after ``job`` (see :mod:`.readahead`), so that recording
+        ``job``'s success claims them too. Only for a worker holding one topic slot, that
+        goes on running jobs, and has no claimed job left to run."""
         if self.readahead.stage is Stage.LEASED:  # leased on an earlier try of this same step
-            return self.readahead.leased_id
+            return self.readahead.leased_ids
         lock = self.slots.get(job.topic_id)
-        if (lock is None or len(self.slots) != 1 or self.stopping
+        if (lock is None or len(self.slots) != 1 or self.stopping or self.readahead.stage is Stage.CLAIMED
                 or (self.max_jobs is not None and self.processed + 1 >= self.max_jobs)):
-            return None
+            return []
         return self.readahead.lease_next(job.topic_id, lock.token, self._prefetch(job.topic_id, 1))
 
     # -- slots, maintenance, outages -------------------------------------------------
