@@ -196,10 +196,10 @@ class Bench:
         self.throughput_row(label, v, "≥ 1.5× Celery solo and ≥ 4× procrastinate",
                             at_least(v, {"celery": 1.5, "procrastinate": 4.0}))
         self.floor_note("drain_floor", workloads.drain_floor, v, "drain floor", "Celery solo",
-                        "the worker's own database and Redis calls with no Python around them (per job, the "
-                        "prepared statement that records the previous job's success with its Execution row and "
-                        "claims the next; per 8 jobs, one acknowledge-and-lease script call): what the drain "
-                        "would reach if the worker's own code took no time.")
+                        "the worker's own database and Redis calls with no Python around them (per 8 jobs, one "
+                        "acknowledge-and-lease script call and one prepared statement that records the 8 "
+                        "successes with their Execution rows and claims the next 8): what the drain would reach "
+                        "if the worker's own code took no time.")
 
     def drain_process(self) -> None:
         from bench import workloads

@@ -204,12 +204,12 @@ def drain_one(system: Any, topic: str, kind: str, n: int, notes: dict[str, Any],
 def drain_floor(n: int) -> float | None:
     """Jobs/s of the least a worker that records every job durably costs here.
 
-    The worker's database and Redis calls with no Python around them: per job, the prepared
-    statement that records the previous job's success with its Execution row and claims
-    this one (in a session whose commits skip the WAL flush, as a worker's do by default);
-    per 8 jobs, one call of the script that acknowledges them and leases the next 8. No
-    handler, no job object built: what the drain would reach if the worker's own code took
-    no time. PostgreSQL only (``None`` elsewhere).
+    The worker's database and Redis calls with no Python around them: per batch of 8
+    jobs, one call of the script that acknowledges the last batch and leases the next,
+    and one prepared statement that records the batch's successes with their Execution
+    rows and claims the next batch (in a session whose commits skip the WAL flush, as a
+    worker's do by default). No handler, no job object built: what the drain would reach
+    if the worker's own code took no time. PostgreSQL only (``None`` elsewhere).
     """
 
     from django.db import connection
@@ -219,7 +219,7 @@ def drain_floor(n: int) -> float | None:
     if connection.vendor != "postgresql":
         return None
     reset()
-    JOBQUEUE.fill("noop", n + 1, marks=False)
+    JOBQUEUE.fill("noop", n, marks=False)
     # As a worker's session does by default, for this measurement only: the workloads after
     # it (an enqueue commits with the project's durability) run on the same connection.
     with connection.cursor() as cursor:
@@ -237,45 +237,45 @@ def _drain_floor(n: int) -> float:
     from django.db import connection
 
     from jobqueue import engine
-    from jobqueue.models import Execution, JobStatus
+    from jobqueue.models import Execution
     from jobqueue.transitions import attempt, fastsql
 
     batch = 8
-    ids = engine.pop("noop", batch)
-    first = attempt.claim(ids.pop(0), "floor", 0)
-    assert first is not None
-    job, execution = first
+    running = engine.pop("noop", batch)
+    claims = [attempt.claim(job_id, "floor", 0) for job_id in running]
+    assert all(claims)
+    job, execution = claims[0]
     execution.outcome, execution.finished_at = "succeeded", job.started_at
-    now = job.started_at
-    # The success-and-claim statement's parameters, built once: only the ids change per job.
-    params = fastsql._succeed_params(job, None, now, connection)
-    params += fastsql._prep_row(Execution, fastsql.EXECUTION_FIELDS, execution, connection)
-    params += fastsql._claim_params(str(job.pk), "floor", now, connection)
-    done_at = 4
-    logged_at = 7 + [f.attname for f in fastsql.EXECUTION_FIELDS].index("job_id")
-    next_at = len(params) - 3
-    sql = fastsql.statement("succeed_and_claim", connection.alias)
+    # The statement's parameters, built once from one job: only the ids change per batch.
+    success = [job.pk, job.attempts, None, job.started_at, job.started_at]
+    logged = fastsql._prep_row(Execution, fastsql.EXECUTION_FIELDS, execution, connection)
+    logged_id = [f.attname for f in fastsql.EXECUTION_FIELDS].index("job_id")
+    claim = ["running", job.started_at, "floor", job.started_at, [], "queued", "scheduled"]
     tally = engine.tally("succeeded", wait=0.001, run=0.0)
-    running = JobStatus.RUNNING.value
-    status_at = 1 + [f.attname for f in fastsql.JOB_FIELDS].index("status")
-    finished: list[tuple[str, str, str]] = []
-    previous, count = str(job.pk), 0
+
+    def params(done: list[str], following: list[str]) -> list:
+        rows, executions = [], []
+        for job_id in done:
+            key = uuid.UUID(job_id)
+            rows += [key, *success[1:]]
+            executions += [*logged[:logged_id], key, *logged[logged_id + 1:]]
+        claim[4] = [uuid.UUID(job_id) for job_id in following]
+        return [*rows, "succeeded", "running", *executions, *claim]
+
+    acknowledged: list[tuple[str, str, str]] = []
+    count = 0
     start = time.perf_counter()
     with fastsql._cursor(connection) as cursor:
-        while True:
-            if not ids:
-                ids = engine.acks_and_pop("noop", finished, batch)
-                finished = []
-                if not ids:
-                    break
-            following = ids.pop(0)
-            params[done_at] = params[logged_at] = uuid.UUID(previous)
-            params[next_at] = uuid.UUID(following)
-            cursor.execute(sql, params)
-            row = cursor.fetchone()
-            assert row[0] == 1 and row[status_at] == running  # recorded, and the next one claimed
-            finished.append((previous, "", tally))
-            previous, count = following, count + 1
+        while running:
+            following = engine.acks_and_pop("noop", acknowledged, batch)
+            cursor.execute(fastsql._record_statement(len(running), connection.alias), params(running, following))
+            rows = cursor.fetchall()
+            # Recorded, and the next batch claimed.
+            assert len(rows[0][0]) == len(running) and len([r for r in rows if r[1] is not None]) == len(following)
+            acknowledged = [(job_id, "", tally) for job_id in running]
+            count += len(running)
+            running = following
+    engine.acks_and_pop("noop", acknowledged, 0)
     return count / (time.perf_counter() - start)
 
 
