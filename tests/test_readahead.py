@@ -311,13 +311,13 @@ def test_claimed_jobs_are_taken_in_order_and_the_stage_empties_after_the_last(sl
     readahead.lease(first, "echo", second, third)
     assert readahead.leased_ids == [first, second, third]
     readahead.claim(*claims[0], *claims[1:])
-    assert readahead.claimed == 3 and readahead.claimed_ids() == {"echo": [first, second, third]}
+    assert readahead.claimed_ids() == {"echo": [first, second, third]}
     assert readahead.held_leases() == {"echo": [first, second, third]}
     for job_id in (first, second, third):
         assert readahead.stage is Stage.CLAIMED
         job, _execution = readahead.take()
         assert str(job.pk) == job_id
-    assert readahead.stage is Stage.EMPTY and readahead.claimed == 0
+    assert readahead.stage is Stage.EMPTY and readahead.claimed_ids() == {}
 
 
 def test_take_lease_hands_over_the_first_and_puts_the_others_before_the_batch(slot):

@@ -116,11 +116,6 @@ class ReadAhead:
         return list(self._lease[0]) if self._lease is not None else []
 
     @property
-    def claimed(self) -> int:
-        """How many claimed jobs wait to run."""
-        return len(self._claimed)
-
-    @property
     def unacked(self) -> tuple[Job, ...]:
         """The last successes, recorded in the database and still leased in Redis."""
         return tuple(self._unacked)
@@ -184,13 +179,11 @@ class ReadAhead:
         self._batch, self._lost = (), set()
         if not ids:
             try:
-                first = self.next_id(topic, slot_token, count)
+                ids = self._acks_and_pop(topic, slot_token, count)
             except redis.RedisError:
                 return []
-            if first is None:
-                return []
-            ids, self._batch = [first, *self._batch], ()
-        self.lease(*ids[:1], topic, *ids[1:])
+        if ids:
+            self.lease(ids[0], topic, *ids[1:])
         return ids
 
     def next_id(self, topic: str, slot_token: str, count: int = 1) -> str | None:
@@ -209,17 +202,26 @@ class ReadAhead:
                 self._lost.discard(job_id)
                 continue
             return job_id
-        held = [job for job in self._unacked if job.topic_id == topic]
-        ids = engine.acks_and_pop(topic, [_ack_item(job) for job in held], count, slot_token=slot_token)
-        if held:
-            self._unacked = [job for job in self._unacked if job.topic_id != topic]
-        if self._unacked:  # of a topic whose slot the worker no longer holds
-            self.flush_acks()
+        ids = self._acks_and_pop(topic, slot_token, count)
         if not ids:
             return None
         self._lost.clear()
         self._batch, self._batch_topic = tuple(ids[1:]), topic
         return ids[0]
+
+    def _acks_and_pop(self, topic: str, slot_token: str, count: int) -> list[str]:
+        """Lease up to ``count`` ids of ``topic`` in the Redis call that acknowledges the
+        recorded successes of ``topic`` (those of other topics are acknowledged apart).
+
+        Raises :class:`redis.RedisError` (the successes then stay unacknowledged).
+        """
+        held = [job for job in self._unacked if job.topic_id == topic]
+        ids: list[str] = engine.acks_and_pop(topic, [_ack_item(job) for job in held], count, slot_token=slot_token)
+        if held:
+            self._unacked = [job for job in self._unacked if job.topic_id != topic]
+        if self._unacked:  # of a topic whose slot the worker no longer holds
+            self.flush_acks()
+        return ids
 
     def settle(self, next_job: NextJob) -> None:
         """After the statement that recorded successes and was offered ``next_job``: its

@@ -18,6 +18,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -353,7 +354,8 @@ class Worker:
         while True:
             try:
                 now = time.monotonic()
-                next_job = self._next_job(job, may_hold=not self.stopping and self.readahead.may_hold(now))
+                next_job = self._next_job(lambda: self._lease_next(job),
+                                          may_hold=not self.stopping and self.readahead.may_hold(now))
                 if finish(job, execution, outcome, defer_ack=True, next_job=next_job) == HELD:
                     self.readahead.holding(now)
                 elif self.readahead.held and not next_job.may_hold:
@@ -371,19 +373,18 @@ class Worker:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    def _next_job(self, job: Job, may_hold: bool = False) -> NextJob:
-        return NextJob(lambda: self._lease_next(job), self.worker_id, os.getpid(), self.topic_rows,
-                       held=self.readahead.held, may_hold=may_hold)
+    def _next_job(self, lease: Callable[[], list[str]], may_hold: bool = False) -> NextJob:
+        """The offer that records the held successes and claims what ``lease`` leases."""
+        return NextJob(lease, self.worker_id, os.getpid(), self.topic_rows, held=self.readahead.held,
+                       may_hold=may_hold)
 
     def _record_held(self) -> None:
         """Record the successes still held (the worker is stopping); if the database is
         unreachable they are left to their leases, and run again."""
         if not self.readahead.held:
             return
-        job = self.readahead.held[0][0]
         try:
-            next_job = self._next_job(job)
-            next_job.lease = lambda: []  # nothing more to run
+            next_job = self._next_job(lambda: [])  # nothing more to run
             record_held(next_job)
             self.readahead.settle(next_job)
         except Exception:
