@@ -176,8 +176,9 @@ class Bench:
         self.throughput_row(label, v, "≥ 1.0× Celery `delay()` and procrastinate `defer()`",
                             at_least(v, {"celery": 1.0, "procrastinate": 1.0}))
         self.floor_note("single_floor", workloads.enqueue_floor, v, "single enqueue floor", "Celery `delay()`",
-                        "a prepared `INSERT` of a job row with its commit plus one call of the push script, with "
-                        "no Python around them: what `enqueue()` would reach if its own code took no time.")
+                        "a prepared `INSERT` of a job row with its commit plus one call of the push script sent "
+                        "(its answer read before the next), with no Python around them: what `enqueue()` would "
+                        "reach if its own code took no time.")
 
     def bulk(self) -> None:
         from bench import workloads
@@ -242,9 +243,9 @@ class Bench:
             floor = median(floors)
             self.notes.append(
                 f"latency floor: {floor:.2f} ms (p50) for a prepared `INSERT` of a job row with its commit plus one "
-                f"call of the push script, jobs {workloads.LATENCY_GAP * 1000:.0f} ms apart, no Python around them: "
-                f"the durable part of an enqueue alone, before any worker wakes; {floor / best_p50:.2f}× the best "
-                f"peer's whole p50 ({best}, {best_p50:.1f} ms).")
+                f"call of the push script sent, jobs {workloads.LATENCY_GAP * 1000:.0f} ms apart, no Python around "
+                f"them: the durable part of an enqueue alone, before any worker wakes; {floor / best_p50:.2f}× the "
+                f"best peer's whole p50 ({best}, {best_p50:.1f} ms).")
 
     def scaling(self) -> None:
         from bench import workloads

@@ -85,81 +85,99 @@ def single_enqueue(n: int) -> dict[str, float]:
     return out
 
 
+class _Floor:
+    """The least an enqueue's I/O costs here: one prepared ``INSERT`` of a job row in
+    autocommit (its commit, with the WAL flush, included), then the push script's call sent
+    on a held connection, its answer read before the next one's, as ``enqueue()`` does
+    (:mod:`jobqueue.engine.sending`); no Python around them. PostgreSQL only."""
+
+    def __init__(self, topic: str) -> None:
+        from django.db import connection
+
+        from jobqueue.engine import TopicKeys, get_redis
+        from jobqueue.engine.scripts import script
+        from jobqueue.engine.sending import PUSH_KEYS
+        from jobqueue.models import Job
+        from jobqueue.transitions import fastsql
+
+        job, _ = Job.objects.build(topic, {})
+        self.connection = connection
+        self.params = fastsql._prep_row(Job, fastsql.JOB_FIELDS, job, connection)
+        self.insert = fastsql.statement("insert_job", connection.alias)
+        self.at = [f.attname for f in fastsql.JOB_FIELDS].index("id")
+        r, k = get_redis(), TopicKeys(topic)
+        script(r, "push")(keys=[getattr(k, name) for name in PUSH_KEYS], args=[""], client=r)  # loaded
+        self.redis = r
+        self.conn = r.connection_pool.get_connection()
+        head = [b"EVALSHA", script(r, "push").sha.encode(), b"8", *(getattr(k, n).encode() for n in PUSH_KEYS),
+                b"enqueued=1"]
+        self.packed = b"*15\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in head)
+        self.unread = False
+
+    def one(self, cursor: Any) -> None:
+        import uuid
+
+        self.params[self.at] = job_id = uuid.uuid4()
+        cursor.execute(self.insert, self.params)
+        if self.unread:
+            self.conn.read_response()
+        self.conn.send_packed_command([self.packed + b"$36\r\n%s\r\n$1\r\n0\r\n$0\r\n\r\n" % str(job_id).encode()])
+        self.unread = True
+
+    def close(self) -> None:
+        if self.unread:
+            self.conn.read_response()
+        self.redis.connection_pool.release(self.conn)
+
+
 def enqueue_floor(n: int) -> float | None:
-    """Jobs/s of the least an enqueue that commits a job row, then tells Redis, costs here.
-
-    One prepared ``INSERT`` of a job row in autocommit (its commit included) and one call of
-    jobqueue's push script, with no Python around them: what ``enqueue()`` would cost if
-    its own code took no time. PostgreSQL only (``None`` elsewhere).
-    """
-    import uuid
-
+    """Jobs/s of the least an enqueue that commits a job row, then tells Redis, costs here
+    (:class:`_Floor`): what ``enqueue()`` would cost if its own code took no time.
+    PostgreSQL only (``None`` elsewhere)."""
     from django.db import connection
 
-    from jobqueue.engine import TopicKeys, get_redis
-    from jobqueue.engine.scripts import script
-    from jobqueue.models import Job
     from jobqueue.transitions import fastsql
 
     if connection.vendor != "postgresql":
         return None
     reset()
-    job, _ = Job.objects.build("noop", {})
-    params = fastsql._prep_row(Job, fastsql.JOB_FIELDS, job, connection)
-    insert = fastsql.statement("insert_job", connection.alias)
-    at = [f.attname for f in fastsql.JOB_FIELDS].index("id")
-    r, k = get_redis(), TopicKeys("noop")
-    keys = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake, k.metrics]
-    push = script(r, "push")
-    with fastsql._cursor(connection) as cursor:
-        def one() -> None:
-            params[at] = uuid.uuid4()
-            cursor.execute(insert, params)
-            push(keys=keys, args=["enqueued=1", str(params[at]), 0, ""], client=r)
-
-        for _ in range(20):
-            one()
-        start = time.perf_counter()
-        for _ in range(n):
-            one()
-        return n / (time.perf_counter() - start)
+    floor = _Floor("noop")
+    try:
+        with fastsql._cursor(connection) as cursor:
+            for _ in range(20):
+                floor.one(cursor)
+            start = time.perf_counter()
+            for _ in range(n):
+                floor.one(cursor)
+            return n / (time.perf_counter() - start)
+    finally:
+        floor.close()
 
 
 def latency_floor(_n: int) -> float | None:
     """p50 (ms) of the least the durable part of an enqueue costs when jobs come one at a
-    time, as in :func:`latency_one`: one prepared ``INSERT`` of a job row in autocommit
-    (its commit, with the WAL flush, included) and one call of the push script,
-    ``LATENCY_JOBS`` times ``LATENCY_GAP`` apart, with no Python around them. A worker
-    has not even been woken yet at its end. PostgreSQL only (``None`` elsewhere)."""
-    import uuid
-
+    time, as in :func:`latency_one`: :class:`_Floor`'s row and push, ``LATENCY_JOBS`` times
+    ``LATENCY_GAP`` apart. A worker has not even been woken yet at its end. PostgreSQL
+    only (``None`` elsewhere)."""
     from django.db import connection
 
-    from jobqueue.engine import TopicKeys, get_redis
-    from jobqueue.engine.scripts import script
-    from jobqueue.models import Job
     from jobqueue.transitions import fastsql
 
     if connection.vendor != "postgresql":
         return None
     reset()
-    job, _ = Job.objects.build("latency", {})
-    params = fastsql._prep_row(Job, fastsql.JOB_FIELDS, job, connection)
-    insert = fastsql.statement("insert_job", connection.alias)
-    at = [f.attname for f in fastsql.JOB_FIELDS].index("id")
-    r, k = get_redis(), TopicKeys("latency")
-    keys = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake, k.metrics]
-    push = script(r, "push")
+    floor = _Floor("latency")
     took: list[float] = []
-    with fastsql._cursor(connection) as cursor:
-        for i in range(LATENCY_JOBS + 20):  # the first 20 warm up
-            params[at] = uuid.uuid4()
-            began = time.perf_counter()
-            cursor.execute(insert, params)
-            push(keys=keys, args=["enqueued=1", str(params[at]), 0, ""], client=r)
-            if i >= 20:
-                took.append((time.perf_counter() - began) * 1000)
-            time.sleep(LATENCY_GAP)
+    try:
+        with fastsql._cursor(connection) as cursor:
+            for i in range(LATENCY_JOBS + 20):  # the first 20 warm up
+                began = time.perf_counter()
+                floor.one(cursor)
+                if i >= 20:
+                    took.append((time.perf_counter() - began) * 1000)
+                time.sleep(LATENCY_GAP)
+    finally:
+        floor.close()
     return statistics.median(took)
 
 

@@ -32,6 +32,7 @@ from .queue import (
     request_abort,
     safe_call,
     schedule,
+    send_job,
     set_paused,
     wait_for_push,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "safe_call",
     "save_reconcile_cursors",
     "schedule",
+    "send_job",
     "server_epochs",
     "set_paused",
     "stale_topics",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any, cast
 
 import redis
@@ -23,6 +24,15 @@ from ..conf import settings
 
 _lock = threading.Lock()
 _clients: dict[tuple[Any, ...], redis.Redis] = {}
+
+
+class _Waiting(threading.local):
+    #: Reads this thread's push sent without waiting (:mod:`.sending`), or ``None``.
+    read: Callable[[], None] | None = None
+
+
+#: Per thread: called before the thread's next use of the client, so that it sees its pushes.
+waiting = _Waiting()
 
 
 class ConfigurationError(Exception):
@@ -73,6 +83,8 @@ def is_cluster(client: object) -> bool:
 
 def get_redis() -> redis.Redis:
     """The shared Redis client for the current settings and process."""
+    if waiting.read is not None:
+        waiting.read()
     url = settings.REDIS_URL
     key = (os.getpid(), "url", url) if url else (os.getpid(), "cache", settings.CACHE_ALIAS)
     client = _clients.get(key)

@@ -11,7 +11,7 @@ import redis
 
 from ..conf import settings
 from ..constants import MAX_PRIORITY
-from . import flow
+from . import flow, sending
 from .connection import get_redis, is_cluster
 from .keys import topic_keys, topics_key
 from .scripts import script
@@ -172,6 +172,20 @@ def push_job(job: Any, tally: str = "") -> None:
     elif job.status == "scheduled" and job.run_after is not None:
         schedule(job.topic_id, [(str(job.pk), job.run_after.timestamp(), job.priority, job.entity_id)], tally=tally,
                  keys={str(job.pk): key} if key else None)
+
+
+def send_job(job: Any, tally: str = "") -> None:
+    """Push one new queued job without waiting for Redis's answer (:mod:`.sending`);
+    where that does not apply (a Redis Cluster, a topic that takes turns between keys, a
+    scheduled job) this is :func:`push_job`."""
+    r = get_redis()
+    key = getattr(job, "key", None)
+    if job.status != "queued" or is_cluster(r) or (key and flow.takes_turns(job.topic_id)):
+        push_job(job, tally)
+        return
+    item = (str(job.pk), job.priority, job.entity_id)
+    sending.send(r, job.topic_id, *item, tally, lambda: push(job.topic_id, [item], tally=tally))
+    _announce(job.topic_id, r)
 
 
 def pop(topic: str, count: int = 1, lease_seconds: float | None = None, now_ms: int | None = None,

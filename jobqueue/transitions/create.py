@@ -109,7 +109,7 @@ def push_committed(jobs: list[Job]) -> None:
     here: a blip outlasts an immediate one, and the caller's request should not wait)."""
     try:
         if len(jobs) == 1 and jobs[0].status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
-            engine.push_job(jobs[0], ENQUEUED)
+            engine.send_job(jobs[0], ENQUEUED)
         else:
             engine.push_jobs(jobs, enqueued=True)
     except redis.RedisError as exc:

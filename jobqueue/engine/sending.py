@@ -1,0 +1,176 @@
+"""A new job's push, sent without waiting for Redis's answer.
+
+``enqueue()`` pushes a job only once its row has committed, so the push carries news,
+not the record: a push that does not happen leaves the job queued in the database, and a
+worker's reconcile pushes it (within about ``RECONCILE_SECONDS``). So ``enqueue()`` sends
+the push script's call and returns; the answer is read before this thread's next use of
+Redis (its next push, any :func:`~.connection.get_redis`, the end of a request, exit):
+the thread always sees its own pushes, and a refusal is still seen, only later.
+
+An answer that says the push did not happen because of the connection or the script
+cache (Redis restarted: ``NOSCRIPT``) pushes the job again there, waiting this time (a
+push is idempotent: an id already queued keeps its place). Any other refusal is logged
+as :func:`jobqueue.transitions.create.push_committed` logs an unreachable Redis.
+
+Each thread holds one pooled connection while an answer is outstanding and between its
+pushes; :func:`release` (connected to ``request_finished``) reads the answer and gives the
+connection back, and so does the end of the thread.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from ..conf import settings
+from ..logging import job_id_extra
+from . import connection
+from .keys import topic_keys
+from .scripts import script
+
+logger = logging.getLogger("jobqueue.engine")
+
+#: The push script's keys (``push.lua``), in order.
+PUSH_KEYS = ("queue", "seq", "entities", "leases", "scheduled", "schedprio", "wake", "metrics")
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+class _Held:
+    """One thread's connection and the push whose answer it has not read yet."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self.pid = os.getpid()
+        self.conn: Any = _connection(client.connection_pool)
+        self.sent: tuple[str, str, int, str | None, str] | None = None
+        self.prefixes: dict[str, bytes] = {}
+
+    def prefix(self, topic: str) -> bytes:
+        """``EVALSHA <sha> 8 <keys…>`` for ``topic`` (under the current prefix), packed once."""
+        k = topic_keys(topic)
+        packed = self.prefixes.get(k.base)
+        if packed is None:
+            sha = script(self.client, "push").sha.encode()
+            parts = [b"EVALSHA", sha, b"8", *(str(getattr(k, name)).encode() for name in PUSH_KEYS)]
+            packed = b"".join(_bulk(part) for part in parts)
+            self.prefixes[k.base] = packed
+        return packed
+
+    def give_back(self) -> None:
+        """Return the connection to its pool, closed first if an answer is still unread
+        (after a fork it is the parent's: left alone)."""
+        conn, self.conn = self.conn, None
+        if conn is None or self.pid != os.getpid():
+            return
+        if self.sent is not None:
+            self.sent = None
+            conn.disconnect()
+        self.client.connection_pool.release(conn)
+
+    def __del__(self) -> None:  # the thread ended: nothing may be left unread on a pooled connection
+        try:
+            self.give_back()
+        except Exception:  # noqa: BLE001 - at a thread's or interpreter's end, nothing to tell
+            pass
+
+
+def _connection(pool: Any) -> Any:
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py before 5.3 names the command
+        return pool.get_connection("EVALSHA")
+
+
+_local = threading.local()
+
+
+def _held(client: redis.Redis) -> _Held:
+    held: _Held | None = getattr(_local, "held", None)
+    if held is not None and held.client is client and held.pid == os.getpid() and held.conn is not None:
+        return held
+    if held is not None:  # another client (settings changed), or the parent's connection after a fork
+        _local.held = None
+        held.give_back()
+    held = _local.held = _Held(client)
+    return held
+
+
+def send(client: redis.Redis, topic: str, job_id: str, priority: int, entity_id: str | None, tally: str,
+         push: Callable[[], Any]) -> None:
+    """Send one queued job's push without waiting for its answer.
+
+    ``push`` makes the same push synchronously: it runs instead where the connection
+    fails as the call is sent, and raises :class:`redis.RedisError` as the push would.
+    """
+    settle()
+    held = _held(client)
+    argv = (tally.encode(), job_id.encode(), b"%d" % priority, (entity_id or "").encode())
+    packed = b"*15\r\n" + held.prefix(topic) + b"".join(_bulk(part) for part in argv)
+    try:
+        held.conn.send_packed_command([packed])
+    except (redis.ConnectionError, redis.TimeoutError):
+        held.conn.disconnect()
+        push()
+        return
+    held.sent = (topic, job_id, priority, entity_id, tally)
+    connection.waiting.read = settle
+
+
+def settle() -> None:
+    """Read this thread's outstanding push answer, if any (see the module's docstring)."""
+    connection.waiting.read = None
+    held: _Held | None = getattr(_local, "held", None)
+    if held is None or held.sent is None:
+        return
+    sent, held.sent = held.sent, None
+    if held.pid != os.getpid():
+        return
+    topic, job_id, priority, entity_id, tally = sent
+    try:
+        held.conn.read_response()
+        return
+    except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError) as exc:
+        # Not pushed (or not known to be): push again, and wait for it this time.
+        held.conn.disconnect()
+        reason: redis.RedisError = exc
+    except redis.RedisError as exc:
+        refused(job_id, topic, exc)
+        return
+    try:
+        script(held.client, "push")(
+            keys=[getattr(topic_keys(topic), name) for name in PUSH_KEYS],
+            args=[tally, job_id, priority, entity_id or ""],
+            client=held.client,
+        )
+    except redis.RedisError as exc:
+        logger.debug("Push of job %s failed (%s), and again (%s).", job_id, reason, exc)
+        refused(job_id, topic, exc)
+
+
+def refused(job_id: str, topic: str, exc: Exception) -> None:
+    """Log that Redis did not take the push of a committed job (the database keeps it)."""
+    logger.warning("Redis did not take the push of committed job %s (topic %r: %s): it is kept in the database, "
+                   "and a worker pushes it within about %s s.", job_id, topic, exc, settings.RECONCILE_SECONDS,
+                   extra=job_id_extra(job_id, topic))
+
+
+def release(**_: Any) -> None:
+    """Read this thread's outstanding answer and give its connection back to the pool
+    (a ``request_finished`` receiver: a request's pushes end with it)."""
+    settle()
+    held: _Held | None = getattr(_local, "held", None)
+    if held is not None:
+        _local.held = None
+        held.give_back()
+
+
+atexit.register(release)

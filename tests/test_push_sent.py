@@ -1,0 +1,125 @@
+"""A new job's push is sent without waiting for Redis's answer (``jobqueue/engine/sending.py``):
+the answer is read before the thread's next Redis call, a push the answer says did not
+happen is made again, a refused one is logged, and no pooled connection is left with an
+answer unread (end of request, end of thread, fork)."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import threading
+import uuid
+from types import SimpleNamespace
+
+import pytest
+
+from jobqueue import engine
+from jobqueue.engine import sending
+from jobqueue.models import Job, JobStatus
+
+from .test_api import superuser_api  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def held():
+    return getattr(sending._local, "held", None)
+
+
+def test_enqueue_returns_with_the_answer_unread_and_the_thread_then_sees_its_push():
+    job = Job.objects.enqueue("echo")
+    assert held() is not None and held().sent is not None and held().sent[1] == str(job.pk)
+    assert engine.queue_ids("echo") == [str(job.pk)]  # get_redis() read the answer first
+    assert held().sent is None
+    assert engine.get_redis().hget(engine.TopicKeys("echo").metrics, "enqueued") == b"1"
+
+
+def test_each_push_reads_the_answer_before_it(redis_client):
+    jobs = [Job.objects.enqueue("echo", priority=p) for p in (0, 5, 1)]
+    assert held().sent[1] == str(jobs[-1].pk)  # only the last answer is outstanding
+    assert engine.queue_ids("echo") == [str(jobs[1].pk), str(jobs[2].pk), str(jobs[0].pk)]
+
+
+def test_a_push_sent_after_redis_lost_its_scripts_is_made_again(redis_client):
+    Job.objects.enqueue("echo")
+    engine.queue_ids("echo")
+    redis_client.script_flush()  # as after a restart: the answer to EVALSHA is NOSCRIPT
+    job = Job.objects.enqueue("echo")
+    assert str(job.pk) in engine.queue_ids("echo")
+    assert engine.get_redis().hget(engine.TopicKeys("echo").metrics, "enqueued") == b"2"
+
+
+def test_a_push_on_a_connection_redis_closed_is_made_again(redis_client, caplog):
+    first = Job.objects.enqueue("echo")
+    engine.queue_ids("echo")
+    redis_client.client_kill_filter(skipme=True)  # the held connection among them
+    with caplog.at_level(logging.WARNING, logger="jobqueue"):
+        job = Job.objects.enqueue("echo")
+        assert engine.queue_ids("echo") == [str(first.pk), str(job.pk)]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_refused_push_is_logged_and_the_job_kept(redis_client, caplog):
+    redis_client.set(engine.TopicKeys("echo").queue, "not a sorted set")
+    with caplog.at_level(logging.WARNING, logger="jobqueue"):
+        job = Job.objects.enqueue("echo")
+        engine.get_redis()
+    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(job.pk) in record.getMessage() and "WRONGTYPE" in record.getMessage()
+    assert record.job_id == str(job.pk) and record.topic == "echo"
+    assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
+    redis_client.delete(engine.TopicKeys("echo").queue)
+    engine.push_job(Job.objects.get(pk=job.pk))  # what the reconcile does for it
+    assert engine.queue_ids("echo") == [str(job.pk)]
+
+
+def test_a_request_ends_with_its_answer_read_and_the_connection_back_in_the_pool(superuser_api):  # noqa: F811
+    response = superuser_api.call("POST", "/jobs/", {"topic": "echo"})
+    assert response.status_code == 201, response.content
+    assert held() is None  # request_finished gave it back
+    pool = engine.get_redis().connection_pool
+    assert not pool._in_use_connections
+    assert engine.queue_ids("echo") == [response.json()["id"]]
+
+
+def test_a_thread_that_ends_with_an_answer_unread_gives_its_connection_back_closed():
+    pool = engine.get_redis().connection_pool
+    seen = {}
+
+    def enqueue():
+        seen["job"] = Job.objects.enqueue("echo")
+        seen["conn"] = held().conn
+        assert held().sent is not None
+        from django.db import connections
+
+        connections.close_all()
+
+    thread = threading.Thread(target=enqueue)
+    thread.start()
+    thread.join()
+    gc.collect()
+    assert seen["conn"] not in pool._in_use_connections
+    assert seen["conn"] in pool._available_connections
+    assert seen["conn"]._sock is None  # closed: its answer can never be read as another call's
+    assert engine.queue_ids("echo") == [str(seen["job"].pk)]
+
+
+def test_a_forked_child_pushes_on_its_own_connection_and_the_parent_reads_its_answer():
+    parent_job = Job.objects.enqueue("echo")
+    assert held().sent is not None
+    child_id = str(uuid.uuid4())
+    pid = os.fork()
+    if pid == 0:  # the child: no database, only the engine
+        code = 1
+        try:
+            engine.reset_clients()
+            engine.send_job(SimpleNamespace(pk=child_id, topic_id="echo", status="queued", priority=0,
+                                            entity_id=None, key=None))
+            code = 0 if child_id in engine.queue_ids("echo") else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert held().sent is not None and held().sent[1] == str(parent_job.pk)  # the parent's, still unread
+    assert sorted(engine.queue_ids("echo")) == sorted([str(parent_job.pk), child_id])
