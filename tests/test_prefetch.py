@@ -6,6 +6,7 @@ reaper keep their guarantees."""
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from contextlib import contextmanager
 
@@ -482,3 +483,93 @@ def test_a_held_success_whose_job_moved_on_is_recorded_as_lost_and_the_others_st
     assert Job.objects.get(pk=jobs[0].pk).status == JobStatus.SUCCEEDED
     assert Job.objects.get(pk=jobs[1].pk).status == JobStatus.QUEUED
     assert list(Execution.objects.filter(job_id=jobs[1].pk).values_list("outcome", flat=True)) == ["lost"]
+
+
+# -- the pop behind the wait --------------------------------------------------------------
+
+
+def idle_worker() -> Worker:
+    """A worker that holds the echo slot and found nothing to do (as before its wait)."""
+    w = Worker(topics=["echo"], install_signals=False)
+    w.topics = ["echo"]
+    w._take_slots()
+    assert set(w.slots) == {"echo"}
+    assert w._fetch() == (None, "")
+    w._next_maintenance = time.monotonic() + 60  # its wait is then a whole IDLE_WAIT_SECONDS
+    return w
+
+
+def test_a_waiting_worker_leases_what_woke_it_in_the_same_round_trip():
+    w = idle_worker()
+    job = Job.objects.enqueue("echo")  # its push leaves a wake token
+    calls = RedisCalls()
+    with calls.counting():
+        w._wait()
+    assert calls.count == 1 and calls.names == {"pipeline": 1}, calls.names  # BLPOP and the pop, one trip
+    assert w.readahead.batch == (str(job.pk),)
+    assert engine.queue_ids("echo") == [] and get_redis().zscore(topic_keys("echo").leases, str(job.pk))
+    with calls.counting():
+        assert w._fetch() == (str(job.pk), "echo")  # taken from the batch: no call
+    assert calls.count == 1
+
+
+def test_a_job_pushed_while_the_worker_waits_is_leased_as_it_wakes():
+    w = idle_worker()
+    pushed = {}
+
+    def push_later():
+        time.sleep(0.3)
+        pushed["job"] = Job.objects.enqueue("echo")
+        from django.db import connections
+
+        connections.close_all()
+
+    thread = threading.Thread(target=push_later)
+    thread.start()
+    try:
+        w._wait()  # up to a second
+    finally:
+        thread.join()
+    assert w.readahead.batch == (str(pushed["job"].pk),)
+
+
+@pytest.mark.usefixtures("full_batches")
+def test_a_worker_stopping_after_its_wait_leased_jobs_puts_them_back_unstarted():
+    w = idle_worker()
+    w.readahead.observe(0.001)  # a pace seen: the pop leases a batch, not one id
+    jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(3)]
+    w._wait()
+    assert w.readahead.batch == tuple(str(j.pk) for j in jobs)
+    w.readahead.give_back()  # what run() does on the way out
+    assert engine.queue_ids("echo") == [str(j.pk) for j in jobs]
+    assert set(Job.objects.filter(pk__in=[j.pk for j in jobs]).values_list("status", "attempts")) == {
+        (JobStatus.QUEUED, 0)
+    }
+
+
+def test_the_pop_behind_the_wait_leases_nothing_of_a_paused_topic_and_survives_a_lost_script(redis_client):
+    w = idle_worker()
+    engine.set_paused("echo", True)
+    job = Job.objects.enqueue("echo")
+    w._wait()
+    assert w.readahead.batch == () and engine.queue_ids("echo") == [str(job.pk)]
+    engine.set_paused("echo", False)
+    redis_client.script_flush()  # as after a restart: the pipelined EVALSHA is answered NOSCRIPT
+    engine.get_redis().rpush(topic_keys("echo").wake, "1")
+    w._wait()
+    assert w.readahead.batch == (str(job.pk),)
+
+
+def test_a_worker_with_a_batch_or_several_slots_only_waits():
+    w = idle_worker()
+    w.readahead.adopt("echo", ["not-a-job"])
+    assert not w._may_pop_behind_wait("echo")
+    with pytest.raises(RuntimeError):
+        w.readahead.adopt("echo", ["another"])
+    w.readahead.give_back_batch()
+    assert w._may_pop_behind_wait("echo")
+    engine.flow.configure("echo", engine.flow.FlowLimits(fair=True))
+    try:
+        assert not w._may_pop_behind_wait("echo")  # a topic with flow options pops with its own script
+    finally:
+        engine.flow.configure("echo", None)

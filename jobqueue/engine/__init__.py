@@ -34,6 +34,7 @@ from .queue import (
     schedule,
     send_job,
     set_paused,
+    wait_and_pop,
     wait_for_push,
 )
 from .reconcile import reconcile_cursors, reconcile_turns, restore, save_reconcile_cursors
@@ -89,6 +90,7 @@ __all__ = [
     "topic_keys",
     "rollup_key",
     "topics_key",
+    "wait_and_pop",
     "wait_for_push",
     "workers_key",
 ]

@@ -367,6 +367,34 @@ def wait_for_push(topics: list[str], timeout: float) -> None:
     r.blpop(keys, timeout=max(0.05, timeout))
 
 
+def wait_and_pop(topic: str, count: int, slot_token: str, timeout: float) -> list[str]:
+    """:func:`wait_for_push` on ``topic``, then lease up to ``count`` of its ids as
+    :func:`pop` does, in one round trip: the pop is pipelined behind the ``BLPOP``, and
+    Redis runs it the moment the ``BLPOP`` returns (woken or timed out). For a topic
+    without flow options; on a Redis Cluster this waits only, and leases nothing."""
+    r = get_redis()
+    if is_cluster(r):
+        wait_for_push([topic], timeout)
+        return []
+    socket_timeout = r.connection_pool.connection_kwargs.get("socket_timeout")
+    if socket_timeout:  # a blocking call must return before the socket gives up on it
+        timeout = min(timeout, socket_timeout * 0.8)
+    k = topic_keys(topic)
+    keys = [k.queue, k.leases, k.paused, k.entities, k.abort, k.lock, k.metrics]
+    args = [settings.LEASE_SECONDS, max(1, int(count)), "", slot_token]
+    pop_script = script(r, "ack_pop")
+    with r.pipeline(transaction=False) as pipe:
+        pipe.blpop([k.wake], timeout=max(0.05, timeout))
+        # By SHA and without redis-py's script check (a round trip per pipeline): a script
+        # Redis lost (it restarted) is answered NOSCRIPT, and the pop is then made apart.
+        pipe.execute_command("EVALSHA", pop_script.sha, len(keys), *keys, *args)
+        try:
+            _woken, ids = pipe.execute()
+        except redis.exceptions.NoScriptError:
+            return acks_and_pop(topic, [], count, slot_token=slot_token)
+    return [_s(i) for i in ids]
+
+
 def set_paused(topic: str, paused: bool) -> None:
     k = topic_keys(topic)
     if paused:

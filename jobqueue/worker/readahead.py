@@ -209,6 +209,16 @@ class ReadAhead:
         self._batch, self._batch_topic = tuple(ids[1:]), topic
         return ids[0]
 
+    def adopt(self, topic: str, ids: list[str]) -> None:
+        """Ids of ``topic`` leased for us by the pop behind the worker's wait
+        (:func:`~jobqueue.engine.wait_and_pop`): they are the batch now."""
+        if ids:
+            self._expect(Stage.EMPTY, "adopt")
+            if self._batch:
+                raise RuntimeError(f"adopt with a batch already leased: {self!r}")
+            self._lost.clear()
+            self._batch, self._batch_topic = tuple(ids), topic
+
     def _acks_and_pop(self, topic: str, slot_token: str, count: int) -> list[str]:
         """Lease up to ``count`` ids of ``topic`` in the Redis call that acknowledges the
         recorded successes of ``topic`` (those of other topics are acknowledged apart).

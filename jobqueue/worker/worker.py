@@ -260,7 +260,21 @@ class Worker:
         if not wakeable:
             time.sleep(min(timeout, 0.5))
             return
+        lock = self.slots.get(wakeable[0]) if len(wakeable) == 1 else None  # the heartbeat may drop it
+        if lock is not None and self._may_pop_behind_wait(wakeable[0]):
+            # Woken, the next jobs are leased in the same round trip (the pop behind the wait).
+            [topic] = wakeable
+            self.readahead.adopt(topic, engine.wait_and_pop(topic, self._prefetch(topic, 0), lock.token, timeout))
+            return
         engine.wait_for_push(wakeable, timeout)
+
+    def _may_pop_behind_wait(self, topic: str) -> bool:
+        """Whether the wait on ``topic`` may lease its next jobs as it returns: the worker
+        holds that slot only, nothing leased or unacknowledged, and the topic has no flow
+        options (whose pop is another script)."""
+        return (len(self.slots) == 1 and not self.stopping
+                and self.readahead.stage is Stage.EMPTY and not self.readahead.batch
+                and not self.readahead.unacked and engine.flow.limits(topic) is None)
 
     def _process(self, topic: str, job_id: str) -> None:
         claimed = claim(job_id, self.worker_id, os.getpid(), self.topic_rows)
