@@ -13,9 +13,10 @@ import uuid
 from types import SimpleNamespace
 
 import pytest
+import redis
 
 from jobqueue import engine
-from jobqueue.engine import sending
+from jobqueue.engine import connection, sending
 from jobqueue.models import Job, JobStatus
 
 from .test_api import superuser_api  # noqa: F401 - a fixture
@@ -25,6 +26,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def held():
     return getattr(sending._local, "held", None)
+
+
+def unread(job):
+    """As if ``job``'s push had just been sent and its answer were still to read."""
+    held().sent = ("echo", str(job.pk), 0, None, "enqueued=1")
+    connection.waiting.read = sending.settle
 
 
 def test_enqueue_returns_with_the_answer_unread_and_the_thread_then_sees_its_push():
@@ -58,6 +65,34 @@ def test_a_push_on_a_connection_redis_closed_is_made_again(redis_client, caplog)
         job = Job.objects.enqueue("echo")
         assert engine.queue_ids("echo") == [str(first.pk), str(job.pk)]
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_an_answer_lost_with_its_connection_never_requeues_a_job_a_worker_took(redis_client, monkeypatch, caplog):
+    job = Job.objects.enqueue("echo")
+    conn = held().conn
+    assert redis_client.zscore(engine.TopicKeys("echo").queue, str(job.pk)) is not None  # Redis ran the push
+    assert engine.pop("echo") == [str(job.pk)]  # a worker leased it (engine.pop read the answer first)
+    unread(job)
+    lease = redis_client.zscore(engine.TopicKeys("echo").leases, str(job.pk))
+
+    def broken(*args, **kwargs):
+        raise redis.ConnectionError("Connection closed by server.")
+
+    monkeypatch.setattr(conn, "read_response", broken)  # the answer is lost with the connection
+    with caplog.at_level(logging.WARNING, logger="jobqueue"):
+        assert engine.queue_ids("echo") == []  # not queued again behind the worker's back
+    assert redis_client.zscore(engine.TopicKeys("echo").leases, str(job.pk)) == lease
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_push_whose_answer_was_lost_before_it_ran_is_put_back(redis_client, monkeypatch):
+    job = Job.objects.enqueue("echo")
+    engine.queue_ids("echo")
+    redis_client.delete(engine.TopicKeys("echo").queue)  # as if the push never ran
+    unread(job)
+    monkeypatch.setattr(held().conn, "read_response", lambda *a, **k: (_ for _ in ()).throw(redis.ConnectionError()))
+    assert engine.queue_ids("echo") == [str(job.pk)]
+    assert held().sent is None
 
 
 def test_a_refused_push_is_logged_and_the_job_kept(redis_client, caplog):

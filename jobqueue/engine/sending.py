@@ -7,10 +7,12 @@ the push script's call and returns; the answer is read before this thread's next
 Redis (its next push, any :func:`~.connection.get_redis`, the end of a request, exit):
 the thread always sees its own pushes, and a refusal is still seen, only later.
 
-An answer that says the push did not happen because of the connection or the script
-cache (Redis restarted: ``NOSCRIPT``) pushes the job again there, waiting this time (a
-push is idempotent: an id already queued keeps its place). Any other refusal is logged
-as :func:`jobqueue.transitions.create.push_committed` logs an unreachable Redis.
+An answer that says the push did not run (Redis restarted and lost its scripts:
+``NOSCRIPT``) pushes the job again there, waiting this time. A connection that broke
+before the answer came leaves the push's fate unknown (the answer may be what was lost,
+and a worker may have taken the job since), so the job is put back only where Redis holds
+it nowhere, as the reconcile does. Any other refusal is logged as
+:func:`jobqueue.transitions.create.push_committed` logs an unreachable Redis.
 
 Each thread holds one pooled connection while an answer is outstanding and between its
 pushes; :func:`release` (connected to ``request_finished``) reads the answer and gives the
@@ -135,22 +137,32 @@ def settle() -> None:
     if held.pid != os.getpid():
         return
     topic, job_id, priority, entity_id, tally = sent
+    reason: redis.RedisError
     try:
         held.conn.read_response()
         return
-    except (redis.ConnectionError, redis.TimeoutError, redis.exceptions.NoScriptError) as exc:
-        # Not pushed (or not known to be): push again, and wait for it this time.
+    except redis.exceptions.NoScriptError as exc:  # not run at all
+        reason, unknown = exc, False
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
         held.conn.disconnect()
-        reason: redis.RedisError = exc
+        reason, unknown = exc, True
     except redis.RedisError as exc:
         refused(job_id, topic, exc)
         return
     try:
-        script(held.client, "push")(
-            keys=[getattr(topic_keys(topic), name) for name in PUSH_KEYS],
-            args=[tally, job_id, priority, entity_id or ""],
-            client=held.client,
-        )
+        if unknown:
+            # Run or not, no one can tell: the answer may be what was lost, and a worker may
+            # have taken the job since. So it goes back only where Redis holds it nowhere (as
+            # the reconcile puts jobs back); a lease or a queued id is left alone.
+            from .reconcile import restore
+
+            restore(topic, [(job_id, priority, entity_id, None)])
+        else:  # pushed again with the script loaded, waiting this time
+            script(held.client, "push")(
+                keys=[getattr(topic_keys(topic), name) for name in PUSH_KEYS],
+                args=[tally, job_id, priority, entity_id or ""],
+                client=held.client,
+            )
     except redis.RedisError as exc:
         logger.debug("Push of job %s failed (%s), and again (%s).", job_id, reason, exc)
         refused(job_id, topic, exc)
