@@ -88,7 +88,7 @@ def push(topic: str, items: Iterable[tuple[str, int, str | None]], client: Any =
         argv += [str(job_id), int(priority), entity or ""]
     if len(argv) == 1:
         return 0
-    keys = [k.queue, k.seq, k.entities, k.leases, k.scheduled, k.schedprio, k.wake, k.metrics]
+    keys = [getattr(k, name) for name in sending.PUSH_KEYS]
     result = script(get_redis(), "push")(keys=keys, args=argv, client=r)
     _announce(topic, r)
     return result if isinstance(result, int) else 0
@@ -237,14 +237,21 @@ def acks_and_pop(topic: str, finished: Sequence[tuple[str, str, str]], count: in
                 ack(topic, *last)
             return []
         return flow.pop(topic, lim, count, lease_seconds, now_ms, slot_token, last)
+    r = get_redis()
+    keys, args = _ack_pop_call(topic, finished, count, lease_seconds, now_ms, slot_token)
+    return [_s(i) for i in script(r, "ack_pop")(keys=keys, args=args, client=r)]
+
+
+def _ack_pop_call(topic: str, finished: Sequence[tuple[str, str, str]], count: int, lease_seconds: float | None,
+                  now_ms: int | None, slot_token: str | None) -> tuple[list[str], list[Any]]:
+    """The keys and arguments of ``ack_pop.lua`` for :func:`acks_and_pop`."""
     k = topic_keys(topic)
     lease = settings.LEASE_SECONDS if lease_seconds is None else lease_seconds
-    r = get_redis()
     keys = [k.queue, k.leases, k.paused, k.entities, k.abort, k.lock, k.metrics]
     args: list[Any] = [lease, max(0, int(count)), _now_arg(now_ms), slot_token or ""]
     for job_id, entity_id, tally in finished:
         args += [str(job_id), entity_id or "", tally]
-    return [_s(i) for i in script(r, "ack_pop")(keys=keys, args=args, client=r)]
+    return keys, args
 
 
 def extend_leases(topic: str, job_ids: Iterable[str], lease_seconds: float | None = None,
@@ -359,12 +366,19 @@ def wait_for_push(topics: list[str], timeout: float) -> None:
         _wait_turn = (_wait_turn + 1) % len(ordered)
         keys = ordered[_wait_turn]
         timeout = timeout / len(ordered)
+    r.blpop(keys, timeout=_blocking_timeout(r, timeout))
+
+
+def _blocking_timeout(r: Any, timeout: float) -> float:
+    """``timeout`` for a blocking call on ``r``: at least 0.05 s, and short enough to
+    return before the client's socket gives up on it."""
+    if is_cluster(r):
         socket_timeout = r.get_connection_kwargs().get("socket_timeout")
     else:
         socket_timeout = r.connection_pool.connection_kwargs.get("socket_timeout")
-    if socket_timeout:  # a blocking call must return before the socket gives up on it
+    if socket_timeout:
         timeout = min(timeout, socket_timeout * 0.8)
-    r.blpop(keys, timeout=max(0.05, timeout))
+    return max(0.05, timeout)
 
 
 def wait_and_pop(topic: str, count: int, slot_token: str, timeout: float) -> list[str]:
@@ -376,15 +390,10 @@ def wait_and_pop(topic: str, count: int, slot_token: str, timeout: float) -> lis
     if is_cluster(r):
         wait_for_push([topic], timeout)
         return []
-    socket_timeout = r.connection_pool.connection_kwargs.get("socket_timeout")
-    if socket_timeout:  # a blocking call must return before the socket gives up on it
-        timeout = min(timeout, socket_timeout * 0.8)
-    k = topic_keys(topic)
-    keys = [k.queue, k.leases, k.paused, k.entities, k.abort, k.lock, k.metrics]
-    args = [settings.LEASE_SECONDS, max(1, int(count)), "", slot_token]
+    keys, args = _ack_pop_call(topic, [], max(1, int(count)), None, None, slot_token)
     pop_script = script(r, "ack_pop")
     with r.pipeline(transaction=False) as pipe:
-        pipe.blpop([k.wake], timeout=max(0.05, timeout))
+        pipe.blpop([topic_keys(topic).wake], timeout=_blocking_timeout(r, timeout))
         # By SHA and without redis-py's script check (a round trip per pipeline): a script
         # Redis lost (it restarted) is answered NOSCRIPT, and the pop is then made apart.
         pipe.execute_command("EVALSHA", pop_script.sha, len(keys), *keys, *args)

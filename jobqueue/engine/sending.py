@@ -53,7 +53,8 @@ class _Held:
         self.client = client
         self.pid = os.getpid()
         self.conn: Any = _connection(client.connection_pool)
-        self.sent: tuple[str, str, int, str | None, str] | None = None
+        #: (topic, job id, priority, entity id, the same push made synchronously) of the push sent
+        self.sent: tuple[str, str, int, str | None, Callable[[], Any]] | None = None
         self.prefixes: dict[str, bytes] = {}
 
     def prefix(self, topic: str) -> bytes:
@@ -111,7 +112,8 @@ def send(client: redis.Redis, topic: str, job_id: str, priority: int, entity_id:
     """Send one queued job's push without waiting for its answer.
 
     ``push`` makes the same push synchronously: it runs instead where the connection
-    fails as the call is sent, and raises :class:`redis.RedisError` as the push would.
+    fails as the call is sent (and raises :class:`redis.RedisError` as the push would),
+    and again where the answer says the push never ran.
     """
     settle()
     held = _held(client)
@@ -123,7 +125,7 @@ def send(client: redis.Redis, topic: str, job_id: str, priority: int, entity_id:
         held.conn.disconnect()
         push()
         return
-    held.sent = (topic, job_id, priority, entity_id, tally)
+    held.sent = (topic, job_id, priority, entity_id, push)
     connection.waiting.read = settle
 
 
@@ -136,7 +138,7 @@ def settle() -> None:
     sent, held.sent = held.sent, None
     if held.pid != os.getpid():
         return
-    topic, job_id, priority, entity_id, tally = sent
+    topic, job_id, priority, entity_id, push = sent
     reason: redis.RedisError
     try:
         held.conn.read_response()
@@ -157,12 +159,8 @@ def settle() -> None:
             from .reconcile import restore
 
             restore(topic, [(job_id, priority, entity_id, None)])
-        else:  # pushed again with the script loaded, waiting this time
-            script(held.client, "push")(
-                keys=[getattr(topic_keys(topic), name) for name in PUSH_KEYS],
-                args=[tally, job_id, priority, entity_id or ""],
-                client=held.client,
-            )
+        else:  # pushed again, the script loaded, waiting this time
+            push()
     except redis.RedisError as exc:
         logger.debug("Push of job %s failed (%s), and again (%s).", job_id, reason, exc)
         refused(job_id, topic, exc)
