@@ -1,6 +1,8 @@
-"""jobqueue's settings: one ``JOBQUEUE = {...}`` dict, read on every access.
+"""jobqueue's settings: one ``JOBQUEUE = {...}`` dict.
 
-Nothing is read at import time, so ``override_settings(JOBQUEUE=...)`` works in
+Nothing is read at import time. The dict is read on first use and kept, and read again
+whenever Django says it changed (its ``setting_changed`` signal: ``override_settings``,
+pytest-django's ``settings`` fixture), so ``override_settings(JOBQUEUE=...)`` works in
 tests. Every key is optional; :data:`DEFAULTS` names them with their units.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
 
 from .constants import ENTITY_ID_COLUMN_LENGTH
 
@@ -93,7 +96,15 @@ DEFAULTS: dict[str, Any] = {
 
 
 class Settings:
-    """Attribute access to ``settings.JOBQUEUE`` merged over :data:`DEFAULTS`."""
+    """Attribute access to ``settings.JOBQUEUE`` merged over :data:`DEFAULTS`.
+
+    The merged values are kept once read (every enqueue and every job reads several:
+    reading Django's settings each time was a measurable part of an enqueue), and dropped
+    when ``setting_changed`` names ``JOBQUEUE``.
+    """
+
+    def __init__(self) -> None:
+        self._merged: dict[str, Any] | None = None
 
     def user_settings(self) -> dict[str, Any]:
         value = getattr(django_settings, "JOBQUEUE", None) or {}
@@ -102,9 +113,20 @@ class Settings:
         return value
 
     def __getattr__(self, name: str) -> Any:
-        if name not in DEFAULTS:
-            raise AttributeError(f"Unknown jobqueue setting: {name}")
-        return self.user_settings().get(name, DEFAULTS[name])
+        merged = self._merged
+        if merged is None:
+            merged = {**DEFAULTS, **{k: v for k, v in self.user_settings().items() if k in DEFAULTS}}
+            self._merged = merged
+        try:
+            return merged[name]
+        except KeyError:
+            raise AttributeError(f"Unknown jobqueue setting: {name}") from None
+
+    def reload(self, *, setting: str = "JOBQUEUE", **_: Any) -> None:
+        """Read ``settings.JOBQUEUE`` again on the next access (a ``setting_changed`` receiver)."""
+        if setting == "JOBQUEUE":
+            self._merged = None
 
 
 settings = Settings()
+setting_changed.connect(settings.reload, dispatch_uid="jobqueue.conf.reload")

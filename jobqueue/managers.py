@@ -66,6 +66,19 @@ def _fresh(model: type[models.Model]) -> dict[str, Any]:
 
 
 @functools.cache
+def _create() -> Any:
+    """:mod:`jobqueue.transitions.create` (the transitions sit above the models)."""
+    from .transitions import create
+
+    return create
+
+
+@functools.cache
+def _related_model(model: type[models.Model], name: str) -> Any:
+    return model._meta.get_field(name).related_model
+
+
+@functools.cache
 def _attnames(model: type[models.Model]) -> list[str]:
     return [f.attname for f in model._meta.concrete_fields]
 
@@ -150,6 +163,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         ``job_id`` fixes the new job's primary key (a UUID, or its text) instead of a
         random one; ``enqueue()`` then creates it only once (see there).
         """
+        # An argument left at None needs no check (this runs for every enqueue: each call counts).
         topic_model = self._topic_model()
         if (topic.name if isinstance(topic, topic_model) else topic) == SHELL_TOPIC:
             check_shell_enqueue(payload)  # refused while the shell topic is off
@@ -157,12 +171,14 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         payload = {} if payload is None else payload
         payload_json = encode_payload(payload)
         priority = topic_obj.default_priority if priority is None else validate_priority(priority)
-        entity_id = validate_entity_id(entity_id)
+        if entity_id is not None:
+            entity_id = validate_entity_id(entity_id)
         if key is None and topic_obj.key_from and isinstance(payload, dict):
             key = payload.get(topic_obj.key_from)
-        key = validate_job_key(key)
+        if key is not None:
+            key = validate_job_key(key)
         engine.flow.configure(topic_obj.name, topic_obj.flow_limits())  # how push_jobs() routes keyed jobs
-        when = resolve_run_after(run_after, delay)
+        when = resolve_run_after(run_after, delay) if run_after is not None or delay is not None else None
         max_attempts = validate_positive_int(max_attempts, "max_attempts") or topic_obj.max_attempts
         timeout = validate_positive_int(timeout, "timeout") or topic_obj.timeout
         fixed_id = self._job_id(job_id, "job_id") if job_id is not None else None
@@ -170,7 +186,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         if parent_id is not None and not isinstance(parent, self.model) and not self.filter(pk=parent_id).exists():
             raise InvalidJob(f"parent: no job with id {parent_id}.")
         # A job named twice is one dependency (the link table holds each pair once).
-        dep_ids = list(dict.fromkeys(self._job_id(d, "depends_on") for d in depends_on))
+        dep_ids = list(dict.fromkeys(self._job_id(d, "depends_on") for d in depends_on)) if depends_on else []
 
         now = timezone.now()
         if dep_ids:
@@ -185,7 +201,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             **_fresh(self.model),
             "id": uuid.uuid4() if fixed_id is None else fixed_id,
             "topic_id": topic_obj.name,
-            "status": status,
+            "status": str(status),  # the text, which the insert sends as it is
             "priority": priority,
             "payload": payload,
             "entity_id": entity_id,
@@ -225,14 +241,10 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         """
         job, dep_ids = self.build(topic, payload, **kwargs)
         db = router.db_for_write(self.model)
-        from .transitions import create  # the transitions sit above the models
-
+        create = _create()
         fixed = kwargs.get("job_id") is not None
         if not job.entity_id and not dep_ids and not fixed:
-            # One INSERT: in autocommit it commits (and pushes) at once, inside a
-            # transaction the push waits for its commit.
-            create.insert(job, db)
-            create.created([job], db)
+            create.insert_plain(job, db)
             return job
         with transaction.atomic(using=db):
             if fixed:
@@ -300,8 +312,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         for offset, job in enumerate(simple):
             if job.status == JobStatus.QUEUED:
                 job.queued_at = base + dt.timedelta(microseconds=offset)
-        from .transitions import create  # the transitions sit above the models
-
+        create = _create()
         db = router.db_for_write(self.model)
         with transaction.atomic(using=db):
             created = self._insert_many(simple, db)
@@ -367,7 +378,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
     # -- helpers -----------------------------------------------------------------------
 
     def _topic_model(self) -> type[Topic]:
-        return self.model._meta.get_field("topic").related_model
+        return _related_model(self.model, "topic")
 
     def _resolve_topic(self, name: Any) -> Topic:
         return self._topic_model().objects.resolve(name)

@@ -68,10 +68,10 @@ class TopicManager(models.Manager["Topic"]):
 
         Raises :class:`UnknownTopic` (listing the known topics) otherwise.
         """
-        validate_topic_name(name)
-        cached = _topic_cache.get(name)
+        cached = _topic_cache.get(name) if type(name) is str else None  # a name cached was valid
         if cached is not None and cached[1] > time.monotonic():
             return cached[0]
+        validate_topic_name(name)
         topic = self.filter(name=name).first()
         if topic is not None:
             entry = (topic, time.monotonic() + TOPIC_CACHE_SECONDS)

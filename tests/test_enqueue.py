@@ -190,6 +190,45 @@ def test_payload_size_is_bounded_by_the_setting(redis_client):
 
 
 @pytest.mark.django_db
+def test_a_setting_changed_after_it_was_read_is_seen_at_once():
+    """The settings are kept once read, and read again when Django says they changed."""
+    from jobqueue.conf import settings as jq_settings
+
+    Job.objects.enqueue("echo", {"s": "x" * 60})  # read with the default limit
+    assert jq_settings.MAX_PAYLOAD_BYTES > 60
+    with jobqueue_settings(MAX_PAYLOAD_BYTES=50):
+        assert jq_settings.MAX_PAYLOAD_BYTES == 50
+        with pytest.raises(PayloadTooLarge, match="50"):
+            Job.objects.enqueue("echo", {"s": "x" * 60})
+    Job.objects.enqueue("echo", {"s": "x" * 60})
+    assert Job.objects.count() == 2
+
+
+PAYLOADS = [
+    {"text": "caf\u00e9 \u65e5\u672c \U0001f600", "escapes": "quote \" backslash \\ tab \t line\u2028end"},
+    {"nested": [{"a": [1, 2.5, -3e-7, None, True, False]}, {"b": {"c": "d"}}], "big": 2**62, "empty": {}},
+    [1, "two", [3]],
+    "just text",
+    12.5,
+]
+
+
+@pytest.mark.parametrize("logged", [False, True], ids=["fast cursor", "Django's cursor (queries logged)"])
+@pytest.mark.parametrize("payload", PAYLOADS)
+def test_a_payload_is_stored_as_given(payload, logged):
+    """The row holds the payload JSON build() made and checked (sent as it is, not
+    made again), whichever cursor sends it: read back, it is the payload given."""
+    if logged:
+        with CaptureQueriesContext(connection) as queries:
+            job = Job.objects.enqueue("echo", payload)
+        assert any("INSERT" in q["sql"] for q in queries.captured_queries)
+    else:
+        job = Job.objects.enqueue("echo", payload)
+    assert Job.objects.get(pk=job.pk).payload == payload
+    assert job.payload == payload
+
+
+@pytest.mark.django_db
 def test_payload_depth_is_bounded_by_the_setting():
     assert Job.objects.enqueue("echo", nested(100)).payload == nested(100)  # the default limit
     with jobqueue_settings(MAX_PAYLOAD_DEPTH=3):

@@ -554,6 +554,7 @@ def redis_failover(lab: Lab, p: dict[str, Any], size: str) -> Result:
     """
 
     from django.conf import settings
+    from django.test.utils import override_settings
 
     from jobqueue import engine
 
@@ -562,9 +563,9 @@ def redis_failover(lab: Lab, p: dict[str, Any], size: str) -> Result:
     result = Result("Redis Cluster failover", size, "kill -9 of a master, replica promoted")
     cluster = LocalCluster(int(os.environ.get("JOBQUEUE_FAULTS_CLUSTER_PORT", "7010")), lab.dir / "cluster")
     cluster.start()
-    saved = settings.JOBQUEUE
     url = ",".join(f"127.0.0.1:{cluster.port + i}" for i in range(3)).join(("redis+cluster://", ""))
-    settings.JOBQUEUE = {**saved, "REDIS_URL": url}
+    on_cluster = override_settings(JOBQUEUE={**settings.JOBQUEUE, "REDIS_URL": url})  # jobqueue hears of it
+    on_cluster.enable()
     env = {"JOBQUEUE_FAULTS_REDIS_URL": url}
     try:
         lab.reset("redis-failover")
@@ -631,7 +632,7 @@ def redis_failover(lab: Lab, p: dict[str, Any], size: str) -> Result:
                            f"{len(extra)} enqueued after")
     finally:
         lab.stop_workers(grace=5)
-        settings.JOBQUEUE = saved
+        on_cluster.disable()
         engine.reset_clients()
         cluster.stop()
     return result

@@ -117,8 +117,8 @@ def send(client: redis.Redis, topic: str, job_id: str, priority: int, entity_id:
     """
     settle()
     held = _held(client)
-    argv = (tally.encode(), job_id.encode(), b"%d" % priority, (entity_id or "").encode())
-    packed = b"*15\r\n" + held.prefix(topic) + b"".join(_bulk(part) for part in argv)
+    packed = b"*15\r\n%s%s%s%s%s" % (held.prefix(topic), _bulk(tally.encode()), _bulk(job_id.encode()),
+                                      _bulk(b"%d" % priority), _bulk((entity_id or "").encode()))
     try:
         held.conn.send_packed_command([packed])
     except (redis.ConnectionError, redis.TimeoutError):

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 import redis
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError, connections, router, transaction
 
 from .. import engine
 from ..conf import settings
@@ -37,6 +38,19 @@ def insert(job: Job, using: str, *, fast: bool = True) -> None:
         fastsql.insert_job(job, using)
     else:
         job.save(force_insert=True, using=using)
+
+
+def insert_plain(job: Job, using: str) -> None:
+    """``enqueue()`` of a job with no entity, dependencies or id of the caller's: no
+    constraint can refuse its row, so it is one ``INSERT`` (in autocommit it commits, and
+    the job is pushed, at once; inside a transaction the push waits for its commit).
+    :func:`insert` and :func:`created`, the database's connection looked up once."""
+    connection = connections[using]
+    if fastsql.enabled(using, connection):
+        fastsql.insert_job(job, using, connection)
+    else:
+        job.save(force_insert=True, using=using)
+    created([job], using, connection)
 
 
 def already_there(job: Job) -> Job | None:
@@ -93,14 +107,15 @@ def _lock_before_reading(using: str) -> None:
             cursor.execute(f"UPDATE {conn.ops.quote_name(Job._meta.db_table)} SET id = id WHERE 0")
 
 
-def created(jobs: list[Job], using: str) -> None:
+def created(jobs: list[Job], using: str, connection: Any = None) -> None:
     """The rows of ``jobs`` were written: announce them, and push the queued and
-    scheduled ones when the transaction commits (counting them all as enqueued)."""
+    scheduled ones when the transaction commits (counting them all as enqueued).
+    ``connection``: ``connections[using]``, if the caller has it."""
     if job_enqueued.has_listeners(Job):
         for job in jobs:
             job_enqueued.send(sender=Job, job=job)
     if jobs:
-        transaction.on_commit(lambda: push_committed(jobs), using=using)
+        (connection or transaction.get_connection(using)).on_commit(lambda: push_committed(jobs))
 
 
 def push_committed(jobs: list[Job]) -> None:

@@ -18,6 +18,7 @@ more than running it. ``JOBQUEUE["PREPARED_STATEMENTS"] = False`` turns that off
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -102,32 +103,42 @@ def _cursor(connection: Any) -> Iterator[Any]:
 
     With psycopg 3 this is a server-side-binding cursor on Django's own connection
     (same transaction, same adapters, errors wrapped as Django's), and each statement
-    is prepared on its first run. Django's cursor is used instead when statements
-    are being logged or wrapped (``DEBUG``, ``execute_wrapper()``), on other drivers
-    and databases, when ``PREPARED_STATEMENTS`` is off, and when the database's
-    ``OPTIONS`` ask for no preparing.
+    is prepared on its first run (:func:`_fast_cursor`). Django's cursor is used instead
+    when statements are being logged or wrapped (``DEBUG``, ``execute_wrapper()``), on
+    other drivers and databases, when ``PREPARED_STATEMENTS`` is off, and when the
+    database's ``OPTIONS`` ask for no preparing.
     """
-    options = connection.settings_dict.get("OPTIONS", {})
-    if (
-        psycopg is None
-        or connection.vendor != "postgresql"
-        or connection.queries_logged
-        or connection.execute_wrappers
-        or not settings.PREPARED_STATEMENTS
-        # The project asked for no preparing: "prepare_threshold": None, or server-side
-        # binding with Django's default (None) threshold.
-        or (options.get("prepare_threshold") is None
-            and ("prepare_threshold" in options or options.get("server_side_binding") is True))
-    ):
+    cursor = _fast_cursor(connection)
+    if cursor is None:
         with connection.cursor() as cursor:
             yield cursor
         return
+    with connection.wrap_database_errors:
+        yield cursor
+
+
+def _fast_cursor(connection: Any) -> Any:
+    """The preparing cursor of :func:`_cursor`, its connection checked as Django checks
+    one before a query; ``None`` where Django's own cursor is to be used (see there)."""
+    if (
+        psycopg is None
+        or connection.vendor != "postgresql"
+        or connection.execute_wrappers
+        or connection.queries_logged
+        or not settings.PREPARED_STATEMENTS
+    ):
+        return None
+    options = connection.settings_dict.get("OPTIONS", {})
+    # The project asked for no preparing: "prepare_threshold": None, or server-side
+    # binding with Django's default (None) threshold.
+    if options.get("prepare_threshold") is None and (
+        "prepare_threshold" in options or options.get("server_side_binding") is True
+    ):
+        return None
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     connection.validate_no_broken_transaction()
-    raw = connection.connection
-    with connection.wrap_database_errors:
-        yield _preparing_cursor(connection, raw)
+    return _preparing_cursor(connection, connection.connection)
 
 
 def _preparing_cursor(connection: Any, raw: Any) -> Any:
@@ -164,6 +175,8 @@ if psycopg is not None:
     class _PreparingCursor(psycopg.Cursor):
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
             return super().execute(query, params, prepare=True)
+
+    from psycopg.types.json import Jsonb
 
     _TIMESTAMPTZ = psycopg.postgres.types["timestamptz"].oid
     #: psycopg's default timestamptz loader: aware datetimes in the session's time zone.
@@ -275,11 +288,12 @@ def _from_row(model: type[Model], row: Any, connection: Any) -> Any:
 _orm_only: ContextVar[bool] = ContextVar("jobqueue_orm_only", default=False)
 
 
-def enabled(using: str | None = None) -> bool:
-    """Whether the transitions take the fast path on this database (it needs ``RETURNING``)."""
+def enabled(using: str | None = None, connection: Any = None) -> bool:
+    """Whether the transitions take the fast path on this database (it needs ``RETURNING``);
+    ``connection``: ``connections[using]``, if the caller has it."""
     if _orm_only.get():
         return False
-    return bool(connections[using or _db()].features.can_return_rows_from_bulk_insert)
+    return bool((connection or connections[using or _db()]).features.can_return_rows_from_bulk_insert)
 
 
 def can_fuse() -> bool:
@@ -301,7 +315,12 @@ def _run(name: str, params: list[Any], connection: Any, *, returns_row: bool = F
     """Run statement ``name``; returns its row count and, if it ``returns_row``, its first
     row. (Said by the caller: asking the cursor for its ``description`` builds an object
     per column on every call, a measurable part of a worker's time per job.)"""
-    with _cursor(connection) as cursor:
+    cursor = _fast_cursor(connection)  # as _cursor() does, without a generator per statement
+    if cursor is None:
+        with _cursor(connection) as cursor:
+            cursor.execute(statement(name, connection.alias), params)
+            return cursor.rowcount, (cursor.fetchone() if returns_row else None)
+    with connection.wrap_database_errors:
         cursor.execute(statement(name, connection.alias), params)
         return cursor.rowcount, (cursor.fetchone() if returns_row else None)
 
@@ -439,14 +458,30 @@ def _constant(value: Any) -> str:
     raise ValueError(f"No SQL constant for {value!r}")
 
 
-def insert_job(job: Job, using: str) -> None:
+def insert_job(job: Job, using: str, connection: Any = None) -> None:
     """``enqueue``: insert a new job built by ``JobManager.build()``; like
     ``save(force_insert=True)`` without the per-call compilation (and without
-    ``pre_save``/``post_save``: listen to ``job_enqueued`` instead)."""
-    connection = connections[using]
-    if all(getattr(job, name) == value for name, value in FRESH_JOB.items()):
-        _run("insert_fresh_job", _prep_row(Job, _FRESH_VARYING, job, connection), connection)
-    else:
-        _run("insert_job", _prep_row(Job, JOB_FIELDS, job, connection), connection)
+    ``pre_save``/``post_save``: listen to ``job_enqueued`` instead). ``connection``:
+    ``connections[using]``, if the caller has it."""
+    connection = connection or connections[using]
+    fresh = _fresh_values(job) == _FRESH_VALUES
+    params = _prep_row(Job, _FRESH_VARYING if fresh else JOB_FIELDS, job, connection)
+    encoded = getattr(job, "_payload_json", None)
+    if encoded is not None and psycopg is not None and connection.vendor == "postgresql":
+        # The payload's JSON, made (and checked) by build(): not made again (as COPY does).
+        params[_PAYLOAD_AT[fresh]] = Jsonb(encoded, dumps=_as_is)
+    _run("insert_fresh_job" if fresh else "insert_job", params, connection)
     job._state.adding = False
     job._state.db = using
+
+
+_fresh_values = operator.attrgetter(*FRESH_JOB)
+_FRESH_VALUES = _fresh_values(SimpleNamespace(**FRESH_JOB))
+
+#: Where the payload is among the parameters of insert_fresh_job (True) and insert_job.
+_PAYLOAD_AT = {fresh: [f.attname for f in fields].index("payload")
+               for fresh, fields in ((True, _FRESH_VARYING), (False, JOB_FIELDS))}
+
+
+def _as_is(text: str) -> str:
+    return text
