@@ -240,12 +240,16 @@ class Bench:
             best = min((k for k in results[0] if k != "jobqueue"),
                        key=lambda k: median([r[k][0] for r in results]))
             best_p50 = median([r[best][0] for r in results])
-            floor = median(floors)
+            enqueue, whole = median([f[0] for f in floors]), median([f[1] for f in floors])
+            gap = workloads.LATENCY_GAP * 1000
             self.notes.append(
-                f"latency floor: {floor:.2f} ms (p50) for a prepared `INSERT` of a job row with its commit plus one "
-                f"call of the push script sent, jobs {workloads.LATENCY_GAP * 1000:.0f} ms apart, no Python around "
-                f"them: the durable part of an enqueue alone, before any worker wakes; {floor / best_p50:.2f}× the "
-                f"best peer's whole p50 ({best}, {best_p50:.1f} ms).")
+                f"latency floors, jobs {gap:.0f} ms apart, no Python around the calls (p50): {enqueue:.2f} ms for a "
+                "prepared `INSERT` of a job row with its commit plus one call of the push script sent (the durable "
+                f"part of an enqueue alone, before any worker wakes; {enqueue / best_p50:.2f}× the best peer's whole "
+                f"p50, {best} {best_p50:.1f} ms), and {whole:.2f} ms ({whole / best_p50:.2f}×) to the moment a worker "
+                "(`bench/floorworker.py`) has been woken, leased the job (one round trip) and claimed it (one "
+                "prepared `UPDATE`, committed without waiting for the WAL flush): the least jobqueue's own latency "
+                "could be here.")
 
     def scaling(self) -> None:
         from bench import workloads

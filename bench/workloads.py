@@ -114,15 +114,18 @@ class _Floor:
         self.packed = b"*15\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in head)
         self.unread = False
 
-    def one(self, cursor: Any) -> None:
+    def one(self, cursor: Any) -> str:
+        """Write and push one job; returns its id."""
         import uuid
 
         self.params[self.at] = job_id = uuid.uuid4()
         cursor.execute(self.insert, self.params)
         if self.unread:
             self.conn.read_response()
-        self.conn.send_packed_command([self.packed + b"$36\r\n%s\r\n$1\r\n0\r\n$0\r\n\r\n" % str(job_id).encode()])
+        text = str(job_id)
+        self.conn.send_packed_command([self.packed + b"$36\r\n%s\r\n$1\r\n0\r\n$0\r\n\r\n" % text.encode()])
         self.unread = True
+        return text
 
     def close(self) -> None:
         if self.unread:
@@ -154,31 +157,45 @@ def enqueue_floor(n: int) -> float | None:
         floor.close()
 
 
-def latency_floor(_n: int) -> float | None:
-    """p50 (ms) of the least the durable part of an enqueue costs when jobs come one at a
-    time, as in :func:`latency_one`: :class:`_Floor`'s row and push, ``LATENCY_JOBS`` times
-    ``LATENCY_GAP`` apart. A worker has not even been woken yet at its end. PostgreSQL
-    only (``None`` elsewhere)."""
+def latency_floor(_n: int) -> tuple[float, float] | None:
+    """p50s (ms) of the least a job's way from enqueue to start costs here, jobs coming
+    one at a time as in :func:`latency_one` (``LATENCY_JOBS`` of them ``LATENCY_GAP``
+    apart), with no Python around the calls: the durable part of the enqueue alone
+    (:class:`_Floor`'s row and push: a worker has not even been woken at its end), and
+    the whole way, to the moment ``bench/floorworker.py`` has leased and claimed the job
+    (one round trip to wake and lease, one prepared ``claim``). PostgreSQL only (``None``
+    elsewhere)."""
     from django.db import connection
 
     from jobqueue.transitions import fastsql
 
+    from .floorworker import READY_KEY
+
     if connection.vendor != "postgresql":
         return None
     reset()
+    r = common.client()
     floor = _Floor("latency")
     took: list[float] = []
-    try:
-        with fastsql._cursor(connection) as cursor:
-            for i in range(LATENCY_JOBS + 20):  # the first 20 warm up
-                began = time.perf_counter()
-                floor.one(cursor)
-                if i >= 20:
-                    took.append((time.perf_counter() - began) * 1000)
-                time.sleep(LATENCY_GAP)
-    finally:
-        floor.close()
-    return statistics.median(took)
+    sent: dict[str, float] = {}
+    with Procs() as running:
+        proc = running.start("floor worker", procs.python(str(procs.ROOT / "bench" / "floorworker.py"), "latency"))
+        procs.wait_for(lambda: r.get(READY_KEY), 60, "the floor worker", [proc])
+        time.sleep(0.5)  # let it settle into its wait
+        try:
+            with fastsql._cursor(connection) as cursor:
+                for i in range(LATENCY_JOBS + 20):  # the first 20 warm up
+                    at, began = time.time(), time.perf_counter()
+                    job_id = floor.one(cursor)
+                    if i >= 20:
+                        took.append((time.perf_counter() - began) * 1000)
+                        sent[job_id] = at
+                    time.sleep(LATENCY_GAP)
+        finally:
+            floor.close()
+        procs.wait_for(lambda: r.hlen(common.LATENCY_KEY) >= LATENCY_JOBS + 20, 60, "the floor's jobs", [proc])
+        started = {k.decode(): float(v) for k, v in r.hgetall(common.LATENCY_KEY).items()}
+    return statistics.median(took), statistics.median([(started[j] - at) * 1000 for j, at in sent.items()])
 
 
 def bulk_enqueue(n: int) -> dict[str, float]:
