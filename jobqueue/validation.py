@@ -84,10 +84,10 @@ def encode_payload(payload: Any) -> str:
     check_payload_depth(payload)
     try:
         text = json.dumps(payload, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-        size = len(text.encode("utf-8"))
+        size = len(text) if text.isascii() else len(text.encode("utf-8"))  # (isascii() reads a flag)
     except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) is a ValueError
         raise InvalidPayload(f"Payload is not JSON-serializable: {exc}") from exc
-    if _NUL_ESCAPE.search(text):
+    if "\\u0000" in text and _NUL_ESCAPE.search(text):
         # PostgreSQL's jsonb cannot store it; refused everywhere so every database accepts the same payloads.
         raise InvalidPayload("Payload text must not contain NUL characters (\\u0000).")
     limit = settings.MAX_PAYLOAD_BYTES

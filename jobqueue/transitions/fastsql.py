@@ -245,11 +245,21 @@ def _plan(model: type[Model], fields: list[Any], alias: str) -> list[tuple[str, 
     return entry[1]
 
 
-def _prep_row(model: type[Model], fields: list[Any], obj: Model, connection: Any) -> list[Any]:
-    """:func:`_prep` of each of ``fields`` of ``obj``, in order (the hot loop of every insert)."""
+def _prep_row(model: type[Model], fields: list[Any], obj: Model, connection: Any,
+              prepared: dict[str, Any] | None = None) -> list[Any]:
+    """:func:`_prep` of each of ``fields`` of ``obj``, in order (the hot loop of every
+    insert); ``prepared`` holds values already prepared, by attname.
+
+    Values are read from the instance's ``__dict__`` where they are (no field of a Job or
+    an Execution has a descriptor that changes a value as it is read: a foreign key's id
+    goes through one that only reads it), else as attributes (a deferred field)."""
     row = []
+    values = obj.__dict__
     for attname, field, kinds, convert in _plan(model, fields, connection.alias):
-        value = getattr(obj, attname)
+        if prepared is not None and attname in prepared:
+            row.append(prepared[attname])
+            continue
+        value = values[attname] if attname in values else getattr(obj, attname)
         kind = type(value)
         if kind in kinds and (kind is not dt.datetime or value.tzinfo is not None):
             row.append(value if value is None else convert(value))
@@ -465,11 +475,12 @@ def insert_job(job: Job, using: str, connection: Any = None) -> None:
     ``connections[using]``, if the caller has it."""
     connection = connection or connections[using]
     fresh = _fresh_values(job) == _FRESH_VALUES
-    params = _prep_row(Job, _FRESH_VARYING if fresh else JOB_FIELDS, job, connection)
     encoded = getattr(job, "_payload_json", None)
+    prepared = None
     if encoded is not None and psycopg is not None and connection.vendor == "postgresql":
         # The payload's JSON, made (and checked) by build(): not made again (as COPY does).
-        params[_PAYLOAD_AT[fresh]] = Jsonb(encoded, dumps=_as_is)
+        prepared = {"payload": Jsonb(encoded, dumps=_as_is)}
+    params = _prep_row(Job, _FRESH_VARYING if fresh else JOB_FIELDS, job, connection, prepared)
     _run("insert_fresh_job" if fresh else "insert_job", params, connection)
     job._state.adding = False
     job._state.db = using
@@ -477,11 +488,6 @@ def insert_job(job: Job, using: str, connection: Any = None) -> None:
 
 _fresh_values = operator.attrgetter(*FRESH_JOB)
 _FRESH_VALUES = _fresh_values(SimpleNamespace(**FRESH_JOB))
-
-#: Where the payload is among the parameters of insert_fresh_job (True) and insert_job.
-_PAYLOAD_AT = {fresh: [f.attname for f in fields].index("payload")
-               for fresh, fields in ((True, _FRESH_VARYING), (False, JOB_FIELDS))}
-
 
 def _as_is(text: str) -> str:
     return text
