@@ -424,7 +424,9 @@ def memory(n: int, peers: bool = True) -> dict[str, tuple[float, float, float]]:
 
 def fill_finished(rows: int, topic: str = "noop") -> float:
     """Add ``rows`` succeeded jobs, each with its Execution, in one ``INSERT ... SELECT`` from
-    ``generate_series`` (PostgreSQL), then ``VACUUM ANALYZE``; returns the seconds it took."""
+    ``generate_series`` (PostgreSQL), then ``VACUUM ANALYZE``; returns the seconds it took.
+    Their ids are made as ``enqueue()`` makes them (:func:`jobqueue.ids.new_job_id`:
+    version 7 UUIDs, from each job's creation time)."""
     from django.db import connection
 
     from jobqueue.models import Execution, Job
@@ -437,9 +439,12 @@ def fill_finished(rows: int, topic: str = "noop") -> float:
                 INSERT INTO {job} (id, status, priority, payload, error, progress, progress_message, stage,
                                    has_dependents, attempts, max_attempts, timeout, worker_id, created_at,
                                    updated_at, queued_at, started_at, finished_at, topic)
-                SELECT gen_random_uuid(), 'succeeded', 0, jsonb_build_object('i', i), '', 100, '', '', false, 1,
+                SELECT (lpad(to_hex(floor(extract(epoch FROM t) * 1000)::bigint), 12, '0') || '7'
+                        || substr(r, 1, 3) || substr('89ab', 1 + floor(random() * 4)::int, 1)
+                        || substr(r, 4, 15))::uuid,
+                       'succeeded', 0, jsonb_build_object('i', i), '', 100, '', '', false, 1,
                        3, 3600, 'growth', t, t, t, t, t, %s
-                FROM (SELECT i, %s::timestamptz - make_interval(secs => i) AS t
+                FROM (SELECT i, %s::timestamptz - make_interval(secs => i) AS t, md5(random()::text) AS r
                       FROM generate_series(1, %s) AS i) AS g
                 RETURNING id, finished_at
             )

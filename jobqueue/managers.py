@@ -23,6 +23,7 @@ from django.utils import timezone
 from . import engine, tracing
 from .constants import SHELL_TOPIC
 from .exceptions import DuplicateJob, InvalidJob, InvalidTransition
+from .ids import new_job_id
 from .shell import check_enqueue as check_shell_enqueue
 from .states import ACTIVE_STATUSES, FINISHED_STATUSES, PENDING_STATUSES, JobStatus
 from .validation import (
@@ -199,7 +200,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             status = JobStatus.QUEUED
         values = {
             **_fresh(self.model),
-            "id": uuid.uuid4() if fixed_id is None else fixed_id,
+            "id": new_job_id() if fixed_id is None else fixed_id,
             "topic_id": topic_obj.name,
             "status": str(status),  # the text, which the insert sends as it is
             "priority": priority,

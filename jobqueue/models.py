@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import uuid
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -36,6 +35,7 @@ from .constants import (
     TOPIC_NAME_MAX_LENGTH,
 )
 from .exceptions import InvalidTransition  # noqa: F401 - documented in the methods' docstrings
+from .ids import new_job_id
 from .managers import JobManager, fresh_job_defaults
 from .progress import record_progress
 from .states import ACTIVE_STATUSES, FINISHED_STATUSES, PENDING_STATUSES, ExecutionOutcome, Isolation, JobStatus
@@ -166,7 +166,7 @@ class Topic(models.Model):
 class Job(models.Model):
     """One unit of work for a topic's handler."""
 
-    id = models.UUIDField(_("id"), primary_key=True, default=uuid.uuid4, editable=False)
+    id = models.UUIDField(_("id"), primary_key=True, default=new_job_id, editable=False)
     topic = models.ForeignKey(
         Topic,
         verbose_name=_("topic"),

@@ -190,6 +190,32 @@ def test_payload_size_is_bounded_by_the_setting(redis_client):
 
 
 @pytest.mark.django_db
+def test_new_job_ids_are_version_7_uuids_in_time_order():
+    """A new job's id starts with the time it was made (ms), so later ids sort after
+    earlier ones, in Python and in the database; the rest is random."""
+    import time
+    import uuid
+
+    from jobqueue.ids import new_job_id
+
+    before = time.time_ns() // 1_000_000
+    first = Job.objects.enqueue("echo", {})
+    time.sleep(0.002)
+    second = Job.objects.enqueue("echo", {})
+    after = time.time_ns() // 1_000_000
+    for job in (first, second):
+        assert job.pk.version == 7 and job.pk.variant == uuid.RFC_4122
+        assert before <= job.pk.int >> 80 <= after
+    assert first.pk < second.pk and str(first.pk) < str(second.pk)
+    assert list(Job.objects.order_by("pk").values_list("pk", flat=True)) == [first.pk, second.pk]
+    made = [new_job_id() for _ in range(10_000)]
+    assert len(set(made)) == len(made)
+    assert len({u.int & ((1 << 62) - 1) for u in made}) == len(made)  # the random bits vary
+    fixed = uuid.uuid4()
+    assert Job.objects.enqueue("echo", {}, job_id=fixed).pk == fixed  # the caller's id is kept
+
+
+@pytest.mark.django_db
 def test_a_setting_changed_after_it_was_read_is_seen_at_once():
     """The settings are kept once read, and read again when Django says they changed."""
     from jobqueue.conf import settings as jq_settings

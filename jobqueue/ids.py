@@ -1,0 +1,27 @@
+"""The ids of new jobs (the model's default, and ``enqueue()``'s)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+#: The 48 bits of the milliseconds, and the 62 random bits after the variant.
+_MS_MASK = (1 << 48) - 1
+_RAND_B_MASK = (1 << 62) - 1
+
+
+def new_job_id() -> uuid.UUID:
+    """A new job's id: a version 7 UUID (RFC 9562), 48 bits of Unix time in milliseconds
+    then 74 random bits (``os.urandom``).
+
+    Ids made later sort after the ones before, so a new job's primary key, and its
+    Executions' ``job_id``, go into the pages of the B-tree the last jobs used, which stay
+    cached, instead of a random page of it: with ten million rows, a random (version 4)
+    id made every insert read, dirty and (after each checkpoint) log a whole page that
+    was rarely cached.
+    """
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = ((time.time_ns() // 1_000_000) & _MS_MASK) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62
+    return uuid.UUID(int=value | rand & _RAND_B_MASK)
+
