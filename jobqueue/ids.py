@@ -25,3 +25,14 @@ def new_job_id() -> uuid.UUID:
     value = ((time.time_ns() // 1_000_000) & _MS_MASK) << 80 | 0x7 << 76 | (rand >> 68) << 64 | 0b10 << 62
     return uuid.UUID(int=value | rand & _RAND_B_MASK)
 
+
+
+#: Hex digits of a job id shown for it in lists and logs (its last ones: see :func:`short_id`).
+SHORT_ID_LENGTH = 8
+
+
+def short_id(job_id: uuid.UUID | str) -> str:
+    """The last :data:`SHORT_ID_LENGTH` hex digits of a job id, shown for it in lists: the
+    first ones of a version 7 id are the time it was made, the same for the jobs of a
+    whole minute; the last ones are random."""
+    return (job_id.hex if isinstance(job_id, uuid.UUID) else str(job_id).replace("-", ""))[-SHORT_ID_LENGTH:]

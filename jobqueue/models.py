@@ -35,7 +35,7 @@ from .constants import (
     TOPIC_NAME_MAX_LENGTH,
 )
 from .exceptions import InvalidTransition  # noqa: F401 - documented in the methods' docstrings
-from .ids import new_job_id
+from .ids import new_job_id, short_id
 from .managers import JobManager, fresh_job_defaults
 from .progress import record_progress
 from .states import ACTIVE_STATUSES, FINISHED_STATUSES, PENDING_STATUSES, ExecutionOutcome, Isolation, JobStatus
@@ -289,7 +289,8 @@ class Job(models.Model):
 
     @property
     def short_id(self) -> str:
-        return str(self.id)[:8]
+        """The id's last hex digits (see :func:`jobqueue.ids.short_id`)."""
+        return short_id(self.id)
 
     @property
     def attempt(self) -> int:

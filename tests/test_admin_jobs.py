@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 
 import pytest
 from django.db import connection
@@ -81,6 +82,32 @@ def test_search_by_id_entity_and_payload(root):
     assert listed(root, f"?q={b.pk}") == {str(b.pk)}
     assert listed(root, "?q=payload:ent-a") == set()  # scoped to the payload
     assert listed(root, "?q=entity:turquoise") == set()
+
+
+def test_a_list_shows_the_ends_of_ids_and_searching_one_finds_its_job(root, monkeypatch):
+    """Ids made in the same minute start alike (version 7: the time first): lists show
+    their last characters, and searching those finds the job among the newest listed."""
+    a = Job.objects.enqueue("echo", {}, job_id=uuid.UUID("01a2425e-17ba-7aaa-8aaa-aaaaaaaaaaaa"))
+    b = Job.objects.enqueue("echo", {}, job_id=uuid.UUID("01a2425e-17bb-7bbb-9bbb-bbbbbbbb1234"))
+    assert (a.short_id, b.short_id, str(a)) == ("aaaaaaaa", "bbbb1234", "echo:aaaaaaaa")
+    html = root.get(JOB_CHANGELIST).content.decode()
+    assert '<span class="jq-mono">aaaaaaaa</span>' in html and '<span class="jq-mono">bbbb1234</span>' in html
+
+    assert listed(root, "?q=bbbb1234") == {str(b.pk)}
+    assert listed(root, "?q=id:b1234") == {str(b.pk)}
+    assert listed(root, "?q=01a2425e") == {str(a.pk), str(b.pk)}  # the start: the time they were made
+    assert listed(root, "?q=01a2425e17bb") == {str(b.pk)}
+
+    # Read among the newest jobs only, as payload text is; a whole id is found everywhere.
+    monkeypatch.setattr(JobAdmin, "payload_search_rows", 1)
+    then = timezone.now() - dt.timedelta(days=400)
+    Job.objects.filter(pk=a.pk).update(created_at=then)
+    response = root.get(JOB_CHANGELIST + "?q=aaaaaaaa")
+    assert {str(job.pk) for job in response.context["cl"].result_list} == set()
+    (note,) = messages_of(response)
+    assert "ends of job ids" in note and "newest 1 jobs" in note
+    assert listed(root, f"?q={a.pk}") == {str(a.pk)}
+    assert listed(root, f"?q=aaaaaaaa&created_at__year={timezone.localtime(then).year}") == {str(a.pk)}
 
 
 def test_payload_search_reads_the_newest_jobs_and_says_when_it_left_older_ones_out(root, monkeypatch):

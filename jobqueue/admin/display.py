@@ -21,6 +21,7 @@ from django.utils.safestring import SafeString
 from django.utils.translation import gettext as _
 
 from ..constants import MAX_PROGRESS, MIN_PROGRESS
+from ..ids import short_id
 
 EMPTY = "–"
 
@@ -148,7 +149,7 @@ def job_url(pk: Any) -> str:
 
 
 def job_link(pk: Any, label: str | None = None) -> SafeString:
-    return format_html('<a href="{}" class="jq-mono">{}</a>', job_url(pk), label or str(pk)[:8])
+    return format_html('<a href="{}" class="jq-mono">{}</a>', job_url(pk), label or short_id(pk))
 
 
 def job_links(rows: Iterable[tuple[Any, str, str]], more: int = 0) -> SafeString:
@@ -156,7 +157,7 @@ def job_links(rows: Iterable[tuple[Any, str, str]], more: int = 0) -> SafeString
     items = format_html_join(
         "",
         '<li><a href="{}" class="jq-mono">{}</a> {} {}</li>',
-        ((job_url(pk), str(pk)[:8], topic, status_badge(status)) for pk, topic, status in rows),
+        ((job_url(pk), short_id(pk), topic, status_badge(status)) for pk, topic, status in rows),
     )
     if not items:
         return format_html('<span class="jq-muted">{}</span>', EMPTY)

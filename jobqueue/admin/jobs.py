@@ -3,6 +3,8 @@ the chain around the job, and an "add job" form that goes through ``enqueue()``.
 
 from __future__ import annotations
 
+import functools
+import operator
 import uuid
 from typing import Any, cast
 
@@ -18,6 +20,7 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from .. import engine
+from ..ids import SHORT_ID_LENGTH
 from ..models import PENDING_STATUSES, Job, JobStatus
 from . import display
 from .changelist import BoundedPaginator, FastChangeList
@@ -70,7 +73,8 @@ class JobAdmin(JobActionsMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     search_fields = ("entity_id",)  # shows the search box; the lookups are get_search_results()'s
     search_help_text = gettext_lazy(
-        "A job id (or its first characters), an entity id, or text in the payload of the newest jobs listed. "
+        "A job id (or its first characters, or the last ones shown in the list), an entity id, or text in the "
+        "payload of the newest jobs listed. "
         "Prefix with id:, entity: or payload: to search only there (payload: also for text that looks like an id)."
     )
     #: Payload text is searched in this many of the newest jobs the filters leave, at most
@@ -163,27 +167,35 @@ class JobAdmin(JobActionsMixin, admin.ModelAdmin):
             q |= Q(pk__gte=id_range[0], pk__lte=id_range[1])
         if scope in ("", "entity"):
             q |= Q(entity_id=term)
-        # Payload text has no index: skipped for what looks like a job id (8+ hex digits), and
-        # read in the newest jobs only (every condition here is an index range: no full scan).
-        if scope == "payload" or (scope == "" and not (id_range and len(term.replace("-", "")) >= 8)):
-            q |= self._payload_search(request, queryset, term)
+        # Neither the end of an id (what lists show: see ids.short_id) nor payload text has an
+        # index: both are read in the newest jobs only (every condition here is an index
+        # range: no full scan). The payload is skipped for what looks like a job id (8+ hex
+        # digits).
+        newest: list[Q] = []
+        digits = term.replace("-", "").lower()
+        if scope in ("", "id") and id_range and len(digits) <= SHORT_ID_LENGTH:
+            newest.append(Q(pk__iendswith=digits))
+        if scope == "payload" or (scope == "" and not (id_range and len(digits) >= 8)):
+            newest.append(Q(payload__icontains=term))
+        if newest:
+            q |= self._in_newest(request, queryset, functools.reduce(operator.or_, newest))
         return queryset.filter(q), False
 
-    def _payload_search(self, request: HttpRequest, queryset: QuerySet, term: str) -> Q:
-        """``term`` in the payload of the newest :attr:`payload_search_rows` jobs of
-        ``queryset``; a message says so when older ones were left out."""
+    def _in_newest(self, request: HttpRequest, queryset: QuerySet, condition: Q) -> Q:
+        """``condition`` in the newest :attr:`payload_search_rows` jobs of ``queryset``; a
+        message says so when older ones were left out."""
         rows = self.payload_search_rows
         # The newest job left out, if any: an index range of ``rows`` entries.
         left_out = queryset.order_by("-created_at").values_list("created_at", flat=True)[rows : rows + 1].first()
         if left_out is None:
-            return Q(payload__icontains=term)
+            return condition
         messages.info(request, _(
-            "The payload was searched in the newest %(rows)s jobs listed (created after %(after)s); older jobs "
-            "were searched by id and entity id only. Narrow the list by date (or by topic or status) to search "
-            "the payload of older jobs."
+            "The payload and the ends of job ids were searched in the newest %(rows)s jobs listed (created after "
+            "%(after)s); older jobs were searched by whole id, the start of an id and entity id only. Narrow the "
+            "list by date (or by topic or status) to search older jobs."
         ) % {"rows": formats.number_format(rows, force_grouping=True),
              "after": formats.date_format(timezone.localtime(left_out), "DATETIME_FORMAT")})
-        return Q(created_at__gt=left_out, payload__icontains=term)
+        return Q(created_at__gt=left_out) & condition
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
