@@ -23,14 +23,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 READY_KEY = "bench:floorworker:ready"
 
 
-def _bulk(part: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(part), part)
-
-
-def _command(*parts: bytes) -> bytes:
-    return b"*%d\r\n%s" % (len(parts), b"".join(_bulk(p) for p in parts))
-
-
 def main() -> int:
     topic = sys.argv[1]
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "bench.settings")
@@ -42,6 +34,7 @@ def main() -> int:
 
     from bench import common
     from jobqueue.engine import get_redis, topic_keys
+    from jobqueue.engine.queue import _ack_pop_call
     from jobqueue.engine.scripts import script
     from jobqueue.transitions import fastsql
     from jobqueue.worker.connections import relax_commit_durability
@@ -49,17 +42,18 @@ def main() -> int:
     relax_commit_durability()
     r, k = get_redis(), topic_keys(topic)
     pop = script(r, "ack_pop")
-    keys = [k.queue, k.leases, k.paused, k.entities, k.abort, k.lock, k.metrics]
-    pop(keys=keys, args=[60, 0, "", ""], client=r)  # loaded
-    wait = _command(b"BLPOP", k.wake.encode(), b"1")
-    lease = _command(b"EVALSHA", pop.sha.encode(), b"7", *(key.encode() for key in keys), b"60", b"1", b"", b"")
+    keys, args = _ack_pop_call(topic, [], 0, None, None, None)
+    pop(keys=keys, args=args, client=r)  # loaded (a pop of none)
+    keys, args = _ack_pop_call(topic, [], 1, None, None, None)  # one id, no slot to check
     conn = r.connection_pool.get_connection()
+    # Packed once, as the idle worker's wait_and_pop() sends them in one pipeline.
+    packed = b"".join(conn.pack_commands([("BLPOP", k.wake, 1), ("EVALSHA", pop.sha, len(keys), *keys, *args)]))
     claim = fastsql.statement("claim", connection.alias)
     stamps = common.client()
     with fastsql._cursor(connection) as cursor:
         stamps.set(READY_KEY, "1")
         while True:
-            conn.send_packed_command([wait + lease])
+            conn.send_packed_command([packed])
             conn.read_response()
             for job_id in conn.read_response():
                 started = fastsql._prep(fastsql.Job, "started_at", timezone.now(), connection)

@@ -26,7 +26,6 @@ def new_job_id() -> uuid.UUID:
     return uuid.UUID(int=value | rand & _RAND_B_MASK)
 
 
-
 #: Hex digits of a job id shown for it in lists and logs (its last ones: see :func:`short_id`).
 SHORT_ID_LENGTH = 8
 

@@ -31,11 +31,12 @@ logger = logging.getLogger("jobqueue")
 ENQUEUED = engine.tally("enqueued")
 
 
-def insert(job: Job, using: str, *, fast: bool = True) -> None:
+def insert(job: Job, using: str, *, fast: bool = True, connection: Any = None) -> None:
     """Write a new job's row: the fast ``insert_job`` statement, or ``save()`` (needed
-    where a unique constraint may refuse the row inside a savepoint)."""
-    if fast and fastsql.enabled(using):
-        fastsql.insert_job(job, using)
+    where a unique constraint may refuse the row inside a savepoint). ``connection``:
+    ``connections[using]``, if the caller has it."""
+    if fast and fastsql.enabled(using, connection):
+        fastsql.insert_job(job, using, connection)
     else:
         job.save(force_insert=True, using=using)
 
@@ -46,10 +47,7 @@ def insert_plain(job: Job, using: str) -> None:
     the job is pushed, at once; inside a transaction the push waits for its commit).
     :func:`insert` and :func:`created`, the database's connection looked up once."""
     connection = connections[using]
-    if fastsql.enabled(using, connection):
-        fastsql.insert_job(job, using, connection)
-    else:
-        job.save(force_insert=True, using=using)
+    insert(job, using, connection=connection)
     created([job], using, connection)
 
 

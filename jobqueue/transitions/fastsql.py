@@ -325,14 +325,18 @@ def _run(name: str, params: list[Any], connection: Any, *, returns_row: bool = F
     """Run statement ``name``; returns its row count and, if it ``returns_row``, its first
     row. (Said by the caller: asking the cursor for its ``description`` builds an object
     per column on every call, a measurable part of a worker's time per job.)"""
-    cursor = _fast_cursor(connection)  # as _cursor() does, without a generator per statement
+    # As _cursor() does, without a generator per statement (nor its checks made twice).
+    cursor = _fast_cursor(connection)
     if cursor is None:
-        with _cursor(connection) as cursor:
-            cursor.execute(statement(name, connection.alias), params)
-            return cursor.rowcount, (cursor.fetchone() if returns_row else None)
+        with connection.cursor() as cursor:
+            return _execute(cursor, name, params, connection, returns_row)
     with connection.wrap_database_errors:
-        cursor.execute(statement(name, connection.alias), params)
-        return cursor.rowcount, (cursor.fetchone() if returns_row else None)
+        return _execute(cursor, name, params, connection, returns_row)
+
+
+def _execute(cursor: Any, name: str, params: list[Any], connection: Any, returns_row: bool) -> tuple[int, Any]:
+    cursor.execute(statement(name, connection.alias), params)
+    return cursor.rowcount, (cursor.fetchone() if returns_row else None)
 
 
 def claim_job(job_id: str, worker_id: str, now: Any) -> Job | None:
