@@ -109,9 +109,11 @@ def bridge_kill9(lab: Lab, p: dict[str, Any], size: str, transport: str) -> Resu
     for k in range(p["kills"]):
         bridge = Bridge(lab, str(k), url, queue, p["batch"])
         goal = (k + 1) * len(ids) // (p["kills"] + 1)
-        if not poll(lambda goal=goal: Job.objects.filter(topic_id=TOPIC).count() >= goal, p["timeout"], 0.02):
+        # Polled often, and the kill a little later still, so it comes anywhere in a batch
+        # (reading, writing or acknowledging) and yet well before a fast bridge is through.
+        if not poll(lambda goal=goal: Job.objects.filter(topic_id=TOPIC).count() >= goal, p["timeout"], 0.005):
             result.problems.append(f"bridge {k} wrote too few jobs before its kill:\n{bridge.output()[-1000:]}")
-        time.sleep(random.uniform(0, 0.05))  # anywhere in a batch: reading, writing or acknowledging
+        time.sleep(random.uniform(0, 0.01))
         at.append(Job.objects.filter(topic_id=TOPIC).count())
         bridge.kill9()
         kills += 1
