@@ -48,11 +48,17 @@ class HasParentFilter(admin.SimpleListFilter):
         return None
 
 
-def _id_range(term: str) -> tuple[uuid.UUID, uuid.UUID] | None:
-    """The id range a (possibly partial, e.g. 8-character) job id covers: an index range scan."""
+def _id_digits(term: str) -> str | None:
+    """The hex digits of what may be a whole job id or a part of one (4 to 32 digits,
+    dashes dropped, lower case); ``None`` for anything else."""
     digits = term.replace("-", "").lower()
     if not 4 <= len(digits) <= 32 or any(c not in "0123456789abcdef" for c in digits):
         return None
+    return digits
+
+
+def _id_range(digits: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """The ids starting with ``digits`` (see :func:`_id_digits`): an index range scan."""
     return uuid.UUID(digits.ljust(32, "0")), uuid.UUID(digits.ljust(32, "f"))
 
 
@@ -161,10 +167,11 @@ class JobAdmin(JobActionsMixin, admin.ModelAdmin):
             term = rest.strip()
         else:
             scope = ""
-        id_range = _id_range(term)
+        digits = _id_digits(term)
         q = Q(pk__in=[])
-        if scope in ("", "id") and id_range:
-            q |= Q(pk__gte=id_range[0], pk__lte=id_range[1])
+        if scope in ("", "id") and digits:
+            low, high = _id_range(digits)
+            q |= Q(pk__gte=low, pk__lte=high)
         if scope in ("", "entity"):
             q |= Q(entity_id=term)
         # Neither the end of an id (what lists show: see ids.short_id) nor payload text has an
@@ -172,10 +179,9 @@ class JobAdmin(JobActionsMixin, admin.ModelAdmin):
         # range: no full scan). The payload is skipped for what looks like a job id (8+ hex
         # digits).
         newest: list[Q] = []
-        digits = term.replace("-", "").lower()
-        if scope in ("", "id") and id_range and len(digits) <= SHORT_ID_LENGTH:
+        if scope in ("", "id") and digits and len(digits) <= SHORT_ID_LENGTH:
             newest.append(Q(pk__iendswith=digits))
-        if scope == "payload" or (scope == "" and not (id_range and len(digits) >= 8)):
+        if scope == "payload" or (scope == "" and not (digits and len(digits) >= 8)):
             newest.append(Q(payload__icontains=term))
         if newest:
             q |= self._in_newest(request, queryset, functools.reduce(operator.or_, newest))
