@@ -11,6 +11,7 @@ named by an environment variable so a run never touches another project's data:
   flushed between workloads, holding jobqueue's keys, Celery's broker and RQ's queues;
 - ``JOBQUEUE_BENCH_PREFIX`` (``jqbench``): jobqueue's key prefix;
 - ``JOBQUEUE_BENCH_WORKER_PREFETCH``: the worker's ``WORKER_PREFETCH``, if set;
+- ``JOBQUEUE_BENCH_SPIN_WAIT_MICROSECONDS``: jobqueue's ``SPIN_WAIT_MICROSECONDS``, if set;
 - ``JOBQUEUE_BENCH_AMQP_URL`` (``amqp://guest:guest@127.0.0.1:5672//``): the RabbitMQ of the
   Celery bridge's workload.
 """
@@ -104,6 +105,12 @@ JOBQUEUE = {
     **(
         {"WORKER_PREFETCH": int(os.environ["JOBQUEUE_BENCH_WORKER_PREFETCH"])}
         if os.environ.get("JOBQUEUE_BENCH_WORKER_PREFETCH")
+        else {}
+    ),
+    # JOBQUEUE_BENCH_SPIN_WAIT_MICROSECONDS=0 measures statements waited for asleep.
+    **(
+        {"SPIN_WAIT_MICROSECONDS": int(os.environ["JOBQUEUE_BENCH_SPIN_WAIT_MICROSECONDS"])}
+        if os.environ.get("JOBQUEUE_BENCH_SPIN_WAIT_MICROSECONDS")
         else {}
     ),
 }

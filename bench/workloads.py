@@ -87,9 +87,10 @@ def single_enqueue(n: int) -> dict[str, float]:
 
 class _Floor:
     """The least an enqueue's I/O costs here: one prepared ``INSERT`` of a job row in
-    autocommit (its commit, with the WAL flush, included), then the push script's call sent
-    on a held connection, its answer read before the next one's, as ``enqueue()`` does
-    (:mod:`jobqueue.engine.sending`); no Python around them. PostgreSQL only."""
+    autocommit (its commit, with the WAL flush, included; its answer waited for as
+    ``enqueue()`` waits, see :mod:`jobqueue.transitions.spinwait`), then the push script's
+    call sent on a held connection, its answer read before the next one's, as ``enqueue()``
+    does (:mod:`jobqueue.engine.sending`); no Python around them. PostgreSQL only."""
 
     def __init__(self, topic: str) -> None:
         from django.db import connection
@@ -116,10 +117,10 @@ class _Floor:
 
     def one(self, cursor: Any) -> str:
         """Write and push one job; returns its id."""
-        import uuid
+        from jobqueue.ids import new_job_id
 
-        self.params[self.at] = job_id = uuid.uuid4()
-        cursor.execute(self.insert, self.params)
+        self.params[self.at] = job_id = new_job_id()
+        cursor.execute_polling(self.insert, self.params)
         if self.unread:
             self.conn.read_response()
         text = str(job_id)

@@ -118,6 +118,15 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]
                 id="jobqueue.E011",
             )
         )
+    spin = user.get("SPIN_WAIT_MICROSECONDS", DEFAULTS["SPIN_WAIT_MICROSECONDS"])
+    if isinstance(spin, bool) or not isinstance(spin, (int, float)) or not 0 <= spin <= 1_000_000:
+        errors.append(
+            Error(
+                f"JOBQUEUE['SPIN_WAIT_MICROSECONDS'] must be a number from 0 to 1000000, not {spin!r}.",
+                hint=f"The default is {DEFAULTS['SPIN_WAIT_MICROSECONDS']}; 0 waits for PostgreSQL's answers asleep.",
+                id="jobqueue.E012",
+            )
+        )
     prefix = user.get("PREFIX", DEFAULTS["PREFIX"])
     if not isinstance(prefix, str) or not prefix or any(c in prefix for c in "{} "):
         errors.append(

@@ -79,6 +79,9 @@ DEFAULTS: dict[str, Any] = {
     # On PostgreSQL (psycopg 3), prepare the hot statements on the server; turn off behind
     # a pooler that cannot keep prepared statements (PgBouncer transaction mode before 1.21).
     "PREPARED_STATEMENTS": True,
+    # On PostgreSQL (psycopg 3), wait for an enqueue's INSERT polling the socket for up to
+    # this long before sleeping on it (see jobqueue/transitions/spinwait.py); 0: never.
+    "SPIN_WAIT_MICROSECONDS": 1000,
     # Optional features.
     "DATA_DIR": None,
     "TOPICS_DIR": None,

@@ -56,6 +56,10 @@ def test_no_jobqueue_setting_at_all_is_fine():
         ({"WORKER_PREFETCH": 0}, "jobqueue.E011", "WORKER_PREFETCH"),
         ({"WORKER_PREFETCH": 2.5}, "jobqueue.E011", "WORKER_PREFETCH"),
         ({"WORKER_PREFETCH": "8"}, "jobqueue.E011", "WORKER_PREFETCH"),
+        ({"SPIN_WAIT_MICROSECONDS": -1}, "jobqueue.E012", "SPIN_WAIT_MICROSECONDS"),
+        ({"SPIN_WAIT_MICROSECONDS": True}, "jobqueue.E012", "SPIN_WAIT_MICROSECONDS"),
+        ({"SPIN_WAIT_MICROSECONDS": "500"}, "jobqueue.E012", "SPIN_WAIT_MICROSECONDS"),
+        ({"SPIN_WAIT_MICROSECONDS": 2_000_000}, "jobqueue.E012", "SPIN_WAIT_MICROSECONDS"),
         ({"PREFIX": ""}, "jobqueue.E007", "PREFIX"),
         ({"PREFIX": "jq{x}"}, "jobqueue.E007", "PREFIX"),
         ({"PREFIX": "my jq"}, "jobqueue.E007", "PREFIX"),
@@ -76,6 +80,11 @@ def test_each_misconfiguration_is_reported_with_a_hint(values, expected, mention
     assert mentions in message.msg
     assert message.hint
     assert isinstance(message, checks.Warning if expected.startswith("jobqueue.W") else checks.Error)
+
+
+def test_spin_wait_may_be_off_or_any_budget_up_to_a_second():
+    for value in (0, 0.0, 250, 1000.5, 1_000_000):
+        assert jobqueue_checks(SPIN_WAIT_MICROSECONDS=value) == [], value
 
 
 def test_a_setting_that_is_not_a_dict():
