@@ -201,6 +201,29 @@ def test_the_head_goes_on_where_a_full_pass_stopped(monkeypatch):
     assert sorted(engine.queue_ids("echo")[10:]) == sorted(queued_ids(*jobs))
 
 
+def test_a_pass_reads_and_puts_back_a_chunk_at_a_time(monkeypatch):
+    """However many rows a pass may read, it holds one chunk of them at a time."""
+    monkeypatch.setattr(reconcile, "CHUNK", 2)
+    monkeypatch.setattr(reconcile, "HEAD_LIMIT", 5)
+    monkeypatch.setattr(reconcile, "SWEEP_LIMIT", 3)
+    jobs = commit_then_die(lambda: Job.objects.enqueue_many([("echo", {"n": n}) for n in range(7)]))
+    sizes = []
+    real = engine.restore
+
+    def restore(topic, items, keys):
+        sizes.append(len(items))
+        return real(topic, items, keys)
+
+    monkeypatch.setattr(engine, "restore", restore)
+    reports = [next_pass(seconds=6) for _ in range(3)]
+    # The head reads 5 (2 + 2 + 1), the sweep the first 3 in queue order (the head's already),
+    # then the head goes on with the last 2.
+    assert [r.pushed.get("echo", 0) for r in reports] == [5, 2, 0]
+    assert reports[0].checked == {"echo": 5}
+    assert sizes and max(sizes) <= 2
+    assert sorted(engine.queue_ids("echo")) == sorted(queued_ids(*jobs))
+
+
 def test_a_head_left_far_behind_looks_back_ten_periods_at_most(monkeypatch):
     monkeypatch.setattr(reconcile, "HEAD_LIMIT", 2)
     monkeypatch.setattr(reconcile, "SWEEP_LIMIT", 1)

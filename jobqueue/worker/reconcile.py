@@ -17,7 +17,8 @@ Rows queued (or due) less than a third of the period ago are left to the push th
 still be on its way. ``restore.lua`` puts back, atomically, only the ids Redis holds
 neither queued nor leased (nor scheduled), so a job a worker took meanwhile is never
 queued twice. A pass reads at most :data:`HEAD_LIMIT` + :data:`SWEEP_LIMIT` +
-:data:`SCHEDULED_LIMIT` rows per topic, through indexes, however many jobs are queued.
+:data:`SCHEDULED_LIMIT` rows per topic, through indexes, however many jobs are queued,
+and holds at most :data:`CHUNK` of them at a time (each chunk read, then put back).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ HEAD_LIMIT = 50_000
 SWEEP_LIMIT = 10_000
 #: Due scheduled rows one pass checks, per topic.
 SCHEDULED_LIMIT = 10_000
+#: Rows a pass reads and puts back at a time: the head's and the sweep's are read in chunks
+#: of this many (a worker reading 50,000 rows at once kept ~25 MB more for good).
+CHUNK = 5_000
 #: How many periods back the head looks at most (after workers were stopped a while, say);
 #: older rows are the sweep's, and a worker's start-up resync covered them.
 HEAD_LOOKBACK_PERIODS = 10
@@ -82,60 +86,96 @@ def reconcile_topic(topic: str, now: dt.datetime, report: ReconcileReport) -> No
     saved = engine.reconcile_cursors(topic)
     floor = upto - dt.timedelta(seconds=settings.RECONCILE_SECONDS * HEAD_LOOKBACK_PERIODS)
     after = _load_head(saved.get("head"))
-    head_rows, head = _head(topic, after if after is not None and after[0] >= floor else (floor, None), upto)
-    sweep_rows, sweep = _sweep(topic, _load_sweep(saved.get("sweep")), upto)
-    queued: dict[Any, Item] = {}
-    keys: dict[str, str] = {}
-    for pk, priority, entity, key in [*head_rows, *sweep_rows]:
-        queued[pk] = (str(pk), priority, entity, None)
-        if key:
-            keys[str(pk)] = key
+    head: tuple[dt.datetime, uuid.UUID | None] | None = after if after is not None and after[0] >= floor else (
+        floor, None)
+    sweep = _load_sweep(saved.get("sweep"))
+    put = _PutBack(topic)
+    left = HEAD_LIMIT
+    while head is not None and left > 0:
+        rows, head = _head(topic, head, upto, min(CHUNK, left))
+        put.queued(rows)
+        left -= len(rows)
+    head_text = _dump(*head) if head is not None else _dump(upto)
+    left = SWEEP_LIMIT
+    while left > 0:
+        rows, sweep = _sweep(topic, sweep, upto, min(CHUNK, left))
+        put.queued(rows)
+        left -= len(rows)
+        if sweep is None:  # the end of the queue: the next pass starts over
+            break
     due = Job.objects.filter(topic_id=topic, status=JobStatus.SCHEDULED, run_after__lte=upto).order_by(
         "run_after", "pk"
     )
-    scheduled: list[Item] = []
-    for pk, priority, entity, run_after, key in due.values_list("pk", "priority", "entity_id", "run_after", "key")[
-        :SCHEDULED_LIMIT
-    ]:
-        scheduled.append((str(pk), priority, entity, run_after.timestamp()))
-        if key:
-            keys[str(pk)] = key
-    items = [*queued.values(), *scheduled]
-    restored = set(engine.restore(topic, items, keys))
-    engine.save_reconcile_cursors(topic, {"head": head, "sweep": sweep})
+    put.scheduled(due.values_list("pk", "priority", "entity_id", "run_after", "key")[:SCHEDULED_LIMIT])
+    engine.save_reconcile_cursors(topic, {"head": head_text, "sweep": _dump(*sweep) if sweep is not None else None})
 
-    report.checked[topic] = len(items)
-    pushed = sum(1 for item in queued.values() if item[0] in restored)
-    rescheduled = len(restored) - pushed
-    if pushed:
-        report.pushed[topic] = pushed
-    if rescheduled:
-        report.scheduled[topic] = rescheduled
-    if restored:
+    report.checked[topic] = put.checked
+    if put.pushed:
+        report.pushed[topic] = put.pushed
+    if put.rescheduled:
+        report.scheduled[topic] = put.rescheduled
+    if put.pushed or put.rescheduled:
         logger.warning(
             "Put back %s queued and %s scheduled job(s) of topic %s that Redis did not hold "
-            "(their push after commit never happened).", pushed, rescheduled, topic,
+            "(their push after commit never happened).", put.pushed, put.rescheduled, topic,
         )
 
 
-def _head(topic: str, after: tuple[dt.datetime, uuid.UUID | None], upto: dt.datetime) -> tuple[list[Any], str]:
-    """Queued rows created after ``after`` (a time, and an id for ties) up to ``upto``."""
+class _PutBack:
+    """Puts back, a chunk of rows at a time, those of a topic's jobs Redis does not hold,
+    counting the rows looked at and the jobs put back."""
+
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self.seen: set[int] = set()  # the ids looked at (as integers: the head and the sweep may meet)
+        self.checked = self.pushed = self.rescheduled = 0
+
+    def queued(self, rows: list[Any]) -> None:
+        items: list[Item] = []
+        keys: dict[str, str] = {}
+        for pk, priority, entity, key in rows:
+            if pk.int in self.seen:  # read by the head and the sweep both
+                continue
+            self.seen.add(pk.int)
+            items.append((str(pk), priority, entity, None))
+            if key:
+                keys[str(pk)] = key
+        self.pushed += self._restore(items, keys)
+
+    def scheduled(self, rows: Iterable[Any]) -> None:
+        items: list[Item] = []
+        keys: dict[str, str] = {}
+        for pk, priority, entity, run_after, key in rows:
+            items.append((str(pk), priority, entity, run_after.timestamp()))
+            if key:
+                keys[str(pk)] = key
+        self.rescheduled += self._restore(items, keys)
+
+    def _restore(self, items: list[Item], keys: dict[str, str]) -> int:
+        self.checked += len(items)
+        return len(set(engine.restore(self.topic, items, keys))) if items else 0
+
+
+def _head(topic: str, after: tuple[dt.datetime, uuid.UUID | None], upto: dt.datetime, limit: int,
+          ) -> tuple[list[Any], tuple[dt.datetime, uuid.UUID] | None]:
+    """Up to ``limit`` queued rows created after ``after`` (a time, and an id for ties) up to
+    ``upto``, and the position after them if more may follow (``None``: none do)."""
     at, pk = after
     newer = Q(created_at__gt=at) | Q(created_at=at, pk__gt=pk) if pk is not None else Q(created_at__gt=at)
     rows = list(
         # created_at >= at, implied by `newer`, lets the index scan start there.
         Job.objects.filter(newer, topic_id=topic, status=JobStatus.QUEUED, created_at__gte=at, created_at__lte=upto)
         .order_by("created_at", "pk")
-        .values_list(*ROW)[:HEAD_LIMIT]
+        .values_list(*ROW)[:limit]
     )
-    last = _last_time(rows, HEAD_LIMIT, "created_at")
-    return rows, _dump(last, rows[-1][0]) if last is not None else _dump(upto)
+    last = _last_time(rows, limit, "created_at")
+    return rows, (last, rows[-1][0]) if last is not None else None
 
 
-def _sweep(topic: str, after: tuple[int, dt.datetime, uuid.UUID] | None, upto: dt.datetime,
-           ) -> tuple[list[Any], str | None]:
-    """The next queued rows in queue order (priority, then time queued) after ``after``,
-    a ``(priority, queued_at, id)`` position; ``None`` as the next position at the end."""
+def _sweep(topic: str, after: tuple[int, dt.datetime, uuid.UUID] | None, upto: dt.datetime, limit: int,
+           ) -> tuple[list[Any], tuple[int, dt.datetime, uuid.UUID] | None]:
+    """The next ``limit`` queued rows at most in queue order (priority, then time queued) after
+    ``after``, a ``(priority, queued_at, id)`` position; ``None`` as the next position at the end."""
     # Every way into "queued" sets queued_at: rows without one are not the package's.
     queued = Job.objects.filter(topic_id=topic, status=JobStatus.QUEUED, queued_at__lte=upto)
     rows: list[Any] = []
@@ -144,13 +184,13 @@ def _sweep(topic: str, after: tuple[int, dt.datetime, uuid.UUID] | None, upto: d
         # Two range scans of the queued-jobs index: the rest of this priority (from the position:
         # queued_at >= at is implied, and starts the scan there), then the lower priorities.
         same = queued.filter(Q(queued_at__gt=at) | Q(queued_at=at, pk__gt=pk), priority=priority, queued_at__gte=at)
-        rows = list(same.order_by("queued_at", "pk").values_list(*ROW)[:SWEEP_LIMIT])
+        rows = list(same.order_by("queued_at", "pk").values_list(*ROW)[:limit])
         queued = queued.filter(priority__lt=priority)
-    if len(rows) < SWEEP_LIMIT:
+    if len(rows) < limit:
         rest = queued.order_by("-priority", "queued_at", "pk").values_list(*ROW)
-        rows += list(rest[: SWEEP_LIMIT - len(rows)])
-    last = _last_time(rows, SWEEP_LIMIT, "queued_at")
-    return rows, _dump(rows[-1][1], last, rows[-1][0]) if last is not None else None
+        rows += list(rest[: limit - len(rows)])
+    last = _last_time(rows, limit, "queued_at")
+    return rows, (rows[-1][1], last, rows[-1][0]) if last is not None else None
 
 
 def _last_time(rows: list[Any], limit: int, name: str) -> dt.datetime | None:
