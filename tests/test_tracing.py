@@ -282,3 +282,30 @@ def test_with_the_api_but_no_sdk_a_trace_still_travels_down_a_chain():
     report = json.loads(done.stdout.strip().splitlines()[-1])
     traced = "00-" + f"{0x1234:032x}" + "-" + f"{0x5678:016x}" + "-01"
     assert report == {"provider_set": False, "statuses": ["succeeded"] * 6, "contexts": [""] * 3 + [traced] * 3}
+
+
+def test_a_forked_job_finds_the_api_loaded_by_the_zygote(tmp_path, monkeypatch):
+    """The zygote loads the OpenTelemetry API once (tracing.preload): a child forked per job
+    finds it loaded, instead of importing it (with its propagators' entry points) anew."""
+    import os
+    from importlib import metadata
+
+    loads = tmp_path / "loads"
+    real = metadata.version
+
+    def version(name):
+        if name == "django-jobqueue":  # read by tracing._load, once per process that loads the API
+            with open(loads, "a") as f:
+                f.write(f"{os.getpid()}\n")
+        return real(name)
+
+    jobs = [Job.objects.enqueue("echo", {"n": n}) for n in range(3)]
+    monkeypatch.setattr(metadata, "version", version)
+    tracing._load.cache_clear()  # as in a worker that has not traced anything yet
+    try:
+        run_worker("echo", isolation="process")
+    finally:
+        tracing._load.cache_clear()
+    assert {Job.objects.get(pk=job.pk).status for job in jobs} == {"succeeded"}
+    pids = loads.read_text().split() if loads.exists() else []
+    assert len([pid for pid in pids if pid != str(os.getpid())]) == 1  # the zygote's, no child's

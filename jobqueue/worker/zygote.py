@@ -156,6 +156,7 @@ def zygote_main(sock: socket.socket) -> None:
         signal.signal(signal.SIGCHLD, _on_sigchld)
         _set_aside_connections()
         engine.reset_clients()
+        tracing.preload()  # once here, not in every child
         exit_pipes: dict[int, int] = {}  # child pid -> write end of its exit pipe
         waiting_on: list[Any] = [sock, wake_r]
         while True:
