@@ -81,12 +81,19 @@ def parse_json(text: str | bytes, **kwargs: Any) -> Any:
 def encode_payload(payload: Any) -> str:
     """Return the payload's JSON text, refusing what JSON cannot hold, what nests too deeply
     and what is too large."""
-    check_payload_depth(payload)
     try:
         text = json.dumps(payload, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
         size = len(text) if text.isascii() else len(text.encode("utf-8"))  # (isascii() reads a flag)
+    except RecursionError:
+        check_payload_depth(payload)  # too deep, as it nearly always is then
+        raise
     except (TypeError, ValueError) as exc:  # UnicodeEncodeError (a lone surrogate) is a ValueError
+        check_payload_depth(payload)  # a cycle is refused as nested too deeply, as before JSON is made
         raise InvalidPayload(f"Payload is not JSON-serializable: {exc}") from exc
+    # Each level of nesting opens with a bracket: text with no more of them than the limit
+    # (those in strings counted too) cannot nest deeper, and is not walked.
+    if text.count("[") + text.count("{") > settings.MAX_PAYLOAD_DEPTH:
+        check_payload_depth(payload)
     if "\\u0000" in text and _NUL_ESCAPE.search(text):
         # PostgreSQL's jsonb cannot store it; refused everywhere so every database accepts the same payloads.
         raise InvalidPayload("Payload text must not contain NUL characters (\\u0000).")

@@ -265,6 +265,34 @@ def test_payload_depth_is_bounded_by_the_setting():
 
 
 @pytest.mark.django_db
+def test_payload_depth_counts_nesting_not_brackets_in_text():
+    """Only text with more brackets than the limit is walked; brackets in strings are no nesting."""
+    from jobqueue import validation
+
+    walked = []
+    real = validation.check_payload_depth
+
+    def spy(payload):
+        walked.append(payload)
+        return real(payload)
+
+    with jobqueue_settings(MAX_PAYLOAD_DEPTH=3), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(validation, "check_payload_depth", spy)
+        Job.objects.enqueue("echo", {"a": [{"b": 1}]})  # three brackets: not walked
+        assert walked == []
+        brackets = {"text": "[[[[{{{{", "list": [1, 2]}
+        assert Job.objects.enqueue("echo", brackets).payload == brackets  # walked, and shallow
+        assert walked == [brackets]
+        with pytest.raises(InvalidPayload, match="limit is 3"):
+            Job.objects.enqueue("echo", {"a": [{"b": []}]})
+        cycle: list = []
+        cycle.append(cycle)
+        with pytest.raises(InvalidPayload, match="limit is 3"):
+            Job.objects.enqueue("echo", {"a": cycle})
+    assert Job.objects.count() == 2
+
+
+@pytest.mark.django_db
 def test_entity_id_length_follows_the_setting():
     with jobqueue_settings(ENTITY_ID_MAX_LENGTH=8):
         Job.objects.enqueue("echo", entity_id="12345678")
