@@ -167,3 +167,13 @@ def test_an_enqueue_waits_polling_on_postgresql_and_a_claim_asleep(monkeypatch):
     assert Job.objects.get(pk=job.pk).status == JobStatus.RUNNING
     # Only psycopg 3 on PostgreSQL has statements to poll; elsewhere Django's cursor runs them.
     assert len(calls) == (1 if POSTGRES else 0)
+
+
+def test_a_statement_with_nothing_to_wait_for_is_done_at_once():
+    def answered():
+        return "the result"
+        yield  # a generator that never waits
+
+    with pytest.raises(StopIteration) as done:
+        next(spinwait.spinning(answered(), 0, 1.0, spinwait.SpinState(), fastsql._READY))
+    assert done.value.value == "the result"

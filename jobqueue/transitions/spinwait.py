@@ -62,7 +62,10 @@ def spinning(gen: Generator[Any, Any, Any], fileno: int, budget: float, state: S
     driven by polling ``fileno`` without sleeping for up to ``budget`` seconds; what is
     left of it then goes on through the caller (psycopg's own wait). ``ready`` holds
     psycopg's readiness values for nothing, read, write, and both."""
-    waiting = next(gen)  # the statement is sent; the first wait
+    try:
+        waiting = next(gen)  # the statement is sent; the first wait
+    except StopIteration as done:  # nothing to wait for (as psycopg's own waits allow)
+        return done.value
     poller = _POLL()  # type: ignore[misc]
     mask = (_IN if waiting & 1 else 0) | (_OUT if waiting & 2 else 0)
     poller.register(fileno, mask)
