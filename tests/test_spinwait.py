@@ -32,6 +32,20 @@ def raw():
         yield conn
 
 
+@pytest.fixture
+def polled(monkeypatch):
+    """The budgets (seconds) of the statements waited for polling, in order."""
+    budgets = []
+    real = spinwait.spinning
+
+    def spy(*args, **kwargs):
+        budgets.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spinwait, "spinning", spy)
+    return budgets
+
+
 def spin_budget(us):
     return override_settings(JOBQUEUE={**jq_settings.user_settings(), "SPIN_WAIT_MICROSECONDS": us})
 
@@ -70,15 +84,8 @@ def test_a_later_answer_goes_on_through_psycopgs_wait(raw):
     assert state.misses == 1
 
 
-def test_the_preparing_cursor_polls_when_asked_by_default_and_not_when_turned_off(raw, monkeypatch):
-    calls = []
-    real = spinwait.spinning
-
-    def spy(*args, **kwargs):
-        calls.append(args[2])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(spinwait, "spinning", spy)
+def test_the_preparing_cursor_polls_when_asked_by_default_and_not_when_turned_off(raw, polled):
+    calls = polled
     cursor = fastsql._PreparingCursor(raw)
     assert cursor.execute_polling("SELECT %s::int + 1", [41]).fetchone() == (42,)
     assert calls == [jq_settings.SPIN_WAIT_MICROSECONDS / 1e6] and calls[0] > 0
@@ -91,15 +98,8 @@ def test_the_preparing_cursor_polls_when_asked_by_default_and_not_when_turned_of
     assert calls[1:] == [0.00025]
 
 
-def test_a_connection_whose_answers_keep_coming_late_stops_polling_and_tries_again(raw, monkeypatch):
-    calls = []
-    real = spinwait.spinning
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(spinwait, "spinning", spy)
+def test_a_connection_whose_answers_keep_coming_late_stops_polling_and_tries_again(raw, polled, monkeypatch):
+    calls = polled
     monkeypatch.setattr(spinwait, "RETRY_AFTER", 5)
     cursor = fastsql._PreparingCursor(raw)
     with spin_budget(1):  # a microsecond: every answer is late
@@ -148,19 +148,12 @@ def test_a_connection_the_server_closes_while_polling_raises_instead_of_hanging(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_enqueue_waits_polling_on_postgresql_and_a_claim_asleep(monkeypatch):
+def test_an_enqueue_waits_polling_on_postgresql_and_a_claim_asleep(polled):
     from django.utils import timezone
 
     from jobqueue.models import Job, JobStatus
 
-    calls = []
-    real = spinwait.spinning
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(spinwait, "spinning", spy)
+    calls = polled
     job = Job.objects.enqueue("echo", {"n": 1})
     claimed = fastsql.claim_job(str(job.pk), "w", timezone.now())
     assert claimed is not None and claimed.status == JobStatus.RUNNING
