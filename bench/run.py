@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--no-memory-peers", action="store_true", help="measure only jobqueue's worker memory")
     add("--growth-rows", type=positive, default=1_000_000,
         help="finished jobs in the table for the growth rows (default 1,000,000; the target is 10,000,000)")
+    add("--growth-ids", choices=("ordered", "random"), default="ordered",
+        help="the growth rows' ids: time-ordered as enqueue() makes them (default), or random, as an "
+             "installation older than those ids holds them")
     add("--queued-jobs", type=positive, default=100_000,
         help="jobs queued for Redis bytes per queued job (default 100,000)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.md",
@@ -271,15 +274,16 @@ class Bench:
         from bench import workloads
         from bench.report import Row
 
-        rows = self.args.growth_rows
-        log(f"growth: {self.args.runs} run(s) on empty tables, then with {rows:,} finished jobs")
-        result = workloads.growth(self.args.n, rows, self.args.runs, self.extra)
+        rows, ids = self.args.growth_rows, self.args.growth_ids
+        log(f"growth: {self.args.runs} run(s) on empty tables, then with {rows:,} finished jobs ({ids} ids)")
+        result = workloads.growth(self.args.n, rows, self.args.runs, self.extra, ids)
         self.raw["growth"] = result
         for key, what in (("enqueue", f"single enqueue, {self.args.n:,} calls"),
                           ("drain", f"drain {self.args.n:,} jobs, inline, 1 worker")):
             empty, full = result["empty"][key], result["full"][key]
             self.rows.append(Row(
-                label=f"{what} (jobs/s): empty tables → {rows:,} finished jobs and their Executions",
+                label=f"{what} (jobs/s): empty tables → {rows:,} finished jobs and their Executions"
+                      + ("" if ids == "ordered" else ", their ids random (version 4)"),
                 cells={**NOT_RUN, "jobqueue": f"{empty:,.0f} → {full:,.0f} ({full / empty:.2f}×)"},
                 target="≥ 0.8× the empty-table figure", met=full >= 0.8 * empty,
             ))
@@ -467,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"N": args.n, "runs": args.runs, "bulk": args.bulk_jobs, "memory jobs": args.memory_jobs}
     if "growth" in args.only:
         settings["growth rows"] = args.growth_rows
+        settings["growth ids"] = args.growth_ids
     if "redis_memory" in args.only:
         settings["queued jobs"] = args.queued_jobs
     text = document(bench.rows, machine(), settings, bench.notes)

@@ -423,11 +423,21 @@ def memory(n: int, peers: bool = True) -> dict[str, tuple[float, float, float]]:
 # -- growth -------------------------------------------------------------------------------
 
 
-def fill_finished(rows: int, topic: str = "noop") -> float:
+#: How :func:`fill_finished` makes the growth rows' ids: as ``enqueue()`` makes them
+#: (:func:`jobqueue.ids.new_job_id`: version 7 UUIDs, from each job's creation time), or
+#: random (version 4), as the rows of an installation older than those ids hold them.
+GROWTH_IDS = {
+    "ordered": """(lpad(to_hex(floor(extract(epoch FROM t) * 1000)::bigint), 12, '0') || '7'
+                   || substr(r, 1, 3) || substr('89ab', 1 + floor(random() * 4)::int, 1)
+                   || substr(r, 4, 15))::uuid""",
+    "random": "gen_random_uuid()",
+}
+
+
+def fill_finished(rows: int, topic: str = "noop", ids: str = "ordered") -> float:
     """Add ``rows`` succeeded jobs, each with its Execution, in one ``INSERT ... SELECT`` from
     ``generate_series`` (PostgreSQL), then ``VACUUM ANALYZE``; returns the seconds it took.
-    Their ids are made as ``enqueue()`` makes them (:func:`jobqueue.ids.new_job_id`:
-    version 7 UUIDs, from each job's creation time)."""
+    ``ids``: a key of :data:`GROWTH_IDS`."""
     from django.db import connection
 
     from jobqueue.models import Execution, Job
@@ -440,9 +450,7 @@ def fill_finished(rows: int, topic: str = "noop") -> float:
                 INSERT INTO {job} (id, status, priority, payload, error, progress, progress_message, stage,
                                    has_dependents, attempts, max_attempts, timeout, worker_id, created_at,
                                    updated_at, queued_at, started_at, finished_at, topic)
-                SELECT (lpad(to_hex(floor(extract(epoch FROM t) * 1000)::bigint), 12, '0') || '7'
-                        || substr(r, 1, 3) || substr('89ab', 1 + floor(random() * 4)::int, 1)
-                        || substr(r, 4, 15))::uuid,
+                SELECT {GROWTH_IDS[ids]},
                        'succeeded', 0, jsonb_build_object('i', i), '', 100, '', '', false, 1,
                        3, 3600, 'growth', t, t, t, t, t, %s
                 FROM (SELECT i, %s::timestamptz - make_interval(secs => i) AS t, md5(random()::text) AS r
@@ -486,9 +494,10 @@ def jobqueue_enqueue_rate(n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def growth(n: int, rows: int, runs: int, notes: dict[str, Any]) -> dict[str, Any]:
+def growth(n: int, rows: int, runs: int, notes: dict[str, Any], ids: str = "ordered") -> dict[str, Any]:
     """jobqueue's single enqueue and inline drain on empty tables, then with ``rows`` finished
-    jobs (and their Executions) in them: medians of ``runs`` each. PostgreSQL only."""
+    jobs (and their Executions, ids made as ``ids`` says: see :data:`GROWTH_IDS`) in them:
+    medians of ``runs`` each. PostgreSQL only."""
     from django.db import connection
 
     if connection.vendor != "postgresql":
@@ -497,7 +506,7 @@ def growth(n: int, rows: int, runs: int, notes: dict[str, Any]) -> dict[str, Any
     reset()
     out["empty"] = _enqueue_and_drain(n, runs, notes)
     reset()
-    out["fill_seconds"] = fill_finished(rows)
+    out["fill_seconds"] = fill_finished(rows, ids=ids)
     out["rollup_seconds"] = roll_up_all()
     out["full"] = _enqueue_and_drain(n, runs, notes)
     reset()
