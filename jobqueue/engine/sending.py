@@ -1,7 +1,9 @@
 """A new job's push, sent without waiting for Redis's answer.
 
-``enqueue()`` pushes a job only once its row has committed, so the push carries news,
-not the record: a push that does not happen leaves the job queued in the database, and a
+``enqueue()`` pushes a job once its row has committed (or, in autocommit on PostgreSQL,
+while it commits, a worker's claim waiting for the commit: see
+:func:`jobqueue.transitions.create.insert_plain`), so the push carries news, not the
+record: a push that does not happen leaves the job queued in the database, and a
 worker's reconcile pushes it (within about ``RECONCILE_SECONDS``). So ``enqueue()`` sends
 the push script's call and returns; the answer is read before this thread's next use of
 Redis (its next push, any :func:`~.connection.get_redis`, the end of a request, exit):

@@ -1,4 +1,5 @@
-"""``enqueue``: a new job's row, then its Redis push once the row commits.
+"""``enqueue``: a new job's row, then its Redis push once the row commits (or, for a
+plain job in autocommit on PostgreSQL, while it commits: see :func:`insert_plain`).
 
 ``Job.objects.enqueue()`` validates, dedupes and builds the job (it is the public
 face of this transition); this module writes it and tells Redis and the listeners.
@@ -45,10 +46,24 @@ def insert_plain(job: Job, using: str) -> None:
     """``enqueue()`` of a job with no entity, dependencies or id of the caller's: no
     constraint can refuse its row, so it is one ``INSERT`` (in autocommit it commits, and
     the job is pushed, at once; inside a transaction the push waits for its commit).
-    :func:`insert` and :func:`created`, the database's connection looked up once."""
+    :func:`insert` and :func:`created`, the database's connection looked up once.
+
+    A queued job in autocommit on PostgreSQL is pushed as soon as its ``INSERT`` is sent,
+    not after its answer: the worker's wake-up and its claim travel while the row is
+    written and flushed, and the claim waits for the row's commit (see
+    :func:`.fastsql.insert_job`). If the ``INSERT`` fails the push is taken back; a
+    worker that took the job first finds no row and drops it (``recovery.give_back``)."""
     connection = connections[using]
-    insert(job, using, connection=connection)
-    created([job], using, connection)
+    if job.status != JobStatus.QUEUED or not fastsql.pushes_during_insert(connection):
+        insert(job, using, connection=connection)
+        created([job], using, connection)
+        return
+    try:
+        fastsql.insert_job(job, using, connection, pushed=lambda: push_committed([job]))
+    except BaseException:
+        engine.safe_call(engine.remove, job.topic_id, str(job.pk), job.entity_id, key=job.key)
+        raise
+    announce([job])
 
 
 def already_there(job: Job) -> Job | None:
@@ -109,17 +124,23 @@ def created(jobs: list[Job], using: str, connection: Any = None) -> None:
     """The rows of ``jobs`` were written: announce them, and push the queued and
     scheduled ones when the transaction commits (counting them all as enqueued).
     ``connection``: ``connections[using]``, if the caller has it."""
-    if job_enqueued.has_listeners(Job):
-        for job in jobs:
-            job_enqueued.send(sender=Job, job=job)
+    announce(jobs)
     if jobs:
         (connection or transaction.get_connection(using)).on_commit(lambda: push_committed(jobs))
 
 
+def announce(jobs: list[Job]) -> None:
+    """Send ``job_enqueued`` for each of the new ``jobs``."""
+    if job_enqueued.has_listeners(Job):
+        for job in jobs:
+            job_enqueued.send(sender=Job, job=job)
+
+
 def push_committed(jobs: list[Job]) -> None:
-    """Push jobs whose rows just committed. If Redis cannot be reached, the jobs are safe
-    in the database and a worker pushes them within about ``RECONCILE_SECONDS`` (no retry
-    here: a blip outlasts an immediate one, and the caller's request should not wait)."""
+    """Push jobs whose rows just committed (or, from :func:`insert_plain`, are being
+    committed). If Redis cannot be reached, the jobs are safe in the database and a
+    worker pushes them within about ``RECONCILE_SECONDS`` (no retry here: a blip outlasts
+    an immediate one, and the caller's request should not wait)."""
     try:
         if len(jobs) == 1 and jobs[0].status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
             engine.send_job(jobs[0], ENQUEUED)

@@ -20,15 +20,15 @@ from __future__ import annotations
 import datetime as dt
 import operator
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from types import SimpleNamespace
 from typing import Any, cast
 
-from django.db import connections, router, transaction
+from django.db import OperationalError, connections, router, transaction
 from django.db.models import Field, Model
 
 from .. import constants
@@ -179,27 +179,51 @@ if psycopg is not None:
     #: Whether this psycopg lets a statement's wait be polled (spinwait): it drives each
     #: statement as a generator of waits, ``Cursor._execute_gen`` (psycopg 3.1 to 3.3).
     _CAN_SPIN = spinwait.available() and hasattr(psycopg.Cursor, "_execute_gen")
+    #: Whether a statement's progress can be followed, to act once it is sent (see
+    #: :func:`insert_job`'s ``pushed``): the same generator.
+    _CAN_FOLLOW = hasattr(psycopg.Cursor, "_execute_gen")
+    #: Whether this psycopg and its libpq can pipeline statements (libpq 14 or later):
+    #: a claim and its wait for the job's row go in one round trip (see :func:`claim_job`).
+    _CAN_PIPELINE = bool(getattr(psycopg.Pipeline, "is_supported", lambda: False)())
 
     class _PreparingCursor(psycopg.Cursor):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._spin = spinwait.SpinState()
+            #: Whether the running statement itself was sent (not only its preparation,
+            #: which psycopg sends first, and waits for, on a statement's first run here).
+            self._query_sent = False
+
+        def _send_query_prepared(self, *args: Any, **kwargs: Any) -> None:
+            super()._send_query_prepared(*args, **kwargs)
+            self._query_sent = True
+
+        def _execute_send(self, *args: Any, **kwargs: Any) -> None:
+            super()._execute_send(*args, **kwargs)
+            self._query_sent = True
 
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
             return super().execute(query, params, prepare=True)
 
-        def execute_polling(self, query: Any, params: Any = None) -> Any:
+        def execute_polling(self, query: Any, params: Any = None, sent: Callable[[], Any] | None = None) -> Any:
             """``execute``, its answer waited for polling first (see spinwait): for an
             enqueue's ``INSERT``, whose wait is mostly the commit's WAL flush (the CPU is
             idle meanwhile). The worker's statements keep the database's CPU busy for most
-            of theirs, and a drain measured no faster with them polled."""
+            of theirs, and a drain measured no faster with them polled.
+
+            ``sent`` is called once the statement is on its way, before its answer (with
+            ``_CAN_FOLLOW``; the caller checks), else once it has run: see :func:`insert_job`."""
             budget = settings.SPIN_WAIT_MICROSECONDS
-            if not budget or not _CAN_SPIN or not self._spin.should_spin():
+            spin = bool(budget) and _CAN_SPIN and self._spin.should_spin()
+            if not spin and sent is None:
                 return super().execute(query, params, prepare=True)
             conn = self._conn
             with conn.lock:
                 gen = self._execute_gen(query, params, prepare=True)
-                conn.wait(spinwait.spinning(gen, conn.pgconn.socket, budget / 1e6, self._spin, _READY))
+                if sent is not None:
+                    self._query_sent = False
+                    gen = spinwait.announcing(gen, sent, lambda: self._query_sent)
+                conn.wait(spinwait.spinning(gen, conn.pgconn.socket, budget / 1e6, self._spin, _READY) if spin else gen)
             return self
 
     from psycopg.types.json import Jsonb
@@ -348,19 +372,25 @@ def orm_only() -> Iterator[None]:
 
 
 def _run(name: str, params: list[Any], connection: Any, *, returns_row: bool = False,
-         polling: bool = False) -> tuple[int, Any]:
+         polling: bool = False, sent: Callable[[], Any] | None = None) -> tuple[int, Any]:
     """Run statement ``name``; returns its row count and, if it ``returns_row``, its first
     row. (Said by the caller: asking the cursor for its ``description`` builds an object
     per column on every call, a measurable part of a worker's time per job.) ``polling``:
-    wait for the answer polling first, where the fast cursor can (see spinwait)."""
+    wait for the answer polling first, where the fast cursor can (see spinwait).
+    ``sent``: called once the statement is on its way, where the fast cursor can follow
+    it, else once it has run."""
     # As _cursor() does, without a generator per statement (nor its checks made twice).
     cursor = _fast_cursor(connection)
     if cursor is None:
         with connection.cursor() as cursor:
-            return _execute(cursor.execute, cursor, name, params, connection, returns_row)
+            done = _execute(cursor.execute, cursor, name, params, connection, returns_row)
+        if sent is not None:
+            sent()
+        return done
     with connection.wrap_database_errors:
-        execute = cursor.execute_polling if polling else cursor.execute
-        return _execute(execute, cursor, name, params, connection, returns_row)
+        if polling or sent is not None:
+            return _execute(partial(cursor.execute_polling, sent=sent), cursor, name, params, connection, returns_row)
+        return _execute(cursor.execute, cursor, name, params, connection, returns_row)
 
 
 def _execute(execute: Any, cursor: Any, name: str, params: list[Any], connection: Any,
@@ -371,11 +401,70 @@ def _execute(execute: Any, cursor: Any, name: str, params: list[Any], connection
 
 def claim_job(job_id: str, worker_id: str, now: Any) -> Job | None:
     """``claim``: queued|scheduled -> running, returning the row; the job's highest
-    Execution number so far is set on it as ``last_execution``."""
+    Execution number so far is set on it as ``last_execution``.
+
+    On PostgreSQL the claim first waits for the job's row if it is being written as the
+    worker asks (its push is sent while its ``INSERT`` runs: see :func:`insert_job`), in
+    the same round trip; a job whose row is still not there after :data:`INSERT_WAIT_MS`
+    is not claimed (the caller gives it back, see ``recovery.give_back``)."""
     connection = connections[_db()]
     params = _claim_params(job_id, worker_id, _prep(Job, "started_at", now, connection), connection)
-    _, row = _run("claim", params, connection, returns_row=True)
+    cursor = _fast_cursor(connection) if _CAN_PIPELINE else None
+    if cursor is None or connection.in_atomic_block:
+        _, row = _run("claim", params, connection, returns_row=True)
+    else:
+        row = _claim_after_insert(cursor, job_id, params, connection)
     return _claimed(row, connection) if row else None
+
+
+def _claim_after_insert(cursor: Any, job_id: str, params: list[Any], connection: Any) -> Any:
+    """``wait_for_insert`` and ``claim`` pipelined in one implicit transaction (each
+    statement sees what committed before it started); the claimed row, or ``None``."""
+    alias = connection.alias
+    with connection.wrap_database_errors:
+        try:
+            with cursor.connection.pipeline():
+                cursor.execute(statement("wait_for_insert", alias), [*lock_keys(job_id), _INSERT_WAIT])
+                cursor.execute(statement("claim", alias), params)
+        except psycopg.errors.LockNotAvailable:
+            return None  # the row's INSERT is still running
+        return cursor.fetchone()
+
+
+#: Milliseconds a claim (or a give-back) waits at most for a job's row being inserted:
+#: an ``INSERT`` holds it for its own run and commit only.
+INSERT_WAIT_MS = 2000
+_INSERT_WAIT = str(INSERT_WAIT_MS)
+#: The first key of the advisory locks taken on jobs' ids ("jobq"): apart from other users'.
+LOCK_SPACE = 0x6A6F6271
+
+
+def lock_keys(job_id: Any) -> tuple[int, int]:
+    """The two keys of job ``job_id``'s advisory lock (its id's last 31 bits: two jobs that
+    share them only wait for each other's commit)."""
+    value = job_id.int if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id)).int
+    return LOCK_SPACE, value & 0x7FFFFFFF
+
+
+def wait_for_insert(job_id: Any, using: str | None = None) -> bool:
+    """Wait until a job's row being inserted (see :func:`insert_job`) has committed or
+    rolled back, for at most :data:`INSERT_WAIT_MS` (PostgreSQL; elsewhere nothing waits).
+    Returns False if it was still being written then."""
+    connection = connections[using or _db()]
+    if connection.vendor != "postgresql":
+        return True
+    params = [*lock_keys(job_id), _INSERT_WAIT]
+    try:
+        if connection.in_atomic_block:
+            with transaction.atomic(using=connection.alias):  # a savepoint: a timeout spoils nothing
+                _run("wait_for_insert", params, connection)
+        else:
+            _run("wait_for_insert", params, connection)  # its own transaction: the lock is let go at once
+    except OperationalError as exc:
+        if psycopg is not None and isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
+            return False
+        raise
+    return True
 
 
 def _claimed(row: Any, connection: Any) -> Job:
@@ -502,11 +591,27 @@ def _constant(value: Any) -> str:
     raise ValueError(f"No SQL constant for {value!r}")
 
 
-def insert_job(job: Job, using: str, connection: Any = None) -> None:
+def pushes_during_insert(connection: Any) -> bool:
+    """Whether :func:`insert_job` on ``connection`` can push its job while its ``INSERT``
+    runs: PostgreSQL through the fast cursor, in autocommit (the statement is the
+    transaction), with a psycopg whose statements can be followed."""
+    return (connection.vendor == "postgresql" and psycopg is not None and _CAN_FOLLOW
+            and not connection.in_atomic_block and connection.get_autocommit()
+            and enabled(connection.alias, connection) and _fast_cursor(connection) is not None)
+
+
+def insert_job(job: Job, using: str, connection: Any = None, pushed: Callable[[], Any] | None = None) -> None:
     """``enqueue``: insert a new job built by ``JobManager.build()``; like
     ``save(force_insert=True)`` without the per-call compilation (and without
     ``pre_save``/``post_save``: listen to ``job_enqueued`` instead). ``connection``:
-    ``connections[using]``, if the caller has it."""
+    ``connections[using]``, if the caller has it.
+
+    ``pushed`` (where :func:`pushes_during_insert`) pushes the job, and is called as soon
+    as the ``INSERT`` is sent: the job's wake-up travels to a worker while the row is
+    written and its commit flushed, instead of after. The statement holds the job's
+    advisory lock until it commits; a worker's claim waits for that lock first (see
+    :func:`claim_job`), so a worker still never sees the row uncommitted, nor a row
+    rolled back."""
     connection = connection or connections[using]
     fresh = _fresh_values(job) == _FRESH_VALUES
     encoded = getattr(job, "_payload_json", None)
@@ -515,7 +620,11 @@ def insert_job(job: Job, using: str, connection: Any = None) -> None:
         # The payload's JSON, made (and checked) by build(): not made again (as COPY does).
         prepared = {"payload": Jsonb(encoded, dumps=_as_is)}
     params = _prep_row(Job, _FRESH_VARYING if fresh else JOB_FIELDS, job, connection, prepared)
-    _run("insert_fresh_job" if fresh else "insert_job", params, connection, polling=True)
+    name = "insert_fresh_job" if fresh else "insert_job"
+    if pushed is not None:
+        params += lock_keys(job.pk)
+        name += "_pushed"
+    _run(name, params, connection, polling=True, sent=pushed)
     job._state.adding = False
     job._state.db = using
 

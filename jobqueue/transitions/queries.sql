@@ -76,3 +76,19 @@ INSERT INTO {job.table} ({job.columns}) VALUES ({job.marks})
 -- enqueue: a new job whose columns in fastsql.FRESH_JOB hold their defaults, written as
 -- constants (fewer parameters to send). Parameters: the other columns, in field order.
 INSERT INTO {job.table} ({job.columns}) VALUES ({job.fresh_marks})
+
+-- name: insert_job_pushed
+-- insert_job (PostgreSQL), for a job pushed to Redis while this statement runs (see
+-- create.insert_plain): it takes the job's advisory lock, held until the row commits,
+-- which a worker's wait_for_insert waits for. Parameters: insert_job's, then the lock's keys.
+{q.insert_job} RETURNING pg_advisory_xact_lock(%s, %s)
+
+-- name: insert_fresh_job_pushed
+-- insert_fresh_job, likewise. Parameters: insert_fresh_job's, then the lock's keys.
+{q.insert_fresh_job} RETURNING pg_advisory_xact_lock(%s, %s)
+
+-- name: wait_for_insert
+-- Wait until a job's insert_job_pushed (if one runs) has committed or rolled back, for at
+-- most the lock timeout given (milliseconds, as text); run before a claim in the same
+-- transaction, whose next statement then sees the row. Parameters: the lock's keys, the timeout.
+SELECT pg_advisory_xact_lock_shared(%s, %s) FROM (SELECT set_config('lock_timeout', %s, true)) AS bounded

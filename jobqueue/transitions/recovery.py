@@ -14,7 +14,7 @@ from django.utils import timezone
 from .. import engine
 from ..logging import job_extra
 from ..models import Execution, ExecutionOutcome, Job, JobStatus
-from . import followups
+from . import fastsql, followups
 from .attempt import execution_number, waited
 from .guard import move, move_many
 
@@ -88,11 +88,18 @@ def give_back(topic: str, job_id: str) -> str:
     could not claim it): still queued, it goes back in its queue; finished, cancelled or
     gone, it is only acknowledged. A job running is left alone: another worker claimed
     it (a loss of Redis's data gave its id out again), and the lease is that worker's.
+
+    A job pushed while its row was being inserted (see ``create.insert_plain``) may be
+    leased before the row commits: its ``INSERT`` is waited for first, so such a job goes
+    back in its queue rather than being dropped.
     """
     try:
-        job = Job.objects.filter(pk=uuid.UUID(job_id)).first()
+        pk = uuid.UUID(job_id)
     except ValueError:
-        job = None
+        pk = None
+    if pk is not None:
+        fastsql.wait_for_insert(pk)
+    job = Job.objects.filter(pk=pk).first() if pk is not None else None
     if job is None:
         engine.ack(topic, job_id)
         return "dropped"

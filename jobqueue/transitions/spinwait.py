@@ -15,14 +15,24 @@ A connection whose answers keep coming later than that (a database across a netw
 slow disk's flush) stops polling after :data:`GIVE_UP` misses in a row and tries again
 once every :data:`RETRY_AFTER` statements, so it costs nothing where it cannot pay.
 ``SPIN_WAIT_MICROSECONDS = 0`` turns it off; it is never used where ``poll()`` is missing.
+
+The polling process gives its CPU away between two polls (``sched_yield``): the enqueue's
+push is sent while the ``INSERT`` runs (see :func:`announcing`), and the worker it wakes,
+and Redis, must not wait for a core behind it on a small machine.
+
+:func:`announcing` also drives such a generator: it calls back once the statement is sent.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import select
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
+
+logger = logging.getLogger("jobqueue.transitions")
 
 #: Misses in a row (answers later than the budget) after which a connection stops polling.
 GIVE_UP = 4
@@ -32,6 +42,7 @@ RETRY_AFTER = 256
 _POLL = getattr(select, "poll", None)
 _IN = getattr(select, "POLLIN", 1)
 _OUT = getattr(select, "POLLOUT", 4)
+_YIELD: Callable[[], None] = getattr(os, "sched_yield", lambda: None)
 
 
 class SpinState:
@@ -88,9 +99,44 @@ def spinning(gen: Generator[Any, Any, Any], fileno: int, budget: float, state: S
         elif time.perf_counter() >= deadline:
             state.misses += 1
             break
+        else:
+            _YIELD()
     while True:  # the rest as psycopg waits, asleep
         sent = yield waiting
         try:
             waiting = gen.send(sent)
         except StopIteration as done:
             return done.value
+
+
+def announcing(gen: Generator[Any, Any, Any], sent: Callable[[], Any],
+               is_sent: Callable[[], bool] = lambda: True) -> Generator[Any, Any, Any]:
+    """``gen`` (a psycopg statement's generator), calling ``sent()`` once the statement is
+    sent: at its first wait that is not for writing (psycopg waits for reading only once
+    all of it is flushed) after ``is_sent()`` says the statement itself went (a first run
+    sends its preparation first, and waits for that), or at its end. Whatever ``sent``
+    raises is logged, never raised: the statement's answer must still be read."""
+    try:
+        waiting = next(gen)
+    except StopIteration as done:
+        _call(sent)
+        return done.value
+    announced = False
+    while True:
+        if not announced and not waiting & 2 and is_sent():
+            announced = True
+            _call(sent)
+        ready = yield waiting
+        try:
+            waiting = gen.send(ready)
+        except StopIteration as done:
+            if not announced:
+                _call(sent)
+            return done.value
+
+
+def _call(sent: Callable[[], Any]) -> None:
+    try:
+        sent()
+    except Exception:
+        logger.exception("The call made as a statement was sent failed; the statement goes on.")
