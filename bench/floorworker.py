@@ -5,10 +5,12 @@
 What a worker of a durable queue must do between a push and a handler's start, with no
 Python around it: one round trip that waits on the topic's wake list and leases the
 next id (``BLPOP`` with the ``ack_pop`` script's call pipelined behind it, sent as
-packed bytes, as an idle jobqueue worker does), then the prepared ``claim`` statement
-(the job marked running, committed without waiting for the WAL flush, as a worker's
-commits are), then the start time, written to ``common.LATENCY_KEY`` by job id. No
-topic slot, no handler, no acknowledgement: the least of each step.
+packed bytes, as an idle jobqueue worker does), then one round trip with the prepared
+``wait_for_insert`` and ``claim`` statements pipelined (the claim waits for the row's
+commit, the push having been sent as its ``INSERT`` was; the job marked running,
+committed without waiting for the WAL flush, as a worker's commits are), then the start
+time, written to ``common.LATENCY_KEY`` by job id. No topic slot, no handler, no
+acknowledgement: the least of each step.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main() -> int:
     # Packed once, as the idle worker's wait_and_pop() sends them in one pipeline.
     packed = b"".join(conn.pack_commands([("BLPOP", k.wake, 1), ("EVALSHA", pop.sha, len(keys), *keys, *args)]))
     claim = fastsql.statement("claim", connection.alias)
+    wait = fastsql.statement("wait_for_insert", connection.alias)
     stamps = common.client()
     with fastsql._cursor(connection) as cursor:
         stamps.set(READY_KEY, "1")
@@ -57,7 +60,9 @@ def main() -> int:
             conn.read_response()
             for job_id in conn.read_response():
                 started = fastsql._prep(fastsql.Job, "started_at", timezone.now(), connection)
-                cursor.execute(claim, fastsql._claim_params(job_id.decode(), "floor", started, connection))
+                with cursor.connection.pipeline():
+                    cursor.execute(wait, [*fastsql.lock_keys(job_id.decode()), str(fastsql.INSERT_WAIT_MS)])
+                    cursor.execute(claim, fastsql._claim_params(job_id.decode(), "floor", started, connection))
                 cursor.fetchone()
                 stamps.hset(common.LATENCY_KEY, job_id, repr(time.time()))
 

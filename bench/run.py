@@ -247,12 +247,12 @@ class Bench:
             gap = workloads.LATENCY_GAP * 1000
             self.notes.append(
                 f"latency floors, jobs {gap:.0f} ms apart, no Python around the calls (p50): {enqueue:.2f} ms for a "
-                "prepared `INSERT` of a job row with its commit plus one call of the push script sent (the durable "
-                f"part of an enqueue alone, before any worker wakes; {enqueue / best_p50:.2f}× the best peer's whole "
+                "prepared `INSERT` of a job row with its commit, the push script's call sent as soon as the `INSERT` "
+                f"is (the durable part of an enqueue alone; {enqueue / best_p50:.2f}× the best peer's whole "
                 f"p50, {best} {best_p50:.1f} ms), and {whole:.2f} ms ({whole / best_p50:.2f}×) to the moment a worker "
                 "(`bench/floorworker.py`) has been woken, leased the job (one round trip) and claimed it (one "
-                "prepared `UPDATE`, committed without waiting for the WAL flush): the least jobqueue's own latency "
-                "could be here.")
+                "round trip: the wait for the row's commit and the prepared `UPDATE`, committed without waiting for "
+                "the WAL flush): the least jobqueue's own latency could be here.")
 
     def scaling(self) -> None:
         from bench import workloads

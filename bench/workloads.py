@@ -87,10 +87,12 @@ def single_enqueue(n: int) -> dict[str, float]:
 
 class _Floor:
     """The least an enqueue's I/O costs here: one prepared ``INSERT`` of a job row in
-    autocommit (its commit, with the WAL flush, included; its answer waited for as
-    ``enqueue()`` waits, see :mod:`jobqueue.transitions.spinwait`), then the push script's
-    call sent on a held connection, its answer read before the next one's, as ``enqueue()``
-    does (:mod:`jobqueue.engine.sending`); no Python around them. PostgreSQL only."""
+    autocommit holding the job's lock (its commit, with the WAL flush, included; its
+    answer waited for as ``enqueue()`` waits, see :mod:`jobqueue.transitions.spinwait`),
+    and the push script's call sent on a held connection as soon as the ``INSERT`` is
+    sent, its answer read before the next one's, as ``enqueue()`` does
+    (:func:`jobqueue.transitions.create.insert_plain`, :mod:`jobqueue.engine.sending`);
+    no Python around them. PostgreSQL only."""
 
     def __init__(self, topic: str) -> None:
         from django.db import connection
@@ -103,8 +105,8 @@ class _Floor:
 
         job, _ = Job.objects.build(topic, {})
         self.connection = connection
-        self.params = fastsql._prep_row(Job, fastsql.JOB_FIELDS, job, connection)
-        self.insert = fastsql.statement("insert_job", connection.alias)
+        self.params = [*fastsql._prep_row(Job, fastsql.JOB_FIELDS, job, connection), *fastsql.lock_keys(job.pk)]
+        self.insert = fastsql.statement("insert_job_pushed", connection.alias)
         self.at = [f.attname for f in fastsql.JOB_FIELDS].index("id")
         r, k = get_redis(), TopicKeys(topic)
         script(r, "push")(keys=[getattr(k, name) for name in PUSH_KEYS], args=[""], client=r)  # loaded
@@ -118,14 +120,19 @@ class _Floor:
     def one(self, cursor: Any) -> str:
         """Write and push one job; returns its id."""
         from jobqueue.ids import new_job_id
+        from jobqueue.transitions import fastsql
 
         self.params[self.at] = job_id = new_job_id()
-        cursor.execute_polling(self.insert, self.params)
-        if self.unread:
-            self.conn.read_response()
+        self.params[-1] = fastsql.lock_keys(job_id)[1]
         text = str(job_id)
-        self.conn.send_packed_command([self.packed + b"$36\r\n%s\r\n$1\r\n0\r\n$0\r\n\r\n" % text.encode()])
-        self.unread = True
+
+        def push() -> None:
+            if self.unread:
+                self.conn.read_response()
+            self.conn.send_packed_command([self.packed + b"$36\r\n%s\r\n$1\r\n0\r\n$0\r\n\r\n" % text.encode()])
+            self.unread = True
+
+        cursor.execute_polling(self.insert, self.params, sent=push)
         return text
 
     def close(self) -> None:
@@ -164,8 +171,8 @@ def latency_floor(_n: int) -> tuple[float, float] | None:
     apart), with no Python around the calls: the durable part of the enqueue alone
     (:class:`_Floor`'s row and push: a worker has not even been woken at its end), and
     the whole way, to the moment ``bench/floorworker.py`` has leased and claimed the job
-    (one round trip to wake and lease, one prepared ``claim``). PostgreSQL only (``None``
-    elsewhere)."""
+    (one round trip to wake and lease, one with the prepared ``claim`` behind the wait for
+    the row's commit). PostgreSQL only (``None`` elsewhere)."""
     from django.db import connection
 
     from jobqueue.transitions import fastsql
