@@ -148,6 +148,6 @@ def push_committed(jobs: list[Job]) -> None:
             engine.push_jobs(jobs, enqueued=True)
     except redis.RedisError as exc:
         shown = ", ".join(str(job.pk) for job in jobs[:3]) + (f" and {len(jobs) - 3} more" if len(jobs) > 3 else "")
-        logger.warning("Redis unavailable after committing job(s) %s (%s): they are kept in the database, and "
-                       "a worker pushes them within about %s s (a scheduled job once it is due).",
+        logger.warning("Redis unavailable for the push of job(s) %s (%s): committed, they are kept in the database, "
+                       "and a worker pushes them within about %s s (a scheduled job once it is due).",
                        shown, exc, settings.RECONCILE_SECONDS, extra=job_extra(jobs[0]) if len(jobs) == 1 else None)

@@ -121,6 +121,16 @@ def _cursor(connection: Any) -> Iterator[Any]:
 def _fast_cursor(connection: Any) -> Any:
     """The preparing cursor of :func:`_cursor`, its connection checked as Django checks
     one before a query; ``None`` where Django's own cursor is to be used (see there)."""
+    if not _prepares(connection):
+        return None
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    connection.validate_no_broken_transaction()
+    return _preparing_cursor(connection, connection.connection)
+
+
+def _prepares(connection: Any) -> bool:
+    """Whether the hot statements run through the preparing cursor on ``connection``."""
     if (
         psycopg is None
         or connection.vendor != "postgresql"
@@ -128,18 +138,13 @@ def _fast_cursor(connection: Any) -> Any:
         or connection.queries_logged
         or not settings.PREPARED_STATEMENTS
     ):
-        return None
+        return False
     options = connection.settings_dict.get("OPTIONS", {})
     # The project asked for no preparing: "prepare_threshold": None, or server-side
     # binding with Django's default (None) threshold.
-    if options.get("prepare_threshold") is None and (
+    return not (options.get("prepare_threshold") is None and (
         "prepare_threshold" in options or options.get("server_side_binding") is True
-    ):
-        return None
-    connection.close_if_health_check_failed()
-    connection.ensure_connection()
-    connection.validate_no_broken_transaction()
-    return _preparing_cursor(connection, connection.connection)
+    ))
 
 
 def _preparing_cursor(connection: Any, raw: Any) -> Any:
@@ -170,6 +175,8 @@ def _preparing_cursor(connection: Any, raw: Any) -> Any:
 #: psycopg's prepare threshold on a connection Django left unprepared: only statements run
 #: with ``prepare=True`` (these) are prepared.
 _NEVER_AUTOMATICALLY = 2**31
+#: Set below where psycopg 3 is installed (see there).
+_CAN_FOLLOW = _CAN_PIPELINE = False
 
 if psycopg is not None:
 
@@ -595,9 +602,8 @@ def pushes_during_insert(connection: Any) -> bool:
     """Whether :func:`insert_job` on ``connection`` can push its job while its ``INSERT``
     runs: PostgreSQL through the fast cursor, in autocommit (the statement is the
     transaction), with a psycopg whose statements can be followed."""
-    return (connection.vendor == "postgresql" and psycopg is not None and _CAN_FOLLOW
-            and not connection.in_atomic_block and connection.get_autocommit()
-            and enabled(connection.alias, connection) and _fast_cursor(connection) is not None)
+    return (_CAN_FOLLOW and _prepares(connection) and not connection.in_atomic_block
+            and connection.get_autocommit() and enabled(connection.alias, connection))
 
 
 def insert_job(job: Job, using: str, connection: Any = None, pushed: Callable[[], Any] | None = None) -> None:
