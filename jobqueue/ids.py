@@ -26,6 +26,16 @@ def new_job_id() -> uuid.UUID:
     return uuid.UUID(int=value | rand & _RAND_B_MASK)
 
 
+def made_at_ms(job_id: uuid.UUID | str) -> int | None:
+    """When a version 7 id was made (Unix time in milliseconds, the enqueuer's clock);
+    ``None`` for an id of another kind (a caller's own, a random one)."""
+    try:
+        value = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    except ValueError:
+        return None
+    return value.int >> 80 if value.version == 7 else None
+
+
 #: Hex digits of a job id shown for it in lists and logs (its last ones: see :func:`short_id`).
 SHORT_ID_LENGTH = 8
 

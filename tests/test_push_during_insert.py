@@ -204,6 +204,31 @@ def test_a_claim_gives_up_on_a_row_still_being_written_after_the_wait(monkeypatc
     assert fastsql.claim_job(str(job.pk), "w", timezone.now()).status == JobStatus.RUNNING
 
 
+def test_only_a_recent_job_s_claim_waits_for_its_insert(monkeypatch):
+    import uuid
+
+    from jobqueue.ids import made_at_ms
+
+    waited = []
+    real = fastsql._claim_after_insert
+
+    def spy(cursor, job_id, *args):
+        waited.append(job_id)
+        return real(cursor, job_id, *args)
+
+    monkeypatch.setattr(fastsql, "_claim_after_insert", spy)
+    old_ms = int(time.time() * 1000) - fastsql.INSERTED_AFTER_MS - 60_000
+    old_id = uuid.UUID(int=old_ms << 80 | 0x7 << 76 | 0b10 << 62 | 12345)  # made over a minute too early
+    assert made_at_ms(old_id) == old_ms and made_at_ms(uuid.uuid4()) is None
+    old = Job.objects.enqueue("echo", {"n": 1}, job_id=old_id)
+    new = Job.objects.enqueue("echo", {"n": 2})
+    random = Job.objects.enqueue("echo", {"n": 3}, job_id=uuid.uuid4())  # no time in it: may be new
+    for job in (old, new, random):
+        assert fastsql.claim_job(str(job.pk), "w", timezone.now()).status == JobStatus.RUNNING
+    # A backlog's jobs are claimed as they were; only the others may be in the middle of their INSERT.
+    assert waited == ([str(new.pk), str(random.pk)] if POSTGRES else [])
+
+
 def test_a_give_back_waits_for_a_row_being_written_and_queues_the_job_again():
     if not POSTGRES:
         job = Job.objects.enqueue("echo", {"n": 1})

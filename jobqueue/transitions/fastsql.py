@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import operator
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -33,6 +34,7 @@ from django.db.models import Field, Model
 
 from .. import constants
 from ..conf import settings
+from ..ids import made_at_ms
 from ..managers import build_instance
 from ..models import FRESH_JOB, Execution, Job, JobStatus
 from . import spinwait
@@ -413,11 +415,12 @@ def claim_job(job_id: str, worker_id: str, now: Any) -> Job | None:
     On PostgreSQL the claim first waits for the job's row if it is being written as the
     worker asks (its push is sent while its ``INSERT`` runs: see :func:`insert_job`), in
     the same round trip; a job whose row is still not there after :data:`INSERT_WAIT_MS`
-    is not claimed (the caller gives it back, see ``recovery.give_back``)."""
+    is not claimed (the caller gives it back, see ``recovery.give_back``). A job whose id
+    was made more than :data:`INSERTED_AFTER_MS` ago is claimed without the wait."""
     connection = connections[_db()]
     params = _claim_params(job_id, worker_id, _prep(Job, "started_at", now, connection), connection)
     cursor = _fast_cursor(connection) if _CAN_PIPELINE else None
-    if cursor is None or connection.in_atomic_block:
+    if cursor is None or connection.in_atomic_block or not _may_be_inserting(job_id):
         _, row = _run("claim", params, connection, returns_row=True)
     else:
         row = _claim_after_insert(cursor, job_id, params, connection)
@@ -438,6 +441,18 @@ def _claim_after_insert(cursor: Any, job_id: str, params: list[Any], connection:
         return cursor.fetchone()
 
 
+def _may_be_inserting(job_id: str) -> bool:
+    """Whether ``job_id``'s row may still be being inserted: its id holds no time, or a
+    time less than :data:`INSERTED_AFTER_MS` ago. (A clock of the enqueuer's behind the
+    worker's only makes a claim miss a row, which the give-back then waits for.)"""
+    made = made_at_ms(job_id)
+    return made is None or time.time() * 1000 - made < INSERTED_AFTER_MS
+
+
+#: Milliseconds after its id was made by which a job pushed during its ``INSERT`` has
+#: certainly been written (the id is made just before the statement): a backlog's claims
+#: do not wait.
+INSERTED_AFTER_MS = 10_000
 #: Milliseconds a claim (or a give-back) waits at most for a job's row being inserted:
 #: an ``INSERT`` holds it for its own run and commit only.
 INSERT_WAIT_MS = 2000
