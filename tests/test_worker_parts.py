@@ -39,6 +39,33 @@ def test_slots_are_taken_within_each_topics_concurrency_and_released():
     assert sorted(third) == ["echo", "other"]
 
 
+def test_a_worker_running_jobs_counts_once_against_a_topics_concurrency():
+    """After Redis lost the semaphore, live workers running a topic's jobs keep it full;
+    one that claimed several ahead (its batch) still holds one slot, not one per job."""
+    from django.utils import timezone
+
+    from jobqueue import engine
+    from jobqueue.models import Job, JobStatus
+
+    Topic.objects.filter(name="other").update(concurrency=2)
+    rows = slots.topic_rows(["echo", "other"])
+    engine.beat("w1", {"topics": ["echo", "other"]})
+    for topic, count in (("other", 3), ("echo", 1)):
+        for _ in range(count):
+            job = Job.objects.enqueue(topic, {})
+            Job.objects.filter(pk=job.pk).update(status=JobStatus.RUNNING, worker_id="w1", started_at=timezone.now())
+    assert slots.running_elsewhere("w2", ["echo", "other"]) == {"echo": 1, "other": 1}
+    held: dict = {}
+    slots.take_slots("w2", ["echo", "other"], held, rows)  # the semaphores hold no slot of w1's
+    assert sorted(held) == ["other"]  # echo allows one worker, and w1 runs its job
+    engine.beat("w3", {"topics": ["other"]})
+    Job.objects.filter(topic_id="other").update(worker_id="w3")
+    third: dict = {}
+    slots.release_slots(held)
+    slots.take_slots("w4", ["other"], third, rows)
+    assert sorted(third) == ["other"]  # w3's three jobs count as one worker of two allowed
+
+
 def test_topics_to_serve_are_checked():
     assert slots.resolve_topics(["echo", "other", "echo"]) == ["echo", "other"]
     with pytest.raises(ValueError, match="Unknown topic\\(s\\): nope"):

@@ -64,7 +64,7 @@ def take_slots(worker_id: str, topics: list[str], slots: dict[str, TopicLock], r
         row = rows.get(topic)
         limit = max(1, row.concurrency if row else 1)
         if busy.get(topic, 0) >= limit:
-            logger.debug("Topic %s runs %s job(s) of live workers (%s allowed); will retry.", topic,
+            logger.debug("Topic %s has jobs running on %s other live worker(s) (%s allowed); will retry.", topic,
                          busy[topic], limit)
             continue
         lock = TopicLock(topic, token=f"{worker_id}", worker_id=worker_id)
@@ -76,17 +76,19 @@ def take_slots(worker_id: str, topics: list[str], slots: dict[str, TopicLock], r
 
 
 def running_elsewhere(worker_id: str, topics: list[str]) -> dict[str, int]:
-    """Per topic, the jobs the database says other live workers are running.
+    """Per topic, how many other live workers the database says are running its jobs.
 
     A slot is taken only below the topic's concurrency by this count too: if Redis lost
     the semaphore (a flush, a failover that promoted a replica without the last slot
     taken), the workers still running jobs of the topic keep it full until they finish.
-    A worker whose heartbeat is stale is not counted (its jobs go back through the reaper).
+    Workers are counted, not jobs: one slot's worker may hold several rows running, the
+    next jobs it claimed ahead of starting them (see ``readahead.py``). A worker whose
+    heartbeat is stale is not counted (its jobs go back through the reaper).
     """
     live = {str(w["id"]) for w in engine.live_workers() if not w["stale"]}
-    counts: dict[str, int] = {}
     running = (Job.objects.filter(topic_id__in=topics, status=JobStatus.RUNNING).exclude(worker_id=worker_id)
-               .values_list("topic_id", "worker_id"))
+               .order_by().values_list("topic_id", "worker_id").distinct())
+    counts: dict[str, int] = {}
     for topic, other in running:
         if other in live:
             counts[topic] = counts.get(topic, 0) + 1
