@@ -170,23 +170,43 @@ def refused_inserts():
 
 def test_an_insert_that_fails_takes_its_push_back():
     pushed = []
-    real = create.push_committed
+    real = create._push
 
     def spy(jobs):
         pushed.append(str(jobs[0].pk))
         real(jobs)
 
-    create.push_committed = spy
+    create._push = spy
     try:
         with refused_inserts(), pytest.raises(DatabaseError, match="refused by the test"):
             Job.objects.enqueue("echo", {"refuse": 1})
     finally:
-        create.push_committed = real
+        create._push = real
     # On PostgreSQL the push went out with the INSERT, and was taken back; elsewhere it never went.
     assert len(pushed) == (1 if POSTGRES else 0)
     assert engine.queue_ids("echo") == [] and engine.depths("echo")["queued"] == 0
     assert not Job.objects.exists()
     assert Job.objects.enqueue("echo", {"n": 2}).status == JobStatus.QUEUED  # the connection goes on
+
+
+def test_a_push_that_fails_is_reported_after_the_insert_and_the_job_is_kept(monkeypatch, caplog):
+    import redis
+
+    def unreachable(jobs):
+        raise redis.ConnectionError("refused by the test")
+
+    monkeypatch.setattr(create, "_push", unreachable)
+    job = Job.objects.enqueue("echo", {"n": 1})
+    assert "Redis unavailable for the push of job(s)" in caplog.text and "refused by the test" in caplog.text
+    assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED  # committed: the reconcile pushes it
+
+    def broken(jobs):
+        raise RuntimeError("a bug in the push")
+
+    monkeypatch.setattr(create, "_push", broken)
+    with pytest.raises(RuntimeError, match="a bug in the push"):
+        Job.objects.enqueue("echo", {"n": 2})
+    assert Job.objects.count() == 2  # raised once the row was written, as a push after the commit would
 
 
 def test_inside_a_transaction_the_push_waits_for_its_commit():

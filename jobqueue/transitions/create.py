@@ -52,17 +52,33 @@ def insert_plain(job: Job, using: str) -> None:
     not after its answer: the worker's wake-up and its claim travel while the row is
     written and flushed, and the claim waits for the row's commit (see
     :func:`.fastsql.insert_job`). If the ``INSERT`` fails the push is taken back; a
-    worker that took the job first finds no row and drops it (``recovery.give_back``)."""
+    worker that took the job first finds no row and drops it (``recovery.give_back``).
+    Nothing that could log or touch the database runs while the statement does (the
+    database connection is locked meanwhile): the thread's last push's answer is read
+    before it, and a failed push is reported after it."""
     connection = connections[using]
     if job.status != JobStatus.QUEUED or not fastsql.pushes_during_insert(connection):
         insert(job, using, connection=connection)
         created([job], using, connection)
         return
+    engine.safe_call(engine.get_redis)  # reads this thread's last push's answer (see engine/sending.py) now
+    failed: list[Exception] = []
+
+    def push() -> None:
+        try:
+            _push([job])
+        except Exception as exc:  # reported once the statement is done
+            failed.append(exc)
+
     try:
-        fastsql.insert_job(job, using, connection, pushed=lambda: push_committed([job]))
+        fastsql.insert_job(job, using, connection, pushed=push)
     except BaseException:
         engine.safe_call(engine.remove, job.topic_id, str(job.pk), job.entity_id, key=job.key)
         raise
+    if failed:
+        if not isinstance(failed[0], redis.RedisError):
+            raise failed[0]
+        _unpushed([job], failed[0])
     announce([job])
 
 
@@ -142,12 +158,21 @@ def push_committed(jobs: list[Job]) -> None:
     worker pushes them within about ``RECONCILE_SECONDS`` (no retry here: a blip outlasts
     an immediate one, and the caller's request should not wait)."""
     try:
-        if len(jobs) == 1 and jobs[0].status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
-            engine.send_job(jobs[0], ENQUEUED)
-        else:
-            engine.push_jobs(jobs, enqueued=True)
+        _push(jobs)
     except redis.RedisError as exc:
-        shown = ", ".join(str(job.pk) for job in jobs[:3]) + (f" and {len(jobs) - 3} more" if len(jobs) > 3 else "")
-        logger.warning("Redis unavailable for the push of job(s) %s (%s): committed, they are kept in the database, "
-                       "and a worker pushes them within about %s s (a scheduled job once it is due).",
-                       shown, exc, settings.RECONCILE_SECONDS, extra=job_extra(jobs[0]) if len(jobs) == 1 else None)
+        _unpushed(jobs, exc)
+
+
+def _push(jobs: list[Job]) -> None:
+    if len(jobs) == 1 and jobs[0].status in (JobStatus.QUEUED, JobStatus.SCHEDULED):
+        engine.send_job(jobs[0], ENQUEUED)
+    else:
+        engine.push_jobs(jobs, enqueued=True)
+
+
+def _unpushed(jobs: list[Job], exc: redis.RedisError) -> None:
+    """Log that Redis could not be told of ``jobs`` (see :func:`push_committed`)."""
+    shown = ", ".join(str(job.pk) for job in jobs[:3]) + (f" and {len(jobs) - 3} more" if len(jobs) > 3 else "")
+    logger.warning("Redis unavailable for the push of job(s) %s (%s): committed, they are kept in the database, "
+                   "and a worker pushes them within about %s s (a scheduled job once it is due).",
+                   shown, exc, settings.RECONCILE_SECONDS, extra=job_extra(jobs[0]) if len(jobs) == 1 else None)
