@@ -441,7 +441,7 @@ def _claim_after_insert(cursor: Any, job_id: str, params: list[Any], connection:
         return cursor.fetchone()
 
 
-def _may_be_inserting(job_id: str) -> bool:
+def _may_be_inserting(job_id: uuid.UUID | str) -> bool:
     """Whether ``job_id``'s row may still be being inserted: its id holds no time, or a
     time less than :data:`INSERTED_AFTER_MS` ago. (A clock of the enqueuer's behind the
     worker's only makes a claim miss a row, which the give-back then waits for.)"""
@@ -470,10 +470,11 @@ def lock_keys(job_id: Any) -> tuple[int, int]:
 
 def wait_for_insert(job_id: Any, using: str | None = None) -> bool:
     """Wait until a job's row being inserted (see :func:`insert_job`) has committed or
-    rolled back, for at most :data:`INSERT_WAIT_MS` (PostgreSQL; elsewhere nothing waits).
-    Returns False if it was still being written then."""
+    rolled back, for at most :data:`INSERT_WAIT_MS` (PostgreSQL; elsewhere nothing waits,
+    nor for a job whose id was made more than :data:`INSERTED_AFTER_MS` ago, as in
+    :func:`claim_job`). Returns False if it was still being written then."""
     connection = connections[using or _db()]
-    if connection.vendor != "postgresql":
+    if connection.vendor != "postgresql" or not _may_be_inserting(job_id):
         return True
     params = [*lock_keys(job_id), _INSERT_WAIT]
     try:

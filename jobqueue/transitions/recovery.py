@@ -93,13 +93,14 @@ def give_back(topic: str, job_id: str) -> str:
     leased before the row commits: its ``INSERT`` is waited for first, so such a job goes
     back in its queue rather than being dropped.
     """
+    job = None
     try:
         pk = uuid.UUID(job_id)
     except ValueError:
         pk = None
     if pk is not None:
         fastsql.wait_for_insert(pk)
-    job = Job.objects.filter(pk=pk).first() if pk is not None else None
+        job = Job.objects.filter(pk=pk).first()
     if job is None:
         engine.ack(topic, job_id)
         return "dropped"
