@@ -94,7 +94,8 @@ def build_instance(model: Any, values: dict[str, Any], db: str | None = None) ->
     an instance that has nothing cached yet. With a ``pre_init``/``post_init`` receiver
     for the model, ``__init__`` runs as usual so they are called.
     """
-    if (signals.pre_init.has_listeners(model) or signals.post_init.has_listeners(model)
+    if (((signals.pre_init.receivers or signals.post_init.receivers)  # (none at all: not asked per model)
+            and (signals.pre_init.has_listeners(model) or signals.post_init.has_listeners(model)))
             or len(values) != len(_attnames(model))):  # (a missing value raises KeyError there)
         # Positional construction skips Model.__init__'s keyword and default handling.
         obj = model(*[values[name] for name in _attnames(model)])

@@ -47,6 +47,10 @@ _NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 #: What JSON encodes as arrays and objects.
 _CONTAINERS = (dict, list, tuple)
 
+#: ``json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)``, its
+#: encoder made once (``dumps`` makes one per call given any of these options).
+_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":"), ensure_ascii=False).encode
+
 
 def _too_deep(what: str) -> InvalidPayload:
     limit = settings.MAX_PAYLOAD_DEPTH
@@ -82,7 +86,7 @@ def encode_payload(payload: Any) -> str:
     """Return the payload's JSON text, refusing what JSON cannot hold, what nests too deeply
     and what is too large."""
     try:
-        text = json.dumps(payload, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        text = _encode(payload)
         size = len(text) if text.isascii() else len(text.encode("utf-8"))  # (isascii() reads a flag)
     except RecursionError:
         check_payload_depth(payload)  # too deep, as it nearly always is then

@@ -14,6 +14,8 @@ from types import SimpleNamespace
 
 import pytest
 import redis
+from django.db import connection as db_connection
+from django.db import transaction
 
 from jobqueue import engine
 from jobqueue.engine import connection, sending
@@ -22,6 +24,8 @@ from jobqueue.models import Job, JobStatus
 from .test_api import superuser_api  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+POSTGRES = db_connection.vendor == "postgresql"
 
 
 def held():
@@ -39,22 +43,56 @@ def kill_clients_of_this_database(client) -> None:
         client.client_kill_filter(_id=i)
 
 
+def enqueue_after_commit(topic, **kwargs):
+    """``enqueue()`` whose push follows the commit (as on SQLite, or in a transaction): its
+    answer is left unread when the call returns (in autocommit on PostgreSQL the push goes
+    out during the ``INSERT`` and its answer is read as the call ends)."""
+    with transaction.atomic():
+        return Job.objects.enqueue(topic, **kwargs)
+
+
 def unread(job):
     """As if ``job``'s push had just been sent and its answer were still to read."""
     held().sent = ("echo", str(job.pk), 0, None, lambda: engine.push_job(job, "enqueued=1"))
     connection.waiting.read = sending.settle
 
 
-def test_enqueue_returns_with_the_answer_unread_and_the_thread_then_sees_its_push():
-    job = Job.objects.enqueue("echo")
+def test_a_push_after_the_commit_returns_with_its_answer_unread_and_the_thread_then_sees_it():
+    job = enqueue_after_commit("echo")
     assert held() is not None and held().sent is not None and held().sent[1] == str(job.pk)
     assert engine.queue_ids("echo") == [str(job.pk)]  # get_redis() read the answer first
     assert held().sent is None
     assert engine.get_redis().hget(engine.TopicKeys("echo").metrics, "enqueued") == b"1"
 
 
+def test_an_enqueue_reads_its_push_answer_as_it_ends_once_it_has_come(redis_client, monkeypatch):
+    """In autocommit on PostgreSQL the push goes out during the ``INSERT``: its answer,
+    come by the statement's end, is read then, not before the thread's next ``INSERT``.
+    Elsewhere the push follows the commit and its answer is left for the next Redis use."""
+    Job.objects.enqueue("echo")
+    engine.get_redis()  # the held connection exists, nothing outstanding
+    job = Job.objects.enqueue("echo")
+    if POSTGRES:
+        assert held().sent is None  # read as the call ended
+    else:
+        assert held().sent is not None and held().sent[1] == str(job.pk)
+    assert engine.queue_ids("echo")[-1] == str(job.pk)
+
+
+def test_an_answer_not_come_by_the_insert_s_end_is_not_waited_for(redis_client, monkeypatch):
+    Job.objects.enqueue("echo")
+    engine.get_redis()
+    monkeypatch.setattr(type(held().conn), "can_read", lambda self, timeout=0: False)  # as if Redis were slow
+    job = Job.objects.enqueue("echo")
+    assert held().sent is not None and held().sent[1] == str(job.pk)  # left for the next use of Redis
+    monkeypatch.undo()
+    second = Job.objects.enqueue("echo")  # reads the first answer before its own INSERT
+    assert engine.queue_ids("echo")[-2:] == [str(job.pk), str(second.pk)]
+    assert held().sent is None
+
+
 def test_each_push_reads_the_answer_before_it(redis_client):
-    jobs = [Job.objects.enqueue("echo", priority=p) for p in (0, 5, 1)]
+    jobs = [enqueue_after_commit("echo", priority=p) for p in (0, 5, 1)]
     assert held().sent[1] == str(jobs[-1].pk)  # only the last answer is outstanding
     assert engine.queue_ids("echo") == [str(jobs[1].pk), str(jobs[2].pk), str(jobs[0].pk)]
 
@@ -134,7 +172,7 @@ def test_a_thread_that_ends_with_an_answer_unread_gives_its_connection_back_clos
     seen = {}
 
     def enqueue():
-        seen["job"] = Job.objects.enqueue("echo")
+        seen["job"] = enqueue_after_commit("echo")
         seen["conn"] = held().conn
         assert held().sent is not None
         from django.db import connections
@@ -152,7 +190,7 @@ def test_a_thread_that_ends_with_an_answer_unread_gives_its_connection_back_clos
 
 
 def test_a_forked_child_pushes_on_its_own_connection_and_the_parent_reads_its_answer():
-    parent_job = Job.objects.enqueue("echo")
+    parent_job = enqueue_after_commit("echo")
     assert held().sent is not None
     child_id = str(uuid.uuid4())
     pid = os.fork()
@@ -169,3 +207,4 @@ def test_a_forked_child_pushes_on_its_own_connection_and_the_parent_reads_its_an
     assert os.waitstatus_to_exitcode(status) == 0
     assert held().sent is not None and held().sent[1] == str(parent_job.pk)  # the parent's, still unread
     assert sorted(engine.queue_ids("echo")) == sorted([str(parent_job.pk), child_id])
+

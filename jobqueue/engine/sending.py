@@ -7,7 +7,9 @@ record: a push that does not happen leaves the job queued in the database, and a
 worker's reconcile pushes it (within about ``RECONCILE_SECONDS``). So ``enqueue()`` sends
 the push script's call and returns; the answer is read before this thread's next use of
 Redis (its next push, any :func:`~.connection.get_redis`, the end of a request, exit):
-the thread always sees its own pushes, and a refusal is still seen, only later.
+the thread always sees its own pushes, and a refusal is still seen, only later. (An
+``enqueue()`` whose push went out during its ``INSERT`` reads the answer once that statement
+is done, if it has come by then: :func:`settle_if_answered`.)
 
 An answer that says the push did not run (Redis restarted and lost its scripts:
 ``NOSCRIPT``) pushes the job again there, waiting this time. A connection that broke
@@ -166,6 +168,22 @@ def settle() -> None:
     except redis.RedisError as exc:
         logger.debug("Push of job %s failed (%s), and again (%s).", job_id, reason, exc)
         refused(job_id, topic, exc)
+
+
+def settle_if_answered() -> None:
+    """:func:`settle`, if the outstanding answer has already come (nothing waits for one
+    that has not). ``enqueue()`` calls this once its ``INSERT`` is done, the push having
+    gone out before that statement's commit: the answer is read then, not before the
+    thread's next ``INSERT``, which it would delay."""
+    held: _Held | None = getattr(_local, "held", None)
+    if held is None or held.sent is None or held.pid != os.getpid():
+        return
+    try:
+        answered = held.conn.can_read(timeout=0)
+    except (redis.ConnectionError, redis.TimeoutError):
+        answered = True  # broken: settle() finds it so, and acts
+    if answered:
+        settle()
 
 
 def refused(job_id: str, topic: str, exc: Exception) -> None:

@@ -109,8 +109,8 @@ def _claim_orm(job_id: str, worker_id: str, now: Any) -> Job | None:
 def _started(job: Job, worker_id: str, pid: int, topics: dict[str, Any] | None, now: Any) -> tuple[Job, Execution]:
     """A claimed job and its new (unsaved) Execution; its start is announced."""
     topic = (topics or {}).get(job.topic_id)
-    if topic is not None:
-        job.topic = topic
+    if topic is not None:  # the row of job.topic_id: cached as the descriptor's assignment would
+        Job.topic.field.set_cached_value(job, topic)
     execution = build_instance(Execution, {
         **_new_execution(), "job_id": job.pk, "attempt": execution_number(job), "worker_id": worker_id,
         "hostname": HOSTNAME, "pid": pid, "started_at": now,

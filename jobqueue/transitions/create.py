@@ -20,6 +20,8 @@ from django.db import IntegrityError, connections, router, transaction
 
 from .. import engine
 from ..conf import settings
+from ..engine import sending
+from ..engine.connection import waiting
 from ..exceptions import DuplicateJob
 from ..logging import job_extra
 from ..models import Job, JobStatus
@@ -55,13 +57,15 @@ def insert_plain(job: Job, using: str) -> None:
     worker that took the job first finds no row and drops it (``recovery.give_back``).
     Nothing that could log or touch the database runs while the statement does (the
     database connection is locked meanwhile): the thread's last push's answer is read
-    before it, and a failed push is reported after it."""
+    before it (where it was not read at the end of the last enqueue), and a failed push
+    is reported after it. This push's answer is read as the call ends, if it has come."""
     connection = connections[using]
     if job.status != JobStatus.QUEUED or not fastsql.pushes_during_insert(connection):
         insert(job, using, connection=connection)
         created([job], using, connection)
         return
-    engine.safe_call(engine.get_redis)  # reads this thread's last push's answer (see engine/sending.py) now
+    if waiting.read is not None:  # this thread's last push's answer, unread
+        engine.safe_call(sending.settle)  # read now (see engine/sending.py)
     failed: list[Exception] = []
 
     def push() -> None:
@@ -79,6 +83,8 @@ def insert_plain(job: Job, using: str) -> None:
         if not isinstance(failed[0], redis.RedisError):
             raise failed[0]
         _unpushed([job], failed[0])
+    else:
+        engine.safe_call(sending.settle_if_answered)  # not before the next INSERT
     announce([job])
 
 
