@@ -199,28 +199,61 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             status = JobStatus.SCHEDULED
         else:
             status = JobStatus.QUEUED
-        values = {
+        values = self._new_values(topic_obj, now, tracing.capture())
+        values["id"] = new_job_id() if fixed_id is None else fixed_id
+        values["status"] = str(status)  # the text, which the insert sends as it is
+        values["priority"] = priority
+        values["payload"] = payload
+        values["entity_id"] = entity_id
+        values["key"] = key
+        values["parent_id"] = parent_id
+        values["max_attempts"] = max_attempts
+        values["run_after"] = when
+        values["timeout"] = timeout
+        if status != JobStatus.QUEUED:
+            values["queued_at"] = None
+        return self._new_job(values, topic_obj, payload_json), dep_ids
+
+    def _new_values(self, topic_obj: Topic, now: dt.datetime, trace_context: dict[str, str] | None) -> dict[str, Any]:
+        """Every column of a new job of ``topic_obj`` queued ``now`` with no optional
+        argument, but its ``id`` and ``payload``: :meth:`build`'s start, and what
+        :meth:`enqueue_many` copies for each of a topic's plain items."""
+        return {
             **_fresh(self.model),
-            "id": new_job_id() if fixed_id is None else fixed_id,
             "topic_id": topic_obj.name,
-            "status": str(status),  # the text, which the insert sends as it is
-            "priority": priority,
-            "payload": payload,
-            "entity_id": entity_id,
-            "key": key,
-            "parent_id": parent_id,
-            "max_attempts": max_attempts,
-            "run_after": when,
-            "timeout": timeout,
+            "status": JobStatus.QUEUED.value,
+            "priority": topic_obj.default_priority,
+            "entity_id": None,
+            "key": None,
+            "parent_id": None,
+            "max_attempts": topic_obj.max_attempts,
+            "run_after": None,
+            "timeout": topic_obj.timeout,
             "created_at": now,
             "updated_at": now,
-            "queued_at": now if status == JobStatus.QUEUED else None,
-            "trace_context": tracing.capture(),
+            "queued_at": now,
+            "trace_context": trace_context,
         }
+
+    def _new_job(self, values: dict[str, Any], topic_obj: Topic, payload_json: str) -> Job:
         job = build_instance(self.model, values)
         self.model.topic.field.set_cached_value(job, topic_obj)
-        job._payload_json = payload_json  # reused by COPY in enqueue_many
-        return job, dep_ids
+        job._payload_json = payload_json  # reused by the INSERT, and by COPY in enqueue_many
+        return job
+
+    def _plain_job(self, topic_obj: Topic, template: dict[str, Any], payload: Any) -> Job:
+        """:meth:`build` of a job given only its topic and ``payload``, from ``template``
+        (the topic's :meth:`_new_values`): what depends on the topic alone is not worked
+        out again for each of :meth:`enqueue_many`'s items."""
+        payload = {} if payload is None else payload
+        payload_json = encode_payload(payload)
+        values = template.copy()
+        values["id"] = new_job_id()
+        values["payload"] = payload
+        if topic_obj.key_from and isinstance(payload, dict):
+            key = payload.get(topic_obj.key_from)
+            values["key"] = None if key is None else validate_job_key(key)
+        return self._new_job(values, topic_obj, payload_json)
 
     def enqueue(self, topic: str | Topic, payload: Any = None, *, raise_priority: bool = True, **kwargs: Any) -> Job:
         """Create a job; it reaches its Redis queue when the current transaction commits.
@@ -283,10 +316,34 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         they are queued after the other items. The jobs are returned in the order of ``items``.
         """
         topics: dict[str, Topic] = {}
+        templates: dict[str, dict[str, Any]] = {}  # per topic, for the items with only a payload
+        now = timezone.now()
+        trace_context = tracing.capture()
         simple: list[Job] = []
         special: list[dict[str, Any]] = []
         is_special: list[bool] = []  # per item, to return the jobs in the caller's order
+
+        def topic_of(name: Any) -> Topic:
+            if not isinstance(name, str):
+                raise InvalidJob(f"Invalid topic name {name!r}.")
+            topic_obj = topics.get(name)
+            if topic_obj is None:
+                topic_obj = topics[name] = self._resolve_topic(name)
+            return topic_obj
+
+        def add_plain(topic_obj: Topic, payload: Any) -> None:
+            """A job with only a topic and a payload, built from its topic's template."""
+            template = templates.get(topic_obj.name)
+            if template is None:
+                engine.flow.configure(topic_obj.name, topic_obj.flow_limits())  # as build() does
+                template = templates[topic_obj.name] = self._new_values(topic_obj, now, trace_context)
+            simple.append(self._plain_job(topic_obj, template, payload))
+            is_special.append(False)
+
         for item in items:
+            if type(item) is tuple and len(item) == 2 and item[0] != SHELL_TOPIC:  # the common pair
+                add_plain(topic_of(item[0]), item[1])
+                continue
             if isinstance(item, Mapping):
                 kwargs = dict(item)
             elif isinstance(item, Sequence) and not isinstance(item, (str, bytes)) and len(item) == 2:
@@ -297,23 +354,24 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
                 )
             if "topic" not in kwargs:
                 raise InvalidJob(f"Item {item!r} has no topic.")
-            name = kwargs.pop("topic")
-            if not isinstance(name, str):
-                raise InvalidJob(f"Invalid topic name {name!r}.")
-            if name not in topics:
-                topics[name] = self._resolve_topic(name)
-            kwargs["topic"] = topics[name]
+            name = kwargs["topic"]
+            kwargs["topic"] = topic_of(name)
+            if len(kwargs) == 1 + ("payload" in kwargs) and name != SHELL_TOPIC:  # a topic, a payload
+                add_plain(kwargs["topic"], kwargs.get("payload"))
+                continue
             is_special.append(bool(kwargs.get("entity_id") or kwargs.get("depends_on") or kwargs.get("job_id")))
             if is_special[-1]:
                 special.append(kwargs)
                 continue
             job, _ = self.build(**kwargs)
             simple.append(job)
-        # Strictly increasing queued_at keeps FIFO order if the queue is ever rebuilt.
+        # Strictly increasing times: FIFO order if the queue is ever rebuilt, and the jobs of
+        # one call are read in order, a chunk at a time, by the reconcile (not as one tie).
         base = timezone.now()
         for offset, job in enumerate(simple):
+            job.created_at = job.updated_at = at = base + dt.timedelta(microseconds=offset)
             if job.status == JobStatus.QUEUED:
-                job.queued_at = base + dt.timedelta(microseconds=offset)
+                job.queued_at = at
         create = _create()
         db = router.db_for_write(self.model)
         with transaction.atomic(using=db):

@@ -43,6 +43,18 @@ def test_key_from_takes_the_key_from_the_payload():
     assert Job.objects.enqueue("echo", {"other": 1}).key is None
 
 
+def test_enqueue_many_takes_each_plain_item_s_key_from_its_payload():
+    set_options("echo", key_from="tenant", fair=True)
+    items = [("echo", {"tenant": f"t{n % 2}"}) for n in range(4)] + [("echo", {"other": 1}), ("echo", None)]
+    jobs = Job.objects.enqueue_many(items)
+    assert [job.key for job in jobs] == ["t0", "t1", "t0", "t1", None, None]
+    assert list(Job.objects.filter(pk__in=[j.pk for j in jobs]).order_by("queued_at").values_list("key", flat=True)) \
+        == ["t0", "t1", "t0", "t1", None, None]
+    with pytest.raises(InvalidJob):
+        Job.objects.enqueue_many([("echo", {"tenant": "two words"})])
+    assert Job.objects.count() == 6
+
+
 def test_handler_options_are_checked():
     def func(job):
         return None
