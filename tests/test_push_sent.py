@@ -208,3 +208,59 @@ def test_a_forked_child_pushes_on_its_own_connection_and_the_parent_reads_its_an
     assert held().sent is not None and held().sent[1] == str(parent_job.pk)  # the parent's, still unread
     assert sorted(engine.queue_ids("echo")) == sorted([str(parent_job.pk), child_id])
 
+
+# -- enqueue_many(): the plain pushes packed by hand (sending.send_many) -------------------
+
+
+def test_a_bulk_push_after_redis_lost_its_scripts_is_made_again(redis_client):
+    Job.objects.enqueue("echo")
+    engine.queue_ids("echo")
+    redis_client.script_flush()  # as after a restart: every chunk is answered NOSCRIPT
+    jobs = Job.objects.enqueue_many([("echo", {"n": n}) for n in range(1500)])  # two chunks
+    assert set(engine.queue_ids("echo")) >= {str(job.pk) for job in jobs}
+    assert engine.get_redis().hget(engine.TopicKeys("echo").metrics, "enqueued") == b"1501"
+
+
+def test_a_bulk_push_on_a_connection_redis_closed_queues_and_counts_every_job(redis_client, caplog):
+    first = enqueue_after_commit("echo")  # the thread's connection is held, its answer unread
+    engine.queue_ids("echo")
+    kill_clients_of_this_database(redis_client)
+    with caplog.at_level(logging.WARNING, logger="jobqueue"):
+        jobs = Job.objects.enqueue_many([("echo", {"n": n}) for n in range(1500)])
+    assert engine.queue_ids("echo") == [str(first.pk)] + [str(job.pk) for job in jobs]
+    assert engine.get_redis().hget(engine.TopicKeys("echo").metrics, "enqueued") == b"1501"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_bulk_push_whose_answers_were_lost_puts_back_only_the_jobs_redis_lacks(redis_client, monkeypatch):
+    first = Job.objects.enqueue("echo")
+    engine.queue_ids("echo")
+    conn = held().conn
+    real = conn.read_response
+    keys = engine.TopicKeys("echo")
+
+    def second_lost(*args, **kwargs):  # the first chunk's answer comes; the second push is lost
+        answer = real(*args, **kwargs)
+        if second_lost.calls:
+            real_ids = [i.decode() for i in redis_client.zrange(keys.queue, 0, -1)]
+            redis_client.zrem(keys.queue, *real_ids[1001:])  # as if the second push never ran
+            redis_client.hincrby(keys.metrics, "enqueued", -(len(real_ids) - 1001))
+            raise redis.ConnectionError("Connection closed by server.")
+        second_lost.calls += 1
+        return answer
+
+    second_lost.calls = 0
+    monkeypatch.setattr(conn, "read_response", second_lost)
+    jobs = Job.objects.enqueue_many([("echo", {"n": n}) for n in range(1500)])
+    monkeypatch.undo()
+    assert engine.queue_ids("echo") == [str(first.pk)] + [str(job.pk) for job in jobs]  # the second chunk's put back
+    assert engine.get_redis().hget(keys.metrics, "enqueued") == b"1501"  # counted once each
+
+
+def test_a_refused_bulk_push_is_logged_and_the_jobs_kept(redis_client, caplog):
+    redis_client.set(engine.TopicKeys("echo").queue, "not a sorted set")
+    with caplog.at_level(logging.WARNING, logger="jobqueue"):
+        jobs = Job.objects.enqueue_many([("echo", {"n": n}) for n in range(150)])
+    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "WRONGTYPE" in record.getMessage()
+    assert Job.objects.filter(pk__in=[job.pk for job in jobs], status=JobStatus.QUEUED).count() == 150

@@ -137,6 +137,13 @@ def push_jobs(jobs: Iterable[Any], enqueued: bool = False) -> None:
         elif job.status == "waiting":
             waiting[job.topic_id] += 1
     r = get_redis()
+    if not is_cluster(r):  # the plain pushes packed by hand, in a round trip of their own
+        for topic, items in queued.items():
+            chunks = [(f"enqueued={len(chunk)}" if enqueued else "", chunk)
+                      for chunk in (items[start : start + PUSH_CHUNK] for start in range(0, len(items), PUSH_CHUNK))]
+            sending.send_many(r, topic, chunks, push)
+            _announce(topic, r)
+        queued.clear()
     with r.pipeline(transaction=False) as pipe:
         for topic, items in queued.items():
             for start in range(0, len(items), PUSH_CHUNK):

@@ -133,6 +133,54 @@ def send(client: redis.Redis, topic: str, job_id: str, priority: int, entity_id:
     connection.waiting.read = settle
 
 
+def send_many(client: redis.Redis, topic: str, chunks: list[tuple[str, list[tuple[str, int, str | None]]]],
+              push: Callable[..., Any]) -> None:
+    """Push chunks of queued jobs of ``topic``, each ``(tally, [(job_id, priority,
+    entity_id), ...])``, in one round trip on this thread's connection, the calls packed
+    here: for thousands of ids, redis-py's packing of each argument was a tenth of
+    ``enqueue_many()``. Every answer is read before this returns. A chunk whose answer
+    says Redis lost the script is pushed again by ``push(topic, items, tally=tally)``
+    (:func:`.queue.push`, which loads it); the first other refusal is raised once all are
+    read, as a pipeline raises it. Where the connection breaks, the chunks not answered
+    are restored (``reconcile.restore``) on a new one."""
+    settle()
+    held = _held(client)
+    prefix = held.prefix(topic)
+    packed = []
+    for tally, items in chunks:
+        parts = [b"*%d\r\n" % (12 + 3 * len(items)), prefix, _bulk(tally.encode())]
+        for job_id, priority, entity_id in items:
+            parts += (_bulk(job_id.encode()), _bulk(b"%d" % priority), _bulk((entity_id or "").encode()))
+        packed.append(b"".join(parts))
+    answers: list[Any] = []
+    try:
+        held.conn.send_packed_command(packed)
+        for _ in packed:
+            try:
+                answers.append(held.conn.read_response())
+            except redis.ResponseError as exc:  # NOSCRIPT among them
+                answers.append(exc)
+    except (redis.ConnectionError, redis.TimeoutError):
+        held.conn.disconnect()
+        # The chunks not answered may have run or not (a worker may have taken a job since):
+        # their jobs go back only where Redis holds them nowhere, as send() does for one.
+        from .reconcile import restore
+
+        lost = chunks[len(answers):]
+        back = restore(topic, [(job_id, priority, entity_id, None)
+                               for _, items in lost for job_id, priority, entity_id in items])
+        if back and any(tally for tally, _ in lost):  # those pushes did not run: nor did their tally
+            client.hincrby(topic_keys(topic).metrics, "enqueued", len(back))
+    refusal = None
+    for (tally, items), answer in zip(chunks[: len(answers)], answers, strict=True):
+        if isinstance(answer, redis.exceptions.NoScriptError):
+            push(topic, items, tally=tally)
+        elif isinstance(answer, redis.ResponseError) and refusal is None:
+            refusal = answer
+    if refusal is not None:
+        raise refusal
+
+
 def settle() -> None:
     """Read this thread's outstanding push answer, if any (see the module's docstring)."""
     connection.waiting.read = None
