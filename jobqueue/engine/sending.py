@@ -50,6 +50,15 @@ def _bulk(value: bytes) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
+def _pack(prefix: bytes, tally: str, items: list[tuple[str, int, str | None]]) -> bytes:
+    """The push script's call for ``items`` (``(job_id, priority, entity_id)``), after
+    ``prefix`` (:meth:`_Held.prefix`: the command, the script and its keys)."""
+    parts = [b"*%d\r\n" % (len(PUSH_KEYS) + 4 + 3 * len(items)), prefix, _bulk(tally.encode())]
+    for job_id, priority, entity_id in items:
+        parts += (_bulk(job_id.encode()), _bulk(b"%d" % priority), _bulk((entity_id or "").encode()))
+    return b"".join(parts)
+
+
 class _Held:
     """One thread's connection and the push whose answer it has not read yet."""
 
@@ -121,8 +130,7 @@ def send(client: redis.Redis, topic: str, job_id: str, priority: int, entity_id:
     """
     settle()
     held = _held(client)
-    packed = b"*15\r\n%s%s%s%s%s" % (held.prefix(topic), _bulk(tally.encode()), _bulk(job_id.encode()),
-                                      _bulk(b"%d" % priority), _bulk((entity_id or "").encode()))
+    packed = _pack(held.prefix(topic), tally, [(job_id, priority, entity_id)])
     try:
         held.conn.send_packed_command([packed])
     except (redis.ConnectionError, redis.TimeoutError):
@@ -146,12 +154,7 @@ def send_many(client: redis.Redis, topic: str, chunks: list[tuple[str, list[tupl
     settle()
     held = _held(client)
     prefix = held.prefix(topic)
-    packed = []
-    for tally, items in chunks:
-        parts = [b"*%d\r\n" % (12 + 3 * len(items)), prefix, _bulk(tally.encode())]
-        for job_id, priority, entity_id in items:
-            parts += (_bulk(job_id.encode()), _bulk(b"%d" % priority), _bulk((entity_id or "").encode()))
-        packed.append(b"".join(parts))
+    packed = [_pack(prefix, tally, items) for tally, items in chunks]
     answers: list[Any] = []
     try:
         held.conn.send_packed_command(packed)
