@@ -247,7 +247,9 @@ def test_killed_worker_job_without_attempts_left_fails(workers):
     assert "lost" in job.error
     assert job.executions.get().outcome == "lost"
     assert not Job.objects.filter(status="running").exists()
-    assert engine.depths("crashable") == {"queued": 0, "leased": 0, "scheduled": 0}
+    # The failure commits first; the lease is acknowledged in Redis right after.
+    wait_for(lambda: engine.depths("crashable") == {"queued": 0, "leased": 0, "scheduled": 0},
+             message="the lost job's lease to be acknowledged")
 
 
 def test_scheduled_jobs_run_once_with_several_workers(workers):
@@ -290,7 +292,8 @@ def test_cancel_running_job_is_seen_by_should_abort(workers, isolation):
     execution = job.executions.get()
     assert execution.outcome == "cancelled"
     assert execution.duration < 30
-    assert engine.depths("sleepy")["leased"] == 0
+    # The cancellation commits first; the lease is acknowledged in Redis right after.
+    wait_for(lambda: engine.depths("sleepy")["leased"] == 0, message="the cancelled job's lease to be acknowledged")
 
 
 # -- the supervisor -------------------------------------------------------------------
