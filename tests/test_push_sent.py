@@ -9,16 +9,22 @@ import gc
 import logging
 import os
 import threading
+import time
 import uuid
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
 import redis
 from django.db import connection as db_connection
 from django.db import transaction
+from django.test import override_settings
 
 from jobqueue import engine
+from jobqueue.conf import settings as jq_settings
 from jobqueue.engine import connection, sending
+from jobqueue.engine import queue as engine_queue
+from jobqueue.engine import reconcile as engine_reconcile
 from jobqueue.models import Job, JobStatus
 
 from .test_api import superuser_api  # noqa: F401 - a fixture
@@ -79,13 +85,12 @@ def test_an_enqueue_reads_its_push_answer_as_it_ends_once_it_has_come(redis_clie
     assert engine.queue_ids("echo")[-1] == str(job.pk)
 
 
-def test_an_answer_not_come_by_the_insert_s_end_is_not_waited_for(redis_client, monkeypatch):
+def test_an_answer_not_come_by_the_insert_s_end_is_not_waited_for(redis_client):
     Job.objects.enqueue("echo")
     engine.get_redis()
-    monkeypatch.setattr(type(held().conn), "can_read", lambda self, timeout=0: False)  # as if Redis were slow
+    redis_client.client_pause(300, all=False)  # Redis runs no write (the push script) for a while
     job = Job.objects.enqueue("echo")
     assert held().sent is not None and held().sent[1] == str(job.pk)  # left for the next use of Redis
-    monkeypatch.undo()
     second = Job.objects.enqueue("echo")  # reads the first answer before its own INSERT
     assert engine.queue_ids("echo")[-2:] == [str(job.pk), str(second.pk)]
     assert held().sent is None
@@ -207,6 +212,132 @@ def test_a_forked_child_pushes_on_its_own_connection_and_the_parent_reads_its_an
     assert os.waitstatus_to_exitcode(status) == 0
     assert held().sent is not None and held().sent[1] == str(parent_job.pk)  # the parent's, still unread
     assert sorted(engine.queue_ids("echo")) == sorted([str(parent_job.pk), child_id])
+
+
+# -- the answer read while the INSERT commits (spinwait's meanwhile) ----------------------
+
+
+@contextmanager
+def slow_inserts(seconds=0.1):
+    """Each job row's INSERT takes ``seconds`` longer (PostgreSQL: a trigger), and an enqueue
+    polls for its answer that long (its push's answer comes meanwhile). Nothing elsewhere."""
+    if not POSTGRES:
+        yield
+        return
+    table = Job._meta.db_table
+    with db_connection.cursor() as cursor:
+        cursor.execute("CREATE FUNCTION jq_test_slow_insert() RETURNS trigger AS $$ BEGIN "
+                       f"PERFORM pg_sleep({float(seconds)}); RETURN NEW; END $$ LANGUAGE plpgsql")
+        cursor.execute(f"CREATE TRIGGER jq_test_slow_insert BEFORE INSERT ON {table} "
+                       "FOR EACH ROW EXECUTE FUNCTION jq_test_slow_insert()")
+    try:
+        with override_settings(JOBQUEUE={**jq_settings.user_settings(), "SPIN_WAIT_MICROSECONDS": 1_000_000}):
+            yield
+    finally:
+        with db_connection.cursor() as cursor:
+            cursor.execute(f"DROP TRIGGER jq_test_slow_insert ON {table}")
+            cursor.execute("DROP FUNCTION jq_test_slow_insert()")
+
+
+def statement_running() -> bool:
+    """Whether this thread's database connection has a statement running (PostgreSQL)."""
+    import psycopg
+
+    return db_connection.connection.info.transaction_status == psycopg.pq.TransactionStatus.ACTIVE
+
+
+def calls_noted(monkeypatch, module, name) -> list[bool]:
+    """For each call of ``module.name`` (still made), whether a statement was running then."""
+    noted: list[bool] = []
+    real = getattr(module, name)
+
+    def noting(*args, **kwargs):
+        noted.append(POSTGRES and statement_running())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, noting)
+    return noted
+
+
+def test_an_enqueue_reads_its_push_answer_while_its_insert_commits(redis_client, monkeypatch):
+    Job.objects.enqueue("echo")
+    engine.get_redis()
+    # Not read after the statement: only a read while it ran leaves nothing outstanding.
+    monkeypatch.setattr(type(held().conn), "can_read", lambda self, timeout=0: False)
+    with slow_inserts():
+        job = Job.objects.enqueue("echo")
+        if POSTGRES:
+            assert held().sent is None and held().failure is None
+        else:  # the push follows the commit; its answer waits for the next use of Redis
+            assert held().sent is not None and held().sent[1] == str(job.pk)
+    monkeypatch.undo()
+    assert engine.queue_ids("echo")[-1] == str(job.pk)
+    assert engine.get_redis().hget(engine.TopicKeys("echo").metrics, "enqueued") == b"2"
+
+
+def test_a_refusal_read_while_the_insert_commits_is_logged_after_it(redis_client, caplog):
+    Job.objects.enqueue("echo")
+    engine.get_redis()
+    redis_client.set(engine.TopicKeys("echo").queue, "not a sorted set")
+    logged_during_statement = []
+
+    class Probe(logging.Handler):
+        def emit(self, record):
+            logged_during_statement.append(POSTGRES and statement_running())
+
+    probe = Probe(logging.WARNING)
+    logging.getLogger("jobqueue").addHandler(probe)
+    try:
+        with slow_inserts(), caplog.at_level(logging.WARNING, logger="jobqueue"):
+            job = Job.objects.enqueue("echo")
+            engine.get_redis()
+    finally:
+        logging.getLogger("jobqueue").removeHandler(probe)
+    [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(job.pk) in record.getMessage() and "WRONGTYPE" in record.getMessage()
+    assert logged_during_statement == [False]  # never while the database connection was busy
+    assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
+
+
+def test_a_noscript_answer_read_while_the_insert_commits_is_pushed_again_after_it(redis_client, monkeypatch):
+    Job.objects.enqueue("echo")
+    engine.queue_ids("echo")
+    redis_client.script_flush()
+    during_statement = calls_noted(monkeypatch, engine_queue, "push")
+    with slow_inserts():
+        job = Job.objects.enqueue("echo")
+    assert engine.queue_ids("echo")[-1] == str(job.pk)
+    assert during_statement == [False]  # pushed again once, after the statement
+    assert held().failure is None
+    assert engine.get_redis().hget(engine.TopicKeys("echo").metrics, "enqueued") == b"2"
+
+
+def test_a_connection_lost_while_the_insert_commits_puts_the_job_back(redis_client, caplog, monkeypatch):
+    first = Job.objects.enqueue("echo")
+    engine.queue_ids("echo")
+    mine = held()
+    during_statement = calls_noted(monkeypatch, engine_reconcile, "restore")
+    killed = threading.Event()
+
+    def kill_once_pushed():  # Redis holds the push (paused) and closes the connection under it
+        deadline = time.monotonic() + 10
+        while mine.sent is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(0.02)
+        kill_clients_of_this_database(redis_client)
+        killed.set()
+
+    redis_client.client_pause(300, all=False)  # writes (the push script) wait
+    killer = threading.Thread(target=kill_once_pushed)
+    killer.start()
+    with slow_inserts(0.2), caplog.at_level(logging.WARNING, logger="jobqueue"):
+        job = Job.objects.enqueue("echo")
+        killer.join()
+        assert killed.is_set()
+        assert engine.queue_ids("echo") == [str(first.pk), str(job.pk)]  # put back, once
+    assert during_statement == [False]  # after the statement
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert held().failure is None and held().sent is None
 
 
 # -- enqueue_many(): the plain pushes packed by hand (sending.send_many) -------------------

@@ -84,6 +84,43 @@ def test_a_later_answer_goes_on_through_psycopgs_wait(raw):
     assert state.misses == 1
 
 
+def test_another_socket_given_meanwhile_is_read_as_soon_as_it_is_readable(raw):
+    """An enqueue reads its push's answer while its INSERT commits: the socket ``meanwhile``
+    gives is polled with the statement's and read once, before the statement's answer."""
+    import socket
+    import time
+
+    cursor = raw.cursor()
+    other, peer = socket.socketpair()
+    read_at = []
+
+    def meanwhile():
+        threading.Timer(0.01, peer.send, [b"answer"]).start()  # comes while the statement runs
+        return other.fileno(), lambda: read_at.append((other.recv(16), time.monotonic()))
+
+    driven = spinwait.spinning(cursor._execute_gen("SELECT pg_sleep(0.1), 7", None), raw.pgconn.socket, 5.0,
+                               spinwait.SpinState(), fastsql._READY, meanwhile)
+    with pytest.raises(StopIteration):
+        next(driven)
+    done_at = time.monotonic()
+    assert cursor.fetchone() == ("", 7)
+    [(data, at)] = read_at
+    assert data == b"answer" and done_at - at > 0.05  # read while the statement still ran
+    other.close()
+    peer.close()
+
+
+def test_nothing_given_meanwhile_changes_nothing(raw):
+    cursor = raw.cursor()
+    asked = []
+    driven = spinwait.spinning(cursor._execute_gen("SELECT 5", None), raw.pgconn.socket, 5.0,
+                               spinwait.SpinState(), fastsql._READY, lambda: asked.append(1))
+    with pytest.raises(StopIteration):
+        next(driven)
+    assert cursor.fetchone() == (5,)
+    assert asked == [1]
+
+
 def test_the_preparing_cursor_polls_when_asked_by_default_and_not_when_turned_off(raw, polled):
     calls = polled
     cursor = fastsql._PreparingCursor(raw)

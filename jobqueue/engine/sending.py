@@ -8,8 +8,9 @@ worker's reconcile pushes it (within about ``RECONCILE_SECONDS``). So ``enqueue(
 the push script's call and returns; the answer is read before this thread's next use of
 Redis (its next push, any :func:`~.connection.get_redis`, the end of a request, exit):
 the thread always sees its own pushes, and a refusal is still seen, only later. (An
-``enqueue()`` whose push went out during its ``INSERT`` reads the answer once that statement
-is done, if it has come by then: :func:`settle_if_answered`.)
+``enqueue()`` whose push went out during its ``INSERT`` reads the answer while that statement
+commits, if it comes then (:func:`answer_reader`), else once the statement is done if it
+has come by then: :func:`settle_if_answered`.)
 
 An answer that says the push did not run (Redis restarted and lost its scripts:
 ``NOSCRIPT``) pushes the job again there, waiting this time. A connection that broke
@@ -68,6 +69,9 @@ class _Held:
         self.conn: Any = _connection(client.connection_pool)
         #: (topic, job id, priority, entity id, the same push made synchronously) of the push sent
         self.sent: tuple[str, str, int, str | None, Callable[[], Any]] | None = None
+        #: What reading that push's answer raised, kept for :func:`settle` to act on (see
+        #: :func:`answer_reader`).
+        self.failure: redis.RedisError | None = None
         self.prefixes: dict[str, bytes] = {}
 
     def prefix(self, topic: str) -> bytes:
@@ -88,7 +92,7 @@ class _Held:
         if conn is None or self.pid != os.getpid():
             return
         if self.sent is not None:
-            self.sent = None
+            self.sent = self.failure = None
             conn.disconnect()
         self.client.connection_pool.release(conn)
 
@@ -194,8 +198,11 @@ def settle() -> None:
     if held.pid != os.getpid():
         return
     topic, job_id, priority, entity_id, push = sent
+    failure, held.failure = held.failure, None
     reason: redis.RedisError
     try:
+        if failure is not None:  # the answer was read while an INSERT ran (see answer_reader)
+            raise failure
         held.conn.read_response()
         return
     except redis.exceptions.NoScriptError as exc:  # not run at all
@@ -229,12 +236,46 @@ def settle_if_answered() -> None:
     held: _Held | None = getattr(_local, "held", None)
     if held is None or held.sent is None or held.pid != os.getpid():
         return
+    if held.failure is not None:
+        settle()
+        return
     try:
         answered = held.conn.can_read(timeout=0)
     except (redis.ConnectionError, redis.TimeoutError):
         answered = True  # broken: settle() finds it so, and acts
     if answered:
         settle()
+
+
+def answer_reader() -> tuple[int, Callable[[], None]] | None:
+    """The socket this thread's outstanding push answer comes on, and what reads it once it
+    is readable; ``None`` if no answer is outstanding. For a wait that can read it
+    meanwhile (an enqueue's ``INSERT``: see ``transitions.spinwait.spinning``), where nothing
+    may log or push: the reader only reads, and keeps what reading raised for
+    :func:`settle` (or :func:`settle_if_answered`) to act on afterwards."""
+    held: _Held | None = getattr(_local, "held", None)
+    if held is None or held.sent is None or held.failure is not None or held.pid != os.getpid():
+        return None
+    sock = getattr(held.conn, "_sock", None)
+    if sock is None:
+        return None
+
+    def read() -> None:
+        if held.sent is None or held.conn is None:
+            return
+        try:
+            held.conn.read_response()
+        except redis.RedisError as exc:
+            held.failure = exc
+            return
+        except Exception as exc:  # noqa: BLE001 - never raised into the statement's wait
+            held.conn.disconnect()  # what was read of the answer is unknown: as a broken connection
+            held.failure = redis.ConnectionError(f"reading the push's answer failed: {exc!r}")
+            return
+        held.sent = None
+        connection.waiting.read = None
+
+    return sock.fileno(), read
 
 
 def refused(job_id: str, topic: str, exc: Exception) -> None:

@@ -58,7 +58,8 @@ def insert_plain(job: Job, using: str) -> None:
     Nothing that could log or touch the database runs while the statement does (the
     database connection is locked meanwhile): the thread's last push's answer is read
     before it (where it was not read at the end of the last enqueue), and a failed push
-    is reported after it. This push's answer is read as the call ends, if it has come."""
+    is reported after it. This push's answer is read while the ``INSERT`` commits if it
+    comes then (what it says acted on after), else as the call ends if it has come."""
     connection = connections[using]
     if job.status != JobStatus.QUEUED or not fastsql.pushes_during_insert(connection):
         insert(job, using, connection=connection)
@@ -75,7 +76,7 @@ def insert_plain(job: Job, using: str) -> None:
             failed.append(exc)
 
     try:
-        fastsql.insert_job(job, using, connection, pushed=push)
+        fastsql.insert_job(job, using, connection, pushed=push, meanwhile=sending.answer_reader)
     except BaseException:
         engine.safe_call(engine.remove, job.topic_id, str(job.pk), job.entity_id, key=job.key)
         raise

@@ -214,14 +214,17 @@ if psycopg is not None:
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
             return super().execute(query, params, prepare=True)
 
-        def execute_polling(self, query: Any, params: Any = None, sent: Callable[[], Any] | None = None) -> Any:
+        def execute_polling(self, query: Any, params: Any = None, sent: Callable[[], Any] | None = None,
+                            meanwhile: Callable[[], Any] | None = None) -> Any:
             """``execute``, its answer waited for polling first (see spinwait): for an
             enqueue's ``INSERT``, whose wait is mostly the commit's WAL flush (the CPU is
             idle meanwhile). The worker's statements keep the database's CPU busy for most
             of theirs, and a drain measured no faster with them polled.
 
             ``sent`` is called once the statement is on its way, before its answer (with
-            ``_CAN_FOLLOW``; the caller checks), else once it has run: see :func:`insert_job`."""
+            ``_CAN_FOLLOW``; the caller checks), else once it has run: see :func:`insert_job`.
+            ``meanwhile``: another socket to read while the answer is polled for (see
+            :func:`.spinwait.spinning`)."""
             budget = settings.SPIN_WAIT_MICROSECONDS
             spin = bool(budget) and _CAN_SPIN and self._spin.should_spin()
             if not spin and sent is None:
@@ -232,7 +235,8 @@ if psycopg is not None:
                 if sent is not None:
                     self._query_sent = False
                     gen = spinwait.announcing(gen, sent, lambda: self._query_sent)
-                conn.wait(spinwait.spinning(gen, conn.pgconn.socket, budget / 1e6, self._spin, _READY) if spin else gen)
+                conn.wait(spinwait.spinning(gen, conn.pgconn.socket, budget / 1e6, self._spin, _READY, meanwhile)
+                          if spin else gen)
             return self
 
     from psycopg.types.json import Jsonb
@@ -381,13 +385,14 @@ def orm_only() -> Iterator[None]:
 
 
 def _run(name: str, params: list[Any], connection: Any, *, returns_row: bool = False,
-         polling: bool = False, sent: Callable[[], Any] | None = None) -> tuple[int, Any]:
+         polling: bool = False, sent: Callable[[], Any] | None = None,
+         meanwhile: Callable[[], Any] | None = None) -> tuple[int, Any]:
     """Run statement ``name``; returns its row count and, if it ``returns_row``, its first
     row. (Said by the caller: asking the cursor for its ``description`` builds an object
     per column on every call, a measurable part of a worker's time per job.) ``polling``:
     wait for the answer polling first, where the fast cursor can (see spinwait).
     ``sent``: called once the statement is on its way, where the fast cursor can follow
-    it, else once it has run."""
+    it, else once it has run; ``meanwhile``: see ``execute_polling``."""
     # As _cursor() does, without a generator per statement (nor its checks made twice).
     cursor = _fast_cursor(connection)
     if cursor is None:
@@ -398,7 +403,8 @@ def _run(name: str, params: list[Any], connection: Any, *, returns_row: bool = F
         return done
     with connection.wrap_database_errors:
         if polling or sent is not None:
-            return _execute(partial(cursor.execute_polling, sent=sent), cursor, name, params, connection, returns_row)
+            return _execute(partial(cursor.execute_polling, sent=sent, meanwhile=meanwhile), cursor, name, params,
+                            connection, returns_row)
         return _execute(cursor.execute, cursor, name, params, connection, returns_row)
 
 
@@ -622,7 +628,8 @@ def pushes_during_insert(connection: Any) -> bool:
             and connection.get_autocommit() and enabled(connection.alias, connection))
 
 
-def insert_job(job: Job, using: str, connection: Any = None, pushed: Callable[[], Any] | None = None) -> None:
+def insert_job(job: Job, using: str, connection: Any = None, pushed: Callable[[], Any] | None = None,
+               meanwhile: Callable[[], Any] | None = None) -> None:
     """``enqueue``: insert a new job built by ``JobManager.build()``; like
     ``save(force_insert=True)`` without the per-call compilation (and without
     ``pre_save``/``post_save``: listen to ``job_enqueued`` instead). ``connection``:
@@ -633,7 +640,8 @@ def insert_job(job: Job, using: str, connection: Any = None, pushed: Callable[[]
     written and its commit flushed, instead of after. The statement holds the job's
     advisory lock until it commits; a worker's claim waits for that lock first (see
     :func:`claim_job`), so a worker still never sees the row uncommitted, nor a row
-    rolled back."""
+    rolled back. ``meanwhile`` gives the push's answer to read while the ``INSERT``
+    commits, if it comes then (see :func:`.spinwait.spinning`)."""
     connection = connection or connections[using]
     fresh = _fresh_values(job) == _FRESH_VALUES
     encoded = getattr(job, "_payload_json", None)
@@ -646,7 +654,7 @@ def insert_job(job: Job, using: str, connection: Any = None, pushed: Callable[[]
     if pushed is not None:
         params += lock_keys(job.pk)
         name += "_pushed"
-    _run(name, params, connection, polling=True, sent=pushed)
+    _run(name, params, connection, polling=True, sent=pushed, meanwhile=meanwhile)
     job._state.adding = False
     job._state.db = using
 

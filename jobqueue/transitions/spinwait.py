@@ -68,11 +68,17 @@ def available() -> bool:
 
 
 def spinning(gen: Generator[Any, Any, Any], fileno: int, budget: float, state: SpinState,
-             ready: tuple[Any, Any, Any, Any]) -> Generator[Any, Any, Any]:
+             ready: tuple[Any, Any, Any, Any],
+             meanwhile: Callable[[], tuple[int, Callable[[], Any]] | None] | None = None) -> Generator[Any, Any, Any]:
     """``gen`` (a psycopg generator: it yields what it waits for, is sent what is ready)
     driven by polling ``fileno`` without sleeping for up to ``budget`` seconds; what is
     left of it then goes on through the caller (psycopg's own wait). ``ready`` holds
-    psycopg's readiness values for nothing, read, write, and both."""
+    psycopg's readiness values for nothing, read, write, and both.
+
+    ``meanwhile``, asked once the statement is on its way (until it answers), may give
+    another socket and what reads it: that socket is polled with the statement's, and
+    read as soon as it is readable (an enqueue reads its push's answer while its ``INSERT``
+    commits, instead of after). The reader must not raise."""
     try:
         waiting = next(gen)  # the statement is sent; the first wait
     except StopIteration as done:  # nothing to wait for (as psycopg's own waits allow)
@@ -80,9 +86,22 @@ def spinning(gen: Generator[Any, Any, Any], fileno: int, budget: float, state: S
     poller = _POLL()  # type: ignore[misc]
     mask = (_IN if waiting & 1 else 0) | (_OUT if waiting & 2 else 0)
     poller.register(fileno, mask)
+    other: tuple[int, Callable[[], Any]] | None = None
+    ask = meanwhile is not None
     deadline = time.perf_counter() + budget
     while True:
+        if ask and not waiting & 2:  # the statement is all sent: is there something to read meanwhile?
+            ask = False
+            other = meanwhile()  # type: ignore[misc]
+            if other is not None:
+                meanwhile = None
+                poller.register(other[0], _IN)
         events = poller.poll(0)
+        if other is not None and any(fd == other[0] for fd, _ in events):
+            poller.unregister(other[0])
+            other[1]()
+            other = None
+            events = [event for event in events if event[0] == fileno]
         if events:
             got = events[0][1]
             if got & ~(_IN | _OUT):  # an error or a hang-up: psycopg's wait finds out and says so
@@ -92,6 +111,7 @@ def spinning(gen: Generator[Any, Any, Any], fileno: int, budget: float, state: S
             except StopIteration as done:
                 state.misses = 0
                 return done.value
+            ask = meanwhile is not None
             new = (_IN if waiting & 1 else 0) | (_OUT if waiting & 2 else 0)
             if new != mask:
                 poller.modify(fileno, new)
