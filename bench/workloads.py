@@ -90,9 +90,9 @@ class _Floor:
     autocommit holding the job's lock (its commit, with the WAL flush, included; its
     answer waited for as ``enqueue()`` waits, see :mod:`jobqueue.transitions.spinwait`),
     and the push script's call sent on a held connection as soon as the ``INSERT`` is
-    sent, its answer read before the next one's, as ``enqueue()`` does
-    (:func:`jobqueue.transitions.create.insert_plain`, :mod:`jobqueue.engine.sending`);
-    no Python around them. PostgreSQL only."""
+    sent, its answer read while the ``INSERT`` commits (else before the next one's), as
+    ``enqueue()`` does (:func:`jobqueue.transitions.create.insert_plain`,
+    :mod:`jobqueue.engine.sending`); no Python around them. PostgreSQL only."""
 
     def __init__(self, topic: str) -> None:
         from django.db import connection
@@ -132,7 +132,12 @@ class _Floor:
             self.conn.send_packed_command([self.packed + b"$36\r\n%s\r\n$1\r\n0\r\n$0\r\n\r\n" % text.encode()])
             self.unread = True
 
-        cursor.execute_polling(self.insert, self.params, sent=push)
+        def read() -> None:
+            self.conn.read_response()
+            self.unread = False
+
+        cursor.execute_polling(self.insert, self.params, sent=push,
+                               meanwhile=lambda: (self.conn._sock.fileno(), read) if self.unread else None)
         return text
 
     def close(self) -> None:
