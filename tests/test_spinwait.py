@@ -110,6 +110,27 @@ def test_another_socket_given_meanwhile_is_read_as_soon_as_it_is_readable(raw):
     peer.close()
 
 
+def test_a_reader_given_meanwhile_that_raises_is_logged_and_the_statement_goes_on(raw, caplog):
+    import socket
+
+    cursor = raw.cursor()
+    other, peer = socket.socketpair()
+    peer.send(b"x")
+
+    def broken():
+        raise OSError("the other socket broke")
+
+    driven = spinwait.spinning(cursor._execute_gen("SELECT pg_sleep(0.05), 9", None), raw.pgconn.socket, 5.0,
+                               spinwait.SpinState(), fastsql._READY, lambda: (other.fileno(), broken))
+    with caplog.at_level("ERROR", logger="jobqueue.transitions"), pytest.raises(StopIteration):
+        next(driven)
+    assert cursor.fetchone() == ("", 9)  # read in full: the connection is usable
+    assert cursor.execute("SELECT 1").fetchone() == (1,)
+    assert "Reading another socket while a statement ran failed" in caplog.text
+    other.close()
+    peer.close()
+
+
 def test_nothing_given_meanwhile_changes_nothing(raw):
     cursor = raw.cursor()
     asked = []

@@ -78,7 +78,8 @@ def spinning(gen: Generator[Any, Any, Any], fileno: int, budget: float, state: S
     ``meanwhile``, asked once the statement is on its way (until it answers), may give
     another socket and what reads it: that socket is polled with the statement's, and
     read as soon as it is readable (an enqueue reads its push's answer while its ``INSERT``
-    commits, instead of after). The reader must not raise."""
+    commits, instead of after). What the reader raises is logged, never raised (as
+    :func:`announcing`'s ``sent``): the statement's answer must still be read."""
     try:
         waiting = next(gen)  # the statement is sent; the first wait
     except StopIteration as done:  # nothing to wait for (as psycopg's own waits allow)
@@ -99,7 +100,7 @@ def spinning(gen: Generator[Any, Any, Any], fileno: int, budget: float, state: S
         events = poller.poll(0)
         if other is not None and any(fd == other[0] for fd, _ in events):
             poller.unregister(other[0])
-            other[1]()
+            _call(other[1], "Reading another socket while a statement ran failed; the statement goes on.")
             other = None
             events = [event for event in events if event[0] == fileno]
         if events:
@@ -155,8 +156,9 @@ def announcing(gen: Generator[Any, Any, Any], sent: Callable[[], Any],
             return done.value
 
 
-def _call(sent: Callable[[], Any]) -> None:
+def _call(call: Callable[[], Any],
+          failed: str = "The call made as a statement was sent failed; the statement goes on.") -> None:
     try:
-        sent()
+        call()
     except Exception:
-        logger.exception("The call made as a statement was sent failed; the statement goes on.")
+        logger.exception(failed)
