@@ -15,6 +15,15 @@ from .. import Retry
 from ..storable import exception_class_path, exception_message, exception_text
 from .lifecycle import Outcome
 
+try:
+    # The C functions that signal.signal() and signal.getsignal() wrap: the wrappers turn a
+    # handler into an enum member, or raise and catch a ValueError trying (~3 µs a call,
+    # a few calls a job, on every job's way to its handler).
+    from _signal import getsignal as _getsignal
+    from _signal import signal as _setsignal
+except ImportError:  # not CPython
+    _getsignal, _setsignal = signal.getsignal, signal.signal
+
 
 class JobTimeout(Exception):  # noqa: N818 - "timeout" reads better than "TimeoutError" here
     """Raised inside an inline handler when its timeout expires."""
@@ -61,7 +70,7 @@ def run_inline(func: Callable[[Any], Any], job: Any, timeout: float | None) -> O
     """
     main = threading.current_thread() is threading.main_thread()
     use_alarm = bool(timeout) and main
-    sigint = main and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    sigint = main and _getsignal(signal.SIGINT) is signal.default_int_handler
     deadline = time.monotonic() + float(timeout or 0)
     fired = False
 
@@ -70,9 +79,9 @@ def run_inline(func: Callable[[Any], Any], job: Any, timeout: float | None) -> O
         fired = True
         raise JobTimeout(f"Timed out after {timeout}s")
 
-    previous = signal.signal(signal.SIGALRM, on_alarm) if use_alarm else None
+    previous = _setsignal(signal.SIGALRM, on_alarm) if use_alarm else None
     if sigint:
-        signal.signal(signal.SIGINT, _interrupt)
+        _setsignal(signal.SIGINT, _interrupt)
     if use_alarm:
         signal.setitimer(signal.ITIMER_REAL, float(timeout))  # type: ignore[arg-type]
     try:
@@ -86,9 +95,9 @@ def run_inline(func: Callable[[Any], Any], job: Any, timeout: float | None) -> O
         outcome = _outcome_from_exception(exc)
     finally:
         if use_alarm:
-            signal.signal(signal.SIGALRM, previous)
+            _setsignal(signal.SIGALRM, previous)
         if sigint:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
+            _setsignal(signal.SIGINT, signal.default_int_handler)
     if fired and not (outcome.timed_out or outcome.interrupted):
         late = time.monotonic() - deadline
         outcome = Outcome(ok=False, timed_out=True, error_class=TIMEOUT_CLASS, traceback=outcome.traceback,
