@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from importlib import metadata
 from types import SimpleNamespace
 from typing import Any
@@ -120,27 +120,33 @@ class JobFailed(Exception):  # noqa: N818 - recorded on a span, read as "the job
 
 
 _NO_SPAN = JobSpan()
+#: :func:`job_span`'s context where there is no span to start nor trace to carry on.
+_NOTHING_TO_TRACE = nullcontext(_NO_SPAN)
 
 
-@contextmanager
-def job_span(job: Any) -> Iterator[JobSpan]:
+def job_span(job: Any) -> AbstractContextManager[JobSpan]:
     """Run an attempt of ``job`` inside a span that continues the job's trace (a new
     trace when the job has none), current for what the worker does meanwhile: chained
     jobs and jobs enqueued by the handler take their context from it."""
     api = _api()
     if api is None:
-        yield _NO_SPAN
-        return
+        return _NOTHING_TO_TRACE
     if not _provider_set(api):
         # No SDK: the span would record nothing, and starting it costs more than the rest
         # of a no-op job's bookkeeping in Python. The job's trace still travels on to what
         # the attempt enqueues, as the non-recording span would have carried it.
-        if not job.trace_context:
-            yield _NO_SPAN
-            return
-        with attached(job.trace_context):
-            yield _NO_SPAN
-        return
+        return _carried(job.trace_context) if job.trace_context else _NOTHING_TO_TRACE
+    return _span(job, api)
+
+
+@contextmanager
+def _carried(carrier: dict[str, str]) -> Iterator[JobSpan]:
+    with attached(carrier):
+        yield _NO_SPAN
+
+
+@contextmanager
+def _span(job: Any, api: SimpleNamespace) -> Iterator[JobSpan]:
     parent = api.propagate.extract(job.trace_context) if job.trace_context else None
     attributes = {
         "jobqueue.topic": job.topic_id,

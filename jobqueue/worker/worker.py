@@ -296,7 +296,8 @@ class Worker:
 
     def _run(self, job: Job, execution: Any) -> None:
         """Run a claimed job and record its outcome."""
-        self.abort_current.clear()
+        if self.abort_current.is_set():  # (a read; clear() takes the event's lock)
+            self.abort_current.clear()
         self.current = job
         began = time.monotonic()
         try:
