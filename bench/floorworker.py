@@ -60,9 +60,10 @@ def main() -> int:
             conn.read_response()
             for job_id in conn.read_response():
                 started = fastsql._prep(fastsql.Job, "started_at", timezone.now(), connection)
+                pk = fastsql._as_uuid(job_id.decode())
                 with cursor.connection.pipeline():
-                    cursor.execute(wait, [*fastsql.lock_keys(job_id.decode()), str(fastsql.INSERT_WAIT_MS)])
-                    cursor.execute(claim, fastsql._claim_params(job_id.decode(), "floor", started, connection))
+                    cursor.execute(wait, [*fastsql.lock_keys(pk), str(fastsql.INSERT_WAIT_MS)])
+                    cursor.execute(claim, fastsql._claim_params(pk, "floor", started, connection))
                 cursor.fetchone()
                 stamps.hset(common.LATENCY_KEY, job_id, repr(time.time()))
 

@@ -296,6 +296,38 @@ def test_a_claimed_job_and_its_execution_are_the_instances_django_builds(listeni
     assert Job.objects.get(pk=job.pk).priority == 4 and Execution.objects.filter(job_id=job.pk).count() == 1
 
 
+def test_a_null_is_handed_only_to_converters_that_would_change_it(monkeypatch):
+    """A claimed row's NULL JSON columns skip their converter (it leaves ``None`` as
+    it is); a converter that turns ``None`` into something is still called for it."""
+    from django.db.models import JSONField
+
+    from jobqueue.transitions import attempt
+
+    real = JSONField.from_db_value
+    handed: list[Any] = []
+
+    def spy(self, value, expression, conn):
+        handed.append((self.name, value))
+        return real(self, value, expression, conn)
+
+    def nulls_made_empty(self, value, expression, conn):
+        return {} if value is None else real(self, value, expression, conn)
+
+    for converter, result in ((spy, None), (nulls_made_empty, {})):
+        monkeypatch.setattr(JSONField, "from_db_value", converter)
+        fastsql._converters.cache_clear()
+        try:
+            job = Job.objects.enqueue("echo", {"x": 1})
+            fastsql._converters(Job, connection.alias)  # looked up again, with this converter
+            handed.clear()
+            claimed, _ = attempt.claim(str(job.pk), "w", 7)
+        finally:
+            fastsql._converters.cache_clear()
+        assert (claimed.payload, claimed.result, claimed.trace_context) == ({"x": 1}, result, result)
+        if converter is spy:  # the payload's text only: never a NULL
+            assert [name for name, _ in handed] == ["payload"] and handed[0][1] is not None
+
+
 def test_a_naive_datetime_still_goes_through_django(settings):
     import datetime as dt
     import warnings

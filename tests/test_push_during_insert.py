@@ -257,7 +257,7 @@ def test_only_a_recent_job_s_claim_waits_for_its_insert(monkeypatch):
     for job in (old, new, random):
         assert fastsql.claim_job(str(job.pk), "w", timezone.now()).status == JobStatus.RUNNING
     # A backlog's jobs are claimed as they were; only the others may be in the middle of their INSERT.
-    assert waited == ([str(new.pk), str(random.pk)] if POSTGRES else [])
+    assert waited == ([new.pk, random.pk] if POSTGRES else [])
     if POSTGRES:  # a give-back of a backlog's job does not wait either, even on a lock held
         with raw_connection() as stuck, stuck.transaction():
             stuck.execute("SELECT pg_advisory_xact_lock(%s, %s)", list(fastsql.lock_keys(old_id)))

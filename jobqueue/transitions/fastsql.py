@@ -332,9 +332,11 @@ def _prep_row(model: type[Model], fields: list[Any], obj: Model, connection: Any
 
 
 @cache
-def _converters(model: type[Model], alias: str) -> tuple[tuple[str, ...], list[tuple[int, Any, list[Any]]]]:
+def _converters(model: type[Model], alias: str) -> tuple[tuple[str, ...], list[tuple[int, Any, list[Any], bool]]]:
     """The attnames of ``model``'s concrete fields, in order, and the ORM's converters of
-    the few that have any on database ``alias`` (by position)."""
+    the few that have any on database ``alias`` (by position), each with whether they
+    leave ``None`` as it is (then a NULL is not handed to them: a job's ``result`` and
+    ``trace_context`` mostly are)."""
     connection = connections[alias]
     names, converting = [], []
     for index, field in enumerate(model._meta.concrete_fields):
@@ -342,7 +344,8 @@ def _converters(model: type[Model], alias: str) -> tuple[tuple[str, ...], list[t
         names.append(field.attname)
         funcs = connection.ops.get_db_converters(col) + col.get_db_converters(connection)
         if funcs:
-            converting.append((index, col, funcs))
+            keeps_none = all(func(None, col, connection) is None for func in funcs)
+            converting.append((index, col, funcs, keeps_none))
     return tuple(names), converting
 
 
@@ -350,8 +353,10 @@ def _from_row(model: type[Model], row: Any, connection: Any) -> Any:
     """Build a model instance from a ``RETURNING`` row, converting values as the ORM does."""
     names, converting = _converters(model, connection.alias)
     values = list(row)
-    for index, col, funcs in converting:
+    for index, col, funcs, keeps_none in converting:
         value = values[index]
+        if value is None and keeps_none:
+            continue
         for func in funcs:
             value = func(value, col, connection)
         values[index] = value
@@ -424,16 +429,28 @@ def claim_job(job_id: str, worker_id: str, now: Any) -> Job | None:
     is not claimed (the caller gives it back, see ``recovery.give_back``). A job whose id
     was made more than :data:`INSERTED_AFTER_MS` ago is claimed without the wait."""
     connection = connections[_db()]
-    params = _claim_params(job_id, worker_id, _prep(Job, "started_at", now, connection), connection)
+    pk = _as_uuid(job_id)  # parsed once: the claim, its wait and the id's time all read it
+    params = _claim_params(pk, worker_id, _prep(Job, "started_at", now, connection), connection)
     cursor = _fast_cursor(connection) if _CAN_PIPELINE else None
-    if cursor is None or connection.in_atomic_block or not _may_be_inserting(job_id):
+    if cursor is None or connection.in_atomic_block or not _may_be_inserting(pk):
         _, row = _run("claim", params, connection, returns_row=True)
     else:
-        row = _claim_after_insert(cursor, job_id, params, connection)
+        row = _claim_after_insert(cursor, pk, params, connection)
     return _claimed(row, connection) if row else None
 
 
-def _claim_after_insert(cursor: Any, job_id: str, params: list[Any], connection: Any) -> Any:
+def _as_uuid(job_id: Any) -> Any:
+    """``job_id`` as a UUID, if it is one or the text of one; else unchanged (the id
+    field's own conversion then says what is wrong with it)."""
+    if isinstance(job_id, uuid.UUID):
+        return job_id
+    try:
+        return uuid.UUID(job_id)
+    except (TypeError, ValueError, AttributeError):
+        return job_id
+
+
+def _claim_after_insert(cursor: Any, job_id: Any, params: list[Any], connection: Any) -> Any:
     """``wait_for_insert`` and ``claim`` pipelined in one implicit transaction (each
     statement sees what committed before it started); the claimed row, or ``None``."""
     alias = connection.alias
@@ -503,7 +520,7 @@ def _claimed(row: Any, connection: Any) -> Job:
     return job
 
 
-def _claim_params(job_id: str, worker_id: str, when: Any, connection: Any) -> list[Any]:
+def _claim_params(job_id: Any, worker_id: str, when: Any, connection: Any) -> list[Any]:
     return [
         JobStatus.RUNNING.value,
         when,
