@@ -118,7 +118,7 @@ def test_the_push_travels_while_the_insert_commits_and_a_claim_waits_for_the_row
 
 def test_a_statement_run_first_on_its_connection_is_prepared_before_the_push_goes():
     if not POSTGRES:
-        assert not fastsql.pushes_during_insert(connection)  # the push follows the commit
+        assert fastsql.pushing_cursor(connection) is None  # the push follows the commit
         return
     Topic.objects.resolve("echo")
     go, first_done = threading.Event(), threading.Event()

@@ -61,7 +61,8 @@ def insert_plain(job: Job, using: str) -> None:
     is reported after it. This push's answer is read while the ``INSERT`` commits if it
     comes then (what it says acted on after), else as the call ends if it has come."""
     connection = connections[using]
-    if job.status != JobStatus.QUEUED or not fastsql.pushes_during_insert(connection):
+    cursor = fastsql.pushing_cursor(connection) if job.status == JobStatus.QUEUED else None
+    if cursor is None:
         insert(job, using, connection=connection)
         created([job], using, connection)
         return
@@ -76,7 +77,7 @@ def insert_plain(job: Job, using: str) -> None:
             failed.append(exc)
 
     try:
-        fastsql.insert_job(job, using, connection, pushed=push, meanwhile=sending.answer_reader)
+        fastsql.insert_job(job, using, connection, pushed=push, meanwhile=sending.answer_reader, cursor=cursor)
     except BaseException:
         engine.safe_call(engine.remove, job.topic_id, str(job.pk), job.entity_id, key=job.key)
         raise

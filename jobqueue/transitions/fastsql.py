@@ -391,15 +391,17 @@ def orm_only() -> Iterator[None]:
 
 def _run(name: str, params: list[Any], connection: Any, *, returns_row: bool = False,
          polling: bool = False, sent: Callable[[], Any] | None = None,
-         meanwhile: Callable[[], Any] | None = None) -> tuple[int, Any]:
+         meanwhile: Callable[[], Any] | None = None, cursor: Any = None) -> tuple[int, Any]:
     """Run statement ``name``; returns its row count and, if it ``returns_row``, its first
     row. (Said by the caller: asking the cursor for its ``description`` builds an object
     per column on every call, a measurable part of a worker's time per job.) ``polling``:
     wait for the answer polling first, where the fast cursor can (see spinwait).
     ``sent``: called once the statement is on its way, where the fast cursor can follow
-    it, else once it has run; ``meanwhile``: see ``execute_polling``."""
+    it, else once it has run; ``meanwhile``: see ``execute_polling``. ``cursor``: the
+    connection's :func:`_fast_cursor`, if the caller has it."""
     # As _cursor() does, without a generator per statement (nor its checks made twice).
-    cursor = _fast_cursor(connection)
+    if cursor is None:
+        cursor = _fast_cursor(connection)
     if cursor is None:
         with connection.cursor() as cursor:
             done = _execute(cursor.execute, cursor, name, params, connection, returns_row)
@@ -637,28 +639,32 @@ def _constant(value: Any) -> str:
     raise ValueError(f"No SQL constant for {value!r}")
 
 
-def pushes_during_insert(connection: Any) -> bool:
-    """Whether :func:`insert_job` on ``connection`` can push its job while its ``INSERT``
-    runs: PostgreSQL through the fast cursor, in autocommit (the statement is the
-    transaction), with a psycopg whose statements can be followed."""
-    return (_CAN_FOLLOW and _prepares(connection) and not connection.in_atomic_block
-            and connection.get_autocommit() and enabled(connection.alias, connection))
+def pushing_cursor(connection: Any) -> Any:
+    """The fast cursor through which an ``INSERT`` of a job on ``connection`` can push
+    the job while it runs (:func:`insert_job`'s ``pushed``), else ``None``: PostgreSQL
+    through the fast cursor, in autocommit (the statement is the transaction), with a
+    psycopg whose statements can be followed. The connection is checked as Django checks
+    one before a query (see :func:`_fast_cursor`)."""
+    if not _CAN_FOLLOW or connection.in_atomic_block or not enabled(connection.alias, connection):
+        return None
+    cursor = _fast_cursor(connection)
+    return cursor if cursor is not None and connection.autocommit else None
 
 
 def insert_job(job: Job, using: str, connection: Any = None, pushed: Callable[[], Any] | None = None,
-               meanwhile: Callable[[], Any] | None = None) -> None:
+               meanwhile: Callable[[], Any] | None = None, cursor: Any = None) -> None:
     """``enqueue``: insert a new job built by ``JobManager.build()``; like
     ``save(force_insert=True)`` without the per-call compilation (and without
     ``pre_save``/``post_save``: listen to ``job_enqueued`` instead). ``connection``:
     ``connections[using]``, if the caller has it.
 
-    ``pushed`` (where :func:`pushes_during_insert`) pushes the job, and is called as soon
-    as the ``INSERT`` is sent: the job's wake-up travels to a worker while the row is
-    written and its commit flushed, instead of after. The statement holds the job's
-    advisory lock until it commits; a worker's claim waits for that lock first (see
-    :func:`claim_job`), so a worker still never sees the row uncommitted, nor a row
-    rolled back. ``meanwhile`` gives the push's answer to read while the ``INSERT``
-    commits, if it comes then (see :func:`.spinwait.spinning`)."""
+    ``pushed`` (through the :func:`pushing_cursor` given as ``cursor``) pushes the job,
+    and is called as soon as the ``INSERT`` is sent: the job's wake-up travels to a
+    worker while the row is written and its commit flushed, instead of after. The
+    statement holds the job's advisory lock until it commits; a worker's claim waits for
+    that lock first (see :func:`claim_job`), so a worker still never sees the row
+    uncommitted, nor a row rolled back. ``meanwhile`` gives the push's answer to read
+    while the ``INSERT`` commits, if it comes then (see :func:`.spinwait.spinning`)."""
     connection = connection or connections[using]
     fresh = _fresh_values(job) == _FRESH_VALUES
     encoded = getattr(job, "_payload_json", None)
@@ -671,7 +677,7 @@ def insert_job(job: Job, using: str, connection: Any = None, pushed: Callable[[]
     if pushed is not None:
         params += lock_keys(job.pk)
         name += "_pushed"
-    _run(name, params, connection, polling=True, sent=pushed, meanwhile=meanwhile)
+    _run(name, params, connection, polling=True, sent=pushed, meanwhile=meanwhile, cursor=cursor)
     job._state.adding = False
     job._state.db = using
 
