@@ -61,6 +61,10 @@ def model_defaults(model: type[models.Model], set_by_caller: frozenset[str]) -> 
     return {f.attname: f.get_default() for f in model._meta.concrete_fields if f.attname not in set_by_caller}
 
 
+#: A new job's status, as the plain text its row holds (a member's ``.value`` is a call).
+_QUEUED = JobStatus.QUEUED.value
+
+
 @functools.cache
 def _fresh(model: type[models.Model]) -> dict[str, Any]:
     return fresh_job_defaults(model)
@@ -221,7 +225,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         return {
             **_fresh(self.model),
             "topic_id": topic_obj.name,
-            "status": JobStatus.QUEUED.value,
+            "status": _QUEUED,
             "priority": topic_obj.default_priority,
             "entity_id": None,
             "key": None,

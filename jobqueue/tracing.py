@@ -78,7 +78,9 @@ def capture() -> dict[str, str] | None:
     """The active span's context as a carrier to store with a new job, or ``None`` when
     no span is active (or tracing is off)."""
     api = _api()
-    if api is None or not api.trace.get_current_span().get_span_context().is_valid:
+    if api is None or not api.context.get_current():  # nothing attached at all: no span (one call)
+        return None
+    if not api.trace.get_current_span().get_span_context().is_valid:
         return None
     carrier: dict[str, str] = {}
     api.propagate.inject(carrier)

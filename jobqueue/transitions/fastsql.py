@@ -290,7 +290,7 @@ def _prep(model: type[Model], name: str, value: Any, connection: Any) -> Any:
     kinds, convert = _fast_prep(model, name, connection.alias)
     kind = type(value)
     if kind in kinds and (kind is not dt.datetime or value.tzinfo is not None):
-        return value if value is None else convert(value)
+        return value if value is None or convert is _same else convert(value)
     field = cast(Field, model._meta.get_field(name))
     return field.get_db_prep_save(value, connection)
 
@@ -325,7 +325,7 @@ def _prep_row(model: type[Model], fields: list[Any], obj: Model, connection: Any
         value = values[attname] if attname in values else getattr(obj, attname)
         kind = type(value)
         if kind in kinds and (kind is not dt.datetime or value.tzinfo is not None):
-            row.append(value if value is None else convert(value))
+            row.append(value if value is None or convert is _same else convert(value))
         else:
             row.append(field.get_db_prep_save(value, connection))
     return row
@@ -522,15 +522,21 @@ def _claimed(row: Any, connection: Any) -> Job:
     return job
 
 
+#: The statuses as the plain text the statements send (a member's ``.value`` is a Python
+#: call per use, and psycopg would send a member's name).
+_QUEUED_TEXT, _SCHEDULED_TEXT, _RUNNING_TEXT, _SUCCEEDED_TEXT = (
+    JobStatus.QUEUED.value, JobStatus.SCHEDULED.value, JobStatus.RUNNING.value, JobStatus.SUCCEEDED.value)
+
+
 def _claim_params(job_id: Any, worker_id: str, when: Any, connection: Any) -> list[Any]:
     return [
-        JobStatus.RUNNING.value,
+        _RUNNING_TEXT,
         when,
         worker_id,
         when,
         _prep(Job, "id", job_id, connection),
-        JobStatus.QUEUED.value,
-        JobStatus.SCHEDULED.value,
+        _QUEUED_TEXT,
+        _SCHEDULED_TEXT,
     ]
 
 
@@ -544,12 +550,12 @@ def mark_succeeded(job: Job, result: Any, now: Any) -> bool:
 def _succeed_params(job: Job, result: Any, now: Any, connection: Any) -> list[Any]:
     when = _prep(Job, "finished_at", now, connection)
     return [
-        JobStatus.SUCCEEDED.value,
+        _SUCCEEDED_TEXT,
         _prep(Job, "result", result, connection),
         when,
         when,
         _prep(Job, "id", job.pk, connection),
-        JobStatus.RUNNING.value,
+        _RUNNING_TEXT,
         job.attempts,
     ]
 
@@ -609,10 +615,10 @@ def record_and_claim(successes: list[tuple[Job, Any, Execution]], next_ids: list
             _prep(Job, "finished_at", execution.finished_at, connection),
         ]
         executions += _prep_row(Execution, EXECUTION_FIELDS, execution, connection)
-    params += [JobStatus.SUCCEEDED.value, JobStatus.RUNNING.value, *executions]
+    params += [_SUCCEEDED_TEXT, _RUNNING_TEXT, *executions]
     when = _prep(Job, "started_at", started, connection)
-    params += [JobStatus.RUNNING.value, when, worker_id, when, [uuid.UUID(i) for i in next_ids],
-               JobStatus.QUEUED.value, JobStatus.SCHEDULED.value]
+    params += [_RUNNING_TEXT, when, worker_id, when, [uuid.UUID(i) for i in next_ids],
+               _QUEUED_TEXT, _SCHEDULED_TEXT]
     with _cursor(connection) as cursor:
         cursor.execute(_record_statement(len(successes), connection.alias), params)
         rows = cursor.fetchall()
