@@ -102,8 +102,10 @@ class Settings:
     """Attribute access to ``settings.JOBQUEUE`` merged over :data:`DEFAULTS`.
 
     The merged values are kept once read (every enqueue and every job reads several:
-    reading Django's settings each time was a measurable part of an enqueue), and dropped
-    when ``setting_changed`` names ``JOBQUEUE``.
+    reading Django's settings each time was a measurable part of an enqueue), as
+    attributes of this object, so a read is a plain attribute lookup (not a call of
+    ``__getattr__``, which only the first read after a change makes), and dropped when
+    ``setting_changed`` names ``JOBQUEUE``.
     """
 
     def __init__(self) -> None:
@@ -120,6 +122,7 @@ class Settings:
         if merged is None:
             merged = {**DEFAULTS, **{k: v for k, v in self.user_settings().items() if k in DEFAULTS}}
             self._merged = merged
+            self.__dict__.update(merged)
         try:
             return merged[name]
         except KeyError:
@@ -129,6 +132,8 @@ class Settings:
         """Read ``settings.JOBQUEUE`` again on the next access (a ``setting_changed`` receiver)."""
         if setting == "JOBQUEUE":
             self._merged = None
+            for name in DEFAULTS:
+                self.__dict__.pop(name, None)
 
 
 settings = Settings()

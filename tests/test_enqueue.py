@@ -230,6 +230,21 @@ def test_a_setting_changed_after_it_was_read_is_seen_at_once():
     assert Job.objects.count() == 2
 
 
+def test_a_setting_once_read_is_an_attribute_until_the_settings_change():
+    """A read setting is kept on the settings object itself (reading it again calls
+    nothing); a change drops them all, and an unknown name is still refused."""
+    from jobqueue.conf import settings as jq_settings
+
+    default = jq_settings.LEASE_SECONDS
+    assert vars(jq_settings)["LEASE_SECONDS"] == default and vars(jq_settings)["PREFIX"] == jq_settings.PREFIX
+    with jobqueue_settings(LEASE_SECONDS=default + 7):
+        assert "LEASE_SECONDS" not in vars(jq_settings)  # dropped as the settings changed
+        assert jq_settings.LEASE_SECONDS == default + 7 and vars(jq_settings)["LEASE_SECONDS"] == default + 7
+    assert jq_settings.LEASE_SECONDS == default
+    with pytest.raises(AttributeError, match="Unknown jobqueue setting: NO_SUCH_SETTING"):
+        jq_settings.NO_SUCH_SETTING  # noqa: B018
+
+
 PAYLOADS = [
     {"text": "caf\u00e9 \u65e5\u672c \U0001f600", "escapes": "quote \" backslash \\ tab \t line\u2028end"},
     {"nested": [{"a": [1, 2.5, -3e-7, None, True, False]}, {"b": {"c": "d"}}], "big": 2**62, "empty": {}},
