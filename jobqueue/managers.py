@@ -185,8 +185,11 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
             key = validate_job_key(key)
         engine.flow.configure(topic_obj.name, topic_obj.flow_limits())  # how push_jobs() routes keyed jobs
         when = resolve_run_after(run_after, delay) if run_after is not None or delay is not None else None
-        max_attempts = validate_positive_int(max_attempts, "max_attempts") or topic_obj.max_attempts
-        timeout = validate_positive_int(timeout, "timeout") or topic_obj.timeout
+        if max_attempts is None:
+            max_attempts = topic_obj.max_attempts
+        else:
+            max_attempts = validate_positive_int(max_attempts, "max_attempts")
+        timeout = topic_obj.timeout if timeout is None else validate_positive_int(timeout, "timeout")
         fixed_id = self._job_id(job_id, "job_id") if job_id is not None else None
         parent_id = self._job_id(parent, "parent") if parent is not None else None
         if parent_id is not None and not isinstance(parent, self.model) and not self.filter(pk=parent_id).exists():

@@ -106,16 +106,21 @@ def _claim_orm(job_id: str, worker_id: str, now: Any) -> Job | None:
         return Job.objects.get(pk=job_id) if won else None
 
 
+#: The foreign keys whose cache :func:`_started` fills (looked up once: reading a
+#: descriptor from its class is a call).
+_JOB_TOPIC, _EXECUTION_JOB = Job.topic.field, Execution.job.field
+
+
 def _started(job: Job, worker_id: str, pid: int, topics: dict[str, Any] | None, now: Any) -> tuple[Job, Execution]:
     """A claimed job and its new (unsaved) Execution; its start is announced."""
     topic = (topics or {}).get(job.topic_id)
     if topic is not None:  # the row of job.topic_id: cached as the descriptor's assignment would
-        Job.topic.field.set_cached_value(job, topic)
+        _JOB_TOPIC.set_cached_value(job, topic)
     execution = build_instance(Execution, {
         **_new_execution(), "job_id": job.pk, "attempt": execution_number(job), "worker_id": worker_id,
         "hostname": HOSTNAME, "pid": pid, "started_at": now,
     })
-    Execution.job.field.set_cached_value(execution, job)
+    _EXECUTION_JOB.set_cached_value(execution, job)
     followups.started(job)
     if logger.isEnabledFor(logging.DEBUG):
         logger.debug("Job %s of topic %s started (attempt %s/%s).", job.pk, job.topic_id, job.attempts,
