@@ -523,7 +523,7 @@ def _claimed(row: Any, connection: Any) -> Job:
 
 
 #: The statuses as the plain text the statements send (a member's ``.value`` is a Python
-#: call per use, and psycopg would send a member's name).
+#: call per use).
 _QUEUED_TEXT, _SCHEDULED_TEXT, _RUNNING_TEXT, _SUCCEEDED_TEXT = (
     JobStatus.QUEUED.value, JobStatus.SCHEDULED.value, JobStatus.RUNNING.value, JobStatus.SUCCEEDED.value)
 
