@@ -25,7 +25,7 @@ from .constants import SHELL_TOPIC
 from .exceptions import DuplicateJob, InvalidJob, InvalidTransition
 from .ids import new_job_id
 from .shell import check_enqueue as check_shell_enqueue
-from .states import ACTIVE_STATUSES, FINISHED_STATUSES, PENDING_STATUSES, JobStatus
+from .states import ACTIVE_STATUSES, FINISHED_STATUSES, PENDING_STATUSES, QUEUED_TEXT, JobStatus
 from .validation import (
     encode_payload,
     resolve_run_after,
@@ -59,10 +59,6 @@ def model_defaults(model: type[models.Model], set_by_caller: frozenset[str]) -> 
     """Each concrete field's default, by attname, but for those in ``set_by_caller``
     (which must include every field whose default is callable: the result is cached)."""
     return {f.attname: f.get_default() for f in model._meta.concrete_fields if f.attname not in set_by_caller}
-
-
-#: A new job's status, as the plain text its row holds (a member's ``.value`` is a call).
-_QUEUED = JobStatus.QUEUED.value
 
 
 @functools.cache
@@ -228,7 +224,7 @@ class JobManager(models.Manager.from_queryset(JobQuerySet)):  # type: ignore[mis
         return {
             **_fresh(self.model),
             "topic_id": topic_obj.name,
-            "status": _QUEUED,
+            "status": QUEUED_TEXT,
             "priority": topic_obj.default_priority,
             "entity_id": None,
             "key": None,

@@ -20,6 +20,11 @@ ACTIVE_STATUSES = (JobStatus.WAITING, JobStatus.SCHEDULED, JobStatus.QUEUED, Job
 PENDING_STATUSES = (JobStatus.WAITING, JobStatus.SCHEDULED, JobStatus.QUEUED)
 FINISHED_STATUSES = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
+#: The statuses the hot paths write, as the plain text a row holds (a member's ``.value``
+#: is a Python call per use).
+QUEUED_TEXT, SCHEDULED_TEXT, RUNNING_TEXT, SUCCEEDED_TEXT = (
+    JobStatus.QUEUED.value, JobStatus.SCHEDULED.value, JobStatus.RUNNING.value, JobStatus.SUCCEEDED.value)
+
 
 class ExecutionOutcome(models.TextChoices):
     RUNNING = "running", _("running")

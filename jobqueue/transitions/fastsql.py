@@ -36,7 +36,8 @@ from .. import constants
 from ..conf import settings
 from ..ids import made_at_ms
 from ..managers import build_instance
-from ..models import FRESH_JOB, Execution, Job, JobStatus
+from ..models import FRESH_JOB, Execution, Job
+from ..states import QUEUED_TEXT, RUNNING_TEXT, SCHEDULED_TEXT, SUCCEEDED_TEXT
 from . import spinwait
 
 try:
@@ -522,21 +523,15 @@ def _claimed(row: Any, connection: Any) -> Job:
     return job
 
 
-#: The statuses as the plain text the statements send (a member's ``.value`` is a Python
-#: call per use).
-_QUEUED_TEXT, _SCHEDULED_TEXT, _RUNNING_TEXT, _SUCCEEDED_TEXT = (
-    JobStatus.QUEUED.value, JobStatus.SCHEDULED.value, JobStatus.RUNNING.value, JobStatus.SUCCEEDED.value)
-
-
 def _claim_params(job_id: Any, worker_id: str, when: Any, connection: Any) -> list[Any]:
     return [
-        _RUNNING_TEXT,
+        RUNNING_TEXT,
         when,
         worker_id,
         when,
         _prep(Job, "id", job_id, connection),
-        _QUEUED_TEXT,
-        _SCHEDULED_TEXT,
+        QUEUED_TEXT,
+        SCHEDULED_TEXT,
     ]
 
 
@@ -550,12 +545,12 @@ def mark_succeeded(job: Job, result: Any, now: Any) -> bool:
 def _succeed_params(job: Job, result: Any, now: Any, connection: Any) -> list[Any]:
     when = _prep(Job, "finished_at", now, connection)
     return [
-        _SUCCEEDED_TEXT,
+        SUCCEEDED_TEXT,
         _prep(Job, "result", result, connection),
         when,
         when,
         _prep(Job, "id", job.pk, connection),
-        _RUNNING_TEXT,
+        RUNNING_TEXT,
         job.attempts,
     ]
 
@@ -615,10 +610,10 @@ def record_and_claim(successes: list[tuple[Job, Any, Execution]], next_ids: list
             _prep(Job, "finished_at", execution.finished_at, connection),
         ]
         executions += _prep_row(Execution, EXECUTION_FIELDS, execution, connection)
-    params += [_SUCCEEDED_TEXT, _RUNNING_TEXT, *executions]
+    params += [SUCCEEDED_TEXT, RUNNING_TEXT, *executions]
     when = _prep(Job, "started_at", started, connection)
-    params += [_RUNNING_TEXT, when, worker_id, when, [uuid.UUID(i) for i in next_ids],
-               _QUEUED_TEXT, _SCHEDULED_TEXT]
+    params += [RUNNING_TEXT, when, worker_id, when, [uuid.UUID(i) for i in next_ids],
+               QUEUED_TEXT, SCHEDULED_TEXT]
     with _cursor(connection) as cursor:
         cursor.execute(_record_statement(len(successes), connection.alias), params)
         rows = cursor.fetchall()
