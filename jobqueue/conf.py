@@ -108,9 +108,6 @@ class Settings:
     ``setting_changed`` names ``JOBQUEUE``.
     """
 
-    def __init__(self) -> None:
-        self._merged: dict[str, Any] | None = None
-
     def user_settings(self) -> dict[str, Any]:
         value = getattr(django_settings, "JOBQUEUE", None) or {}
         if not isinstance(value, dict):
@@ -118,11 +115,9 @@ class Settings:
         return value
 
     def __getattr__(self, name: str) -> Any:
-        merged = self._merged
-        if merged is None:
-            merged = {**DEFAULTS, **{k: v for k, v in self.user_settings().items() if k in DEFAULTS}}
-            self._merged = merged
-            self.__dict__.update(merged)
+        # Reached only by a name not kept: the first read since a change, or an unknown one.
+        merged = {**DEFAULTS, **{k: v for k, v in self.user_settings().items() if k in DEFAULTS}}
+        self.__dict__.update(merged)
         try:
             return merged[name]
         except KeyError:
@@ -131,7 +126,6 @@ class Settings:
     def reload(self, *, setting: str = "JOBQUEUE", **_: Any) -> None:
         """Read ``settings.JOBQUEUE`` again on the next access (a ``setting_changed`` receiver)."""
         if setting == "JOBQUEUE":
-            self._merged = None
             for name in DEFAULTS:
                 self.__dict__.pop(name, None)
 
