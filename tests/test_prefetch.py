@@ -16,7 +16,7 @@ from django.db import connection
 from redis.client import Pipeline
 
 from jobqueue import engine
-from jobqueue.engine import TopicLock, get_redis, topic_keys
+from jobqueue.engine import TopicLock, get_redis, sending, topic_keys
 from jobqueue.models import Execution, Job, JobStatus
 from jobqueue.signals import job_started
 from jobqueue.transitions.recovery import recover
@@ -59,7 +59,8 @@ def on_job_started(receiver):
 
 
 class RedisCalls:
-    """Counts the round trips to Redis made by this thread (a pipeline is one)."""
+    """Counts the round trips to Redis made by this thread (a pipeline is one, and so are
+    the commands of one ``sending.call``, named by theirs)."""
 
     def __init__(self):
         self.count = 0
@@ -90,6 +91,15 @@ class RedisCalls:
             return original_execute(pipe, *args, **kwargs)
 
         monkeypatch.setattr(Pipeline, "execute", execute)
+        original_call = sending.call
+
+        def call(client, *commands):  # commands sent in one write on the thread's connection
+            if threading.get_ident() == calls.thread:
+                calls.count += 1
+                calls.names["+".join(str(command[0]) for command in commands)] += 1
+            return original_call(client, *commands)
+
+        monkeypatch.setattr(sending, "call", call)
         try:
             yield self
         finally:
@@ -505,7 +515,7 @@ def test_a_waiting_worker_leases_what_woke_it_in_the_same_round_trip():
     calls = RedisCalls()
     with calls.counting():
         w._wait()
-    assert calls.count == 1 and calls.names == {"pipeline": 1}, calls.names  # BLPOP and the pop, one trip
+    assert calls.count == 1 and calls.names == {"BLPOP+EVALSHA": 1}, calls.names  # BLPOP and the pop, one trip
     assert w.readahead.batch == (str(job.pk),)
     assert engine.queue_ids("echo") == [] and get_redis().zscore(topic_keys("echo").leases, str(job.pk))
     with calls.counting():
@@ -531,6 +541,48 @@ def test_a_job_pushed_while_the_worker_waits_is_leased_as_it_wakes():
     finally:
         thread.join()
     assert w.readahead.batch == (str(pushed["job"].pk),)
+
+
+def test_a_worker_woken_with_its_next_job_leased_runs_it_in_the_same_pass():
+    w = idle_worker()
+    pushed = {}
+
+    def push_later():
+        time.sleep(0.3)
+        pushed["job"] = Job.objects.enqueue("echo")
+        from django.db import connections
+
+        connections.close_all()
+
+    thread = threading.Thread(target=push_later)
+    thread.start()
+    try:
+        assert w._iteration() is True  # waits, is woken with the job leased, and runs it
+    finally:
+        thread.join()
+    assert w.processed == 1 and w.readahead.batch == ()
+    assert Job.objects.get(pk=pushed["job"].pk).status == JobStatus.SUCCEEDED
+
+
+def test_a_worker_asked_to_stop_during_its_wait_runs_nothing_it_leased(monkeypatch):
+    w = idle_worker()
+    pushed = {}
+    real = engine.wait_and_pop
+
+    def stopped_meanwhile(*args):
+        pushed["job"] = job = Job.objects.enqueue("echo")  # it comes while the worker waits
+        ids = real(*args)
+        assert ids == [str(job.pk)]
+        w.stop()  # as a SIGTERM arriving then does
+        return ids
+
+    monkeypatch.setattr(engine, "wait_and_pop", stopped_meanwhile)
+    assert w._iteration() is True
+    job = pushed["job"]
+    assert w.processed == 0 and w.readahead.batch == (str(job.pk),)
+    w.readahead.give_back()  # what run() does on the way out
+    assert engine.queue_ids("echo") == [str(job.pk)]
+    assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
 
 
 @pytest.mark.usefixtures("full_batches")

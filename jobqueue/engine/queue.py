@@ -398,16 +398,15 @@ def wait_and_pop(topic: str, count: int, slot_token: str, timeout: float) -> lis
         wait_for_push([topic], timeout)
         return []
     keys, args = _ack_pop_call(topic, [], max(1, int(count)), None, None, slot_token)
-    pop_script = script(r, "ack_pop")
-    with r.pipeline(transaction=False) as pipe:
-        pipe.blpop([topic_keys(topic).wake], timeout=_blocking_timeout(r, timeout))
-        # By SHA and without redis-py's script check (a round trip per pipeline): a script
-        # Redis lost (it restarted) is answered NOSCRIPT, and the pop is then made apart.
-        pipe.execute_command("EVALSHA", pop_script.sha, len(keys), *keys, *args)
-        try:
-            _woken, ids = pipe.execute()
-        except redis.exceptions.NoScriptError:
-            return acks_and_pop(topic, [], count, slot_token=slot_token)
+    try:
+        # On the thread's own connection, its two answers read with nothing around them (a
+        # woken worker's next step is its claim). The pop is sent by SHA, without redis-py's
+        # script check (a round trip per call): a script Redis lost (it restarted) is
+        # answered NOSCRIPT, and the pop is then made apart.
+        _woken, ids = sending.call(r, ("BLPOP", topic_keys(topic).wake, _blocking_timeout(r, timeout)),
+                                   ("EVALSHA", script(r, "ack_pop").sha, len(keys), *keys, *args))
+    except redis.exceptions.NoScriptError:
+        return acks_and_pop(topic, [], count, slot_token=slot_token)
     return [_s(i) for i in ids]
 
 

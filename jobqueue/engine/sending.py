@@ -188,6 +188,32 @@ def send_many(client: redis.Redis, topic: str, chunks: list[tuple[str, list[tupl
         raise refusal
 
 
+def call(client: redis.Redis, *commands: tuple[Any, ...]) -> list[Any]:
+    """The answers of ``commands``, sent in one write on this thread's connection and read
+    in order: a pipeline without redis-py's bookkeeping around each answer, for a call
+    whose answer is on a job's way to its start (the idle worker's wait and pop: see
+    :func:`.queue.wait_and_pop`). Once every answer is read, the first error answer is
+    raised. A connection that fails (or a read interrupted) is closed, and what it
+    raised is raised."""
+    settle()
+    conn = _held(client).conn
+    answers: list[Any] = []
+    try:
+        conn.send_packed_command(conn.pack_commands(commands))
+        for _ in commands:
+            try:
+                answers.append(conn.read_response())
+            except redis.ResponseError as exc:
+                answers.append(exc)
+    except BaseException:
+        conn.disconnect()  # an answer may be left unread on it
+        raise
+    for answer in answers:
+        if isinstance(answer, redis.ResponseError):
+            raise answer
+    return answers
+
+
 def settle() -> None:
     """Read this thread's outstanding push answer, if any (see the module's docstring)."""
     connection.waiting.read = None

@@ -193,8 +193,13 @@ class Worker:
                     # between two jobs: with CONN_MAX_AGE = 0 that would reconnect for each job.
                     close_old_connections()
                     self._idle_since = now
-                self._wait()
-                return True
+                if not self._wait() or self.stopping:
+                    return True
+                # Woken with the next jobs leased: the first is claimed now, not after
+                # another pass through the checks above (made just before the wait).
+                job_id, topic = self._fetch()
+                if job_id is None:
+                    return True
             self._idle_since = None
             self._process(topic, job_id)
         except redis.RedisError as exc:
@@ -249,8 +254,10 @@ class Worker:
             count = min(count, self.max_jobs - self.processed - ahead)
         return max(count, 1)
 
-    def _wait(self) -> None:
-        """Block until a push wakes us (BLPOP on the owned topics' wake lists), at most a second."""
+    def _wait(self) -> bool:
+        """Block until a push wakes us (BLPOP on the owned topics' wake lists), at most a
+        second. True if the wait leased the next jobs as it returned (see
+        :meth:`_may_pop_behind_wait`)."""
         owned = owned_topics(self.topics, self.slots)
         rate_waits = {t: engine.flow.wait_seconds(t) for t in owned}
         waits = [w for w in rate_waits.values() if w]
@@ -259,14 +266,16 @@ class Worker:
         timeout = max(0.05, min(IDLE_WAIT_SECONDS, self._next_maintenance - time.monotonic(), *waits))
         if not wakeable:
             time.sleep(min(timeout, 0.5))
-            return
+            return False
         lock = self.slots.get(wakeable[0]) if len(wakeable) == 1 else None  # the heartbeat may drop it
         if lock is not None and self._may_pop_behind_wait(wakeable[0]):
             # Woken, the next jobs are leased in the same round trip (the pop behind the wait).
             [topic] = wakeable
-            self.readahead.adopt(topic, engine.wait_and_pop(topic, self._prefetch(topic, 0), lock.token, timeout))
-            return
+            ids = engine.wait_and_pop(topic, self._prefetch(topic, 0), lock.token, timeout)
+            self.readahead.adopt(topic, ids)
+            return bool(ids)
         engine.wait_for_push(wakeable, timeout)
+        return False
 
     def _may_pop_behind_wait(self, topic: str) -> bool:
         """Whether the wait on ``topic`` may lease its next jobs as it returns: the worker
