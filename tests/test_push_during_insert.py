@@ -313,3 +313,46 @@ def suite_postgres():
                          password=os.environ.get("JOBQUEUE_TEST_PG_PASSWORD", ""), dbname="postgres",
                          autocommit=True) as conn:
         yield conn
+
+
+def test_a_claim_prepares_its_statements_again_where_the_session_lost_them():
+    """The claim's two statements are prepared on the connection under names of their own,
+    sent with their Sync in one write; a session that lost them (``DEALLOCATE ALL``, as a
+    pooler's reset runs) has them prepared again, and each claim leaves the connection idle."""
+    first = Job.objects.enqueue("echo", {"n": 1})
+    assert fastsql.claim_job(str(first.pk), "w", timezone.now()).status == JobStatus.RUNNING
+    if POSTGRES:
+        raw = connection.connection
+        assert raw.pgconn.pipeline_status == psycopg.pq.PipelineStatus.OFF
+        assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'jobqueue%%' ORDER BY name")
+            assert [name for name, in cursor.fetchall()] == sorted(name.decode() for name in raw._jobqueue_claim_names)
+            cursor.execute("DEALLOCATE ALL")
+    second = Job.objects.enqueue("echo", {"n": 2})
+    claimed = fastsql.claim_job(str(second.pk), "w2", timezone.now())
+    assert (claimed.pk, claimed.status, claimed.worker_id, claimed.attempts) == (second.pk, JobStatus.RUNNING, "w2", 1)
+    assert claimed.payload == {"n": 2} and claimed.last_execution == 0
+    assert Job.objects.get(pk=second.pk).status == JobStatus.RUNNING
+
+
+def test_a_claim_interrupted_while_its_answer_is_awaited_closes_the_connection():
+    """An exchange left with answers unread (a signal's exception while the claim waits)
+    cannot go back to plain statements: the connection is closed, not handed on unusable."""
+    job = Job.objects.enqueue("echo", {"n": 1})
+    if not POSTGRES:  # no pipelined claim: the claim is one statement, run to its end
+        assert fastsql.claim_job(str(job.pk), "w", timezone.now()).status == JobStatus.RUNNING
+        return
+    cursor = fastsql._fast_cursor(connection)
+    raw = cursor.connection
+    params = fastsql._claim_params(job.pk, "w", timezone.now(), connection)
+    exchange = fastsql._exchange(raw, connection.alias, fastsql._claim_names(), True,
+                                 [b"%d" % k for k in fastsql.lock_keys(job.pk)] + [b"2000"],
+                                 [fastsql._as_text(v) for v in params])
+    next(exchange)  # sent: waiting for the answers
+    with pytest.raises(KeyboardInterrupt):
+        exchange.throw(KeyboardInterrupt)
+    assert raw.closed
+    connection.close()  # Django's wrapper connects again on its next use, and claims there
+    again = Job.objects.enqueue("echo", {"n": 2})
+    assert fastsql.claim_job(str(again.pk), "w", timezone.now()).status == JobStatus.RUNNING

@@ -18,7 +18,9 @@ more than running it. ``JOBQUEUE["PREPARED_STATEMENTS"] = False`` turns that off
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import operator
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -203,6 +205,15 @@ if psycopg is not None:
             #: Whether the running statement itself was sent (not only its preparation,
             #: which psycopg sends first, and waits for, on a statement's first run here).
             self._query_sent = False
+            self._claim_transformer: Any = None
+
+        @property
+        def claim_transformer(self) -> Any:
+            """The transformer that loads a claimed row with this cursor's loaders (see
+            :func:`_claim_after_insert`), made on first use."""
+            if self._claim_transformer is None:
+                self._claim_transformer = psycopg.adapt.Transformer(self)
+            return self._claim_transformer
 
         def _send_query_prepared(self, *args: Any, **kwargs: Any) -> None:
             super()._send_query_prepared(*args, **kwargs)
@@ -241,6 +252,13 @@ if psycopg is not None:
             return self
 
     from psycopg.types.json import Jsonb
+
+    # What _exchange() waits for and reads (psycopg's own generators use the same).
+    _WAIT_R, _WAIT_W = psycopg.waiting.Wait.R, psycopg.waiting.Wait.W
+    _PIPELINE_SYNC, _FATAL_ERROR = psycopg.pq.ExecStatus.PIPELINE_SYNC, psycopg.pq.ExecStatus.FATAL_ERROR
+    _SQLSTATE = psycopg.pq.DiagnosticField.SQLSTATE
+    #: The SQLSTATEs of a lock timeout and of a prepared statement the session does not have.
+    _LOCK_NOT_AVAILABLE, _NO_SUCH_STATEMENT = b"55P03", b"26000"
 
     _TIMESTAMPTZ = psycopg.postgres.types["timestamptz"].oid
     #: psycopg's default timestamptz loader: aware datetimes in the session's time zone.
@@ -455,16 +473,119 @@ def _as_uuid(job_id: Any) -> Any:
 
 def _claim_after_insert(cursor: Any, job_id: Any, params: list[Any], connection: Any) -> Any:
     """``wait_for_insert`` and ``claim`` pipelined in one implicit transaction (each
-    statement sees what committed before it started); the claimed row, or ``None``."""
-    alias = connection.alias
+    statement sees what committed before it started); the claimed row, or ``None``.
+
+    Both go out in one write with their ``Sync``, and their answers are read, through
+    libpq's own calls (:func:`_exchange`): psycopg's pipeline wraps each statement and
+    each answer in dozens of Python calls, all on the way from a worker's wake to its
+    job's start. The two are prepared on the connection, under names of their own, the
+    first time they run there (again if the session lost them); their parameters go as
+    text, typed by the server from the statements as it types psycopg's strings."""
+    raw = cursor.connection
+    wait = [b"%d" % key for key in lock_keys(job_id)]
+    wait.append(_INSERT_WAIT_BYTES)
+    claim = [_as_text(value) for value in params]
     with connection.wrap_database_errors:
+        with raw.lock:
+            names = getattr(raw, "_jobqueue_claim_names", None)
+            prepare = names is None
+            if prepare:  # named before they are sent: a failure on the way is a missing statement later
+                names = raw._jobqueue_claim_names = _claim_names()
+            results = raw.wait(_exchange(raw, connection.alias, names, prepare, wait, claim))
+            if not prepare and any(_sqlstate(result) == _NO_SUCH_STATEMENT for result in results):
+                # The session lost them (DEALLOCATE ALL, a pooler's reset): prepared again, under
+                # new names (one of the old may still be there).
+                names = raw._jobqueue_claim_names = _claim_names()
+                results = raw.wait(_exchange(raw, connection.alias, names, True, wait, claim))
+        for result in results:
+            if result.status == _FATAL_ERROR:
+                if _sqlstate(result) == _LOCK_NOT_AVAILABLE:
+                    return None  # the row's INSERT is still running
+                raise psycopg.errors.error_from_result(result, encoding=raw.info.encoding)
+        answer = results[-1]
+        if not answer.ntuples:
+            return None
+        tx = cursor.claim_transformer
+        tx.set_pgresult(answer)
+        return tx.load_row(0, tuple)
+
+
+
+def _as_text(value: Any) -> bytes:
+    """A claim parameter as the text PostgreSQL reads it as: a string, a timestamp (aware,
+    or naive in the session's time zone, as psycopg sends one) or a UUID."""
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, dt.datetime):
+        return value.isoformat().encode()
+    if isinstance(value, uuid.UUID):
+        return str(value).encode()
+    raise TypeError(f"No text form for a claim parameter of type {type(value).__name__}")
+
+
+def _sqlstate(result: Any) -> bytes | None:
+    return result.error_field(_SQLSTATE) if result.status == _FATAL_ERROR else None
+
+
+@cache
+def _numbered(name: str, alias: str) -> bytes:
+    """Statement ``name`` with its ``%s`` as ``$1``, ``$2``… (and ``%%`` as ``%``), encoded,
+    for libpq's own prepare."""
+    count = iter(range(1, 1000))
+    return re.sub(r"%[s%]", lambda m: "%" if m.group() == "%%" else f"${next(count)}",
+                  statement(name, alias)).encode()
+
+
+_generations = itertools.count(1)
+
+
+def _claim_names() -> tuple[bytes, bytes]:
+    """New names for the claim's two prepared statements (``wait_for_insert``, ``claim``)."""
+    n = next(_generations)
+    return b"jobqueue_wait_for_insert_%d" % n, b"jobqueue_claim_%d" % n
+
+
+def _exchange(raw: Any, alias: str, names: tuple[bytes, bytes], prepare: bool, wait: list[bytes],
+              claim: list[bytes]) -> Any:
+    """The generator, for psycopg's ``Connection.wait``, that sends the claim's pipeline
+    (its two statements prepared first under ``names`` if ``prepare``) and returns every
+    answer but the ``Sync``'s, in order. Written after psycopg's own pipeline generator:
+    answers are read as they come, a statement's end being a ``None`` from ``get_result``."""
+    pgconn = raw.pgconn
+    wait_name, claim_name = names
+    pgconn.enter_pipeline_mode()
+    try:
+        if prepare:
+            pgconn.send_prepare(wait_name, _numbered("wait_for_insert", alias))
+            pgconn.send_prepare(claim_name, _numbered("claim", alias))
+        pgconn.send_query_prepared(wait_name, wait)
+        pgconn.send_query_prepared(claim_name, claim)
+        pgconn.pipeline_sync()
+        while pgconn.flush():
+            while not (yield _WAIT_W):
+                continue
+        results: list[Any] = []
+        while True:
+            while not (yield _WAIT_R):
+                continue
+            pgconn.consume_input()
+            came = False
+            while not pgconn.is_busy():
+                result = pgconn.get_result()
+                if result is None:
+                    if not came:
+                        break
+                    came = False
+                elif result.status == _PIPELINE_SYNC:
+                    return results
+                else:
+                    results.append(result)
+                    came = True
+    finally:
         try:
-            with cursor.connection.pipeline():
-                cursor.execute(statement("wait_for_insert", alias), [*lock_keys(job_id), _INSERT_WAIT])
-                cursor.execute(statement("claim", alias), params)
-        except psycopg.errors.LockNotAvailable:
-            return None  # the row's INSERT is still running
-        return cursor.fetchone()
+            pgconn.exit_pipeline_mode()
+        except psycopg.Error:  # answers left unread (interrupted): the connection is of no more use
+            raw.close()
 
 
 def _may_be_inserting(job_id: uuid.UUID | str) -> bool:
@@ -483,6 +604,7 @@ INSERTED_AFTER_MS = 10_000
 #: an ``INSERT`` holds it for its own run and commit only.
 INSERT_WAIT_MS = 2000
 _INSERT_WAIT = str(INSERT_WAIT_MS)
+_INSERT_WAIT_BYTES = _INSERT_WAIT.encode()
 #: The first key of the advisory locks taken on jobs' ids ("jobq"): apart from other users'.
 LOCK_SPACE = 0x6A6F6271
 
