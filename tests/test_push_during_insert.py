@@ -316,9 +316,10 @@ def suite_postgres():
 
 
 def test_a_claim_prepares_its_statements_again_where_the_session_lost_them():
-    """The claim's two statements are prepared on the connection under names of their own,
-    sent with their Sync in one write; a session that lost them (``DEALLOCATE ALL``, as a
-    pooler's reset runs) has them prepared again, and each claim leaves the connection idle."""
+    """The enqueue's ``INSERT`` and the claim's two statements are prepared on the connection
+    under names of their own; a session that lost them (``DEALLOCATE ALL``, as a pooler's
+    reset runs) has them prepared again (the job pushed once all the same), and each
+    claim leaves the connection idle."""
     first = Job.objects.enqueue("echo", {"n": 1})
     assert fastsql.claim_job(str(first.pk), "w", timezone.now()).status == JobStatus.RUNNING
     if POSTGRES:
@@ -327,13 +328,17 @@ def test_a_claim_prepares_its_statements_again_where_the_session_lost_them():
         assert raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         with connection.cursor() as cursor:
             cursor.execute("SELECT name FROM pg_prepared_statements WHERE name LIKE 'jobqueue%%' ORDER BY name")
-            assert [name for name, in cursor.fetchall()] == sorted(name.decode() for name in raw._jobqueue_claim_names)
+            names = {key[0]: name.decode() for key, name in raw._jobqueue_statements.items()}
+            assert {"wait_for_insert", "claim", "insert_fresh_job_pushed"} <= set(names)
+            assert [name for name, in cursor.fetchall()] == sorted(names.values())
             cursor.execute("DEALLOCATE ALL")
     second = Job.objects.enqueue("echo", {"n": 2})
     claimed = fastsql.claim_job(str(second.pk), "w2", timezone.now())
     assert (claimed.pk, claimed.status, claimed.worker_id, claimed.attempts) == (second.pk, JobStatus.RUNNING, "w2", 1)
     assert claimed.payload == {"n": 2} and claimed.last_execution == 0
     assert Job.objects.get(pk=second.pk).status == JobStatus.RUNNING
+    assert engine.queue_ids("echo") == [str(first.pk), str(second.pk)]  # (claimed here, not taken off Redis)
+    assert engine.get_redis().hget(engine.topic_keys("echo").metrics, "enqueued") == b"2"  # each pushed once
 
 
 def test_a_claim_interrupted_while_its_answer_is_awaited_closes_the_connection():
@@ -346,9 +351,12 @@ def test_a_claim_interrupted_while_its_answer_is_awaited_closes_the_connection()
     cursor = fastsql._fast_cursor(connection)
     raw = cursor.connection
     params = fastsql._claim_params(job.pk, "w", timezone.now(), connection)
-    exchange = fastsql._exchange(raw, connection.alias, fastsql._claim_names(), True,
-                                 [b"%d" % k for k in fastsql.lock_keys(job.pk)] + [b"2000"],
-                                 [fastsql._as_text(v) for v in params])
+    raw._jobqueue_statements = {}  # the two statements are prepared in this exchange
+    exchange = fastsql._pipelined(raw, [
+        (*fastsql._prepared(raw, "wait_for_insert", connection.alias), [b"%d" % k for k in fastsql.lock_keys(job.pk)]
+         + [b"2000"]),
+        (*fastsql._prepared(raw, "claim", connection.alias), [fastsql._as_text(v) for v in params]),
+    ])
     next(exchange)  # sent: waiting for the answers
     with pytest.raises(KeyboardInterrupt):
         exchange.throw(KeyboardInterrupt)

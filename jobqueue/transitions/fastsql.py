@@ -205,15 +205,16 @@ if psycopg is not None:
             #: Whether the running statement itself was sent (not only its preparation,
             #: which psycopg sends first, and waits for, on a statement's first run here).
             self._query_sent = False
-            self._claim_transformer: Any = None
+            self._transformer: Any = None
 
         @property
-        def claim_transformer(self) -> Any:
-            """The transformer that loads a claimed row with this cursor's loaders (see
+        def transformer(self) -> Any:
+            """The transformer that dumps and loads with this cursor's adapters the
+            statements run through libpq's own calls (:func:`_pushed_insert`,
             :func:`_claim_after_insert`), made on first use."""
-            if self._claim_transformer is None:
-                self._claim_transformer = psycopg.adapt.Transformer(self)
-            return self._claim_transformer
+            if self._transformer is None:
+                self._transformer = psycopg.adapt.Transformer(self)
+            return self._transformer
 
         def _send_query_prepared(self, *args: Any, **kwargs: Any) -> None:
             super()._send_query_prepared(*args, **kwargs)
@@ -253,8 +254,9 @@ if psycopg is not None:
 
     from psycopg.types.json import Jsonb
 
-    # What _exchange() waits for and reads (psycopg's own generators use the same).
-    _WAIT_R, _WAIT_W = psycopg.waiting.Wait.R, psycopg.waiting.Wait.W
+    # What the statements run through libpq's own calls wait for, read and dump with (as psycopg's do).
+    _WAIT_R, _WAIT_RW, _READY_R = psycopg.waiting.Wait.R, psycopg.waiting.Wait.RW, psycopg.waiting.Ready.R
+    _AUTO = psycopg.adapt.PyFormat.AUTO
     _PIPELINE_SYNC, _FATAL_ERROR = psycopg.pq.ExecStatus.PIPELINE_SYNC, psycopg.pq.ExecStatus.FATAL_ERROR
     _SQLSTATE = psycopg.pq.DiagnosticField.SQLSTATE
     #: The SQLSTATEs of a lock timeout and of a prepared statement the session does not have.
@@ -476,27 +478,23 @@ def _claim_after_insert(cursor: Any, job_id: Any, params: list[Any], connection:
     statement sees what committed before it started); the claimed row, or ``None``.
 
     Both go out in one write with their ``Sync``, and their answers are read, through
-    libpq's own calls (:func:`_exchange`): psycopg's pipeline wraps each statement and
+    libpq's own calls (:func:`_pipelined`): psycopg's pipeline wraps each statement and
     each answer in dozens of Python calls, all on the way from a worker's wake to its
-    job's start. The two are prepared on the connection, under names of their own, the
-    first time they run there (again if the session lost them); their parameters go as
-    text, typed by the server from the statements as it types psycopg's strings."""
+    job's start. They are prepared on the connection as :func:`_prepared` says; their
+    parameters go as text, typed by the server from the statements as it types psycopg's
+    strings."""
     raw = cursor.connection
+    alias = connection.alias
     wait = [b"%d" % key for key in lock_keys(job_id)]
     wait.append(_INSERT_WAIT_BYTES)
     claim = [_as_text(value) for value in params]
     with connection.wrap_database_errors:
         with raw.lock:
-            names = getattr(raw, "_jobqueue_claim_names", None)
-            prepare = names is None
-            if prepare:  # named before they are sent: a failure on the way is a missing statement later
-                names = raw._jobqueue_claim_names = _claim_names()
-            results = raw.wait(_exchange(raw, connection.alias, names, prepare, wait, claim))
-            if not prepare and any(_sqlstate(result) == _NO_SUCH_STATEMENT for result in results):
-                # The session lost them (DEALLOCATE ALL, a pooler's reset): prepared again, under
-                # new names (one of the old may still be there).
-                names = raw._jobqueue_claim_names = _claim_names()
-                results = raw.wait(_exchange(raw, connection.alias, names, True, wait, claim))
+            for again in (False, True):
+                results = raw.wait(_pipelined(raw, [(*_prepared(raw, "wait_for_insert", alias), wait),
+                                                    (*_prepared(raw, "claim", alias), claim)]))
+                if again or not _lost(raw, results):
+                    break
         for result in results:
             if result.status == _FATAL_ERROR:
                 if _sqlstate(result) == _LOCK_NOT_AVAILABLE:
@@ -505,10 +503,52 @@ def _claim_after_insert(cursor: Any, job_id: Any, params: list[Any], connection:
         answer = results[-1]
         if not answer.ntuples:
             return None
-        tx = cursor.claim_transformer
+        tx = cursor.transformer
         tx.set_pgresult(answer)
         return tx.load_row(0, tuple)
 
+
+def _pushed_insert(cursor: Any, name: str, params: list[Any], connection: Any, sent: Callable[[], Any],
+                   meanwhile: Callable[[], Any] | None) -> None:
+    """Run ``name``, an ``INSERT`` of :func:`insert_job` whose push goes as soon as it is
+    sent (``sent``), through libpq's own calls as the claim is: its parameters dumped by
+    the cursor's adapters in one call, the statement prepared as :func:`_prepared` says
+    (for each set of parameter types, as psycopg prepares), sent, ``sent`` called, and the
+    answer polled for as :meth:`_PreparingCursor.execute_polling` polls (``meanwhile``
+    too). psycopg's cursor ran some forty Python calls before the statement left."""
+    raw = cursor.connection
+    alias = connection.alias
+    tx = cursor.transformer
+    with connection.wrap_database_errors:
+        values = tx.dump_sequence(params, [_AUTO] * len(params))
+        types, formats = tx.types, tx.formats
+        with raw.lock:
+            for again in (False, True):
+                statement_name, query = _prepared(raw, name, alias, types)
+                if query is not None:
+                    _check(raw, raw.wait(_answers(raw.pgconn, raw.pgconn.send_prepare, statement_name, query,
+                                                  param_types=types)))
+                gen = spinwait.announcing(_answers(raw.pgconn, raw.pgconn.send_query_prepared, statement_name,
+                                                   values, param_formats=formats), sent)
+                budget = settings.SPIN_WAIT_MICROSECONDS
+                if budget and spinwait.available() and cursor._spin.should_spin():
+                    gen = spinwait.spinning(gen, raw.pgconn.socket, budget / 1e6, cursor._spin, _READY, meanwhile)
+                results = raw.wait(gen)
+                if again or not _lost(raw, results):
+                    break
+                sent = _nothing  # pushed already: the statement runs again, not the push
+        _check(raw, results)
+
+
+def _nothing() -> None:
+    pass
+
+
+def _check(raw: Any, results: list[Any]) -> None:
+    """Raise the error of the first of ``results`` that failed, as psycopg raises it."""
+    for result in results:
+        if result.status == _FATAL_ERROR:
+            raise psycopg.errors.error_from_result(result, encoding=raw.info.encoding)
 
 
 def _as_text(value: Any) -> bytes:
@@ -539,31 +579,75 @@ def _numbered(name: str, alias: str) -> bytes:
 _generations = itertools.count(1)
 
 
-def _claim_names() -> tuple[bytes, bytes]:
-    """New names for the claim's two prepared statements (``wait_for_insert``, ``claim``)."""
-    n = next(_generations)
-    return b"jobqueue_wait_for_insert_%d" % n, b"jobqueue_claim_%d" % n
+def _prepared(raw: Any, name: str, alias: str, types: Any = None) -> tuple[bytes, bytes | None]:
+    """The name under which statement ``name`` (its parameters of ``types``; ``None``: typed
+    by the server) is prepared on psycopg connection ``raw``'s session, and, the first time,
+    its text to prepare first. Names are new to the process, so none is ever prepared twice:
+    a statement named but never prepared (its first run failed on the way) is one the
+    session does not have, as after ``DEALLOCATE ALL`` (see :func:`_lost`)."""
+    names: dict[Any, bytes] | None = getattr(raw, "_jobqueue_statements", None)
+    if names is None:
+        names = raw._jobqueue_statements = {}
+    key = (name, alias, types)
+    prepared = names.get(key)
+    if prepared is not None:
+        return prepared, None
+    prepared = names[key] = b"jobqueue_%d" % next(_generations)
+    return prepared, _numbered(name, alias)
 
 
-def _exchange(raw: Any, alias: str, names: tuple[bytes, bytes], prepare: bool, wait: list[bytes],
-              claim: list[bytes]) -> Any:
-    """The generator, for psycopg's ``Connection.wait``, that sends the claim's pipeline
-    (its two statements prepared first under ``names`` if ``prepare``) and returns every
-    answer but the ``Sync``'s, in order. Written after psycopg's own pipeline generator:
-    answers are read as they come, a statement's end being a ``None`` from ``get_result``."""
+def _lost(raw: Any, results: list[Any]) -> bool:
+    """Whether ``results`` say a statement named by :func:`_prepared` is not in the session
+    (``DEALLOCATE ALL``, a pooler's reset): then every name is forgotten, to be prepared
+    again under new ones."""
+    if any(_sqlstate(result) == _NO_SUCH_STATEMENT for result in results):
+        raw._jobqueue_statements = {}
+        return True
+    return False
+
+
+def _answers(pgconn: Any, send: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """The generator, for psycopg's ``Connection.wait``, that sends one statement (``send``
+    of ``pgconn``, with ``args``) and returns its answers, as psycopg's own generators do."""
+    send(*args, **kwargs)
+    yield from _flushed(pgconn)
+    results: list[Any] = []
+    while True:
+        while pgconn.is_busy():
+            while not (yield _WAIT_R):
+                continue
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            return results
+        results.append(result)
+
+
+def _flushed(pgconn: Any) -> Any:
+    """Wait until what was sent on ``pgconn`` is all written (reading meanwhile)."""
+    while pgconn.flush():
+        while not (ready := (yield _WAIT_RW)):
+            continue
+        if ready & _READY_R:
+            pgconn.consume_input()
+
+
+def _pipelined(raw: Any, statements: list[tuple[bytes, bytes | None, list[bytes]]]) -> Any:
+    """The generator, for psycopg's ``Connection.wait``, that sends ``statements`` (each
+    a name, its text to prepare first or ``None``, and its parameters as text) in one
+    pipeline with one ``Sync``, and returns every answer but the ``Sync``'s, in order.
+    Written after psycopg's own pipeline generator: answers are read as they come, a
+    statement's end being a ``None`` from ``get_result``."""
     pgconn = raw.pgconn
-    wait_name, claim_name = names
     pgconn.enter_pipeline_mode()
     try:
-        if prepare:
-            pgconn.send_prepare(wait_name, _numbered("wait_for_insert", alias))
-            pgconn.send_prepare(claim_name, _numbered("claim", alias))
-        pgconn.send_query_prepared(wait_name, wait)
-        pgconn.send_query_prepared(claim_name, claim)
+        for name, query, _ in statements:
+            if query is not None:
+                pgconn.send_prepare(name, query)
+        for name, _, values in statements:
+            pgconn.send_query_prepared(name, values)
         pgconn.pipeline_sync()
-        while pgconn.flush():
-            while not (yield _WAIT_W):
-                continue
+        yield from _flushed(pgconn)
         results: list[Any] = []
         while True:
             while not (yield _WAIT_R):
@@ -800,7 +884,10 @@ def insert_job(job: Job, using: str, connection: Any = None, pushed: Callable[[]
     if pushed is not None:
         params += lock_keys(job.pk)
         name += "_pushed"
-    _run(name, params, connection, polling=True, sent=pushed, meanwhile=meanwhile, cursor=cursor)
+    if pushed is not None and cursor is not None:
+        _pushed_insert(cursor, name, params, connection, pushed, meanwhile)
+    else:
+        _run(name, params, connection, polling=True, sent=pushed, meanwhile=meanwhile, cursor=cursor)
     job._state.adding = False
     job._state.db = using
 
