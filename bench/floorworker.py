@@ -50,8 +50,6 @@ def main() -> int:
     conn = r.connection_pool.get_connection()
     # Packed once, as the idle worker's wait_and_pop() sends them in one pipeline.
     packed = b"".join(conn.pack_commands([("BLPOP", k.wake, 1), ("EVALSHA", pop.sha, len(keys), *keys, *args)]))
-    claim = fastsql.statement("claim", connection.alias)
-    wait = fastsql.statement("wait_for_insert", connection.alias)
     stamps = common.client()
     with fastsql._cursor(connection) as cursor:
         stamps.set(READY_KEY, "1")
@@ -61,10 +59,9 @@ def main() -> int:
             for job_id in conn.read_response():
                 started = fastsql._prep(fastsql.Job, "started_at", timezone.now(), connection)
                 pk = fastsql._as_uuid(job_id.decode())
-                with cursor.connection.pipeline():
-                    cursor.execute(wait, [*fastsql.lock_keys(pk), str(fastsql.INSERT_WAIT_MS)])
-                    cursor.execute(claim, fastsql._claim_params(pk, "floor", started, connection))
-                cursor.fetchone()
+                # One write and one answer, as a worker's claim (libpq's own calls).
+                fastsql._claim_after_insert(cursor, pk, fastsql._claim_params(pk, "floor", started, connection),
+                                            connection)
                 stamps.hset(common.LATENCY_KEY, job_id, repr(time.time()))
 
 

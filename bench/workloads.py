@@ -106,7 +106,6 @@ class _Floor:
         job, _ = Job.objects.build(topic, {})
         self.connection = connection
         self.params = [*fastsql._prep_row(Job, fastsql.JOB_FIELDS, job, connection), *fastsql.lock_keys(job.pk)]
-        self.insert = fastsql.statement("insert_job_pushed", connection.alias)
         self.at = [f.attname for f in fastsql.JOB_FIELDS].index("id")
         r, k = get_redis(), TopicKeys(topic)
         script(r, "push")(keys=[getattr(k, name) for name in PUSH_KEYS], args=[""], client=r)  # loaded
@@ -136,8 +135,9 @@ class _Floor:
             self.conn.read_response()
             self.unread = False
 
-        cursor.execute_polling(self.insert, self.params, sent=push,
-                               meanwhile=lambda: (self.conn._sock.fileno(), read) if self.unread else None)
+        # Through the calls enqueue() sends its INSERT with (libpq's own, with its polling).
+        fastsql._pushed_insert(cursor, "insert_job_pushed", self.params, self.connection, push,
+                               lambda: (self.conn._sock.fileno(), read) if self.unread else None)
         return text
 
     def close(self) -> None:
