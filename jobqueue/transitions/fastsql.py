@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from functools import cache, partial
+from functools import cache
 from importlib import resources
 from types import SimpleNamespace
 from typing import Any, cast
@@ -181,7 +181,7 @@ def _preparing_cursor(connection: Any, raw: Any) -> Any:
 #: with ``prepare=True`` (these) are prepared.
 _NEVER_AUTOMATICALLY = 2**31
 #: Set below where psycopg 3 is installed (see there).
-_CAN_FOLLOW = _CAN_PIPELINE = False
+_CAN_SPIN = _CAN_PIPELINE = False
 
 if psycopg is not None:
 
@@ -191,9 +191,6 @@ if psycopg is not None:
     #: Whether this psycopg lets a statement's wait be polled (spinwait): it drives each
     #: statement as a generator of waits, ``Cursor._execute_gen`` (psycopg 3.1 to 3.3).
     _CAN_SPIN = spinwait.available() and hasattr(psycopg.Cursor, "_execute_gen")
-    #: Whether a statement's progress can be followed, to act once it is sent (see
-    #: :func:`insert_job`'s ``pushed``): the same generator.
-    _CAN_FOLLOW = hasattr(psycopg.Cursor, "_execute_gen")
     #: Whether this psycopg and its libpq can pipeline statements (libpq 14 or later):
     #: a claim and its wait for the job's row go in one round trip (see :func:`claim_job`).
     _CAN_PIPELINE = bool(getattr(psycopg.Pipeline, "is_supported", lambda: False)())
@@ -202,9 +199,6 @@ if psycopg is not None:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._spin = spinwait.SpinState()
-            #: Whether the running statement itself was sent (not only its preparation,
-            #: which psycopg sends first, and waits for, on a statement's first run here).
-            self._query_sent = False
             self._transformer: Any = None
 
         @property
@@ -216,40 +210,22 @@ if psycopg is not None:
                 self._transformer = psycopg.adapt.Transformer(self)
             return self._transformer
 
-        def _send_query_prepared(self, *args: Any, **kwargs: Any) -> None:
-            super()._send_query_prepared(*args, **kwargs)
-            self._query_sent = True
-
-        def _execute_send(self, *args: Any, **kwargs: Any) -> None:
-            super()._execute_send(*args, **kwargs)
-            self._query_sent = True
-
         def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
             return super().execute(query, params, prepare=True)
 
-        def execute_polling(self, query: Any, params: Any = None, sent: Callable[[], Any] | None = None,
-                            meanwhile: Callable[[], Any] | None = None) -> Any:
+        def execute_polling(self, query: Any, params: Any = None) -> Any:
             """``execute``, its answer waited for polling first (see spinwait): for an
-            enqueue's ``INSERT``, whose wait is mostly the commit's WAL flush (the CPU is
-            idle meanwhile). The worker's statements keep the database's CPU busy for most
-            of theirs, and a drain measured no faster with them polled.
-
-            ``sent`` is called once the statement is on its way, before its answer (with
-            ``_CAN_FOLLOW``; the caller checks), else once it has run: see :func:`insert_job`.
-            ``meanwhile``: another socket to read while the answer is polled for (see
-            :func:`.spinwait.spinning`)."""
+            enqueue's ``INSERT`` (one pushed as it is sent runs through
+            :func:`_pushed_insert`, polled alike), whose wait is mostly the commit's WAL
+            flush (the CPU is idle meanwhile). The worker's statements keep the database's
+            CPU busy for most of theirs, and a drain measured no faster with them polled."""
             budget = settings.SPIN_WAIT_MICROSECONDS
-            spin = bool(budget) and _CAN_SPIN and self._spin.should_spin()
-            if not spin and sent is None:
+            if not (budget and _CAN_SPIN and self._spin.should_spin()):
                 return super().execute(query, params, prepare=True)
             conn = self._conn
             with conn.lock:
-                gen = self._execute_gen(query, params, prepare=True)
-                if sent is not None:
-                    self._query_sent = False
-                    gen = spinwait.announcing(gen, sent, lambda: self._query_sent)
-                conn.wait(spinwait.spinning(gen, conn.pgconn.socket, budget / 1e6, self._spin, _READY, meanwhile)
-                          if spin else gen)
+                conn.wait(spinwait.spinning(self._execute_gen(query, params, prepare=True), conn.pgconn.socket,
+                                            budget / 1e6, self._spin, _READY))
             return self
 
     from psycopg.types.json import Jsonb
@@ -411,29 +387,21 @@ def orm_only() -> Iterator[None]:
 
 
 def _run(name: str, params: list[Any], connection: Any, *, returns_row: bool = False,
-         polling: bool = False, sent: Callable[[], Any] | None = None,
-         meanwhile: Callable[[], Any] | None = None, cursor: Any = None) -> tuple[int, Any]:
+         polling: bool = False, cursor: Any = None) -> tuple[int, Any]:
     """Run statement ``name``; returns its row count and, if it ``returns_row``, its first
     row. (Said by the caller: asking the cursor for its ``description`` builds an object
     per column on every call, a measurable part of a worker's time per job.) ``polling``:
     wait for the answer polling first, where the fast cursor can (see spinwait).
-    ``sent``: called once the statement is on its way, where the fast cursor can follow
-    it, else once it has run; ``meanwhile``: see ``execute_polling``. ``cursor``: the
-    connection's :func:`_fast_cursor`, if the caller has it."""
+    ``cursor``: the connection's :func:`_fast_cursor`, if the caller has it."""
     # As _cursor() does, without a generator per statement (nor its checks made twice).
     if cursor is None:
         cursor = _fast_cursor(connection)
     if cursor is None:
         with connection.cursor() as cursor:
-            done = _execute(cursor.execute, cursor, name, params, connection, returns_row)
-        if sent is not None:
-            sent()
-        return done
+            return _execute(cursor.execute, cursor, name, params, connection, returns_row)
     with connection.wrap_database_errors:
-        if polling or sent is not None:
-            return _execute(partial(cursor.execute_polling, sent=sent, meanwhile=meanwhile), cursor, name, params,
-                            connection, returns_row)
-        return _execute(cursor.execute, cursor, name, params, connection, returns_row)
+        return _execute(cursor.execute_polling if polling else cursor.execute, cursor, name, params, connection,
+                        returns_row)
 
 
 def _execute(execute: Any, cursor: Any, name: str, params: list[Any], connection: Any,
@@ -849,10 +817,9 @@ def _constant(value: Any) -> str:
 def pushing_cursor(connection: Any) -> Any:
     """The fast cursor through which an ``INSERT`` of a job on ``connection`` can push
     the job while it runs (:func:`insert_job`'s ``pushed``), else ``None``: PostgreSQL
-    through the fast cursor, in autocommit (the statement is the transaction), with a
-    psycopg whose statements can be followed. The connection is checked as Django checks
-    one before a query (see :func:`_fast_cursor`)."""
-    if not _CAN_FOLLOW or connection.in_atomic_block or not enabled(connection.alias, connection):
+    through the fast cursor (psycopg 3), in autocommit (the statement is the transaction).
+    The connection is checked as Django checks one before a query (see :func:`_fast_cursor`)."""
+    if connection.in_atomic_block or not enabled(connection.alias, connection):
         return None
     cursor = _fast_cursor(connection)
     return cursor if cursor is not None and connection.autocommit else None
@@ -884,10 +851,12 @@ def insert_job(job: Job, using: str, connection: Any = None, pushed: Callable[[]
     if pushed is not None:
         params += lock_keys(job.pk)
         name += "_pushed"
-    if pushed is not None and cursor is not None:
+    if pushed is not None:
+        if cursor is None:
+            raise TypeError("insert_job(pushed=...) takes the connection's pushing_cursor() as its cursor")
         _pushed_insert(cursor, name, params, connection, pushed, meanwhile)
     else:
-        _run(name, params, connection, polling=True, sent=pushed, meanwhile=meanwhile, cursor=cursor)
+        _run(name, params, connection, polling=True, cursor=cursor)
     job._state.adding = False
     job._state.db = using
 

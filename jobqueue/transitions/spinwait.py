@@ -130,13 +130,11 @@ def spinning(gen: Generator[Any, Any, Any], fileno: int, budget: float, state: S
             return done.value
 
 
-def announcing(gen: Generator[Any, Any, Any], sent: Callable[[], Any],
-               is_sent: Callable[[], bool] = lambda: True) -> Generator[Any, Any, Any]:
-    """``gen`` (a psycopg statement's generator), calling ``sent()`` once the statement is
-    sent: at its first wait that is not for writing (psycopg waits for reading only once
-    all of it is flushed) after ``is_sent()`` says the statement itself went (a first run
-    sends its preparation first, and waits for that), or at its end. Whatever ``sent``
-    raises is logged, never raised: the statement's answer must still be read."""
+def announcing(gen: Generator[Any, Any, Any], sent: Callable[[], Any]) -> Generator[Any, Any, Any]:
+    """``gen`` (a generator of one statement's waits, as psycopg's are), calling ``sent()``
+    once the statement is sent: at its first wait that is not for writing (a wait for
+    reading comes only once all of it is flushed), or at its end. Whatever ``sent`` raises
+    is logged, never raised: the statement's answer must still be read."""
     try:
         waiting = next(gen)
     except StopIteration as done:
@@ -144,7 +142,7 @@ def announcing(gen: Generator[Any, Any, Any], sent: Callable[[], Any],
         return done.value
     announced = False
     while True:
-        if not announced and not waiting & 2 and is_sent():
+        if not announced and not waiting & 2:
             announced = True
             _call(sent)
         ready = yield waiting
