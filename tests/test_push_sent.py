@@ -71,13 +71,47 @@ def test_a_push_after_the_commit_returns_with_its_answer_unread_and_the_thread_t
     assert engine.get_redis().hget(engine.TopicKeys("echo").metrics, "enqueued") == b"1"
 
 
+@contextmanager
+def commit_held_until_queued(redis_client, topic: str, queued: int):
+    """On PostgreSQL, hold the commit of the next ``INSERT`` of a ``topic`` job (its foreign
+    key's check waits for the topic's row, locked by another connection) until ``queued``
+    ids are in the topic's queue, and a moment more: the push sent during that ``INSERT``
+    has then been answered before the statement ends, however loaded the machine is."""
+    from .test_push_during_insert import raw_connection
+
+    locked, done = threading.Event(), threading.Event()
+    key = engine.TopicKeys(topic).queue
+
+    def hold():
+        with raw_connection() as blocker, blocker.transaction():
+            blocker.execute("SELECT 1 FROM jobqueue_topic WHERE name = %s FOR UPDATE", [topic])
+            locked.set()
+            deadline = time.monotonic() + 10
+            while redis_client.zcard(key) < queued and time.monotonic() < deadline and not done.is_set():
+                time.sleep(0.01)
+            time.sleep(0.1)  # the answer on its way back to the enqueuing thread
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert locked.wait(10)
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(10)
+
+
 def test_an_enqueue_reads_its_push_answer_as_it_ends_once_it_has_come(redis_client, monkeypatch):
     """In autocommit on PostgreSQL the push goes out during the ``INSERT``: its answer,
     come by the statement's end, is read then, not before the thread's next ``INSERT``.
     Elsewhere the push follows the commit and its answer is left for the next Redis use."""
     Job.objects.enqueue("echo")
     engine.get_redis()  # the held connection exists, nothing outstanding
-    job = Job.objects.enqueue("echo")
+    if POSTGRES:
+        with commit_held_until_queued(redis_client, "echo", 2):
+            job = Job.objects.enqueue("echo")
+    else:
+        job = Job.objects.enqueue("echo")
     if POSTGRES:
         assert held().sent is None  # read as the call ended
     else:
