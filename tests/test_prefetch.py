@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import pytest
 import redis
-from django.db import connection
+from django.db import connection, transaction
 from redis.client import Pipeline
 
 from jobqueue import engine
@@ -549,7 +549,8 @@ def test_a_worker_woken_with_its_next_job_leased_runs_it_in_the_same_pass():
 
     def push_later():
         time.sleep(0.3)
-        pushed["job"] = Job.objects.enqueue("echo")
+        with transaction.atomic():  # pushed once committed: the claim cannot come before the row
+            pushed["job"] = Job.objects.enqueue("echo")
         from django.db import connections
 
         connections.close_all()
