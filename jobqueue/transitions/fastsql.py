@@ -463,11 +463,9 @@ def _claim_after_insert(cursor: Any, job_id: Any, params: list[Any], connection:
                                                     (*_prepared(raw, "claim", alias), claim)]))
                 if again or not _lost(raw, results):
                     break
-        for result in results:
-            if result.status == _FATAL_ERROR:
-                if _sqlstate(result) == _LOCK_NOT_AVAILABLE:
-                    return None  # the row's INSERT is still running
-                raise psycopg.errors.error_from_result(result, encoding=raw.info.encoding)
+        if any(_sqlstate(result) == _LOCK_NOT_AVAILABLE for result in results):
+            return None  # the row's INSERT is still running (the claim behind the wait was not run)
+        _check(raw, results)
         answer = results[-1]
         if not answer.ntuples:
             return None
