@@ -285,6 +285,40 @@ def test_a_give_back_waits_for_a_row_being_written_and_queues_the_job_again():
     assert Job.objects.get(pk=job_id).status == JobStatus.QUEUED
 
 
+def test_a_give_back_looks_again_for_a_row_whose_insert_had_not_run_yet(monkeypatch):
+    """A claim can come before the ``INSERT`` of a job pushed as it was sent has even run
+    (nothing holds the lock to wait for): the give-back looks for the row again for a
+    while, and queues the job once it is there rather than dropping it."""
+    monkeypatch.setattr(recovery, "ROW_PAUSES", (0.01, 0.05, 0.25, 1, 4))  # this test's pace, not the machine's
+    job, _ = Job.objects.build("echo", {"n": 1})
+    engine.push_job(job)  # pushed, its row not written yet
+    assert engine.pop("echo") == [str(job.pk)]
+    if not POSTGRES:  # the push follows the commit there: a row not there is gone
+        assert recovery.give_back("echo", str(job.pk)) == "dropped"
+        return
+    giving_back = in_thread(recovery.give_back, "echo", str(job.pk))
+    time.sleep(0.03)
+    assert giving_back.is_alive()
+    create.insert(job, "default")  # the INSERT runs only now
+    giving_back.join(10)
+    assert giving_back.error is None and giving_back.result == "already queued"
+    assert engine.queue_ids("echo") == [str(job.pk)]
+
+
+def test_a_give_back_drops_a_new_job_whose_row_never_comes(monkeypatch):
+    waits = []
+    real = fastsql.wait_for_insert
+    monkeypatch.setattr(fastsql, "wait_for_insert", lambda pk: waits.append(pk) or real(pk))
+    job, _ = Job.objects.build("echo", {"n": 1})
+    engine.push_job(job)
+    assert engine.pop("echo") == [str(job.pk)]
+    assert recovery.give_back("echo", str(job.pk)) == "dropped"
+    assert engine.queue_ids("echo") == []
+    assert not Job.objects.filter(pk=job.pk).exists()
+    # On PostgreSQL it looked again after each pause, and then no more; elsewhere once.
+    assert waits == [job.pk] * ((1 + len(recovery.ROW_PAUSES)) if POSTGRES else 1)
+
+
 def test_announcing_calls_back_once_the_statement_is_sent_and_survives_a_failing_call(caplog):
     with suite_postgres() as raw:
         cursor = raw.cursor()

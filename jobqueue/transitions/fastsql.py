@@ -638,6 +638,12 @@ def _pipelined(raw: Any, statements: list[tuple[bytes, bytes | None, list[bytes]
             raw.close()
 
 
+def may_be_inserting(job_id: Any, using: str | None = None) -> bool:
+    """Whether a claim of ``job_id`` may have come before its row's ``INSERT`` (one whose
+    push went as it was sent: PostgreSQL only) had committed, or even run."""
+    return connections[using or _db()].vendor == "postgresql" and _may_be_inserting(job_id)
+
+
 def _may_be_inserting(job_id: uuid.UUID | str) -> bool:
     """Whether ``job_id``'s row may still be being inserted: its id holds no time, or a
     time less than :data:`INSERTED_AFTER_MS` ago. (A clock of the enqueuer's behind the

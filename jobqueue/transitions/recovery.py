@@ -6,6 +6,7 @@ acknowledges the job."""
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from django.db import connection, transaction
@@ -90,8 +91,9 @@ def give_back(topic: str, job_id: str) -> str:
     it (a loss of Redis's data gave its id out again), and the lease is that worker's.
 
     A job pushed while its row was being inserted (see ``create.insert_plain``) may be
-    leased before the row commits: its ``INSERT`` is waited for first, so such a job goes
-    back in its queue rather than being dropped.
+    leased before the row commits, or before its ``INSERT`` has even run: that statement
+    is waited for first, and a row not there yet is looked for again after each of
+    :data:`ROW_PAUSES`, so such a job goes back in its queue rather than being dropped.
     """
     job = None
     try:
@@ -99,8 +101,7 @@ def give_back(topic: str, job_id: str) -> str:
     except ValueError:
         pk = None
     if pk is not None:
-        fastsql.wait_for_insert(pk)
-        job = Job.objects.filter(pk=pk).first()
+        job = _row_once_inserted(pk)
     if job is None:
         engine.ack(topic, job_id)
         return "dropped"
@@ -108,6 +109,29 @@ def give_back(topic: str, job_id: str) -> str:
         return "running"
     _put_back(job, topic)
     return f"already {job.status}"
+
+
+#: Pauses (seconds) of a give-back that finds no row for a job that may have been pushed
+#: during its ``INSERT``, before it looks again: a claim can come before that statement has
+#: even run (its server process not yet scheduled on a busy machine), and then nothing
+#: holds the lock it would wait for. About a quarter of a second in all; a row still not
+#: there then is left to the reconcile.
+ROW_PAUSES = (0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128)
+
+
+def _row_once_inserted(pk: uuid.UUID) -> Job | None:
+    """Job ``pk``'s row, once an ``INSERT`` of it that may be running has committed."""
+    fastsql.wait_for_insert(pk)
+    job = Job.objects.filter(pk=pk).first()
+    if job is not None or not fastsql.may_be_inserting(pk):
+        return job
+    for pause in ROW_PAUSES:
+        time.sleep(pause)
+        fastsql.wait_for_insert(pk)
+        job = Job.objects.filter(pk=pk).first()
+        if job is not None:
+            break
+    return job
 
 
 def _put_back(job: Job, topic: str) -> None:
