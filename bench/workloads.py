@@ -255,8 +255,9 @@ def drain_floor(n: int) -> float | None:
     The worker's database and Redis calls with no Python around them: per batch of 8
     jobs, one call of the script that acknowledges the last batch and leases the next,
     and one prepared statement that records the batch's successes with their Execution
-    rows and claims the next batch (in a session whose commits skip the WAL flush, as a
-    worker's do by default). No handler, no job object built: what the drain would reach
+    rows and claims the next batch, sent as the worker sends it (``fastsql._recorded``),
+    in a session whose commits skip the WAL flush, as a worker's do by default. No
+    handler, no job object built: what the drain would reach
     if the worker's own code took no time. PostgreSQL only (``None`` elsewhere).
     """
 
@@ -313,16 +314,14 @@ def _drain_floor(n: int) -> float:
     acknowledged: list[tuple[str, str, str]] = []
     count = 0
     start = time.perf_counter()
-    with fastsql._cursor(connection) as cursor:
-        while running:
-            following = engine.acks_and_pop("noop", acknowledged, batch)
-            cursor.execute(fastsql._record_statement(len(running), connection.alias), params(running, following))
-            rows = cursor.fetchall()
-            # Recorded, and the next batch claimed.
-            assert len(rows[0][0]) == len(running) and len([r for r in rows if r[1] is not None]) == len(following)
-            acknowledged = [(job_id, "", tally) for job_id in running]
-            count += len(running)
-            running = following
+    while running:
+        following = engine.acks_and_pop("noop", acknowledged, batch)
+        rows = fastsql._recorded(len(running), params(running, following), connection)
+        # Recorded, and the next batch claimed.
+        assert len(rows[0][0]) == len(running) and len([r for r in rows if r[1] is not None]) == len(following)
+        acknowledged = [(job_id, "", tally) for job_id in running]
+        count += len(running)
+        running = following
     engine.acks_and_pop("noop", acknowledged, 0)
     return count / (time.perf_counter() - start)
 

@@ -7,14 +7,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from jobqueue import engine
 from jobqueue.models import Execution, Job, JobStatus
 from jobqueue.signals import job_started
-from jobqueue.transitions import fastsql
+from jobqueue.transitions import attempt, fastsql
 from jobqueue.worker import Worker, readahead
 from jobqueue.worker.readahead import Stage
 
@@ -150,6 +150,43 @@ def test_max_jobs_leases_nothing_beyond_the_last_job():
     assert [Job.objects.get(pk=j.pk).status for j in jobs] == ["succeeded", "succeeded", "queued"]
     assert engine.queue_ids("echo") == [str(jobs[2].pk)]
     assert engine.depths("echo")["leased"] == 0
+
+
+def test_a_batch_is_recorded_with_a_generic_plan_for_its_own_transaction_only():
+    """``record_and_claim`` is planned generically (planned afresh for every batch, it took
+    longer to plan than to run), by a setting that ends with the statement's implicit
+    transaction; inside a transaction of the caller's it is planned as PostgreSQL chooses,
+    the setting never reaching the caller's other statements."""
+    first, second, third, fourth = jobs = [Job.objects.enqueue("echo", {"i": i}) for i in range(4)]
+    assert engine.pop("echo", 4) == [str(job.pk) for job in jobs]
+
+    def recorded(job, execution, next_ids):
+        execution.outcome, execution.finished_at = "succeeded", timezone.now()
+        return fastsql.record_and_claim([(job, None, execution)], next_ids, "w", timezone.now())
+
+    if not fastsql.can_fuse():  # SQLite: each success is recorded, and each job claimed, on its own
+        assert not POSTGRES
+        return
+    done, [claimed] = recorded(*attempt.claim(str(first.pk), "w", 0), [str(second.pk)])
+    assert done == {str(first.pk)} and claimed.pk == second.pk and claimed.status == JobStatus.RUNNING
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW plan_cache_mode")
+        assert cursor.fetchone() == ("auto",)  # the session's setting, as it was
+        cursor.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+                       "WHERE statement LIKE 'WITH succeeded%%'")
+        assert cursor.fetchall() == [(1, 0)]
+        cursor.execute("DEALLOCATE ALL")  # as a pooler's reset does: prepared again, under new names
+    execution = Execution(job=claimed, attempt=claimed.attempts, worker_id="w", hostname="h", pid=0,
+                                  started_at=claimed.started_at)
+    done, [claimed] = recorded(claimed, execution, [str(third.pk)])
+    assert done == {str(second.pk)} and claimed.pk == third.pk
+    with transaction.atomic():
+        done, claimed = recorded(*attempt.claim(str(fourth.pk), "w", 0), [])
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW plan_cache_mode")
+            assert cursor.fetchone() == ("auto",)
+    assert done == {str(fourth.pk)} and claimed == []
+    assert {job.status for job in Job.objects.exclude(pk=third.pk)} == {JobStatus.SUCCEEDED}
 
 
 # -- statements -----------------------------------------------------------------------------

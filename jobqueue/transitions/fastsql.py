@@ -537,20 +537,25 @@ def _sqlstate(result: Any) -> bytes | None:
 def _numbered(name: str, alias: str) -> bytes:
     """Statement ``name`` with its ``%s`` as ``$1``, ``$2``… (and ``%%`` as ``%``), encoded,
     for libpq's own prepare."""
-    count = iter(range(1, 1000))
-    return re.sub(r"%[s%]", lambda m: "%" if m.group() == "%%" else f"${next(count)}",
-                  statement(name, alias)).encode()
+    return _numbering(statement(name, alias))
+
+
+def _numbering(text: str) -> bytes:
+    count = iter(range(1, 100_000))
+    return re.sub(r"%[s%]", lambda m: "%" if m.group() == "%%" else f"${next(count)}", text).encode()
 
 
 _generations = itertools.count(1)
 
 
-def _prepared(raw: Any, name: str, alias: str, types: Any = None) -> tuple[bytes, bytes | None]:
+def _prepared(raw: Any, name: str, alias: str, types: Any = None,
+              text: Callable[[], bytes] | None = None) -> tuple[bytes, bytes | None]:
     """The name under which statement ``name`` (its parameters of ``types``; ``None``: typed
     by the server) is prepared on psycopg connection ``raw``'s session, and, the first time,
-    its text to prepare first. Names are new to the process, so none is ever prepared twice:
-    a statement named but never prepared (its first run failed on the way) is one the
-    session does not have, as after ``DEALLOCATE ALL`` (see :func:`_lost`)."""
+    its text to prepare first (``text()``, for a statement not in ``queries.sql`` as it is).
+    Names are new to the process, so none is ever prepared twice: a statement named but
+    never prepared (its first run failed on the way) is one the session does not have, as
+    after ``DEALLOCATE ALL`` (see :func:`_lost`)."""
     names: dict[Any, bytes] | None = getattr(raw, "_jobqueue_statements", None)
     if names is None:
         names = raw._jobqueue_statements = {}
@@ -559,7 +564,7 @@ def _prepared(raw: Any, name: str, alias: str, types: Any = None) -> tuple[bytes
     if prepared is not None:
         return prepared, None
     prepared = names[key] = b"jobqueue_%d" % next(_generations)
-    return prepared, _numbered(name, alias)
+    return prepared, text() if text is not None else _numbered(name, alias)
 
 
 def _lost(raw: Any, results: list[Any]) -> bool:
@@ -598,20 +603,25 @@ def _flushed(pgconn: Any) -> Any:
             pgconn.consume_input()
 
 
-def _pipelined(raw: Any, statements: list[tuple[bytes, bytes | None, list[bytes]]]) -> Any:
+def _pipelined(raw: Any, statements: list[tuple[bytes, bytes | None, list[Any]]],
+               typed: tuple[Any, Any] | None = None) -> Any:
     """The generator, for psycopg's ``Connection.wait``, that sends ``statements`` (each
     a name, its text to prepare first or ``None``, and its parameters as text) in one
     pipeline with one ``Sync``, and returns every answer but the ``Sync``'s, in order.
-    Written after psycopg's own pipeline generator: answers are read as they come, a
-    statement's end being a ``None`` from ``get_result``."""
+    ``typed``: the parameter types and formats of the last statement, whose parameters
+    were dumped by a transformer (see :func:`_recorded`). Written after psycopg's own
+    pipeline generator: answers are read as they come, a statement's end being a ``None``
+    from ``get_result``."""
     pgconn = raw.pgconn
+    types, formats = typed or (None, None)
+    last = len(statements) - 1
     pgconn.enter_pipeline_mode()
     try:
-        for name, query, _ in statements:
+        for i, (name, query, _) in enumerate(statements):
             if query is not None:
-                pgconn.send_prepare(name, query)
-        for name, _, values in statements:
-            pgconn.send_query_prepared(name, values)
+                pgconn.send_prepare(name, query, param_types=types if i == last else None)
+        for i, (name, _, values) in enumerate(statements):
+            pgconn.send_query_prepared(name, values, param_formats=formats if i == last else None)
         pgconn.pipeline_sync()
         yield from _flushed(pgconn)
         results: list[Any] = []
@@ -792,12 +802,44 @@ def record_and_claim(successes: list[tuple[Job, Any, Execution]], next_ids: list
     when = _prep(Job, "started_at", started, connection)
     params += [RUNNING_TEXT, when, worker_id, when, [uuid.UUID(i) for i in next_ids],
                QUEUED_TEXT, SCHEDULED_TEXT]
-    with _cursor(connection) as cursor:
-        cursor.execute(_record_statement(len(successes), connection.alias), params)
-        rows = cursor.fetchall()
+    rows = _recorded(len(successes), params, connection)
     done = {str(pk) for pk in rows[0][0]}
     # Nothing was claimed if the one row's id column is NULL (never otherwise).
     return done, [_claimed(row[1:], connection) for row in rows if row[1] is not None]
+
+
+def _recorded(successes: int, params: list[Any], connection: Any) -> list[Any]:
+    """The rows of ``record_and_claim`` for ``successes`` successes, run with ``params``.
+
+    Outside a transaction on PostgreSQL it goes through libpq's own calls, as the claim
+    does (:func:`_pipelined`), behind ``generic_plans`` in the same implicit transaction:
+    left to choose, PostgreSQL planned this statement afresh for every batch (its custom
+    plan seemed cheaper than the generic one), which took longer than running it; the
+    generic plan is the same index lookups. The setting ends with the transaction."""
+    cursor = _fast_cursor(connection) if _CAN_PIPELINE and not connection.in_atomic_block else None
+    if cursor is None:
+        with _cursor(connection) as cursor:
+            cursor.execute(_record_statement(successes, connection.alias), params)
+            return cast(list[Any], cursor.fetchall())
+    raw = cursor.connection
+    alias = connection.alias
+    tx = cursor.transformer
+    with connection.wrap_database_errors:
+        values = tx.dump_sequence(params, [_AUTO] * len(params))
+        typed = (tx.types, tx.formats)
+        with raw.lock:
+            for again in (False, True):
+                results = raw.wait(_pipelined(raw, [
+                    (*_prepared(raw, "generic_plans", alias), []),
+                    (*_prepared(raw, f"record_and_claim {successes}", alias, typed[0],
+                                lambda: _numbering(_record_statement(successes, alias))), values),
+                ], typed))
+                if again or not _lost(raw, results):
+                    break
+        _check(raw, results)
+        answer = results[-1]
+        tx.set_pgresult(answer)
+        return cast(list[Any], tx.load_rows(0, answer.ntuples, tuple))
 
 
 def insert_execution(execution: Execution) -> None:

@@ -68,6 +68,13 @@ WITH succeeded (id, attempts, result, started_at, finished_at) AS (VALUES [succe
      claimed AS ({q.claim_many} AS last_execution)
 SELECT ARRAY(SELECT {job.id} FROM done), claimed.* FROM (SELECT 1) AS one LEFT JOIN claimed ON TRUE
 
+-- name: generic_plans
+-- Not a transition: plan the rest of the transaction's prepared statements generically
+-- (plan_cache_mode, until the transaction ends). Sent before record_and_claim in its
+-- implicit transaction (see fastsql._recorded): planned afresh each time, it took longer
+-- to plan than to run.
+SELECT set_config('plan_cache_mode', 'force_generic_plan', true)
+
 -- name: insert_job
 -- enqueue: a new job. Parameters: every column, in field order.
 INSERT INTO {job.table} ({job.columns}) VALUES ({job.marks})
