@@ -275,7 +275,8 @@ class Bench:
         from bench.report import Row
 
         rows, ids = self.args.growth_rows, self.args.growth_ids
-        log(f"growth: {self.args.runs} run(s) on empty tables, then with {rows:,} finished jobs ({ids} ids)")
+        log(f"growth: {self.args.runs} run(s) on empty tables, with {rows:,} finished jobs ({ids} ids), then "
+            "on empty tables again")
         result = workloads.growth(self.args.n, rows, self.args.runs, self.extra, ids)
         self.raw["growth"] = result
         for key, what in (("enqueue", f"single enqueue, {self.args.n:,} calls"),
@@ -291,7 +292,12 @@ class Bench:
                           f"generate_series in {result['fill_seconds']:,.0f} s, then VACUUM ANALYZE; the workers' "
                           f"metrics tally then took them in {result['rollup_seconds']:,.0f} s; a CHECKPOINT "
                           f"({result['checkpoint_seconds']:,.0f} s) wrote the set-up out before the measured runs, "
-                          "as one did before the empty-table runs.")
+                          "as one did before each set of empty-table runs. The empty-table figure is the median of "
+                          "the runs before the fill and after the rows were removed (each run, jobs/s: "
+                          + "; ".join(f"{key}: " + ", ".join(
+                              f"{when} " + " / ".join(f"{v:,.0f}" for v in result["runs"][when][key])
+                              for when in ("empty before", "full", "empty after")) for key in ("enqueue", "drain"))
+                          + ").")
 
     def redis_memory(self) -> None:
         from bench import workloads

@@ -520,9 +520,11 @@ def jobqueue_enqueue_rate(n: int) -> float:
 
 
 def growth(n: int, rows: int, runs: int, notes: dict[str, Any], ids: str = "ordered") -> dict[str, Any]:
-    """jobqueue's single enqueue and inline drain on empty tables, then with ``rows`` finished
-    jobs (and their Executions, ids made as ``ids`` says: see :data:`GROWTH_IDS`) in them:
-    medians of ``runs`` each. PostgreSQL only."""
+    """jobqueue's single enqueue and inline drain on empty tables, then with ``rows``
+    finished jobs (and their Executions, ids made as ``ids`` says: see :data:`GROWTH_IDS`)
+    in them, then on empty tables again: ``runs`` of each. The empty-table figure is the
+    median of the runs before the fill and after the rows are gone, so a machine whose
+    speed drifts over the minutes the fill takes moves both figures alike. PostgreSQL only."""
     from django.db import connection
 
     if connection.vendor != "postgresql":
@@ -530,20 +532,26 @@ def growth(n: int, rows: int, runs: int, notes: dict[str, Any], ids: str = "orde
     out: dict[str, Any] = {"rows": rows}
     reset()
     checkpoint()
-    out["empty"] = _enqueue_and_drain(n, runs, notes)
+    before = _enqueue_and_drain(n, runs, notes)
     reset()
     out["fill_seconds"] = fill_finished(rows, ids=ids)
     out["rollup_seconds"] = roll_up_all()
     out["checkpoint_seconds"] = checkpoint()
-    out["full"] = _enqueue_and_drain(n, runs, notes)
+    full = _enqueue_and_drain(n, runs, notes)
     reset()
+    checkpoint()
+    after = _enqueue_and_drain(n, runs, notes)
+    reset()
+    out["runs"] = {"empty before": before, "full": full, "empty after": after}
+    out["empty"] = {key: statistics.median(before[key] + after[key]) for key in before}
+    out["full"] = {key: statistics.median(values) for key, values in full.items()}
     return out
 
 
-def _enqueue_and_drain(n: int, runs: int, notes: dict[str, Any]) -> dict[str, float]:
+def _enqueue_and_drain(n: int, runs: int, notes: dict[str, Any]) -> dict[str, list[float]]:
     enqueue = [jobqueue_enqueue_rate(n) for _ in range(runs)]
     drain = [drain_one(JOBQUEUE, "noop", "inline", n, notes, keep_rows=True) for _ in range(runs)]
-    return {"enqueue": statistics.median(enqueue), "drain": statistics.median(drain)}
+    return {"enqueue": enqueue, "drain": drain}
 
 
 def redis_bytes_per_job(jobs: int) -> dict[str, float]:
