@@ -62,6 +62,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--no-memory-peers", action="store_true", help="measure only jobqueue's worker memory")
     add("--growth-rows", type=positive, default=1_000_000,
         help="finished jobs in the table for the growth rows (default 1,000,000; the target is 10,000,000)")
+    add("--growth-n", type=positive,
+        help="jobs per growth run (default: -n). The growth rows compare two jobqueue figures taken "
+             "minutes apart, so they gain from more jobs and runs than a comparison of systems")
+    add("--growth-runs", type=positive, help="growth runs per set (default: --runs)")
     add("--growth-ids", choices=("ordered", "random"), default="ordered",
         help="the growth rows' ids: time-ordered as enqueue() makes them (default), or random, as an "
              "installation older than those ids holds them")
@@ -73,6 +77,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.n = args.n or (500 if args.quick else 5000)
     args.runs = args.runs or (1 if args.quick else 3)
     args.memory_jobs = args.memory_jobs or (20_000 if args.quick else 100_000)
+    args.growth_n = args.growth_n or args.n
+    args.growth_runs = args.growth_runs or args.runs
     return args
 
 
@@ -275,12 +281,13 @@ class Bench:
         from bench.report import Row
 
         rows, ids = self.args.growth_rows, self.args.growth_ids
-        log(f"growth: {self.args.runs} run(s) on empty tables, with {rows:,} finished jobs ({ids} ids), then "
+        n, runs = self.args.growth_n, self.args.growth_runs
+        log(f"growth: {runs} run(s) of {n:,} jobs on empty tables, with {rows:,} finished jobs ({ids} ids), then "
             "on empty tables again")
-        result = workloads.growth(self.args.n, rows, self.args.runs, self.extra, ids)
+        result = workloads.growth(n, rows, runs, self.extra, ids)
         self.raw["growth"] = result
-        for key, what in (("enqueue", f"single enqueue, {self.args.n:,} calls"),
-                          ("drain", f"drain {self.args.n:,} jobs, inline, 1 worker")):
+        for key, what in (("enqueue", f"single enqueue, {n:,} calls"),
+                          ("drain", f"drain {n:,} jobs, inline, 1 worker")):
             empty, full = result["empty"][key], result["full"][key]
             self.rows.append(Row(
                 label=f"{what} (jobs/s): empty tables → {rows:,} finished jobs and their Executions"
@@ -479,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"N": args.n, "runs": args.runs, "bulk": args.bulk_jobs, "memory jobs": args.memory_jobs}
     if "growth" in args.only:
         settings["growth rows"] = args.growth_rows
+        settings["growth N"] = args.growth_n
+        settings["growth runs"] = args.growth_runs
         settings["growth ids"] = args.growth_ids
     if "redis_memory" in args.only:
         settings["queued jobs"] = args.queued_jobs
