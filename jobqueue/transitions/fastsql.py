@@ -457,12 +457,8 @@ def _claim_after_insert(cursor: Any, job_id: Any, params: list[Any], connection:
     wait.append(_INSERT_WAIT_BYTES)
     claim = [_as_text(value) for value in params]
     with connection.wrap_database_errors:
-        with raw.lock:
-            for again in (False, True):
-                results = raw.wait(_pipelined(raw, [(*_prepared(raw, "wait_for_insert", alias), wait),
-                                                    (*_prepared(raw, "claim", alias), claim)]))
-                if again or not _lost(raw, results):
-                    break
+        results = _exchanged(raw, lambda again: raw.wait(_pipelined(raw, [
+            (*_prepared(raw, "wait_for_insert", alias), wait), (*_prepared(raw, "claim", alias), claim)])))
         if any(_sqlstate(result) == _LOCK_NOT_AVAILABLE for result in results):
             return None  # the row's INSERT is still running (the claim behind the wait was not run)
         _check(raw, results)
@@ -488,22 +484,21 @@ def _pushed_insert(cursor: Any, name: str, params: list[Any], connection: Any, s
     with connection.wrap_database_errors:
         values = tx.dump_sequence(params, [_AUTO] * len(params))
         types, formats = tx.types, tx.formats
-        with raw.lock:
-            for again in (False, True):
-                statement_name, query = _prepared(raw, name, alias, types)
-                if query is not None:
-                    _check(raw, raw.wait(_answers(raw.pgconn, raw.pgconn.send_prepare, statement_name, query,
-                                                  param_types=types)))
-                gen = spinwait.announcing(_answers(raw.pgconn, raw.pgconn.send_query_prepared, statement_name,
-                                                   values, param_formats=formats), sent)
-                budget = settings.SPIN_WAIT_MICROSECONDS
-                if budget and spinwait.available() and cursor._spin.should_spin():
-                    gen = spinwait.spinning(gen, raw.pgconn.socket, budget / 1e6, cursor._spin, _READY, meanwhile)
-                results = raw.wait(gen)
-                if again or not _lost(raw, results):
-                    break
-                sent = _nothing  # pushed already: the statement runs again, not the push
-        _check(raw, results)
+
+        def attempt(again: bool) -> list[Any]:
+            statement_name, query = _prepared(raw, name, alias, types)
+            if query is not None:
+                _check(raw, raw.wait(_answers(raw.pgconn, raw.pgconn.send_prepare, statement_name, query,
+                                              param_types=types)))
+            # Run again, the statement is sent again, not the push (it went the first time).
+            gen = spinwait.announcing(_answers(raw.pgconn, raw.pgconn.send_query_prepared, statement_name,
+                                               values, param_formats=formats), _nothing if again else sent)
+            budget = settings.SPIN_WAIT_MICROSECONDS
+            if budget and spinwait.available() and cursor._spin.should_spin():
+                gen = spinwait.spinning(gen, raw.pgconn.socket, budget / 1e6, cursor._spin, _READY, meanwhile)
+            return cast(list[Any], raw.wait(gen))
+
+        _check(raw, _exchanged(raw, attempt))
 
 
 def _nothing() -> None:
@@ -565,6 +560,18 @@ def _prepared(raw: Any, name: str, alias: str, types: Any = None,
         return prepared, None
     prepared = names[key] = b"jobqueue_%d" % next(_generations)
     return prepared, text() if text is not None else _numbered(name, alias)
+
+
+def _exchanged(raw: Any, attempt: Callable[[bool], list[Any]]) -> list[Any]:
+    """The answers of ``attempt(False)`` (an exchange of statements named by
+    :func:`_prepared`), run holding psycopg connection ``raw``'s lock; if they say the
+    session lost its statements (:func:`_lost`), those of ``attempt(True)``, which
+    prepares them again under new names."""
+    with raw.lock:
+        results = attempt(False)
+        if _lost(raw, results):
+            results = attempt(True)
+    return results
 
 
 def _lost(raw: Any, results: list[Any]) -> bool:
@@ -688,7 +695,7 @@ def wait_for_insert(job_id: Any, using: str | None = None) -> bool:
     nor for a job whose id was made more than :data:`INSERTED_AFTER_MS` ago, as in
     :func:`claim_job`). Returns False if it was still being written then."""
     connection = connections[using or _db()]
-    if connection.vendor != "postgresql" or not _may_be_inserting(job_id):
+    if not may_be_inserting(job_id, connection.alias):
         return True
     params = [*lock_keys(job_id), _INSERT_WAIT]
     try:
@@ -827,15 +834,11 @@ def _recorded(successes: int, params: list[Any], connection: Any) -> list[Any]:
     with connection.wrap_database_errors:
         values = tx.dump_sequence(params, [_AUTO] * len(params))
         typed = (tx.types, tx.formats)
-        with raw.lock:
-            for again in (False, True):
-                results = raw.wait(_pipelined(raw, [
-                    (*_prepared(raw, "generic_plans", alias), []),
-                    (*_prepared(raw, f"record_and_claim {successes}", alias, typed[0],
-                                lambda: _numbering(_record_statement(successes, alias))), values),
-                ], typed))
-                if again or not _lost(raw, results):
-                    break
+        results = _exchanged(raw, lambda again: raw.wait(_pipelined(raw, [
+            (*_prepared(raw, "generic_plans", alias), []),
+            (*_prepared(raw, f"record_and_claim {successes}", alias, typed[0],
+                        lambda: _numbering(_record_statement(successes, alias))), values),
+        ], typed)))
         _check(raw, results)
         answer = results[-1]
         tx.set_pgresult(answer)
